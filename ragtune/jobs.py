@@ -1,0 +1,261 @@
+"""Background jobs: long work runs in its own process and reports through files.
+
+Layout of a job folder (``<workspace>/jobs/<job_id>/``)::
+
+    job.json      what was started (kind, argv, config, pid, times)   written by the parent
+    log.jsonl     one JSON object per line (step, loss, progress...)  appended by the child
+    status.json   final state: succeeded / failed / cancelled + error written by the child
+    CANCEL        present when a cancel was requested
+    output.log    the child's stdout and stderr
+
+The child is started in its own session, so closing or restarting the app never kills it, and a
+restarted app finds the job again from these files. A child that dies without writing
+status.json (killed, out of memory, machine restart) is reported as ``stopped`` with its exit
+code or the last lines it printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_write_json, read_json
+from .errors import JobError, RagtuneError
+
+FINAL = ("succeeded", "failed", "cancelled", "stopped")
+_children: dict[int, subprocess.Popen] = {}  # jobs this process started, to reap their exit codes
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str
+    dir: Path
+    status: str = "queued"
+    pid: int | None = None
+    argv: list[str] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+    created_at: float = 0.0
+    started_at: float | None = None
+    ended_at: float | None = None
+    error: str | None = None
+    result: dict = field(default_factory=dict)
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "log.jsonl"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINAL
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["dir"] = str(self.dir)
+        return d
+
+
+def jobs_dir(ws) -> Path:
+    return ws.path("jobs")
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    proc = _children.get(pid)
+    if proc is not None:
+        return proc.poll() is None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def start_job(ws, kind: str, module: str, args: list[str], *, config: dict | None = None,
+              job_id: str | None = None, env: dict | None = None) -> Job:
+    """Run ``python -m module *args --job-dir DIR`` in the background and return at once.
+
+    Passing an existing ``job_id`` restarts that job in the same folder (resume), keeping its log.
+    """
+    job_id = job_id or f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    folder = jobs_dir(ws) / job_id
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "CANCEL").unlink(missing_ok=True)
+    (folder / "status.json").unlink(missing_ok=True)
+    argv = [sys.executable, "-m", module, *args, "--job-dir", str(folder)]
+    previous = read_json(folder / "job.json") or {}
+    job = Job(id=job_id, kind=kind, dir=folder, status="running", argv=argv, config=config or {},
+              created_at=previous.get("created_at", time.time()), started_at=time.time())
+    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with open(folder / "output.log", "ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=child_env, start_new_session=True, cwd=os.getcwd())
+    _children[proc.pid] = proc
+    job.pid = proc.pid
+    _write_job(job)
+    return job
+
+
+def _write_job(job: Job) -> None:
+    d = job.to_dict()
+    for key in ("status", "error", "ended_at", "result"):
+        d.pop(key)
+    atomic_write_json(job.dir / "job.json", d)
+
+
+def get_job(ws, job_id: str) -> Job:
+    folder = jobs_dir(ws) / job_id
+    meta = read_json(folder / "job.json")
+    if meta is None:
+        raise JobError(f"No job '{job_id}' in workspace '{ws.name}'.")
+    meta.pop("dir", None)
+    job = Job(dir=folder, **{k: v for k, v in meta.items() if k in Job.__dataclass_fields__})
+    final = read_json(folder / "status.json")
+    if final:
+        job.status, job.error = final["status"], final.get("error")
+        job.ended_at, job.result = final.get("ended_at"), final.get("result", {})
+    elif _pid_alive(job.pid):
+        job.status = "running"
+    else:
+        job.status = "stopped"
+        job.error = _why_stopped(job)
+    return job
+
+
+def _why_stopped(job: Job) -> str:
+    proc = _children.get(job.pid or -1)
+    code = proc.returncode if proc is not None else None
+    tail = ""
+    out = job.dir / "output.log"
+    if out.exists():
+        lines = [ln for ln in out.read_text(errors="replace").splitlines() if ln.strip()]
+        tail = " | ".join(lines[-3:])[-600:]
+    if code is not None and code < 0:
+        reason = f"the process was killed by signal {-code}"
+    elif code is not None:
+        reason = f"the process exited with code {code} without reporting a result"
+    else:
+        reason = "the process is gone (killed, out of memory, or the machine restarted)"
+    return f"Job stopped: {reason}." + (f" Last output: {tail}" if tail else "") + " It can be resumed."
+
+
+def list_jobs(ws, kind: str | None = None) -> list[Job]:
+    folder = jobs_dir(ws)
+    if not folder.exists():
+        return []
+    jobs = []
+    for d in folder.iterdir():
+        if (d / "job.json").exists():
+            job = get_job(ws, d.name)
+            if kind is None or job.kind == kind:
+                jobs.append(job)
+    return sorted(jobs, key=lambda j: j.created_at, reverse=True)
+
+
+def cancel_job(ws, job_id: str) -> Job:
+    """Ask a job to stop: it sees the CANCEL file at its next step; SIGTERM wakes it if idle."""
+    job = get_job(ws, job_id)
+    if job.finished:
+        return job
+    (job.dir / "CANCEL").touch()
+    if job.pid and _pid_alive(job.pid):
+        try:
+            os.kill(job.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    return job
+
+
+def wait_job(ws, job_id: str, timeout: float = 3600, poll: float = 0.5) -> Job:
+    deadline = time.time() + timeout
+    while True:
+        job = get_job(ws, job_id)
+        if job.finished:
+            return job
+        if time.time() > deadline:
+            raise JobError(f"Job {job_id} still running after {timeout:.0f} s.")
+        time.sleep(poll)
+
+
+def read_log(path: Path, offset: int = 0) -> tuple[list[dict], int]:
+    """Rows appended to a JSONL log since byte `offset`, and the new offset (tail -f)."""
+    path = Path(path)
+    if not path.exists():
+        return [], offset
+    with path.open("rb") as f:
+        f.seek(offset)
+        data = f.read()
+    end = data.rfind(b"\n") + 1  # a line still being written stays for next time
+    rows = []
+    for line in data[:end].splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows, offset + end
+
+
+# ------------------------------------------------------------------ child side
+
+class JobCancelled(Exception):
+    pass
+
+
+class JobReporter:
+    """Used inside the job process: append log rows, check for cancel, record the outcome.
+
+    Use as a context manager; an exception becomes status 'failed' with a readable message,
+    a cancel request becomes 'cancelled'.
+    """
+
+    def __init__(self, job_dir: str | Path):
+        self.dir = Path(job_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.dir / "log.jsonl", "a", encoding="utf-8")
+        self.result: dict[str, Any] = {}
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, *_):
+        (self.dir / "CANCEL").touch()
+
+    def log(self, **row) -> None:
+        row.setdefault("time", time.time())
+        self._log.write(json.dumps(row, default=str) + "\n")
+        self._log.flush()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return (self.dir / "CANCEL").exists()
+
+    def check_cancel(self) -> None:
+        if self.cancel_requested:
+            raise JobCancelled()
+
+    def __enter__(self) -> "JobReporter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        status, error = "succeeded", None
+        if exc_type is not None:
+            if issubclass(exc_type, (JobCancelled, KeyboardInterrupt)) or self.cancel_requested:
+                status, error = "cancelled", "Cancelled by the user."
+            else:
+                status = "failed"
+                error = str(exc) if isinstance(exc, RagtuneError) else f"{exc_type.__name__}: {exc}"
+                traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
+        atomic_write_json(self.dir / "status.json",
+                          {"status": status, "error": error, "ended_at": time.time(), "result": self.result})
+        self.log(event="end", status=status, error=error)
+        self._log.close()
+        return exc_type is not None and status == "cancelled"

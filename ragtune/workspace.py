@@ -1,0 +1,183 @@
+"""A workspace: one folder per assistant project, with its metadata in SQLite.
+
+Each component (retrieval, training, evaluation, deploy...) owns its tables and declares them as
+an ordered list of migrations; ``Workspace.migrate`` applies the missing ones and records the
+version per component, so the schema is versioned without one central file everyone edits.
+Two workspaces share nothing: separate folders, separate databases.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from .atomic import atomic_write_json, read_json
+from .errors import WorkspaceError
+from .paths import workspaces_root
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+FOLDERS = ("documents", "chunks", "index", "datasets", "adapters", "evals", "chats", "jobs", "deployments", "reports")
+META_FILE = "workspace.json"
+DB_FILE = "ragtune.sqlite3"
+CORE_SCHEMA = [
+    "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+]
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name) or name in (".", ".."):
+        raise WorkspaceError(
+            f"'{name}' is not a valid workspace name: use 1-64 letters, digits, '-', '_' or '.', "
+            "starting with a letter or digit."
+        )
+    return name
+
+
+class Workspace:
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()
+        meta = read_json(self.root / META_FILE)
+        if meta is None:
+            raise WorkspaceError(f"{self.root} is not a ragtune workspace (no {META_FILE}).")
+        self.meta = meta
+        self.migrate("core", CORE_SCHEMA)
+
+    # ------------------------------------------------------------ lifecycle
+    @classmethod
+    def create(cls, name: str, root: Path | None = None, exist_ok: bool = False, **meta) -> "Workspace":
+        folder = Path(root or workspaces_root()) / validate_name(name)
+        if (folder / META_FILE).exists():
+            if exist_ok:
+                return cls(folder)
+            raise WorkspaceError(f"A workspace named '{name}' already exists in {folder.parent}.")
+        for sub in FOLDERS:
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(folder / META_FILE, {"name": name, "created_at": time.time(), **meta})
+        return cls(folder)
+
+    @classmethod
+    def open(cls, name_or_path: str | Path, root: Path | None = None, create: bool = False) -> "Workspace":
+        """Open by name (under the workspaces root) or by folder path."""
+        candidate = Path(name_or_path).expanduser()
+        if (candidate / META_FILE).exists():
+            return cls(candidate)
+        if isinstance(name_or_path, str) and NAME_RE.match(name_or_path):
+            folder = Path(root or workspaces_root()) / name_or_path
+            if (folder / META_FILE).exists():
+                return cls(folder)
+            if create:
+                return cls.create(name_or_path, root=root)
+        raise WorkspaceError(
+            f"No workspace '{name_or_path}'. Create it with `ragtune workspace create {name_or_path}` "
+            "or pass an existing workspace folder."
+        )
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    def rename(self, new_name: str) -> "Workspace":
+        validate_name(new_name)
+        target = self.root.parent / new_name
+        if target.exists():
+            raise WorkspaceError(f"A workspace named '{new_name}' already exists.")
+        self.root.rename(target)
+        self.root = target
+        self.meta["name"] = new_name
+        atomic_write_json(target / META_FILE, self.meta)
+        return self
+
+    def delete(self) -> None:
+        # Rename first so a crash mid-delete never leaves a half-workspace that still opens.
+        trash = self.root.parent / f".deleted-{self.root.name}-{time.time_ns()}"
+        self.root.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    # ------------------------------------------------------------ files
+    def path(self, *parts: str) -> Path:
+        p = self.root.joinpath(*parts)
+        p_resolved = p.resolve()
+        if self.root not in p_resolved.parents and p_resolved != self.root:
+            raise WorkspaceError(f"Refusing a path outside the workspace: {'/'.join(parts)}")
+        return p
+
+    # ------------------------------------------------------------ database
+    @property
+    def db_path(self) -> Path:
+        return self.root / DB_FILE
+
+    def connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    @contextmanager
+    def db(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside one transaction: committed on success, rolled back on error."""
+        conn = self.connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
+    def migrate(self, component: str, migrations: Sequence[str | Sequence[str]]) -> int:
+        """Apply the migrations of `component` not applied yet; returns its schema version.
+
+        Each migration is one SQL statement or a sequence of statements; all pending ones
+        run in a single transaction, so a failure leaves the schema as it was.
+        """
+        with self.db() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+            row = conn.execute("SELECT version FROM schema_versions WHERE component=?", (component,)).fetchone()
+            version = row["version"] if row else 0
+            if version > len(migrations):
+                raise WorkspaceError(
+                    f"This workspace was written by a newer ragtune ({component} schema v{version}); upgrade ragtune."
+                )
+            for migration in migrations[version:]:
+                # executescript() would commit mid-transaction, so statements run one by one.
+                for statement in ([migration] if isinstance(migration, str) else migration):
+                    conn.execute(statement)
+            conn.execute("INSERT OR REPLACE INTO schema_versions VALUES (?, ?)", (component, len(migrations)))
+        return len(migrations)
+
+    def schema_version(self, component: str) -> int:
+        with self.db() as conn:
+            row = conn.execute("SELECT version FROM schema_versions WHERE component=?", (component,)).fetchone()
+        return row["version"] if row else 0
+
+    def get_setting(self, key: str, default=None):
+        import json
+
+        with self.db() as conn:
+            row = conn.execute("SELECT value FROM settings WHERE key=?", (key,)).fetchone()
+        return json.loads(row["value"]) if row else default
+
+    def set_setting(self, key: str, value) -> None:
+        import json
+
+        with self.db() as conn:
+            conn.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, json.dumps(value)))
+
+    def __repr__(self) -> str:
+        return f"Workspace({self.name!r}, {str(self.root)!r})"
+
+
+def list_workspaces(root: Path | None = None) -> list[str]:
+    base = Path(root or workspaces_root())
+    if not base.exists():
+        return []
+    return sorted(p.name for p in base.iterdir() if (p / META_FILE).exists() and not p.name.startswith("."))
