@@ -137,10 +137,13 @@ def verify_model_dir(folder: Path) -> bool:
     A full checksum runs only when a file's size or mtime changed since the last check,
     so a healthy cache costs a few stat() calls.
     """
-    manifest = read_json(folder / MANIFEST)
-    if not manifest or "files" not in manifest:
+    try:
+        manifest = read_json(folder / MANIFEST)
+        stamp = read_json(folder / VERIFIED_STAMP, {}) or {}
+    except (ValueError, OSError):  # an unreadable manifest means an unusable cache
         return False
-    stamp = read_json(folder / VERIFIED_STAMP, {}) or {}
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        return False
     fresh_stamp = {}
     for name, meta in manifest["files"].items():
         p = folder / name
