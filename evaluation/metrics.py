@@ -1,0 +1,299 @@
+"""Per-answer metrics. Each one is a plain function of (answer, reference, passages, gold source).
+
+Every metric returns a float in [0, 1] (or seconds / tokens for the speed metrics), or ``None``
+when it does not apply (groundedness of an answer given no passages, citation accuracy of an
+answer that cites nothing); ``None`` values are left out of the means.
+The one-line explanations shown in the UI and the report are in ``METRIC_DOCS``.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import PurePath
+
+METRIC_DOCS: dict[str, str] = {
+    "exact_match": "1 when the answer equals the reference after lower-casing and removing punctuation, articles and extra spaces (SQuAD).",
+    "token_f1": "Word overlap between answer and reference: harmonic mean of word precision and recall after the same normalisation (SQuAD F1).",
+    "semantic_similarity": "Cosine similarity of the answer and reference embeddings (the workspace's embedder), so paraphrases score high.",
+    "groundedness": "Share of the answer's sentences supported by the retrieved passages (lexical check: content words covered, no number or negation that contradicts them); only for variants with passages.",
+    "context_recall": "Share of the reference answer's content words that appear in the retrieved passages: did retrieval find what was needed?",
+    "hit_at_k": "1 when one of the k retrieved passages comes from the gold source document (and gold page, when known).",
+    "citation_accuracy": "Share of the sources the answer cites that are the gold source document (and page); only for answers that cite something.",
+    "citation_rate": "Share of answers that cite at least one source.",
+    "refusal_rate": "Share of answers that decline ('I don't know', 'not in the documents').",
+    "judge_score": "Correctness from 0 to 1 given by the optional LLM judge (prompt shown in the report).",
+    "ttft_s": "Seconds until the first token of the answer.",
+    "latency_s": "Seconds until the whole answer was generated.",
+    "tokens_per_s": "Answer tokens generated per second.",
+    "prompt_tokens": "Tokens sent to the model (question plus retrieved passages).",
+    "completion_tokens": "Tokens the model generated.",
+}
+
+# Metrics that are "higher is better" and say how right an answer is.
+CORRECTNESS_METRICS = ("token_f1", "semantic_similarity", "exact_match", "judge_score")
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCT = set(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD normalisation: lower case, drop punctuation and articles, collapse spaces."""
+    text = (text or "").lower()
+    text = "".join(ch for ch in text if ch not in _PUNCT)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(reference))
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(reference).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+# ----------------------------------------------------------------- lexical claim support
+
+# Words that carry no fact of their own; everything else (including numbers) is "content".
+STOPWORDS = frozenset("""
+a an the and or but if of to in on at by for with from as is are was were be been being am do does did
+doing have has had having it its this that these those there here which who whom whose what when where
+why how i you he she we they me him her us them my your his our their can could should would will shall
+may might must so than then also very just about into over under up down out off more most such only
+own same too any each both all some other per via
+""".split())
+NEGATIONS = frozenset("not no never none nor cannot cant without neither nothing nobody nowhere".split())
+_WORD = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)*", re.UNICODE)
+_NUMBER = re.compile(r"^[0-9]+(?:[.,][0-9]+)*$")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n+")
+_CITATION_MARK = re.compile(r"\[(\d+)\]")
+
+
+def _stem(word: str) -> str:
+    # Plural/singular only: enough to match "years" with "year" without a stemmer dependency.
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-cased words and numbers; "2,000" and "2.5" stay one token, "n't" becomes "not"."""
+    text = (text or "").lower().replace("n't", " not").replace("’", "'")
+    out = []
+    for tok in _WORD.findall(text):
+        if _NUMBER.match(tok):
+            tok = tok.replace(",", "")  # 1,450 == 1450
+        out.append(tok)
+    return out
+
+
+def content_tokens(text: str) -> list[str]:
+    return [_stem(t) for t in tokens(text) if t not in STOPWORDS and t not in NEGATIONS]
+
+
+def numbers(text: str) -> set[str]:
+    return {t for t in tokens(text) if _NUMBER.match(t)}
+
+
+def negated_words(text: str, window: int = 4) -> set[str]:
+    """Content words that follow a negation closely ("not suitable for winter" -> suitable, winter)."""
+    toks = tokens(text)
+    out = set()
+    for i, tok in enumerate(toks):
+        if tok in NEGATIONS:
+            out |= {_stem(t) for t in toks[i + 1:i + 1 + window] if t not in STOPWORDS and t not in NEGATIONS}
+    return out
+
+
+def split_sentences(text: str) -> list[str]:
+    text = _CITATION_MARK.sub("", text or "")
+    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+
+
+@dataclass
+class ClaimCheck:
+    claim: str
+    supported: bool
+    coverage: float  # share of the claim's content words found in the best passage sentence
+    reason: str  # "supported", "not covered", "number mismatch", "negation mismatch"
+    evidence: str = ""
+
+
+@dataclass
+class Groundedness:
+    score: float | None
+    claims: list[ClaimCheck] = field(default_factory=list)
+
+
+def check_claim(claim: str, passage_sentences: list[str], min_coverage: float = 0.6) -> ClaimCheck:
+    """Is one claim supported by one of the passage sentences?
+
+    The best sentence is the one covering most of the claim's content words. A claim is
+    supported when that coverage reaches ``min_coverage`` and the sentence does not contradict
+    it: every number in the claim appears in the sentence's passage window, and the claim and
+    the sentence agree on negation ("is waterproof" vs "is not waterproof").
+    """
+    words = set(content_tokens(claim))
+    if not words:
+        return ClaimCheck(claim, True, 1.0, "no content words")
+    best, best_cov = "", -1.0
+    for sentence in passage_sentences:
+        cov = len(words & set(content_tokens(sentence))) / len(words)
+        if cov > best_cov:
+            best, best_cov = sentence, cov
+    if best_cov < min_coverage:
+        return ClaimCheck(claim, False, max(best_cov, 0.0), "not covered", best)
+    claim_numbers = numbers(claim)
+    if claim_numbers - numbers(best):
+        return ClaimCheck(claim, False, best_cov, "number mismatch", best)
+    # Only negations bearing on the claim's own words count: "waterproof, but not for winter"
+    # still supports "it is waterproof".
+    if bool(negated_words(claim) & words) != bool(negated_words(best) & words):
+        return ClaimCheck(claim, False, best_cov, "negation mismatch", best)
+    return ClaimCheck(claim, True, best_cov, "supported", best)
+
+
+def groundedness(answer: str, passages: list[str], min_coverage: float = 0.6) -> Groundedness:
+    """Share of the answer's claims (sentences with content words) supported by the passages.
+
+    ``None`` when there are no passages or the answer makes no claim (e.g. it is empty).
+    """
+    if not passages:
+        return Groundedness(None)
+    sentences = [s for p in passages for s in split_sentences(p)]
+    claims = [c for c in split_sentences(answer) if content_tokens(c)]
+    if not claims:
+        return Groundedness(None)
+    checks = [check_claim(c, sentences, min_coverage) for c in claims]
+    return Groundedness(sum(c.supported for c in checks) / len(checks), checks)
+
+
+def context_recall(reference: str, passages: list[str]) -> float | None:
+    """Share of the reference's distinct content words present anywhere in the passages."""
+    if passages is None:
+        return None
+    ref = set(content_tokens(reference))
+    if not ref:
+        return None
+    found = set()
+    for p in passages:
+        found |= set(content_tokens(p))
+    return len(ref & found) / len(ref)
+
+
+# ----------------------------------------------------------------- sources and citations
+
+def _same_doc(a: str | None, b: str | None) -> bool:
+    if not a or not b:
+        return False
+    return PurePath(str(a)).name.lower() == PurePath(str(b)).name.lower()
+
+
+def source_matches(doc: str | None, page, gold_doc: str | None, gold_page) -> bool:
+    """Same file name; when the gold source names a page, the page must match too."""
+    if not _same_doc(doc, gold_doc):
+        return False
+    if gold_page in (None, ""):
+        return True
+    try:
+        return page is not None and int(page) == int(gold_page)
+    except (TypeError, ValueError):
+        return False
+
+
+def hit_at_k(passages: list[dict], gold_doc: str | None, gold_page=None, k: int | None = None) -> float | None:
+    if not gold_doc or passages is None:
+        return None
+    top = passages[:k] if k else passages
+    return float(any(source_matches(p.get("doc"), p.get("page"), gold_doc, gold_page) for p in top))
+
+
+def citation_accuracy(citations: list[dict], gold_doc: str | None, gold_page=None) -> float | None:
+    if not gold_doc or not citations:
+        return None
+    hits = [source_matches(c.get("doc"), c.get("page"), gold_doc, gold_page) for c in citations]
+    return sum(hits) / len(hits)
+
+
+# ----------------------------------------------------------------- refusals
+
+_REFUSAL = re.compile(
+    r"\b(i (do not|don't|cannot|can't|am unable to|am not able to) (know|find|answer|say|tell|help|determine|provide)"
+    r"|i'm (not sure|unable|sorry)|i am (not sure|sorry)|not (mentioned|stated|specified|provided|included) in"
+    r"|(no|not enough) information|cannot be (found|determined|answered)|unable to (find|answer|determine)"
+    r"|(the )?(documents?|passages?|context) (does|do) not (contain|mention|say|include|provide))",
+    re.IGNORECASE,
+)
+
+
+def is_refusal(answer: str) -> float:
+    text = (answer or "").strip()
+    if not text:
+        return 1.0  # an empty answer declines as surely as "I don't know"
+    return float(bool(_REFUSAL.search(text.replace("’", "'"))))
+
+
+# ----------------------------------------------------------------- semantic similarity
+
+@lru_cache(maxsize=2)
+def _embedder(name: str):
+    from sentence_transformers import SentenceTransformer
+
+    from ragtune.models import resolve_embedder
+
+    return SentenceTransformer(str(resolve_embedder(name).path), device="cpu")
+
+
+def semantic_similarities(predictions: list[str], references: list[str], embedder: str | None = None) -> list[float]:
+    """Cosine similarity of each (prediction, reference) pair with the embedder, clipped to [0, 1]."""
+    if not predictions:
+        return []
+    from ragtune.models import DEFAULT_EMBEDDER
+
+    model = _embedder(embedder or DEFAULT_EMBEDDER)
+    emb = model.encode([p or "" for p in predictions] + list(references), batch_size=32,
+                       normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    n = len(predictions)
+    sims = (emb[:n] * emb[n:]).sum(axis=1)
+    return [float(min(1.0, max(0.0, s))) for s in sims]
+
+
+# ----------------------------------------------------------------- one answer, all metrics
+
+def answer_metrics(answer: dict, item: dict, *, uses_passages: bool, k: int | None = None) -> dict:
+    """All lexical/structural metrics of one stored answer (semantic similarity is added in batch)."""
+    text = answer.get("text", "")
+    reference = item.get("answer", "")
+    passages = answer.get("passages") or []
+    passage_texts = [p.get("text", "") for p in passages]
+    m = {
+        "exact_match": exact_match(text, reference),
+        "token_f1": token_f1(text, reference),
+        "refusal_rate": is_refusal(text),
+        "prompt_tokens": answer.get("prompt_tokens"),
+        "completion_tokens": answer.get("completion_tokens"),
+        "ttft_s": answer.get("ttft_s"),
+        "latency_s": answer.get("latency_s"),
+    }
+    latency, completion = answer.get("latency_s"), answer.get("completion_tokens")
+    m["tokens_per_s"] = completion / latency if latency and completion else None
+    if uses_passages:
+        g = groundedness(text, passage_texts) if not m["refusal_rate"] else Groundedness(None)
+        m["groundedness"] = g.score
+        m["context_recall"] = context_recall(reference, passage_texts)
+        m["hit_at_k"] = hit_at_k(passages, item.get("doc"), item.get("page"), k)
+        citations = answer.get("citations") or []
+        m["citation_rate"] = float(bool(citations))
+        m["citation_accuracy"] = citation_accuracy(citations, item.get("doc"), item.get("page"))
+    return m

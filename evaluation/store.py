@@ -1,0 +1,162 @@
+"""Evaluation tables in the workspace database: runs, their questions, cached answers, arena battles.
+
+Answers are stored once per cache key (question + variant + model + adapter + index version +
+generation settings), so a rerun or another run over the same questions reuses them; a run
+only points at them. Every answer is committed as soon as it exists, so an interrupted run
+loses at most the answer being generated.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+MIGRATIONS = [
+    [
+        """CREATE TABLE eval_runs (
+            run_id TEXT PRIMARY KEY,
+            created_at REAL NOT NULL,
+            finished_at REAL,
+            status TEXT NOT NULL,
+            config TEXT NOT NULL,
+            summary TEXT
+        )""",
+        """CREATE TABLE eval_items (
+            run_id TEXT NOT NULL REFERENCES eval_runs(run_id) ON DELETE CASCADE,
+            idx INTEGER NOT NULL,
+            row TEXT NOT NULL,
+            PRIMARY KEY (run_id, idx)
+        )""",
+        """CREATE TABLE eval_answers (
+            cache_key TEXT PRIMARY KEY,
+            question TEXT NOT NULL,
+            variant TEXT NOT NULL,
+            model TEXT NOT NULL,
+            adapter TEXT,
+            index_version TEXT,
+            answer TEXT NOT NULL,
+            created_at REAL NOT NULL
+        )""",
+        """CREATE TABLE eval_results (
+            run_id TEXT NOT NULL REFERENCES eval_runs(run_id) ON DELETE CASCADE,
+            idx INTEGER NOT NULL,
+            variant TEXT NOT NULL,
+            cache_key TEXT NOT NULL,
+            metrics TEXT NOT NULL,
+            PRIMARY KEY (run_id, idx, variant)
+        )""",
+        """CREATE TABLE arena_battles (
+            battle_id TEXT PRIMARY KEY,
+            created_at REAL NOT NULL,
+            question TEXT NOT NULL,
+            left_variant TEXT NOT NULL,
+            right_variant TEXT NOT NULL,
+            left_answer TEXT NOT NULL,
+            right_answer TEXT NOT NULL,
+            vote TEXT,
+            voted_at REAL
+        )""",
+    ],
+]
+
+
+def open_store(ws) -> None:
+    ws.migrate("evaluation", MIGRATIONS)
+
+
+def create_run(ws, run_id: str, config: dict, rows: list[dict]) -> None:
+    open_store(ws)
+    with ws.db() as conn:
+        conn.execute("INSERT INTO eval_runs (run_id, created_at, status, config) VALUES (?, ?, ?, ?)",
+                     (run_id, time.time(), "running", json.dumps(config, default=str)))
+        conn.executemany("INSERT INTO eval_items (run_id, idx, row) VALUES (?, ?, ?)",
+                         [(run_id, i, json.dumps(r, ensure_ascii=False)) for i, r in enumerate(rows)])
+
+
+def get_run_record(ws, run_id: str) -> dict | None:
+    open_store(ws)
+    with ws.db() as conn:
+        run = conn.execute("SELECT * FROM eval_runs WHERE run_id=?", (run_id,)).fetchone()
+        if run is None:
+            return None
+        items = conn.execute("SELECT row FROM eval_items WHERE run_id=? ORDER BY idx", (run_id,)).fetchall()
+    d = dict(run)
+    d["config"] = json.loads(d["config"])
+    d["summary"] = json.loads(d["summary"]) if d["summary"] else None
+    d["rows"] = [json.loads(r["row"]) for r in items]
+    return d
+
+
+def set_run_status(ws, run_id: str, status: str, summary: dict | None = None) -> None:
+    with ws.db() as conn:
+        conn.execute("UPDATE eval_runs SET status=?, finished_at=?, summary=COALESCE(?, summary) WHERE run_id=?",
+                     (status, time.time() if status != "running" else None,
+                      json.dumps(summary, default=str) if summary is not None else None, run_id))
+
+
+def list_run_records(ws) -> list[dict]:
+    open_store(ws)
+    with ws.db() as conn:
+        runs = conn.execute(
+            "SELECT r.run_id, r.created_at, r.finished_at, r.status, r.config,"
+            " (SELECT COUNT(*) FROM eval_items i WHERE i.run_id=r.run_id) AS n,"
+            " (SELECT COUNT(*) FROM eval_results x WHERE x.run_id=r.run_id) AS answered"
+            " FROM eval_runs r ORDER BY r.created_at DESC").fetchall()
+    out = []
+    for r in runs:
+        d = dict(r)
+        d["config"] = json.loads(d["config"])
+        out.append(d)
+    return out
+
+
+def delete_run(ws, run_id: str) -> None:
+    open_store(ws)
+    with ws.db() as conn:
+        conn.execute("DELETE FROM eval_results WHERE run_id=?", (run_id,))
+        conn.execute("DELETE FROM eval_items WHERE run_id=?", (run_id,))
+        conn.execute("DELETE FROM eval_runs WHERE run_id=?", (run_id,))
+
+
+def cached_answer(ws, cache_key: str) -> dict | None:
+    with ws.db() as conn:
+        row = conn.execute("SELECT answer FROM eval_answers WHERE cache_key=?", (cache_key,)).fetchone()
+    return json.loads(row["answer"]) if row else None
+
+
+def save_result(ws, run_id: str, idx: int, variant: str, cache_key: str, answer: dict, metrics: dict,
+                *, key_parts: dict, new_answer: bool) -> None:
+    """Store the answer (when new) and its per-run metrics in one transaction."""
+    with ws.db() as conn:
+        if new_answer:
+            conn.execute(
+                "INSERT OR REPLACE INTO eval_answers (cache_key, question, variant, model, adapter, index_version,"
+                " answer, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (cache_key, key_parts["question"], key_parts["variant"], key_parts["model"], key_parts.get("adapter"),
+                 key_parts.get("index_version"), json.dumps(answer, ensure_ascii=False, default=str), time.time()))
+        conn.execute("INSERT OR REPLACE INTO eval_results (run_id, idx, variant, cache_key, metrics) VALUES (?, ?, ?, ?, ?)",
+                     (run_id, idx, variant, cache_key, json.dumps(metrics, default=str)))
+
+
+def update_metrics(ws, run_id: str, updates: list[tuple[int, str, dict]]) -> None:
+    with ws.db() as conn:
+        conn.executemany("UPDATE eval_results SET metrics=? WHERE run_id=? AND idx=? AND variant=?",
+                         [(json.dumps(m, default=str), run_id, idx, v) for idx, v, m in updates])
+
+
+def run_results(ws, run_id: str) -> list[dict]:
+    """Every (question, variant) result of a run with its answer: idx, variant, cache_key, metrics, answer."""
+    with ws.db() as conn:
+        rows = conn.execute(
+            "SELECT x.idx, x.variant, x.cache_key, x.metrics, a.answer FROM eval_results x"
+            " LEFT JOIN eval_answers a ON a.cache_key = x.cache_key WHERE x.run_id=? ORDER BY x.idx, x.variant",
+            (run_id,)).fetchall()
+    return [{"idx": r["idx"], "variant": r["variant"], "cache_key": r["cache_key"],
+             "metrics": json.loads(r["metrics"]), "answer": json.loads(r["answer"]) if r["answer"] else {}}
+            for r in rows]
+
+
+def done_keys(ws, run_id: str) -> set[tuple[int, str]]:
+    with ws.db() as conn:
+        rows = conn.execute("SELECT idx, variant FROM eval_results WHERE run_id=?", (run_id,)).fetchall()
+    return {(r["idx"], r["variant"]) for r in rows}
