@@ -1,0 +1,70 @@
+"""`ragtune app`: start the builder app in the browser (optionally with the sample workspace ready)."""
+
+from __future__ import annotations
+
+from ragtune.models import DEFAULT_LLM
+from ragtune.paths import repo_datasets_dir
+from ragtune.workspace import Workspace
+
+from .common import add_workspace_arg
+
+SAMPLE_WORKSPACE = "sample"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("app", help="open the builder app in your browser (Gradio, on this machine)")
+    p.add_argument("--sample", action="store_true",
+                   help=f"open the '{SAMPLE_WORKSPACE}' workspace, creating it from datasets/sample and indexing it if needed")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port of the app (default: %(default)s)")
+    p.add_argument("--model", default=DEFAULT_LLM,
+                   help="language model to serve: gemma-3-270m (default), tiny-llama (tests), or a local folder")
+    p.add_argument("--deploy-port", type=int, default=None,
+                   help="port of the end-user assistant server started on publish (default: a free port)")
+    add_workspace_arg(p)
+    p.set_defaults(func=run)
+
+
+def prepare_sample(name: str = SAMPLE_WORKSPACE) -> Workspace:
+    """Create the sample workspace, add datasets/sample and build its index, showing progress here."""
+    from tqdm.auto import tqdm
+
+    ws = Workspace.create(name, exist_ok=True)
+    has_docs = any(not p.name.startswith(".") for p in ws.path("documents").iterdir())
+    if not has_docs:
+        from retrieval.ingest import ingest_paths
+
+        source = repo_datasets_dir() / "sample"
+        print(f"Adding the sample documents from {source} to workspace '{name}'...", flush=True)
+        bar = tqdm(total=None, unit="file", desc="reading")
+
+        def progress(i, n, file_name):
+            bar.total = n
+            bar.n = i
+            bar.set_postfix_str(str(file_name)[-40:])
+            bar.refresh()
+
+        results = ingest_paths(ws, [source], progress=progress)
+        bar.n = bar.total or len(results)
+        bar.close()
+        for r in results:
+            print(f"  {r.name}: {r.status}" + (f" ({r.chunks} chunks)" if r.status == "added" else f" - {r.reason}" if r.reason else ""))
+    if not any(ws.path("index").iterdir()) or not has_docs:
+        from retrieval.index import build_index
+
+        print("Building the search index (the embedding model loads first)...", flush=True)
+        info = build_index(ws, progress=True)
+        print(f"Index ready: {info.get('chunks')} passages ({info.get('kind')}).", flush=True)
+    return ws
+
+
+def run(args) -> int:
+    from app.ui.main import launch
+
+    workspace = args.workspace
+    if args.sample:
+        workspace = prepare_sample().name
+    elif workspace:
+        Workspace.create(workspace, exist_ok=True)
+    launch(model=args.model, host=args.host, port=args.port, workspace=workspace, deploy_port=args.deploy_port)
+    return 0

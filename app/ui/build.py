@@ -1,0 +1,237 @@
+"""Build tab: two cards, the RAG index and the fine-tune, each with defaults and an advanced section.
+
+Training runs as a background job (its own process); a 1-second timer tails its log.jsonl, so the
+page never blocks and a reload finds the running job again from the workspace's jobs folder.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from ragtune.atomic import atomic_write_bytes
+from ragtune.errors import BadInputError
+from ragtune.jobs import list_jobs, read_log
+
+from .common import esc, fmt_seconds, guarded, open_ws
+
+RETRIEVAL_DEFAULTS = {"chunk_size": 400, "chunk_overlap": 60, "k": 5, "mode": "hybrid", "dense_weight": 0.5}
+DATA_GENERATE = "Generate questions and answers from my documents"
+DATA_UPLOAD = "Use my own Q&A or chat file"
+LOSS_COLUMNS = ["step", "loss", "curve"]
+
+
+# ------------------------------------------------------------------ RAG index
+
+def index_status(ws_name) -> str:
+    if not ws_name:
+        return "No workspace open."
+    ws = open_ws(ws_name)
+    info = ws.get_setting("app.last_index")
+    if not (ws.path("index").exists() and any(ws.path("index").iterdir())):
+        return "**Index: not built yet.** Add documents, then build it."
+    if info:
+        return (f"**Index ready**: {info.get('chunks', '?')} passages ({info.get('kind', '?')}), "
+                f"version `{info.get('version', '?')}`, built {info.get('built', '')}.")
+    return "**Index ready.**"
+
+
+def load_retrieval_settings(ws_name):
+    settings = {**RETRIEVAL_DEFAULTS, **((open_ws(ws_name).get_setting("retrieval") or {}) if ws_name else {})}
+    return (settings["chunk_size"], settings["chunk_overlap"], settings["k"], settings["mode"], settings["dense_weight"])
+
+
+def build_index_now(ws_name, chunk_size, overlap, k, mode, dense_weight, progress=gr.Progress()):
+    from retrieval.index import build_index
+
+    ws = open_ws(ws_name)
+    current = ws.get_setting("retrieval") or {}
+    ws.set_setting("retrieval", {**current, "chunk_size": int(chunk_size), "chunk_overlap": int(overlap),
+                                 "k": int(k), "mode": mode, "dense_weight": float(dense_weight)})
+    progress(None, desc="Embedding passages (the first time loads the embedding model)...")
+    info = build_index(ws, progress=False)
+    ws.set_setting("app.last_index", {**info, "built": time.strftime("%Y-%m-%d %H:%M")})
+    gr.Info(f"Index built: {info.get('chunks', '?')} passages, {info.get('embedded', 0)} newly embedded.")
+    return index_status(ws_name)
+
+
+# ------------------------------------------------------------------ fine-tune
+
+def _latest_train_job(ws):
+    jobs = list_jobs(ws, kind="train")
+    return jobs[0] if jobs else None
+
+
+def _loss_frame(rows: list[dict]) -> pd.DataFrame:
+    points = []
+    for r in rows:
+        if r.get("loss") is not None and r.get("step") is not None:
+            points.append({"step": r["step"], "loss": float(r["loss"]), "curve": "training loss"})
+        if r.get("eval_loss") is not None and r.get("step") is not None:
+            points.append({"step": r["step"], "loss": float(r["eval_loss"]), "curve": "validation loss"})
+    return pd.DataFrame(points, columns=LOSS_COLUMNS)
+
+
+def _status_html(job, rows: list[dict]) -> str:
+    if job is None:
+        return "<div id='train-state' data-status='none'>No fine-tune started in this workspace yet.</div>"
+    steps = [r for r in rows if r.get("step") is not None]
+    last = steps[-1] if steps else {}
+    total = last.get("total_steps") or (job.config or {}).get("total_steps")
+    step = last.get("step", 0)
+    pct = min(100, int(100 * step / total)) if total else 0
+    elapsed = last.get("elapsed_s")
+    if elapsed is None and job.started_at:
+        elapsed = (job.ended_at or time.time()) - job.started_at
+    loss = next((r["loss"] for r in reversed(steps) if r.get("loss") is not None), None)
+    label = {"running": "Running", "succeeded": "Finished", "failed": "Failed", "cancelled": "Cancelled",
+             "stopped": "Stopped", "queued": "Starting"}.get(job.status, job.status)
+    extra = ""
+    if job.status == "succeeded":
+        adapter = (job.result or {}).get("adapter")
+        extra = f"<div>Fine-tuned model <b>{esc(adapter)}</b> is ready: try it on the Chat tab as <i>ft</i>.</div>"
+    elif job.error:
+        extra = f"<div class='rt-error'>{esc(job.error)}</div>"
+    return (
+        f"<div id='train-state' data-status='{esc(job.status)}' data-job='{esc(job.id)}' data-step='{esc(step)}'>"
+        f"<div><b>{label}</b> - job <code>{esc(job.id)}</code></div>"
+        f"<div class='rt-bar'><div style='width:{pct}%'></div></div>"
+        f"<div>step {esc(step)}/{esc(total or '?')} ({pct}%) | loss {esc(f'{loss:.4f}' if loss is not None else '-')}"
+        f" | elapsed {fmt_seconds(elapsed)} | remaining {fmt_seconds(last.get('eta_s')) if job.status == 'running' else '-'}</div>"
+        f"{extra}</div>"
+    )
+
+
+def training_view(ws_name):
+    """Status, loss curve and button states of the newest training job (survives page reloads)."""
+    job = _latest_train_job(open_ws(ws_name)) if ws_name else None
+    rows = read_log(job.log_path)[0] if job else []
+    running = job is not None and job.status in ("running", "queued")
+    resumable = job is not None and job.status in ("cancelled", "stopped", "failed")
+    return (_status_html(job, rows), _loss_frame(rows), gr.update(interactive=running),
+            gr.update(interactive=resumable), gr.update(interactive=not running))
+
+
+def _dataset_for(ws, source, upload, progress):
+    if source == DATA_UPLOAD:
+        if not upload:
+            raise BadInputError("Choose a Q&A or chat file to train on (JSONL or CSV).")
+        from training.chat_data import load_chat_file
+
+        path = Path(upload if isinstance(upload, str) else upload.name)
+        rows, errors = load_chat_file(path)
+        if not rows:
+            first = f" First problem: line {errors[0][0]}: {errors[0][1]}" if errors else ""
+            raise BadInputError(f"No usable training rows in {path.name}.{first}")
+        if errors:
+            gr.Warning(f"{len(errors)} line(s) of {path.name} were skipped (e.g. line {errors[0][0]}: {errors[0][1]}).")
+        target = ws.path("datasets", "uploads", path.name)
+        atomic_write_bytes(target, path.read_bytes())
+        return str(target)
+    from training.synth import SynthConfig, synthesize
+
+    progress(None, desc="Writing practice questions from your documents...")
+    dataset = synthesize(ws, SynthConfig())
+    return getattr(dataset, "name", None) or str(getattr(dataset, "path", dataset))
+
+
+def start_finetune(ws_name, source, upload, adapter_name, base_model, method, rank, epochs, lr,
+                   progress=gr.Progress()):
+    from training.config import TrainConfig, defaults_for
+    from training.jobs import start_training
+
+    ws = open_ws(ws_name)
+    current = _latest_train_job(ws)
+    if current is not None and current.status == "running":
+        raise BadInputError(f"A fine-tune is already running ({current.id}); cancel it or wait for it to finish.")
+    dataset = _dataset_for(ws, source, upload, progress)
+    base = defaults_for(base_model)
+    values = {**(base.__dict__ if hasattr(base, "__dict__") else dict(base or {})),
+              "base_model": base_model, "method": method, "dataset": dataset, "rank": int(rank),
+              "epochs": float(epochs), "lr": float(lr)}
+    if adapter_name and adapter_name.strip():
+        values["adapter_name"] = adapter_name.strip()
+    config = TrainConfig(**{k: v for k, v in values.items() if k in TrainConfig.__dataclass_fields__})
+    job = start_training(ws, config)
+    gr.Info(f"Fine-tune started (job {job.id}). You can leave this page; it keeps running.")
+    return training_view(ws_name)
+
+
+def cancel_finetune(ws_name):
+    from training.jobs import cancel_training
+
+    ws = open_ws(ws_name)
+    job = _latest_train_job(ws)
+    if job is None or job.finished:
+        raise BadInputError("No fine-tune is running.")
+    cancel_training(ws, job.id)
+    gr.Info("Cancelling: the job stops at its next step and keeps its last checkpoint.")
+    return training_view(ws_name)
+
+
+def resume_finetune(ws_name):
+    from training.jobs import resume_training
+
+    ws = open_ws(ws_name)
+    job = _latest_train_job(ws)
+    if job is None or job.status not in ("cancelled", "stopped", "failed"):
+        raise BadInputError("There is no stopped fine-tune to resume.")
+    resume_training(ws, job.id)
+    gr.Info(f"Resuming job {job.id}.")
+    return training_view(ws_name)
+
+
+# ------------------------------------------------------------------ layout
+
+def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks) -> None:
+    with gr.Row(equal_height=False):
+        with gr.Column(variant="panel", elem_id="card-index"):
+            gr.Markdown("### RAG index\nMakes your documents searchable, so answers quote them with sources. "
+                        "Takes seconds to minutes; rebuild after adding documents.")
+            index_md = gr.Markdown(elem_id="index-status")
+            index_btn = gr.Button("Build index", variant="primary", elem_id="build-index")
+            with gr.Accordion("Advanced", open=False, elem_id="index-advanced"):
+                chunk_size = gr.Slider(100, 2000, value=400, step=50, label="Passage size (tokens)", elem_id="chunk-size")
+                overlap = gr.Slider(0, 400, value=60, step=10, label="Passage overlap (tokens)")
+                k = gr.Slider(1, 20, value=5, step=1, label="Passages per answer (k)", elem_id="retrieval-k")
+                mode = gr.Radio(["hybrid", "dense", "bm25"], value="hybrid", label="Search mode")
+                dense_weight = gr.Slider(0, 1, value=0.5, step=0.05, label="Hybrid weight of meaning-based search "
+                                         "(the rest goes to keyword search)")
+        with gr.Column(variant="panel", elem_id="card-finetune"):
+            gr.Markdown("### Fine-tune\nTeaches the model your documents by training a small LoRA adapter on "
+                        "question-answer pairs. Runs in the background: minutes on a CPU.")
+            source = gr.Radio([DATA_GENERATE, DATA_UPLOAD], value=DATA_GENERATE, label="Training data", elem_id="train-source")
+            upload = gr.File(label="Q&A or chat file (JSONL or CSV)", file_count="single", visible=False, elem_id="train-file")
+            adapter_name = gr.Textbox(label="Name of the fine-tuned model (optional)", elem_id="adapter-name")
+            with gr.Accordion("Advanced", open=False, elem_id="train-advanced"):
+                base_model = gr.Dropdown([ctx.model], value=ctx.model, label="Base model", allow_custom_value=True,
+                                         info="Must match the model the app serves, to chat with the result.")
+                method = gr.Radio(["lora", "qlora"], value="lora", label="Method (QLoRA uses less memory)")
+                rank = gr.Slider(2, 64, value=16, step=2, label="LoRA rank", elem_id="lora-rank")
+                epochs = gr.Number(value=3, label="Epochs", minimum=0.1, elem_id="train-epochs")
+                lr = gr.Number(value=2e-4, label="Learning rate", elem_id="train-lr")
+            with gr.Row():
+                start_btn = gr.Button("Start fine-tune", variant="primary", elem_id="train-start")
+                cancel_btn = gr.Button("Cancel", variant="stop", interactive=False, elem_id="train-cancel")
+                resume_btn = gr.Button("Resume", interactive=False, elem_id="train-resume")
+            status = gr.HTML(elem_id="train-status")
+            loss_plot = gr.LinePlot(pd.DataFrame(columns=LOSS_COLUMNS), x="step", y="loss", color="curve",
+                                    title="Loss", height=260, elem_id="loss-plot")
+    timer = gr.Timer(1.0)
+
+    view_outputs = [status, loss_plot, cancel_btn, resume_btn, start_btn]
+    source.change(lambda s: gr.update(visible=s == DATA_UPLOAD), [source], [upload], show_progress="hidden")
+    advanced = [chunk_size, overlap, k, mode, dense_weight]
+    index_btn.click(guarded(build_index_now), [ws_select, *advanced], [index_md], concurrency_id="index")
+    start_btn.click(guarded(start_finetune), [ws_select, source, upload, adapter_name, base_model, method, rank,
+                                              epochs, lr], view_outputs)
+    cancel_btn.click(guarded(cancel_finetune), [ws_select], view_outputs)
+    resume_btn.click(guarded(resume_finetune), [ws_select], view_outputs)
+    timer.tick(guarded(training_view), [ws_select], view_outputs, show_progress="hidden", api_visibility="private")
+    for trigger in (ws_select.change, demo.load):
+        trigger(guarded(index_status), [ws_select], [index_md], show_progress="hidden")
+        trigger(guarded(load_retrieval_settings), [ws_select], advanced, show_progress="hidden")
+        trigger(guarded(training_view), [ws_select], view_outputs, show_progress="hidden")

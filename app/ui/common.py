@@ -1,0 +1,214 @@
+"""What every tab shares: the app context (model, engine, retrievers), the error boundary, small helpers.
+
+The engine loads in a background thread so the page is usable at once; handlers that need it wait.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import inspect
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+
+from ragtune.errors import BadInputError, RagtuneError, ServerUnavailableError, WorkspaceError
+from ragtune.workspace import Workspace, list_workspaces
+
+log = logging.getLogger("ragtune.app")
+
+VARIANTS = ["rag", "base", "ft", "ft+rag"]
+VARIANT_LABELS = {
+    "base": "Base model alone",
+    "rag": "Base model + document search (RAG)",
+    "ft": "Fine-tuned model",
+    "ft+rag": "Fine-tuned model + document search",
+}
+
+
+def user_message(exc: BaseException) -> str:
+    """A one-line sentence for the browser: never a stack trace."""
+    if isinstance(exc, RagtuneError):
+        return str(exc)
+    if isinstance(exc, ModuleNotFoundError):
+        return f"This feature is not installed yet (missing module '{exc.name}')."
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return f"The model server cannot be reached ({exc}). Check that it is running."
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"Something went wrong ({type(exc).__name__}{': ' + text[:300] if text else ''}). Details are in the terminal."
+
+
+def _raise_friendly(exc: BaseException):
+    if isinstance(exc, gr.Error):
+        raise exc
+    if not isinstance(exc, RagtuneError):
+        log.exception("handler failed")
+    raise gr.Error(user_message(exc), print_exception=False) from None
+
+
+def guarded(fn):
+    """Error boundary for event handlers: any failure becomes a plain message in a toast."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - this IS the boundary
+                _raise_friendly(exc)
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            _raise_friendly(exc)
+    return wrapper
+
+
+def open_ws(name: str | None) -> Workspace:
+    if not name:
+        raise WorkspaceError("No workspace is open: create or open one on the Workspaces tab.")
+    return Workspace.open(name)
+
+
+def workspace_choices() -> list[str]:
+    return list_workspaces()
+
+
+def esc(text) -> str:
+    return html.escape(str(text if text is not None else ""))
+
+
+def fmt_seconds(s) -> str:
+    if s is None:
+        return "-"
+    s = int(max(0, float(s)))
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def adapter_names(ws: Workspace) -> list[str]:
+    try:
+        from ragtune.adapters import list_adapters
+    except ModuleNotFoundError:
+        return []
+    return [a.name for a in list_adapters(ws)]
+
+
+def citations_html(citations: list[dict], elem_prefix: str = "src") -> str:
+    """Sources as clickable items that open to show the passage text."""
+    if not citations:
+        return "<div class='rt-sources rt-muted'>No sources for this answer.</div>"
+    items = []
+    for c in citations:
+        label = c.get("citation") or c.get("doc") or "source"
+        section = f" - {esc(c['section'])}" if c.get("section") else ""
+        items.append(
+            f"<details class='rt-source' id='{elem_prefix}-{esc(c.get('n'))}'>"
+            f"<summary>[{esc(c.get('n'))}] {esc(label)}{section}</summary>"
+            f"<div class='rt-passage'>{esc(c.get('text', ''))}</div></details>"
+        )
+    return "<div class='rt-sources'><b>Sources</b>" + "".join(items) + "</div>"
+
+
+@dataclass
+class AppContext:
+    """Process-wide state of the running app: which model, the engine once loaded, cached retrievers."""
+
+    model: str
+    engine_kind: str = "embedded"
+    engine_url: str | None = None
+    default_workspace: str | None = None
+    _engine: object = None
+    _engine_error: str | None = None
+    _engine_ready: threading.Event = field(default_factory=threading.Event)
+    _loading_started: float | None = None
+    _retrievers: dict = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # ------------------------------------------------------------ engine
+    def start_loading(self) -> None:
+        """Load the model in the background; the UI is usable meanwhile."""
+        with self._lock:
+            if self._loading_started is not None:
+                return
+            self._loading_started = time.time()
+        threading.Thread(target=self._load, name="ragtune-engine-loader", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            from serving.factory import get_engine
+
+            engine = get_engine(self.engine_kind, model=self.model, url=self.engine_url)
+            engine.count_tokens("warm up")
+            self._engine = engine
+        except Exception as exc:  # noqa: BLE001 - reported in the header and on use
+            log.exception("loading the model failed")
+            self._engine_error = user_message(exc)
+        finally:
+            self._engine_ready.set()
+
+    def engine(self, timeout: float = 900):
+        self.start_loading()
+        if not self._engine_ready.wait(timeout):
+            raise ServerUnavailableError(f"The model {self.model} is still loading; try again in a minute.")
+        if self._engine is None:
+            raise ServerUnavailableError(f"The model {self.model} could not be loaded: {self._engine_error}")
+        return self._engine
+
+    def engine_status(self) -> str:
+        if not self._engine_ready.is_set():
+            waited = time.time() - (self._loading_started or time.time())
+            return f"Model **{self.model}**: loading ({waited:.0f} s)..."
+        if self._engine is None:
+            return f"Model **{self.model}**: failed to load - {self._engine_error}"
+        return f"Model **{self.model}**: ready"
+
+    # ------------------------------------------------------------ retrieval
+    def retriever(self, ws: Workspace, required: bool = True):
+        """The workspace's retriever, rebuilt when its index folder is replaced."""
+        from retrieval.search import Retriever
+
+        index = ws.path("index")
+        try:
+            st = index.stat()
+            key = (str(ws.root), st.st_ino, st.st_mtime_ns)
+        except FileNotFoundError:
+            key = (str(ws.root), None, None)
+        with self._lock:
+            cached = self._retrievers.get(str(ws.root))
+        if cached and cached[0] == key:
+            return cached[1]
+        try:
+            retriever = Retriever.for_workspace(ws)
+        except BadInputError:
+            if required:
+                raise
+            return None
+        with self._lock:
+            self._retrievers[str(ws.root)] = (key, retriever)
+        return retriever
+
+    def forget_retriever(self, ws: Workspace) -> None:
+        with self._lock:
+            self._retrievers.pop(str(ws.root), None)
+
+    def assistant(self, ws: Workspace, variants: list[str] | tuple[str, ...] = ("rag",)):
+        from retrieval.prompt import build_rag_messages
+        from serving.variants import Assistant
+
+        needs_index = any(v.endswith("rag") for v in variants)
+        retriever = self.retriever(ws, required=needs_index)
+        return Assistant(ws, self.engine(), retriever=retriever, prompt_builder=build_rag_messages)
+
+
+def sample_questions_path() -> Path:
+    from ragtune.paths import repo_datasets_dir
+
+    return repo_datasets_dir() / "sample_qa.jsonl"

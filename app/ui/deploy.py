@@ -1,0 +1,178 @@
+"""Deploy tab: publish the winning variant as the end-user assistant, show its URL, an API key and examples.
+
+The end-user server (serving.deploy.server) runs inside this process on its own port, sharing the
+loaded model, and reads the current deployment on every request: publishing takes effect at once.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import gradio as gr
+import pandas as pd
+
+from ragtune.errors import BadInputError, ServerUnavailableError
+from ragtune.paths import workspaces_root
+
+from .common import VARIANT_LABELS, VARIANTS, adapter_names, guarded, open_ws
+
+HISTORY_COLUMNS = ["Version", "Answers with", "Fine-tuned model", "Published", "Note", "Live"]
+
+
+class DeployServer:
+    """The end-user server, started on first use in a background thread."""
+
+    def __init__(self, ctx, host: str, port: int | None):
+        self.ctx, self.host, self.port = ctx, host, port
+        self._server = None
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def ensure(self) -> str:
+        with self._lock:
+            if self._server is not None:
+                return self.url
+            import uvicorn
+            from serving.deploy.server import build_deploy_app
+
+            app = build_deploy_app(workspaces_root(), self.ctx.engine())
+            if not self.port:
+                with socket.socket() as s:
+                    s.bind((self.host, 0))
+                    self.port = s.getsockname()[1]
+            server = uvicorn.Server(uvicorn.Config(app, host=self.host, port=self.port, log_level="warning"))
+            threading.Thread(target=server.run, name="ragtune-deploy-server", daemon=True).start()
+            deadline = time.time() + 30
+            while not server.started:
+                if time.time() > deadline or (server.should_exit and not server.started):
+                    raise ServerUnavailableError(f"The assistant server could not start on port {self.port}.")
+                time.sleep(0.1)
+            self._server = server
+            return self.url
+
+
+def _examples(base: str, ws_name: str, model: str, key: str | None) -> str:
+    key = key or "<your API key>"
+    return (
+        f"# Chat page for your users:\n#   {base}/chat/{ws_name}\n\n"
+        f"# curl\ncurl {base}/v1/chat/completions \\\n"
+        f"  -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
+        f"  -d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'\n\n"
+        f"# Python (openai package)\nfrom openai import OpenAI\n"
+        f"client = OpenAI(base_url=\"{base}/v1\", api_key=\"{key}\")\n"
+        f"reply = client.chat.completions.create(model=\"{model}\", messages=[{{\"role\": \"user\", \"content\": \"Hello\"}}])\n"
+        f"print(reply.choices[0].message.content)\n"
+    )
+
+
+def history_table(ws) -> pd.DataFrame:
+    from serving.deploy.deployments import history
+
+    rows = [[d.version, d.variant, d.adapter or "", time.strftime("%Y-%m-%d %H:%M", time.localtime(d.created_at)),
+             d.note, "yes" if d.current else ""] for d in history(ws)]
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+
+
+def deploy_view(server: DeployServer, ws_name, key=None, start=False):
+    from serving.deploy.deployments import current
+
+    if not ws_name:
+        return "No workspace open.", "", pd.DataFrame(columns=HISTORY_COLUMNS)
+    ws = open_ws(ws_name)
+    live = current(ws)
+    if live is None:
+        return "**Nothing published yet.** Pick the variant that won your evaluation and publish it.", "", history_table(ws)
+    base = server.ensure() if start or server._server is not None else server.url
+    page = f"{base}/chat/{ws.name}"
+    status = (f"**Live: version {live.version}** - {VARIANT_LABELS.get(live.variant, live.variant)}"
+              + (f" with **{live.adapter}**" if live.adapter else "")
+              + f"\n\nChat page for your users: <a href='{page}' target='_blank' id='deploy-url'>{page}</a>"
+              + ("" if server._server is not None else " (starts when you publish from this screen)"))
+    return status, _examples(base, ws.name, live.model, key), history_table(ws)
+
+
+def suggested_variant(ws_name):
+    """Preselect what the newest evaluation recommended, when it names a variant."""
+    try:
+        from evaluation.recommend import recommend
+        from evaluation.runner import list_runs, load_run, summarize
+
+        runs = list_runs(open_ws(ws_name))
+        if runs:
+            run_id = runs[0].get("run_id") if isinstance(runs[0], dict) else getattr(runs[0], "run_id", None)
+            verdict = str(recommend(summarize(load_run(open_ws(ws_name), run_id))).get("verdict", ""))
+            for v in sorted(VARIANTS, key=len, reverse=True):
+                if v in verdict.lower():
+                    return v
+    except Exception:  # noqa: BLE001 - only a preselection
+        pass
+    return "rag"
+
+
+def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks, server: DeployServer) -> None:
+    gr.Markdown("Publish the assistant your users will chat with. Publishing again replaces it at once; "
+                "every version is kept so you can roll back.")
+    with gr.Row():
+        variant = gr.Dropdown([(VARIANT_LABELS[v], v) for v in VARIANTS], value="rag", label="Answer with",
+                              elem_id="deploy-variant")
+        adapter = gr.Dropdown([("newest", "")], value="", label="Fine-tuned model (for ft variants)",
+                              elem_id="deploy-adapter")
+        note = gr.Textbox(label="Note (optional)", placeholder="e.g. won the May evaluation", elem_id="deploy-note")
+    with gr.Row():
+        publish_btn = gr.Button("Publish", variant="primary", elem_id="deploy-publish")
+        rollback_btn = gr.Button("Roll back to the previous version", elem_id="deploy-rollback")
+    status = gr.Markdown(elem_id="deploy-status")
+    with gr.Row():
+        key_name = gr.Textbox(label="API key name", value="my-app", elem_id="deploy-key-name")
+        key_rate = gr.Number(value=60, precision=0, label="Requests per minute", elem_id="deploy-key-rate")
+        key_btn = gr.Button("Create API key", elem_id="deploy-key-create")
+    key_out = gr.Textbox(label="New API key (shown once: copy it now)", interactive=False, elem_id="deploy-key")
+    example = gr.Code(language="python", label="Use it from your code", elem_id="deploy-example")
+    history = gr.Dataframe(headers=HISTORY_COLUMNS, label="Versions", interactive=False, elem_id="deploy-history")
+
+    @guarded
+    def publish(ws_name, variant, adapter, note):
+        from serving.deploy.deployments import publish as do_publish
+
+        ws = open_ws(ws_name)
+        if variant.endswith("rag"):
+            ctx.retriever(ws)  # refuse to publish a RAG assistant without an index
+        if variant.startswith("ft") and not adapter_names(ws):
+            raise BadInputError("There is no fine-tuned model yet: run a fine-tune on the Build tab first.")
+        dep = do_publish(ws, variant, adapter or None, note=note or "")
+        gr.Info(f"Version {dep.version} is live.")
+        return deploy_view(server, ws_name, start=True)
+
+    @guarded
+    def rollback(ws_name):
+        from serving.deploy.deployments import rollback as do_rollback
+
+        dep = do_rollback(open_ws(ws_name))
+        gr.Info(f"Version {dep.version} is live again.")
+        return deploy_view(server, ws_name)
+
+    @guarded
+    def create_key(ws_name, name, rate):
+        from serving.deploy.keys import create_key as make_key
+
+        ws = open_ws(ws_name)
+        key = make_key(ws, (name or "").strip() or "key", int(rate or 60))
+        return key, deploy_view(server, ws_name, key=key)[1]
+
+    @guarded
+    def on_open(ws_name):
+        ws = open_ws(ws_name) if ws_name else None
+        choices = [("newest", "")] + ([(a, a) for a in adapter_names(ws)] if ws else [])
+        return (*deploy_view(server, ws_name), gr.update(choices=choices, value=""),
+                suggested_variant(ws_name) if ws_name else "rag")
+
+    publish_btn.click(publish, [ws_select, variant, adapter, note], [status, example, history])
+    rollback_btn.click(rollback, [ws_select], [status, example, history])
+    key_btn.click(create_key, [ws_select, key_name, key_rate], [key_out, example])
+    for trigger in (ws_select.change, demo.load):
+        trigger(on_open, [ws_select], [status, example, history, adapter, variant], show_progress="hidden")

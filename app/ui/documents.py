@@ -1,0 +1,117 @@
+"""Documents tab: drag-and-drop upload with a result per file, the document table, chunk preview, delete."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from .common import guarded, open_ws
+
+RESULT_COLUMNS = ["File", "Result", "Chunks", "Details"]
+DOC_COLUMNS = ["Document", "Type", "Pages", "Chunks", "Size", "Added", "Id"]
+
+
+def _size(n) -> str:
+    n = float(n or 0)
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def documents_table(ws_name):
+    from retrieval.documents import list_documents
+
+    docs = list_documents(open_ws(ws_name)) if ws_name else []
+    rows = [[d["name"], d.get("mime") or "", d.get("pages") or "", d.get("chunks", 0), _size(d.get("size")),
+             time.strftime("%Y-%m-%d %H:%M", time.localtime(d["added_at"])) if d.get("added_at") else "",
+             d["doc_id"]] for d in docs]
+    choices = [(f"{d['name']} ({d.get('chunks', 0)} chunks)", d["doc_id"]) for d in docs]
+    return pd.DataFrame(rows, columns=DOC_COLUMNS), gr.update(choices=choices, value=choices[0][1] if choices else None)
+
+
+def _label(status: str) -> str:
+    return {"added": "added", "duplicate": "already there", "failed": "failed"}.get(status, status)
+
+
+def ingest_files(ws_name, files, progress=gr.Progress()):
+    """Add uploaded files one by one, yielding the per-file results as they come."""
+    from retrieval.ingest import ingest_paths
+
+    ws = open_ws(ws_name)
+    paths = [Path(f if isinstance(f, str) else f.name) for f in (files or [])]
+    if not paths:
+        raise gr.Error("Drop one or more files first.")
+    rows = [[p.name, "waiting", "", ""] for p in paths]
+    docs, choices = documents_table(ws_name)
+    yield pd.DataFrame(rows, columns=RESULT_COLUMNS), docs, choices
+    for i, path in enumerate(paths):
+        progress((i, len(paths)), desc=f"Reading {path.name}")
+        rows[i][1] = "reading..."
+        yield pd.DataFrame(rows, columns=RESULT_COLUMNS), gr.skip(), gr.skip()
+        try:
+            results = ingest_paths(ws, [path])
+        except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
+            from .common import user_message
+            results, error = [], user_message(exc)
+        else:
+            error = None
+        if error or not results:
+            rows[i][1:] = ["failed", 0, error or "nothing could be read from this file"]
+        else:
+            r = results[0]
+            rows[i][1:] = [_label(r.status), r.chunks, r.reason or ""]
+        yield pd.DataFrame(rows, columns=RESULT_COLUMNS), gr.skip(), gr.skip()
+    ok = sum(1 for r in rows if r[1] == "added")
+    failed = sum(1 for r in rows if r[1] == "failed")
+    msg = f"{ok} of {len(rows)} file(s) added" + (f", {failed} failed (see Details)" if failed else "") + "."
+    (gr.Warning if failed else gr.Info)(msg + " Build the index on the Build tab to use them in answers.")
+    docs, choices = documents_table(ws_name)
+    yield pd.DataFrame(rows, columns=RESULT_COLUMNS), docs, choices
+
+
+def preview(ws_name, doc_id):
+    if not ws_name or not doc_id:
+        return "Pick a document to see how it was cut into passages."
+    from retrieval.documents import document_chunks
+
+    chunks = document_chunks(open_ws(ws_name), doc_id)
+    if not chunks:
+        return "This document has no passages."
+    parts = [f"**{len(chunks)} passages** (first 20 shown)\n"]
+    for c in chunks[:20]:
+        where = " / ".join(str(x) for x in (f"page {c.page}" if c.page else None, c.section) if x)
+        parts.append(f"---\n**#{c.chunk_id}**" + (f" ({where})" if where else "") + f" - {c.tokens} tokens\n\n{c.text}\n")
+    return "\n".join(parts)
+
+
+def delete(ws_name, doc_id):
+    from retrieval.documents import delete_document
+
+    if not doc_id:
+        raise gr.Error("Pick a document to delete.")
+    delete_document(open_ws(ws_name), doc_id)
+    gr.Info("Document deleted. Rebuild the index so answers stop using it.")
+    return documents_table(ws_name)
+
+
+def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks) -> None:
+    gr.Markdown("Drop your documents here: PDF, Word, PowerPoint, HTML, Markdown, text, CSV, e-mail, RTF. "
+                "Each file is read, cut into passages and stored in the open workspace.")
+    upload = gr.File(label="Drop files here (several at once)", file_count="multiple", elem_id="upload-files")
+    results = gr.Dataframe(headers=RESULT_COLUMNS, label="Upload results", interactive=False, elem_id="ingest-results")
+    docs = gr.Dataframe(headers=DOC_COLUMNS, label="Documents in this workspace", interactive=False, elem_id="docs-table")
+    with gr.Row():
+        doc_select = gr.Dropdown(label="Document", choices=[], elem_id="doc-select", scale=3)
+        delete_btn = gr.Button("Delete document", variant="stop", elem_id="doc-delete", scale=1)
+    chunks = gr.Markdown(elem_id="doc-chunks", max_height=500)
+
+    upload.upload(guarded(ingest_files), [ws_select, upload], [results, docs, doc_select], api_name="ingest")
+    doc_select.change(guarded(preview), [ws_select, doc_select], [chunks], show_progress="hidden")
+    delete_btn.click(guarded(delete), [ws_select, doc_select], [docs, doc_select])
+    for trigger in (ws_select.change, demo.load):
+        trigger(guarded(documents_table), [ws_select], [docs, doc_select], show_progress="hidden")

@@ -1,0 +1,101 @@
+"""The builder app: a header with the open workspace, then one tab per step.
+
+    python -m app.ui.main --model tiny-llama --port 7860     (or: ragtune app)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import gradio as gr
+
+from ragtune.models import DEFAULT_LLM
+
+from . import build as build_tab
+from . import chat, deploy, documents, evaluate, workspaces
+from .common import AppContext, guarded, workspace_choices
+
+CSS = """
+.rt-header {align-items: center;}
+.rt-header h1 {margin: 0; font-size: 1.6em;}
+.rt-muted {color: var(--body-text-color-subdued);}
+.rt-sources details {border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 4px 8px; margin: 6px 0;}
+.rt-sources summary {cursor: pointer; font-weight: 600; color: var(--link-text-color);}
+.rt-passage {white-space: pre-wrap; font-size: 0.9em; margin-top: 4px;}
+.rt-bar {background: var(--neutral-200); border-radius: 4px; height: 10px; margin: 6px 0;}
+.rt-bar > div {background: var(--color-accent); height: 10px; border-radius: 4px;}
+.rt-error {color: var(--error-text-color, #b91c1c); margin-top: 4px;}
+footer {display: none !important;}
+"""
+
+TABS = [
+    ("Workspaces", "workspaces", workspaces),
+    ("Documents", "documents", documents),
+    ("Build", "build", build_tab),
+    ("Chat", "chat", chat),
+    ("Evaluate", "evaluate", evaluate),
+    ("Deploy", "deploy", deploy),
+]
+
+
+def build_app(ctx: AppContext, host: str = "127.0.0.1", deploy_port: int | None = None) -> gr.Blocks:
+    server = deploy.DeployServer(ctx, host, deploy_port)
+    with gr.Blocks(title="ragtune") as demo:
+        with gr.Row(elem_classes="rt-header"):
+            gr.Markdown("# ragtune\nTeach a model your documents, compare, ship.", scale=3)
+            choices = workspace_choices()
+            initial = ctx.default_workspace if ctx.default_workspace in choices else (choices[0] if choices else None)
+            ws_select = gr.Dropdown(choices, value=initial, label="Open workspace", elem_id="workspace-select", scale=2)
+            model_md = gr.Markdown(ctx.engine_status(), elem_id="model-status")
+        with gr.Tabs(elem_id="tabs"):
+            for label, key, module in TABS:
+                with gr.Tab(label, id=key, elem_id=f"tab-{key}"):
+                    if module is deploy:
+                        module.build(ctx, ws_select, demo, server)
+                    else:
+                        module.build(ctx, ws_select, demo)
+        model_timer = gr.Timer(2.0)
+
+        def model_status():
+            done = ctx._engine_ready.is_set()
+            return ctx.engine_status(), gr.Timer(active=not done)
+
+        model_timer.tick(model_status, None, [model_md, model_timer], show_progress="hidden", api_visibility="private")
+
+        def refresh_workspaces(current):
+            names = workspace_choices()
+            value = current if current in names else (ctx.default_workspace if ctx.default_workspace in names
+                                                      else (names[0] if names else None))
+            return gr.update(choices=names, value=value)
+
+        demo.load(guarded(refresh_workspaces), [ws_select], [ws_select], show_progress="hidden", api_visibility="private")
+    return demo
+
+
+def launch(model: str = DEFAULT_LLM, host: str = "127.0.0.1", port: int = 7860, workspace: str | None = None,
+           engine_kind: str = "embedded", engine_url: str | None = None, deploy_port: int | None = None) -> None:
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    ctx = AppContext(model=model, engine_kind=engine_kind, engine_url=engine_url, default_workspace=workspace)
+    ctx.start_loading()  # in the background: the page is up before the model is
+    demo = build_app(ctx, host=host, deploy_port=deploy_port)
+    demo.queue(default_concurrency_limit=2)
+    print(f"ragtune app: http://{host}:{port}  (model {model} loading in the background)", flush=True)
+    demo.launch(server_name=host, server_port=port, share=False, show_error=True, inbrowser=False,
+                css=CSS, theme=gr.themes.Soft(), footer_links=[], quiet=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="ragtune builder app")
+    p.add_argument("--model", default=DEFAULT_LLM)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--workspace", default=None)
+    args = p.parse_args(argv)
+    launch(model=args.model, host=args.host, port=args.port, workspace=args.workspace)
+
+
+if __name__ == "__main__":
+    main()
