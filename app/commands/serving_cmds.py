@@ -1,0 +1,258 @@
+"""`ragtune ask ...` and `ragtune serve ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ragtune.errors import BadInputError, ServerUnavailableError
+from ragtune.models import DEFAULT_LLM
+
+from .common import add_json_arg, add_workspace_arg, open_workspace, print_json
+
+ASK_KEYS = ("answer", "variant", "adapter", "citations", "latency_s", "ttft_s", "prompt_tokens", "completion_tokens",
+            "model", "engine")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ask", help="ask one question to an assistant variant (base, rag, ft, ft+rag)",
+                       description="Ask one question. The engine runs in this process (embedded, the default), "
+                                   "in a vLLM server ragtune starts (--engine vllm), or behind --url (a `ragtune "
+                                   "serve` or a vLLM server already running).")
+    p.add_argument("question")
+    p.add_argument("--variant", default="rag", help="base | rag | ft | ft+rag, optionally ':ADAPTER' (default: rag)")
+    p.add_argument("--adapter", help="adapter for ft / ft+rag (default: the workspace's newest)")
+    p.add_argument("--stream", action="store_true", help="print the answer as it is generated")
+    p.add_argument("-k", type=int, help="passages to retrieve (default: workspace setting, else 4)")
+    add_sampling_args(p)
+    add_engine_args(p)
+    add_workspace_arg(p)
+    add_json_arg(p)
+    p.set_defaults(func=_ask)
+
+    p = sub.add_parser("serve", help="serve the workspace's assistants over an OpenAI-compatible API",
+                       description="Start the chosen engine and an OpenAI-compatible /v1/chat/completions where "
+                                   "`model` names a variant: base, rag, ft:<adapter>, ft+rag:<adapter>.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port of the ragtune API (default: %(default)s)")
+    add_engine_args(p)
+    add_workspace_arg(p)
+    p.set_defaults(func=_serve)
+
+
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-tokens", type=int, default=256, help="longest answer in tokens (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy, repeatable (default: %(default)s)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int)
+
+
+def add_engine_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("engine")
+    g.add_argument("--engine", choices=("embedded", "vllm"), default="embedded",
+                   help="embedded: transformers in this process (default); vllm: a vLLM server")
+    g.add_argument("--model", default=DEFAULT_LLM, help="base model (default: %(default)s; e.g. tiny-llama, a folder)")
+    g.add_argument("--url", help="use a server already running at this URL (vLLM, or for `ask` a `ragtune serve`)")
+    g.add_argument("--max-model-len", type=int, help="context window in tokens (default 2048)")
+    g.add_argument("--dtype", help="float32 (CPU default), bfloat16, float16 or auto")
+    v = p.add_argument_group("vLLM pass-through (options of vLLM itself, for --engine vllm)")
+    v.add_argument("--tensor-parallel-size", type=int, help="split the model over N GPUs")
+    v.add_argument("--data-parallel-size", type=int, help="N replicas of the model behind one endpoint")
+    v.add_argument("--gpu-memory-utilization", type=float, help="share of GPU memory vLLM may take")
+    v.add_argument("--max-loras", type=int, help="adapters served in one batch (default 4)")
+    v.add_argument("--max-lora-rank", type=int, help="largest LoRA rank accepted (default 64)")
+    v.add_argument("--kv-cache-gib", type=float, help="CPU only: KV cache size, VLLM_CPU_KVCACHE_SPACE (default 1)")
+    v.add_argument("--vllm-port", type=int, help="port of the vLLM server ragtune starts (default: a free one)")
+    v.add_argument("--vllm-arg", action="append", default=[], metavar="ARG",
+                   help="any other vLLM option, repeatable: --vllm-arg=--enable-prefix-caching")
+
+
+def engine_from_args(args):
+    from serving.factory import get_engine
+
+    options: dict = {}
+    if args.max_model_len:
+        options["max_model_len"] = args.max_model_len
+    if args.dtype:
+        options["dtype"] = args.dtype
+    if args.engine == "vllm" and not args.url:
+        extra = list(args.vllm_arg)
+        for flag, value in (("--tensor-parallel-size", args.tensor_parallel_size),
+                            ("--data-parallel-size", args.data_parallel_size),
+                            ("--gpu-memory-utilization", args.gpu_memory_utilization)):
+            if value is not None:
+                extra += [flag, str(value)]
+        options["extra_args"] = extra
+        if args.max_loras:
+            options["max_loras"] = args.max_loras
+        if args.max_lora_rank:
+            options["max_lora_rank"] = args.max_lora_rank
+        if args.kv_cache_gib:
+            options["kv_cache_gib"] = args.kv_cache_gib
+        if args.vllm_port:
+            options["port"] = args.vllm_port
+    elif args.engine == "vllm":
+        options = {}  # the running server's settings are its own
+    elif args.url:
+        raise BadInputError("--url names a running server: use it with --engine vllm (or point it at `ragtune serve`).")
+    if args.engine == "embedded" and options.get("dtype") == "auto":
+        options["dtype"] = "float32"
+    return get_engine(args.engine, model=args.model, url=args.url, **options)
+
+
+def _sampling(args):
+    from serving.engine import SamplingOptions
+
+    return SamplingOptions(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+
+
+# ------------------------------------------------------------------ ask
+
+def _ask(args) -> int:
+    options = _sampling(args)
+    if args.url and _is_ragtune_server(args.url):
+        result = _ask_remote(args, options)
+    else:
+        result = _ask_local(args, options)
+    if args.json:
+        print_json(result)
+    else:
+        if not args.stream:
+            print(result["answer"])
+        _print_sources(result)
+    return 0
+
+
+def _ask_local(args, options) -> dict:
+    from app.assistants import make_assistant
+    from serving.variants import Answer
+
+    ws = open_workspace(args)
+    engine = engine_from_args(args)
+    assistant = make_assistant(ws, engine)
+    if args.stream:
+        answer = None
+        for item in assistant.stream(args.question, args.variant, adapter=args.adapter, options=options, k=args.k):
+            if isinstance(item, Answer):
+                answer = item
+            elif not args.json:
+                sys.stdout.write(item)
+                sys.stdout.flush()
+        if not args.json:
+            sys.stdout.write("\n")
+    else:
+        answer = assistant.answer(args.question, args.variant, adapter=args.adapter, options=options, k=args.k)
+    d = answer.to_dict()
+    d["answer"] = d.pop("text")
+    return {key: d.get(key) for key in ASK_KEYS}
+
+
+def _is_ragtune_server(url: str) -> bool:
+    import httpx
+
+    try:
+        r = httpx.get(url.rstrip("/") + "/health", timeout=5)
+        return r.status_code == 200 and r.headers.get("content-type", "").startswith("application/json") \
+            and "ragtune" in r.json()
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def _ask_remote(args, options) -> dict:
+    """Ask a running `ragtune serve` through its OpenAI-compatible API."""
+    import time
+
+    import httpx
+
+    from serving.variants import format_variant, parse_variant
+
+    variant, named = parse_variant(args.variant)
+    body = {"model": format_variant(variant, named or args.adapter),
+            "messages": [{"role": "user", "content": args.question}], "max_tokens": options.max_tokens,
+            "temperature": options.temperature, "top_p": options.top_p, "stream": bool(args.stream)}
+    if options.seed is not None:
+        body["seed"] = options.seed
+    if args.k:
+        body["ragtune"] = {"k": args.k}
+    url = args.url.rstrip("/") + "/v1/chat/completions"
+    start = time.perf_counter()
+    try:
+        if not args.stream:
+            r = httpx.post(url, json=body, timeout=600)
+            data = _checked(r)
+            text = data["choices"][0]["message"]["content"]
+            extra, usage = data.get("ragtune", {}), data.get("usage", {})
+        else:
+            text, extra, usage = "", {}, {}
+            with httpx.stream("POST", url, json=body, timeout=600) as r:
+                if r.status_code != 200:
+                    r.read()
+                    _checked(r)
+                for line in r.iter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    chunk = json.loads(line[6:])
+                    if "error" in chunk:
+                        raise BadInputError(chunk["error"].get("message", "the server failed"))
+                    for choice in chunk.get("choices", []):
+                        delta = choice.get("delta", {}).get("content") or ""
+                        text += delta
+                        if delta and not args.json:
+                            sys.stdout.write(delta)
+                            sys.stdout.flush()
+                    extra = chunk.get("ragtune") or extra
+                    usage = chunk.get("usage") or usage
+            if not args.json:
+                sys.stdout.write("\n")
+    except httpx.HTTPError as exc:
+        raise ServerUnavailableError(f"The ragtune server at {args.url} did not answer ({exc}).") from None
+    return {"answer": text, "variant": extra.get("variant", variant), "adapter": extra.get("adapter"),
+            "citations": extra.get("citations", []), "latency_s": extra.get("latency_s", time.perf_counter() - start),
+            "ttft_s": extra.get("ttft_s"), "prompt_tokens": usage.get("prompt_tokens"),
+            "completion_tokens": usage.get("completion_tokens"), "model": extra.get("model"),
+            "engine": extra.get("engine")}
+
+
+def _checked(r) -> dict:
+    try:
+        data = r.json()
+    except ValueError:
+        data = {}
+    if r.status_code != 200:
+        message = (data.get("error") or {}).get("message") if isinstance(data, dict) else None
+        raise (ServerUnavailableError if r.status_code >= 500 else BadInputError)(
+            message or f"The server answered HTTP {r.status_code}.")
+    return data
+
+
+def _print_sources(result: dict) -> None:
+    if result.get("citations"):
+        print("\nSources:")
+        for c in result["citations"]:
+            print(f"  [{c['n']}] {c['citation']}" + (f" ({c['section']})" if c.get("section") else ""))
+    latency = result.get("latency_s")
+    if latency is not None:
+        print(f"\n{result.get('variant')}" + (f":{result['adapter']}" if result.get("adapter") else "")
+              + f" on {result.get('model')} ({result.get('engine')}), {latency:.1f} s", file=sys.stderr)
+
+
+# ------------------------------------------------------------------ serve
+
+def _serve(args) -> int:
+    import uvicorn
+
+    from serving.openai_api import build_app
+
+    ws = open_workspace(args)
+    engine = engine_from_args(args)
+    app = build_app(ws, engine)
+    print(f"ragtune serving workspace '{ws.name}' with {engine!r} on http://{args.host}:{args.port}/v1 "
+          "(model = base | rag | ft:<adapter> | ft+rag:<adapter>)", file=sys.stderr)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        from serving.factory import close_engine
+
+        close_engine(engine)
+    return 0

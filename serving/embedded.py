@@ -1,0 +1,247 @@
+"""The zero-setup engine: transformers + peft in this process.
+
+One model, one generation at a time (a lock), LoRA adapters loaded by name with peft and switched
+per request; the base model answers inside ``disable_adapter()``. Streaming runs ``generate`` in a
+worker thread and reads its tokens from a queue.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from ragtune.errors import BadInputError, ModelNotFoundError
+from ragtune.models import DEFAULT_LLM, resolve_llm
+
+from .engine import (Generation, Message, SamplingOptions, StopTextFilter, Timer, check_messages, collect,
+                     completion_budget)
+
+DEFAULT_MAX_MODEL_LEN = 2048
+_DONE = object()
+
+
+class EmbeddedEngine:
+    kind = "embedded"
+
+    def __init__(self, model: str = DEFAULT_LLM, *, dtype: str = "float32", max_model_len: int | None = None,
+                 device: str = "cpu"):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        resolved = resolve_llm(model)
+        self.model_name = resolved.name
+        self.model_path = resolved.path
+        self.device = device
+        torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
+        if torch_dtype is None:
+            raise BadInputError(f"Unknown dtype '{dtype}': use float32, bfloat16 or float16.")
+        self.dtype = dtype
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+            self.model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=torch_dtype).to(device)
+        except OSError as exc:
+            raise ModelNotFoundError(f"Cannot load the model '{model}' from {resolved.path}: {exc}") from None
+        self.model.eval()
+        # The training template carries {% generation %} tags; serve with the plain one, as vLLM does.
+        template = resolved.serving_chat_template
+        self.chat_template = template.read_text(encoding="utf-8") if template else None
+        if self.chat_template is None and not self.tokenizer.chat_template:
+            raise ModelNotFoundError(f"The model '{model}' has no chat template, so it cannot answer chat messages.")
+        limit = getattr(self.model.config, "max_position_embeddings", None) or DEFAULT_MAX_MODEL_LEN
+        self.max_model_len = int(max_model_len or min(limit, DEFAULT_MAX_MODEL_LEN))
+        self.stop_token_ids = _stop_token_ids(self.tokenizer, self.model)
+        self._lock = threading.Lock()
+        self._adapters: dict[str, str] = {}
+
+    # ------------------------------------------------------------ tokens
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt_ids(self, messages: list[Message]) -> list[int]:
+        # The template writes <bos> itself; tokenizing here avoids a second one.
+        out = self.tokenizer.apply_chat_template(check_messages(messages), chat_template=self.chat_template,
+                                                 add_generation_prompt=True, tokenize=True, return_dict=True)
+        return list(out["input_ids"])
+
+    # ------------------------------------------------------------ adapters
+    def load_adapter(self, name: str, path: str | Path) -> None:
+        from peft import PeftModel
+
+        path = Path(path)
+        if not (path / "adapter_config.json").exists():
+            raise BadInputError(f"No LoRA adapter at {path} (adapter_config.json is missing).")
+        with self._lock:
+            if name in self._adapters:
+                self.model.delete_adapter(name)
+                del self._adapters[name]
+            try:
+                if isinstance(self.model, PeftModel):
+                    self.model.load_adapter(str(path), adapter_name=name)
+                else:
+                    self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
+            except (ValueError, RuntimeError, KeyError) as exc:
+                raise BadInputError(f"The adapter '{name}' at {path} does not fit {self.model_name}: {exc}") from None
+            self.model.eval()
+            self._adapters[name] = str(path)
+
+    def unload_adapter(self, name: str) -> None:
+        with self._lock:
+            if name not in self._adapters:
+                raise self._unknown_adapter(name)
+            self.model.delete_adapter(name)
+            del self._adapters[name]
+
+    def adapters(self) -> list[str]:
+        return list(self._adapters)
+
+    def adapter_path(self, name: str) -> str | None:
+        return self._adapters.get(name)
+
+    def _unknown_adapter(self, name: str) -> BadInputError:
+        known = ", ".join(self._adapters) or "none"
+        return BadInputError(f"Unknown adapter '{name}' on this engine (loaded: {known}).")
+
+    # ------------------------------------------------------------ generation
+    def generate(self, messages: list[Message], options: SamplingOptions | None = None,
+                 adapter: str | None = None) -> Generation:
+        return collect(self.stream(messages, options, adapter))
+
+    def stream(self, messages: list[Message], options: SamplingOptions | None = None,
+               adapter: str | None = None) -> Iterator[str | Generation]:
+        options = options or SamplingOptions()
+        if adapter is not None and adapter not in self._adapters:
+            raise self._unknown_adapter(adapter)
+        ids = self.prompt_ids(messages)
+        budget = completion_budget(len(ids), options.max_tokens, self.max_model_len)
+        return self._run(ids, budget, options, adapter)
+
+    def _run(self, ids: list[int], budget: int, options: SamplingOptions, adapter: str | None):
+        import torch
+
+        tokens: queue.Queue = queue.Queue()
+        cancel = threading.Event()
+        result: dict = {}
+        stops = StopTextFilter(options.stop)
+        stop_texts = stops.stops
+        n_prompt = len(ids)
+
+        class _Streamer:  # transformers calls put() with the prompt once, then with each new token
+            seen_prompt = False
+
+            def put(self, value):
+                if not self.seen_prompt:
+                    self.seen_prompt = True
+                    return
+                for t in value.reshape(-1).tolist():
+                    tokens.put(t)
+
+            def end(self):
+                pass
+
+        tokenizer = self.tokenizer
+
+        def stop_now(input_ids, scores, **kwargs):
+            if cancel.is_set():
+                return torch.ones(input_ids.shape[0], dtype=torch.bool)
+            if stop_texts:
+                tail = tokenizer.decode(input_ids[0, n_prompt:][-32:], skip_special_tokens=True)
+                if any(s in tail for s in stop_texts):
+                    return torch.ones(input_ids.shape[0], dtype=torch.bool)
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+        def work():
+            from contextlib import nullcontext
+
+            from transformers import GenerationConfig, StoppingCriteriaList
+
+            try:
+                config = GenerationConfig(
+                    max_new_tokens=budget, do_sample=not options.greedy, eos_token_id=self.stop_token_ids,
+                    pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_token_ids[0],
+                    bos_token_id=tokenizer.bos_token_id,
+                    **({} if options.greedy else {"temperature": float(options.temperature),
+                                                  "top_p": float(options.top_p), "top_k": 0}),
+                )
+                if options.seed is not None:
+                    torch.manual_seed(options.seed)
+                model = self.model
+                if adapter is not None:
+                    model.set_adapter(adapter)
+                    switch = nullcontext()
+                else:
+                    switch = model.disable_adapter() if self._adapters else nullcontext()
+                with torch.inference_mode(), switch:
+                    out = model.generate(input_ids=torch.tensor([ids], device=self.device),
+                                         attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
+                                         generation_config=config, streamer=_Streamer(),
+                                         stopping_criteria=StoppingCriteriaList([stop_now]))
+                result["ids"] = out[0, n_prompt:].tolist()
+            except BaseException as exc:  # handed to the consumer thread
+                result["error"] = exc
+            finally:
+                self._lock.release()
+                tokens.put(_DONE)
+
+        timer = Timer()
+        self._lock.acquire()
+        thread = threading.Thread(target=work, name="embedded-generate", daemon=True)
+        try:
+            thread.start()
+        except BaseException:
+            self._lock.release()
+            raise
+        generated: list[int] = []
+        text = ""
+        try:
+            while True:
+                item = tokens.get()
+                if item is _DONE:
+                    break
+                timer.mark_first()
+                generated.append(item)
+                if item in self.stop_token_ids:
+                    continue
+                decoded = tokenizer.decode(generated, skip_special_tokens=True)
+                if decoded.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+                    continue
+                delta, text = decoded[len(text):], decoded
+                out = stops.feed(delta)
+                if out:
+                    yield out
+            thread.join()
+            if "error" in result:
+                raise result["error"]
+            tail = stops.flush()
+            if tail:
+                yield tail
+            n_out = len(result.get("ids", generated))
+            ended = bool(generated) and generated[-1] in self.stop_token_ids
+            finish = "stop" if ended or stops.stopped else "length"
+            ttft, latency, rate = timer.finish(n_out)
+            yield Generation(text=stops.text, prompt_tokens=n_prompt, completion_tokens=n_out, ttft_s=ttft,
+                             latency_s=latency, tokens_per_s=rate, finish_reason=finish,
+                             model=self.model_name, adapter=adapter)
+        finally:
+            cancel.set()  # a consumer that stops reading early frees the model at the next token
+
+    def close(self) -> None:
+        self.model = None
+        self._adapters.clear()
+
+    def __repr__(self) -> str:
+        return f"EmbeddedEngine({self.model_name!r}, dtype={self.dtype!r})"
+
+
+def _stop_token_ids(tokenizer, model) -> list[int]:
+    """End of sequence plus the chat template's end-of-turn marker (Gemma's config lists only <eos>)."""
+    ids: list[int] = []
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    for tid in ([configured] if isinstance(configured, int) else list(configured or [])) + [tokenizer.eos_token_id]:
+        if tid is not None and tid not in ids:
+            ids.append(tid)
+    turn_end = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    if isinstance(turn_end, int) and turn_end != tokenizer.unk_token_id and turn_end not in ids:
+        ids.append(turn_end)
+    return ids

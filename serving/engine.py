@@ -1,0 +1,186 @@
+"""What every inference engine offers, whichever process runs the model.
+
+Two engines implement it: ``serving.embedded.EmbeddedEngine`` (transformers + peft in this
+process) and ``serving.vllm_engine.VLLMEngine`` (an OpenAI-compatible vLLM server). Nothing above
+``serving/`` needs to know which one answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Protocol, runtime_checkable
+
+from ragtune.errors import BadInputError
+
+Message = dict  # {"role": "system" | "user" | "assistant", "content": str}
+
+
+@dataclass
+class SamplingOptions:
+    max_tokens: int = 256
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    stop: list[str] | None = None
+    seed: int | None = None
+
+    def __post_init__(self):
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            raise BadInputError(f"max_tokens must be a positive whole number, not {self.max_tokens!r}.")
+        if not 0.0 <= float(self.temperature) <= 5.0:
+            raise BadInputError(f"temperature must be between 0 and 5, not {self.temperature!r}.")
+        if not 0.0 < float(self.top_p) <= 1.0:
+            raise BadInputError(f"top_p must be in (0, 1], not {self.top_p!r}.")
+
+    @property
+    def greedy(self) -> bool:
+        return float(self.temperature) == 0.0
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_s: float | None
+    latency_s: float
+    tokens_per_s: float
+    finish_reason: str  # "stop" | "length"
+    model: str = ""
+    adapter: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    kind: str  # "embedded" | "vllm"
+    model_name: str
+    max_model_len: int
+
+    def generate(self, messages: list[Message], options: SamplingOptions | None = None,
+                 adapter: str | None = None) -> Generation: ...
+
+    def stream(self, messages: list[Message], options: SamplingOptions | None = None,
+               adapter: str | None = None) -> Iterator[str | Generation]: ...
+
+    def load_adapter(self, name: str, path: str | Path) -> None: ...
+
+    def unload_adapter(self, name: str) -> None: ...
+
+    def adapters(self) -> list[str]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def check_messages(messages: list[Message]) -> list[Message]:
+    """Reject malformed chat messages with a sentence a user can act on."""
+    if not isinstance(messages, list) or not messages:
+        raise BadInputError("A chat request needs at least one message.")
+    clean = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
+            raise BadInputError(f"Message {i + 1} must have a role of system, user or assistant.")
+        content = m.get("content")
+        if isinstance(content, list):  # OpenAI content parts: keep the text ones
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        if not isinstance(content, str):
+            raise BadInputError(f"Message {i + 1} has no text content.")
+        clean.append({"role": m["role"], "content": content})
+    if clean[-1]["role"] != "user":
+        raise BadInputError("The last message must come from the user.")
+    return clean
+
+
+def too_long_error(prompt_tokens: int, max_model_len: int) -> BadInputError:
+    return BadInputError(
+        f"The prompt is {prompt_tokens} tokens but this model accepts at most {max_model_len} "
+        "(prompt and answer together). Shorten the question or the conversation, or retrieve fewer passages."
+    )
+
+
+def completion_budget(prompt_tokens: int, max_tokens: int, max_model_len: int) -> int:
+    """Tokens the answer may use: what was asked, capped by what is left of the context window."""
+    room = max_model_len - prompt_tokens
+    if room < 1:
+        raise too_long_error(prompt_tokens, max_model_len)
+    return min(max_tokens, room)
+
+
+def adapter_key(name: str, path: str | Path, stamp: object = "") -> str:
+    """Engine-side adapter name: the user's name plus a digest of where and when it was made.
+
+    A retrained adapter (same name, new files) gets a new key, so it is loaded fresh rather than
+    served from a stale copy, and two workspaces' adapters with the same name never collide.
+    """
+    digest = hashlib.sha1(f"{Path(path).resolve()}|{stamp}".encode()).hexdigest()[:8]
+    return f"{name}-{digest}"
+
+
+class StopTextFilter:
+    """Cuts a growing text at the first stop string, holding back what could start one.
+
+    Both engines return text without the stop string, as the OpenAI API does.
+    """
+
+    def __init__(self, stops: list[str] | None):
+        self.stops = [s for s in (stops or []) if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.text = ""
+        self.sent = 0
+        self.stopped = False
+
+    def feed(self, delta: str) -> str:
+        if self.stopped:
+            return ""
+        self.text += delta
+        cut = min((i for i in (self.text.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            self.text = self.text[:cut]
+            return self._emit(len(self.text))
+        return self._emit(max(self.sent, len(self.text) - self.hold))
+
+    def flush(self) -> str:
+        return self._emit(len(self.text))
+
+    def _emit(self, upto: int) -> str:
+        out = self.text[self.sent:upto]
+        self.sent = max(self.sent, upto)
+        return out
+
+
+@dataclass
+class Timer:
+    start: float = field(default_factory=time.perf_counter)
+    first: float | None = None
+
+    def mark_first(self) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
+
+    def finish(self, completion_tokens: int) -> tuple[float | None, float, float]:
+        """(ttft_s, latency_s, decode tokens/s)."""
+        end = time.perf_counter()
+        latency = end - self.start
+        ttft = None if self.first is None else self.first - self.start
+        decode_time = end - (self.first or self.start)
+        rate = (completion_tokens - 1) / decode_time if completion_tokens > 1 and decode_time > 0 else 0.0
+        return ttft, latency, rate
+
+
+def collect(stream: Iterator[str | Generation]) -> Generation:
+    """Drain a stream and return its final Generation."""
+    final = None
+    for item in stream:
+        if isinstance(item, Generation):
+            final = item
+    assert final is not None, "an engine stream must end with a Generation"
+    return final

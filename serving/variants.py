@@ -1,0 +1,262 @@
+"""The four assistants ragtune compares, as small pipelines over one engine and one retriever.
+
+- ``base``: the base model, question only.
+- ``rag``: retrieved passages, numbered, with citations.
+- ``ft``: a fine-tuned LoRA adapter, question only.
+- ``ft+rag``: the adapter, with the retrieved passages.
+
+serving never imports retrieval: the layer above hands the Assistant a retriever (anything with
+``.retrieve(query, k)`` returning passages) and the RAG prompt builder
+(``retrieval.prompt.build_rag_messages``); ``app.assistants.make_assistant`` does that wiring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from ragtune import adapters as adapter_registry
+from ragtune.errors import BadInputError
+from ragtune.models import canonical_name
+
+from .engine import Generation, SamplingOptions, adapter_key
+from .prompts import get_prompts, system_prompt
+
+VARIANTS = ("base", "rag", "ft", "ft+rag")
+DEFAULT_K = 4
+CITATION_KEYS = ("doc", "page", "section", "text", "score", "citation")
+DEFAULT_CONTEXT_TOKENS = 1200
+_load_lock = threading.Lock()
+
+
+def parse_variant(spec: str) -> tuple[str, str | None]:
+    """``"ft+rag:myadapter"`` -> ``("ft+rag", "myadapter")``; ``"rag"`` -> ``("rag", None)``."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise BadInputError(f"Name a variant: one of {', '.join(VARIANTS)} (e.g. 'rag' or 'ft:my-adapter').")
+    variant, _, adapter = spec.strip().partition(":")
+    variant = variant.strip().lower()
+    if variant not in VARIANTS:
+        raise BadInputError(f"Unknown variant '{variant}': use one of {', '.join(VARIANTS)} "
+                            "(an adapter goes after a colon, e.g. 'ft+rag:my-adapter').")
+    adapter = adapter.strip() or None
+    if adapter and not variant.startswith("ft"):
+        raise BadInputError(f"The '{variant}' variant uses no adapter; use 'ft:{adapter}' or 'ft+rag:{adapter}'.")
+    return variant, adapter
+
+
+def format_variant(variant: str, adapter: str | None = None) -> str:
+    return f"{variant}:{adapter}" if adapter and variant.startswith("ft") else variant
+
+
+@dataclass
+class Answer:
+    text: str
+    variant: str
+    adapter: str | None
+    model: str
+    citations: list[dict] = field(default_factory=list)
+    passages: list[dict] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_s: float | None = None
+    latency_s: float = 0.0
+    engine: str = ""
+    finish_reason: str = ""
+    retrieval_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Prepared:
+    messages: list[dict]
+    variant: str
+    adapter: str | None
+    engine_adapter: str | None
+    citations: list[dict]
+    passages: list[dict]
+    retrieval_s: float
+    started: float
+
+
+class Assistant:
+    def __init__(self, ws, engine, retriever=None, prompt_builder: Callable | None = None, *,
+                 retriever_factory: Callable[[], object] | None = None):
+        """``retriever_factory`` builds the retriever on first use, so base/ft never need an index."""
+        self.ws = ws
+        self.engine = engine
+        self._retriever = retriever
+        self._retriever_factory = retriever_factory
+        self.prompt_builder = prompt_builder
+
+    # ------------------------------------------------------------ public
+    def answer(self, question: str, variant: str = "rag", adapter: str | None = None, history: list[dict] | None = None,
+               options: SamplingOptions | None = None, k: int | None = None) -> Answer:
+        prep = self._prepare(question, variant, adapter, history, options, k)
+        gen = self.engine.generate(prep.messages, options, adapter=prep.engine_adapter)
+        return self._finish(prep, gen)
+
+    def stream(self, question: str, variant: str = "rag", adapter: str | None = None,
+               history: list[dict] | None = None, options: SamplingOptions | None = None,
+               k: int | None = None) -> Iterator[str | Answer]:
+        """Text deltas as they come, then the Answer. Bad input raises before the first item."""
+        prep = self._prepare(question, variant, adapter, history, options, k)
+        deltas = self.engine.stream(prep.messages, options, adapter=prep.engine_adapter)
+        return self._stream(prep, deltas)
+
+    def _stream(self, prep: _Prepared, deltas) -> Iterator[str | Answer]:
+        for item in deltas:
+            if isinstance(item, Generation):
+                yield self._finish(prep, item)
+            else:
+                yield item
+
+    @property
+    def retriever(self):
+        if self._retriever is None and self._retriever_factory is not None:
+            self._retriever = self._retriever_factory()
+        return self._retriever
+
+    def resolve_adapter(self, name: str | None):
+        """The workspace's adapter record: the named one, or the newest LoRA when no name is given."""
+        if name is None:
+            candidates = [a for a in adapter_registry.list_adapters(self.ws) if not a.is_full_model]
+            if not candidates:
+                raise BadInputError(f"The 'ft' variants need a fine-tuned adapter, and workspace '{self.ws.name}' "
+                                    "has none yet: train one first (`ragtune train`).")
+            info = candidates[0]
+        else:
+            info = adapter_registry.get_adapter(self.ws, name)
+        if info.is_full_model:
+            raise BadInputError(f"'{info.name}' is a full fine-tune, a whole model rather than an adapter: serve it "
+                                f"as its own model (--model {info.path}) with the 'base' or 'rag' variant.")
+        if not _same_base(info.base_model, self.engine):
+            raise BadInputError(f"The adapter '{info.name}' was trained on {info.base_model}, but this engine serves "
+                                f"{self.engine.model_name}: start the engine with --model {info.base_model}.")
+        return info
+
+    # ------------------------------------------------------------ steps
+    def _prepare(self, question, spec, adapter, history, options, k) -> _Prepared:
+        started = time.perf_counter()
+        variant, named = parse_variant(spec)
+        if named and adapter and named != adapter:
+            raise BadInputError(f"Two adapters named: '{named}' in the variant and '{adapter}' as an option.")
+        adapter = named or adapter
+        if not isinstance(question, str) or not question.strip():
+            raise BadInputError("Ask a question: the text is empty.")
+        question = question.strip()
+        history = _clean_history(history)
+        options = options or SamplingOptions()
+        prompts = get_prompts(self.ws)
+        system = system_prompt(prompts, variant)
+
+        engine_adapter = None
+        if variant.startswith("ft"):
+            info = self.resolve_adapter(adapter)
+            adapter = info.name
+            engine_adapter = self._ensure_loaded(info)
+        else:
+            adapter = None
+
+        citations: list[dict] = []
+        passages: list[dict] = []
+        retrieval_s = 0.0
+        if variant.endswith("rag"):
+            messages, citations, passages, retrieval_s = self._rag_messages(question, history, system, options, k)
+        else:
+            messages = ([{"role": "system", "content": system}] if system else []) + history + [
+                {"role": "user", "content": question}]
+        return _Prepared(messages, variant, adapter, engine_adapter, citations, passages, retrieval_s, started)
+
+    def _rag_messages(self, question, history, system, options, k):
+        if self.prompt_builder is None or self.retriever is None:
+            raise BadInputError("The 'rag' variants need a document index: add documents and build the index "
+                                "(`ragtune ingest ...; ragtune index`).")
+        settings = self.ws.get_setting("retrieval", {}) or {}
+        k = int(k or settings.get("k") or DEFAULT_K)
+        if k < 1:
+            raise BadInputError(f"k must be at least 1, not {k}.")
+        t0 = time.perf_counter()
+        found = list(self.retriever.retrieve(question, k=k))
+        retrieval_s = time.perf_counter() - t0
+        # Leave the answer and the question room inside the model's window.
+        room = self.engine.max_model_len - options.max_tokens - self.engine.count_tokens(question) - 96
+        for turn in history:
+            room -= self.engine.count_tokens(turn["content"]) + 8
+        budget = min(int(settings.get("max_context_tokens") or DEFAULT_CONTEXT_TOKENS), room)
+        if budget < 32:
+            raise BadInputError(
+                f"No room left for passages: the model's window is {self.engine.max_model_len} tokens and the answer "
+                f"may use {options.max_tokens}. Ask for a shorter answer or shorten the conversation.")
+        messages, used = self.prompt_builder(question, found, count_tokens=self.engine.count_tokens,
+                                             max_context_tokens=budget, system=system or None, history=history or None)
+        citations = [{"n": n, **{key: d[key] for key in CITATION_KEYS}}
+                     for n, d in enumerate(map(_passage_dict, used), start=1)]
+        passages = [_passage_dict(p) for p in found]
+        return messages, citations, passages, retrieval_s
+
+    def _ensure_loaded(self, info) -> str:
+        key = adapter_key(info.name, info.path, info.created_at)
+        with _load_lock:
+            if key not in self.engine.adapters():
+                if not (Path(info.path) / "adapter_config.json").exists():
+                    raise BadInputError(f"The adapter '{info.name}' has no weights at {info.path} any more: "
+                                        "retrain it or delete it.")
+                self.engine.load_adapter(key, info.path)
+        return key
+
+    def _finish(self, prep: _Prepared, gen: Generation) -> Answer:
+        ttft = None if gen.ttft_s is None else (prep.retrieval_s + gen.ttft_s)
+        return Answer(text=gen.text.strip(), variant=prep.variant, adapter=prep.adapter, model=self.engine.model_name,
+                      citations=prep.citations, passages=prep.passages, prompt_tokens=gen.prompt_tokens,
+                      completion_tokens=gen.completion_tokens, ttft_s=ttft,
+                      latency_s=time.perf_counter() - prep.started, engine=self.engine.kind,
+                      finish_reason=gen.finish_reason, retrieval_s=prep.retrieval_s)
+
+
+def _clean_history(history) -> list[dict]:
+    if not history:
+        return []
+    clean = []
+    for i, turn in enumerate(history):
+        if not isinstance(turn, dict) or turn.get("role") not in ("user", "assistant") \
+                or not isinstance(turn.get("content"), str):
+            raise BadInputError(f"History turn {i + 1} must be {{'role': 'user' | 'assistant', 'content': text}}.")
+        clean.append({"role": turn["role"], "content": turn["content"]})
+    # Chat templates such as Gemma's want strict user/assistant alternation ending on the assistant.
+    while clean and clean[0]["role"] != "user":
+        clean.pop(0)
+    if clean and clean[-1]["role"] == "user":
+        clean.pop()
+    return clean
+
+
+def _passage_dict(p) -> dict:
+    if dataclasses.is_dataclass(p):
+        d = asdict(p)
+    elif isinstance(p, dict):
+        d = dict(p)
+    else:
+        d = dict(vars(p))
+    citation = getattr(p, "citation", None) if not isinstance(p, dict) else p.get("citation")
+    if citation is None:
+        doc, page = d.get("doc"), d.get("page")
+        citation = f"{doc}#page={page}" if page else doc
+    return {"doc": d.get("doc"), "page": d.get("page"), "section": d.get("section"), "text": d.get("text", ""),
+            "score": float(d["score"]) if d.get("score") is not None else None, "citation": citation,
+            **({"chunk_id": d["chunk_id"]} if "chunk_id" in d else {})}
+
+
+def _same_base(base_model: str, engine) -> bool:
+    if canonical_name(str(base_model)) == canonical_name(engine.model_name):
+        return True
+    engine_path = getattr(engine, "model_path", None)
+    try:
+        return engine_path is not None and Path(base_model).expanduser().resolve() == Path(engine_path).resolve()
+    except (OSError, ValueError):
+        return False
