@@ -1,0 +1,218 @@
+"""`ragtune eval`, `ragtune report` and `ragtune arena`: compare variants on questions with known answers."""
+
+from __future__ import annotations
+
+import sys
+
+from ragtune.errors import BadInputError
+
+from .common import add_json_arg, add_workspace_arg, open_workspace, print_json
+
+TABLE_METRICS = ("token_f1", "semantic_similarity", "exact_match", "judge_score", "groundedness", "context_recall",
+                 "hit_at_k", "citation_accuracy", "refusal_rate", "latency_s", "tokens_per_s")
+
+
+def _add_engine_args(p) -> None:
+    p.add_argument("--engine", choices=["embedded", "vllm"], default="embedded",
+                   help="embedded: transformers in this process; vllm: a vLLM server (default: %(default)s)")
+    p.add_argument("--model", help="base model (default: gemma-3-270m)")
+    p.add_argument("--url", help="use a vLLM server already running at this URL")
+    p.add_argument("--max-tokens", type=int, default=256, help="longest answer in tokens (default: %(default)s)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="score base / rag / ft / ft+rag on a test set, with intervals and a recommendation")
+    add_workspace_arg(p)
+    p.add_argument("--qa", help="test set: JSONL/CSV with question, answer (or truth/reference), optional doc, page; "
+                                "default: the held-out split of the newest generated training set")
+    p.add_argument("--variants", default="base,rag",
+                   help="comma-separated: base, rag, ft, ft+rag (ft:ADAPTER names an adapter) (default: %(default)s)")
+    p.add_argument("--adapter", help="adapter for ft / ft+rag (default: the newest)")
+    _add_engine_args(p)
+    p.add_argument("--limit", type=int, help="use only the first N questions")
+    p.add_argument("--k", type=int, help="passages retrieved per question (default: the workspace setting)")
+    p.add_argument("--resume", metavar="RUN_ID", help="finish an interrupted run (only missing answers are computed)")
+    p.add_argument("--report", choices=["md", "html"], help="also write a report with plots and a CSV of answers")
+    p.add_argument("--judge-url", help="OpenAI-compatible endpoint for an optional LLM judge (e.g. http://127.0.0.1:8001/v1)")
+    p.add_argument("--judge-model", help="model name at the judge endpoint")
+    p.add_argument("--list", action="store_true", help="list this workspace's evaluation runs and exit")
+    add_json_arg(p)
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("report", help="export an evaluation run as Markdown or HTML with plots, plus answers.csv")
+    add_workspace_arg(p)
+    p.add_argument("run_id", nargs="?", help="run to export (default: the newest finished run)")
+    p.add_argument("--format", choices=["md", "html"], default="md")
+    add_json_arg(p)
+    p.set_defaults(func=_report)
+
+    p = sub.add_parser("arena", help="blind side-by-side comparison: battles, votes, Bradley-Terry leaderboard")
+    a_sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    b = a_sub.add_parser("battle", help="two hidden variants answer one question")
+    add_workspace_arg(b)
+    b.add_argument("question")
+    b.add_argument("--variants", default="base,rag", help="variants to draw two from (default: %(default)s)")
+    _add_engine_args(b)
+    add_json_arg(b)
+    b.set_defaults(func=_battle)
+    v = a_sub.add_parser("vote", help="vote on a battle: left, right, tie or both_bad")
+    add_workspace_arg(v)
+    v.add_argument("battle_id")
+    v.add_argument("vote", choices=["left", "right", "tie", "both_bad"])
+    add_json_arg(v)
+    v.set_defaults(func=_vote)
+    lb = a_sub.add_parser("leaderboard", help="Bradley-Terry ratings of all votes with 95% intervals")
+    add_workspace_arg(lb)
+    add_json_arg(lb)
+    lb.set_defaults(func=_leaderboard)
+
+
+def _engine(args):
+    from ragtune.models import DEFAULT_LLM
+    from serving.factory import get_engine
+
+    return get_engine(args.engine, model=args.model or DEFAULT_LLM, url=args.url)
+
+
+def _eval(args):
+    from tqdm.auto import tqdm
+
+    from evaluation.job import load_rows
+    from evaluation.judge import JudgeConfig
+    from evaluation.report import export_report
+    from evaluation.runner import list_runs, run_eval
+    from serving.engine import SamplingOptions
+
+    ws = open_workspace(args)
+    if args.list:
+        runs = list_runs(ws)
+        if args.json:
+            print_json(runs)
+        for r in runs if not args.json else []:
+            print(f"{r['run_id']}  {r['status']:<11} {r['answered']}/{r['expected']} answers  "
+                  f"{','.join(r['variants'])}  {r.get('source') or ''}")
+        return 0
+    rows, errors = None, []
+    source = ""
+    if not args.resume:
+        rows, errors, source = load_rows(ws, args.qa or "held-out", args.limit)
+        for line, reason in errors[:20]:
+            print(f"skipped line {line}: {reason}", file=sys.stderr)
+        if len(errors) > 20:
+            print(f"... and {len(errors) - 20} more skipped lines", file=sys.stderr)
+    if bool(args.judge_url) != bool(args.judge_model):
+        raise BadInputError("An LLM judge needs both --judge-url and --judge-model.")
+    judge = JudgeConfig(args.judge_url, args.judge_model) if args.judge_url else None
+    engine = _engine(args)
+    bar = tqdm(total=0, unit="answer", desc="evaluating", disable=None, file=sys.stderr)
+
+    def progress(done, total, label):
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(label[:40], refresh=False)
+        bar.refresh()
+
+    try:
+        run = run_eval(ws, rows, args.variants, engine, adapter=args.adapter, progress=progress, run_id=args.resume,
+                       judge=judge, options=SamplingOptions(max_tokens=args.max_tokens), k=args.k, source=source,
+                       concurrency=4 if args.engine == "vllm" else 1)
+    except KeyboardInterrupt:
+        bar.close()
+        print("interrupted: every answer so far is saved; finish with `ragtune eval --resume RUN_ID` "
+              "(see `ragtune eval --list`)", file=sys.stderr)
+        return 130
+    bar.close()
+    summary = run.summary
+    report = str(export_report(ws, run.run_id, args.report)) if args.report else None
+    if args.json:
+        out = {"run_id": run.run_id, "n": summary["n"], "computed": run.computed, "cached": run.cached,
+               "skipped_rows": [{"line": ln, "reason": r} for ln, r in errors],
+               "variants": {k: {"metrics": v["metrics"], "cost": v["cost"], "adapter": v["adapter"]}
+                            for k, v in summary["variants"].items()},
+               "paired": summary["paired"], "recommendation": summary["recommendation"]}
+        if report:
+            out["report"] = report
+        print_json(out)
+        return 0
+    _print_summary(summary)
+    print(f"\nrun {run.run_id}: {run.computed} answers generated, {run.cached} reused from the cache")
+    if report:
+        print(f"report: {report}")
+    return 0
+
+
+def _print_summary(summary: dict) -> None:
+    variants = list(summary["variants"])
+    width = 24
+    print(f"{summary['n']} questions; mean [95% CI]")
+    print("metric".ljust(22) + "".join(v.ljust(width) for v in variants))
+    for metric in TABLE_METRICS:
+        cells = []
+        for v in variants:
+            m = summary["variants"][v]["metrics"].get(metric)
+            cells.append("-" if not m or m["mean"] is None else f"{m['mean']:.3f} [{m['ci_low']:.2f},{m['ci_high']:.2f}]")
+        if any(c != "-" for c in cells):
+            print(metric.ljust(22) + "".join(c.ljust(width) for c in cells))
+    print()
+    print(summary["recommendation"]["text"])
+
+
+def _report(args):
+    from evaluation.report import export_report
+    from evaluation.runner import list_runs
+
+    ws = open_workspace(args)
+    run_id = args.run_id
+    if not run_id:
+        done = [r for r in list_runs(ws) if r["status"] == "succeeded"]
+        if not done:
+            raise BadInputError(f"Workspace '{ws.name}' has no finished evaluation run: run `ragtune eval` first.")
+        run_id = done[0]["run_id"]
+    path = export_report(ws, run_id, args.format)
+    if args.json:
+        print_json({"run_id": run_id, "report": str(path), "answers_csv": str(path.parent / "answers.csv")})
+    else:
+        print(path)
+    return 0
+
+
+def _battle(args):
+    from evaluation.arena import new_battle
+    from evaluation.runner import make_assistant
+    from serving.engine import SamplingOptions
+
+    ws = open_workspace(args)
+    variants = [v for v in args.variants.split(",") if v.strip()]
+    assistant = make_assistant(ws, _engine(args), any(v.strip().split(":")[0].endswith("rag") for v in variants))
+    battle = new_battle(ws, assistant, args.question, variants, options=SamplingOptions(max_tokens=args.max_tokens))
+    if args.json:
+        print_json(battle)
+    else:
+        print(f"battle {battle['battle_id']}\n\n[left]\n{battle['left_text']}\n\n[right]\n{battle['right_text']}\n")
+        print(f"vote: ragtune arena vote {battle['battle_id']} left|right|tie|both_bad")
+    return 0
+
+
+def _vote(args):
+    from evaluation.arena import record_vote
+
+    result = record_vote(open_workspace(args), args.battle_id, args.vote)
+    if args.json:
+        print_json(result)
+    else:
+        print(f"recorded '{args.vote}': left was {result['left_variant']}, right was {result['right_variant']}")
+    return 0
+
+
+def _leaderboard(args):
+    from evaluation.arena import leaderboard
+
+    board = leaderboard(open_workspace(args))
+    if args.json:
+        print_json(board)
+    elif not board:
+        print("no votes yet: `ragtune arena battle QUESTION --variants base,rag`")
+    else:
+        for r in board:
+            print(f"{r['variant']:<16} {r['rating']:7.1f}  [{r['ci_low']:.0f}, {r['ci_high']:.0f}]  {r['battles']} battles")
+    return 0

@@ -1,0 +1,153 @@
+"""The verdict: RAG, fine-tune, both, or neither yet, with the numbers behind it.
+
+Rule, in words: take the variants that are not significantly worse than the best one on the
+primary correctness metric (the 95% interval of the paired difference includes zero). If the
+base model is among them, nothing has earned its cost yet: "neither". Otherwise pick the
+simplest of them, in the order RAG (no training, stays current, cites sources), fine-tune
+(no retrieval step, shorter prompts), both. Speed, cost, citations and freshness are then
+spelled out so a business reader can overrule the order knowingly.
+"""
+
+from __future__ import annotations
+
+PREFERENCE = ("rag", "ft", "ft+rag")  # simplest first, when the evidence cannot separate them
+VERDICT_OF = {"rag": "rag", "ft": "fine-tune", "ft+rag": "both"}
+NAMES = {"base": "the base model", "rag": "RAG", "ft": "the fine-tuned model", "ft+rag": "fine-tune + RAG"}
+METRIC_NAMES = {"judge_score": "LLM-judge score", "token_f1": "token F1", "semantic_similarity": "semantic similarity",
+                "exact_match": "exact match"}
+PRIMARY_ORDER = ("judge_score", "token_f1", "semantic_similarity", "exact_match")
+
+
+def _fmt(x, digits=2) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _ci(m: dict | None, digits=2) -> str:
+    if not m or m.get("mean") is None:
+        return "n/a"
+    return f"{_fmt(m['mean'], digits)} (95% CI {_fmt(m['ci_low'], digits)}-{_fmt(m['ci_high'], digits)})"
+
+
+def pick_primary(summary: dict) -> str:
+    for metric in PRIMARY_ORDER:
+        if all(metric in v["metrics"] for v in summary["variants"].values()) and summary["variants"]:
+            return metric
+    return "token_f1"
+
+
+def _paired(summary: dict, a: str, b: str, metric: str) -> dict | None:
+    """The paired comparison a - b, whichever order it was stored in."""
+    for p in summary.get("paired", []):
+        if p["metric"] != metric:
+            continue
+        if (p["a"], p["b"]) == (a, b):
+            return p
+        if (p["a"], p["b"]) == (b, a):
+            flipped = dict(p, a=a, b=b, mean_a=p["mean_b"], mean_b=p["mean_a"],
+                           mean_diff=-p["mean_diff"] if p["mean_diff"] is not None else None,
+                           ci_low=-p["ci_high"] if p["ci_high"] is not None else None,
+                           ci_high=-p["ci_low"] if p["ci_low"] is not None else None)
+            return flipped
+    return None
+
+
+def _significantly_better(summary, a, b, metric) -> bool:
+    p = _paired(summary, a, b, metric)
+    return bool(p and p["ci_low"] is not None and p["ci_low"] > 0)
+
+
+def recommend(summary: dict, primary: str | None = None) -> dict:
+    variants = summary.get("variants", {})
+    if not variants:
+        return {"verdict": "neither", "label": "Not enough evidence", "text": "No variant was evaluated.",
+                "evidence": [], "primary_metric": None}
+    metric = primary or pick_primary(summary)
+    mname = METRIC_NAMES.get(metric, metric)
+    means = {label: (v["metrics"].get(metric) or {}).get("mean") for label, v in variants.items()}
+    scored = [label for label in variants if means[label] is not None]
+    if not scored:
+        return {"verdict": "neither", "label": "Not enough evidence", "primary_metric": metric, "evidence": [],
+                "text": f"No answer could be scored on {mname}."}
+    kind_of = {label: v["kind"] for label, v in variants.items()}
+    best = max(scored, key=lambda label: means[label])
+    contenders = [label for label in scored if label == best or not _significantly_better(summary, best, label, metric)]
+    base = next((label for label in scored if kind_of[label] == "base"), None)
+
+    evidence = [{"variant": label, "metric": metric, **{k: variants[label]["metrics"][metric][k]
+                                                       for k in ("mean", "ci_low", "ci_high", "n")}}
+                for label in sorted(scored, key=lambda label: -means[label])]
+    comparisons = []
+
+    def compare(a, b) -> str:
+        p = _paired(summary, a, b, metric)
+        if not p or p["mean_diff"] is None:
+            return ""
+        comparisons.append({k: p[k] for k in ("a", "b", "metric", "n", "mean_diff", "ci_low", "ci_high", "p_value")})
+        verdict = "significant" if (p["ci_low"] > 0 or p["ci_high"] < 0) else "within noise"
+        pv = f", Wilcoxon p={p['p_value']:.3g}" if p.get("p_value") is not None else ""
+        return f"difference {p['mean_diff']:+.2f} (95% CI {p['ci_low']:+.2f} to {p['ci_high']:+.2f}, {verdict}{pv})"
+
+    n = summary.get("n")
+    lines = []
+    if base is not None and base in contenders:
+        verdict, choice = "neither", base
+        others = [label for label in scored if label != base]
+        head = (f"Neither yet: on {n} questions no approach answers significantly better than the base model "
+                f"({mname} {_ci(variants[base]['metrics'][metric])}).")
+        lines.append(head)
+        for label in others:
+            lines.append(f"- {NAMES.get(kind_of[label], label)}: {_ci(variants[label]['metrics'][metric])}; "
+                         + compare(label, base))
+        lines.append("Next steps: add more test questions (narrower intervals), check retrieval (hit@k), "
+                     "or train longer on more generated Q&A.")
+    else:
+        choice = next((label for kind in PREFERENCE for label in contenders if kind_of[label] == kind), best)
+        verdict = VERDICT_OF.get(kind_of[choice], "neither")
+        lines.append(f"Recommendation: {_label(verdict)}. On {n} questions, {NAMES.get(kind_of[choice], choice)} scores "
+                     f"{mname} {_ci(variants[choice]['metrics'][metric])}.")
+        if base is not None:
+            lines.append(f"- vs {NAMES['base']} ({_ci(variants[base]['metrics'][metric])}): " + compare(choice, base))
+        for label in scored:
+            if label in (choice, base):
+                continue
+            lines.append(f"- vs {NAMES.get(kind_of[label], label)} ({_ci(variants[label]['metrics'][metric])}): "
+                         + compare(choice, label))
+        if choice != best:
+            lines.append(f"{NAMES.get(kind_of[best], best)} scores higher, but not significantly: the simpler option wins the tie.")
+    lines.append("Trade-offs:")
+    lines.extend("- " + t for t in _tradeoffs(variants, kind_of))
+    return {"verdict": verdict, "label": _label(verdict), "choice": choice, "primary_metric": metric,
+            "text": "\n".join(lines), "evidence": evidence, "comparisons": comparisons}
+
+
+def _label(verdict: str) -> str:
+    return {"rag": "RAG", "fine-tune": "Fine-tune", "both": "Fine-tune + RAG", "neither": "Neither yet"}[verdict]
+
+
+def _tradeoffs(variants: dict, kind_of: dict) -> list[str]:
+    out = ["Freshness: RAG answers from the current documents as soon as they are re-indexed; a fine-tune "
+           "only knows what it was trained on and must be retrained when documents change."]
+
+    def mean(label, metric):
+        return ((variants[label]["metrics"].get(metric)) or {}).get("mean")
+
+    lat = [f"{NAMES.get(kind_of[label], label)} {mean(label, 'latency_s'):.2f} s" for label in variants
+           if mean(label, "latency_s") is not None]
+    if lat:
+        out.append("Latency (mean per answer): " + ", ".join(lat) + ". Retrieval adds prompt tokens and time.")
+    cost = []
+    for label, v in variants.items():
+        c = v.get("cost") or {}
+        piece = f"{NAMES.get(kind_of[label], label)} {c.get('tokens_served', 0)} tokens served"
+        if c.get("training_time_s"):
+            piece += f" + {c['training_time_s'] / 60:.1f} min training"
+        if c.get("gpu_hours"):
+            piece += f" ({c['gpu_hours']:.2f} GPU-hours)"
+        cost.append(piece)
+    out.append("Cost: " + "; ".join(cost) + ".")
+    cites = [f"{NAMES.get(kind_of[label], label)} citation accuracy {_ci(v['metrics'].get('citation_accuracy'))}, "
+             f"groundedness {_ci(v['metrics'].get('groundedness'))}"
+             for label, v in variants.items() if kind_of[label] in ("rag", "ft+rag")]
+    out.append("Citations: " + ("; ".join(cites) if cites else "none of the evaluated variants retrieves, so no answer "
+                                "can cite a source") + ". Only variants with retrieval can show where an answer comes from.")
+    return out
