@@ -1,0 +1,244 @@
+"""From document chunks to a versioned question/answer training set (RAFT style).
+
+``synthesize(ws, SynthConfig(...), chunks=...)`` asks a teacher for facts and paraphrased questions
+per chunk, drops duplicates, too short/long rows and answers the chunk does not support, then
+splits train/validation/test **by source chunk** (no chunk feeds two splits, so test questions are
+about held-out text). Optional RAFT distractors put the source passage among unrelated passages in
+the prompt, so the model learns to answer from context and to ignore noise.
+
+Training does not read documents itself: the caller (CLI, UI) passes the workspace's chunks, e.g.
+``retrieval.documents.all_chunks(ws)``; any objects or dicts with chunk_id, doc, text, page, section work.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable
+
+from ragtune.errors import BadInputError
+
+from .chat_data import qa_to_messages
+from .dataset_store import DatasetVersion, get_dataset, latest_dataset, list_datasets, save_dataset_version
+from .teachers import ChunkView, ExtractiveTeacher, OpenAITeacherSettings, Teacher, openai_teacher
+
+__all__ = ["SynthConfig", "synthesize", "list_datasets", "latest_dataset", "get_dataset", "DatasetVersion"]
+
+CONTEXT_INSTRUCTION = "Answer the question. Use the passages below if they are relevant; cite them as [n]."
+_STOP = set("a an the of to in on at for and or is are was were be by with as it its this that from your our "
+            "you we they their can may will must not no do does how what which who when why".split())
+
+
+@dataclass
+class SynthConfig:
+    teacher: str = "extractive"  # "extractive" | "openai" (needs teacher_url, teacher_model) | a name for a passed teacher
+    teacher_url: str | None = None
+    teacher_model: str | None = None
+    teacher_api_key: str | None = None
+    requests_per_minute: float = 60.0
+    max_retries: int = 4
+    workers: int = 4  # parallel teacher requests (the rate limit still applies)
+    questions_per_fact: int = 3
+    max_facts_per_chunk: int = 6
+    distractors: int = 0  # RAFT: unrelated passages added to each training prompt (0: closed-book rows)
+    oracle_fraction: float = 0.8  # with distractors: share of rows whose prompt also holds the source passage
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.15
+    split_by: str = "chunk"  # "chunk" (held-out text) or "paraphrase" (held-out wording of trained facts)
+    min_question_chars: int = 10
+    max_question_chars: int = 400
+    min_answer_chars: int = 2
+    max_answer_chars: int = 1200
+    min_support: float = 0.6  # share of the answer's content words found in the chunk
+    system_prompt: str | None = None
+    seed: int = 0
+    note: str = ""
+
+    def validate(self) -> "SynthConfig":
+        if self.split_by not in ("chunk", "paraphrase"):
+            raise BadInputError("split_by must be 'chunk' or 'paraphrase'.")
+        if not (0 <= self.validation_fraction < 1 and 0 <= self.test_fraction < 1
+                and self.validation_fraction + self.test_fraction < 1):
+            raise BadInputError("validation and test fractions must be in [0, 1) and leave room for training.")
+        if self.questions_per_fact < 1 or self.max_facts_per_chunk < 1:
+            raise BadInputError("questions_per_fact and max_facts_per_chunk must be at least 1.")
+        if self.teacher == "openai" and not (self.teacher_url and self.teacher_model):
+            raise BadInputError("The OpenAI-compatible teacher needs a URL and a model name (--teacher-url, --teacher-model).")
+        return self
+
+    def public(self) -> dict:
+        d = asdict(self)
+        d.pop("teacher_api_key")
+        return d
+
+
+def make_teacher(config: SynthConfig) -> Teacher:
+    if config.teacher == "extractive":
+        return ExtractiveTeacher(seed=config.seed)
+    if config.teacher == "openai":
+        return openai_teacher(OpenAITeacherSettings(
+            url=config.teacher_url, model=config.teacher_model, api_key=config.teacher_api_key or "EMPTY",
+            requests_per_minute=config.requests_per_minute, max_retries=config.max_retries))
+    raise BadInputError(f"Unknown teacher '{config.teacher}': use 'extractive' or 'openai', or pass a teacher object.")
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in re.findall(r"[a-z0-9]+(?:[.,][0-9]+)*", text.lower()) if w not in _STOP]
+
+
+def support(answer: str, chunk_text: str) -> float:
+    """Share of the answer's content words present in the chunk; numbers must all be present."""
+    chunk_words = set(_words(chunk_text))
+    chunk_flat = re.sub(r"\s+", " ", chunk_text.lower())
+    words = _words(answer)
+    if not words:
+        return 0.0
+    numbers = [w for w in words if any(c.isdigit() for c in w)]
+    if any(n not in chunk_words and n not in chunk_flat for n in numbers):
+        return 0.0
+    return sum(w in chunk_words for w in words) / len(words)
+
+
+def _norm_question(q: str) -> str:
+    return " ".join(_words(q))
+
+
+def _split_groups(keys: list, config: SynthConfig) -> dict[str, set]:
+    keys = sorted(keys)
+    random.Random(config.seed).shuffle(keys)
+    n = len(keys)
+    n_test = round(n * config.test_fraction) if n >= 3 else 0
+    n_val = round(n * config.validation_fraction) if n >= 3 else 0
+    if config.test_fraction > 0 and n >= 3:
+        n_test = max(1, n_test)
+    if config.validation_fraction > 0 and n >= 5:
+        n_val = max(1, n_val)
+    n_test = min(n_test, n - 1)
+    n_val = min(n_val, n - 1 - n_test)
+    return {"test": set(keys[:n_test]), "validation": set(keys[n_test:n_test + n_val]),
+            "train": set(keys[n_test + n_val:])}
+
+
+def synthesize(ws, config: SynthConfig | None = None, progress: Callable[[int, int, str], None] | None = None, *,
+               chunks: Iterable, teacher: Teacher | None = None) -> DatasetVersion:
+    """Generate, filter and split a Q&A training set from `chunks`; returns the new dataset version."""
+    config = (config or SynthConfig()).validate()
+    views = [ChunkView.of(c) for c in chunks or []]
+    views = [v for v in views if v.text.strip()]
+    if not views:
+        raise BadInputError(f"Workspace '{ws.name}' has no document chunks: ingest documents first "
+                            "(`ragtune ingest PATH`), then run `ragtune synth`.")
+    teacher = teacher or make_teacher(config)
+    by_id = {v.chunk_id: v for v in views}
+
+    def work(view: ChunkView):
+        return view, teacher.facts(view, config.questions_per_fact, config.max_facts_per_chunk)
+
+    results = []
+    workers = 1 if isinstance(teacher, ExtractiveTeacher) else max(1, config.workers)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for i, (view, facts) in enumerate(pool.map(work, views), 1):
+            results.append((view, facts))
+            if progress:
+                progress(i, len(views), view.doc)
+
+    dropped = Counter()
+    seen: set[str] = set()
+    items = []  # one per question
+    for view, facts in results:
+        for fact in facts:
+            if not (config.min_answer_chars <= len(fact.answer) <= config.max_answer_chars):
+                dropped["answer_length"] += len(fact.questions)
+                continue
+            if support(fact.answer, view.text) < config.min_support:
+                dropped["unsupported"] += len(fact.questions)
+                continue
+            for q_index, question in enumerate(fact.questions):
+                if not (config.min_question_chars <= len(question) <= config.max_question_chars):
+                    dropped["question_length"] += 1
+                    continue
+                key = _norm_question(question)
+                if key in seen:
+                    dropped["duplicate"] += 1
+                    continue
+                seen.add(key)
+                items.append({"chunk_id": view.chunk_id, "fact": f"{view.chunk_id}#{fact.fact_id}",
+                              "q_index": q_index, "question": question, "answer": fact.answer,
+                              "quote": fact.quote, "doc": view.doc, "page": view.page, "section": view.section})
+    if not items:
+        raise BadInputError(
+            f"The {getattr(teacher, 'name', 'teacher')} teacher produced no usable question/answer pairs from "
+            f"{len(views)} chunks (dropped: {dict(dropped) or 'none'}). Check the documents' text, or use another teacher."
+        )
+
+    split_of = _assign_splits(items, config)
+    rng = random.Random(config.seed + 1)
+    train_chunks = sorted({it["chunk_id"] for it in items if split_of[id(it)] == "train"})
+    splits: dict[str, list[dict]] = {"train": [], "validation": [], "test": []}
+    for it in items:
+        split = split_of[id(it)]
+        base = {k: it[k] for k in ("question", "answer", "doc", "page", "section", "chunk_id", "fact")}
+        if split == "test":
+            base["messages"] = qa_to_messages(it["question"], it["answer"], config.system_prompt)
+            splits["test"].append(base)
+            continue
+        messages, with_context = _training_messages(it, config, by_id, train_chunks, rng)
+        splits[split].append({**base, "context": with_context, "messages": messages})
+
+    teacher_name = getattr(teacher, "name", type(teacher).__name__)
+    manifest = {
+        "source": "synth", "teacher": teacher_name, "split_seed": config.seed, "split_by": config.split_by,
+        "config": config.public(), "chunks_total": len(views),
+        "chunks_used": len({it["chunk_id"] for it in items}),
+        "split_chunks": {s: sorted({r["chunk_id"] for r in rows}) for s, rows in splits.items()},
+        "facts": len({it["fact"] for it in items}), "dropped": dict(dropped),
+        "teacher_failures": getattr(teacher, "failures", 0), "note": config.note,
+    }
+    return save_dataset_version(ws, splits, manifest)
+
+
+def _assign_splits(items: list[dict], config: SynthConfig) -> dict[int, str]:
+    if config.split_by == "chunk":
+        groups = _split_groups(list({it["chunk_id"] for it in items}), config)
+        return {id(it): next(s for s, keys in groups.items() if it["chunk_id"] in keys) for it in items}
+    # paraphrase: every fact is trained on; one wording per fact is held out for test / validation
+    facts: dict[str, list[dict]] = {}
+    for it in items:
+        facts.setdefault(it["fact"], []).append(it)
+    rng = random.Random(config.seed)
+    out = {}
+    for fact_items in facts.values():
+        for it in fact_items:
+            out[id(it)] = "train"
+        if len(fact_items) >= 2:
+            held = fact_items[-1]
+            r = rng.random()
+            if r < config.test_fraction / max(config.test_fraction + config.validation_fraction, 1e-9) or \
+                    config.validation_fraction == 0:
+                out[id(held)] = "test" if config.test_fraction > 0 else "train"
+            else:
+                out[id(held)] = "validation"
+    return out
+
+
+def _training_messages(it: dict, config: SynthConfig, by_id: dict[str, ChunkView], train_chunks: list[str],
+                       rng: random.Random) -> tuple[list[dict], bool]:
+    if config.distractors <= 0:
+        return qa_to_messages(it["question"], it["answer"], config.system_prompt), False
+    # Distractors come from training chunks only, so held-out text never appears in a training prompt.
+    pool = [c for c in train_chunks if c != it["chunk_id"]]
+    passages = [by_id[c] for c in rng.sample(pool, min(config.distractors, len(pool)))]
+    with_oracle = rng.random() < config.oracle_fraction
+    if with_oracle:
+        passages.insert(rng.randrange(len(passages) + 1), by_id[it["chunk_id"]])
+    numbered = "\n\n".join(f"[{n}] ({p.doc}{f', page {p.page}' if p.page else ''}) {p.text.strip()}"
+                           for n, p in enumerate(passages, 1))
+    answer = it["answer"]
+    if with_oracle:
+        n = next(i for i, p in enumerate(passages, 1) if p.chunk_id == it["chunk_id"])
+        answer = f"{answer} [{n}]"
+    user = f"{CONTEXT_INSTRUCTION}\n\n{numbered}\n\nQuestion: {it['question']}"
+    return qa_to_messages(user, answer, config.system_prompt), True

@@ -1,0 +1,403 @@
+"""Teachers: who writes the question/answer pairs for a chunk of a document.
+
+- ``ExtractiveTeacher``: always available, deterministic, no model. Picks fact-bearing sentences
+  and turns each into a few differently worded questions; the answer quotes the sentence.
+  The CPU default, because a 270M base model writes poor questions.
+- ``ChatTeacher``: any chat model behind a ``complete(messages) -> str`` function, prompted in the
+  RAFT style (several paraphrased questions per fact, answers quoting the passage).
+- ``OpenAITeacher``: a ChatTeacher over any OpenAI-compatible endpoint (a bigger model on vLLM,
+  a hosted API), with retries (tenacity) and a rate limit. The local engine is used through the
+  same ChatTeacher path by wrapping its ``generate``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from ragtune.errors import BadInputError, ServerUnavailableError
+
+
+@dataclass
+class Fact:
+    """One fact of a chunk with the questions that ask for it."""
+    questions: list[str]
+    answer: str
+    quote: str  # the passage text that supports the answer
+    fact_id: int = 0
+
+
+@dataclass
+class ChunkView:
+    """What a teacher needs from a retrieval chunk (a dataclass or a dict with these keys)."""
+    chunk_id: str
+    doc: str
+    text: str
+    page: int | None = None
+    section: str | None = None
+
+    @classmethod
+    def of(cls, chunk) -> "ChunkView":
+        get = chunk.get if isinstance(chunk, dict) else (lambda k, d=None: getattr(chunk, k, d))
+        text, chunk_id = get("text"), get("chunk_id")
+        if not isinstance(text, str) or not chunk_id:
+            raise BadInputError(f"A chunk needs 'chunk_id' and 'text'; got {type(chunk).__name__} without them.")
+        return cls(str(chunk_id), str(get("doc") or get("doc_id") or "document"), text, get("page"), get("section"))
+
+
+class Teacher(Protocol):
+    name: str
+
+    def facts(self, chunk: ChunkView, questions_per_fact: int, max_facts: int) -> list[Fact]: ...
+
+
+# ---------------------------------------------------------------- extractive
+
+_MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
+_UNIT_WH = [
+    (r"kg|kilograms?|tonnes?|t\b", "how many kilograms" ),
+    (r"m/s|km/h|mph", "what speed"),
+    (r"hours?|h\b", "how many hours"),
+    (r"minutes?|min\b", "how many minutes"),
+    (r"seconds?|s\b", "how many seconds"),
+    (r"days?|working days", "how many days"),
+    (r"weeks?", "how many weeks"),
+    (r"months?", "how many months"),
+    (r"years?", "how many years"),
+    (r"percent|%", "what percentage"),
+    (r"°C|degrees", "what temperature"),
+    (r"mm|cm|metres?|meters?|m\b|km", "what distance"),
+    (r"characters?", "how many characters"),
+    (r"kWh|Ah|V|W|kW|GHz|dBm", "what value"),
+]
+_NUM = r"\d[\d,]*(?:\.\d+)?"
+_SPAN_PATTERNS: list[tuple[str, str]] = [
+    (rf"(?:EUR|USD|GBP|\$|€|£)\s?{_NUM}(?:\s(?:per|a)\s\w+)?|{_NUM}\s?(?:EUR|USD|GBP|euros?|dollars?)", "how much"),
+    (rf"\b\d{{1,2}}\s(?:{_MONTHS})(?:\s\d{{4}})?\b|\b(?:{_MONTHS})\s\d{{1,2}},?\s\d{{4}}\b|\b\d{{4}}-\d{{2}}-\d{{2}}\b", "what date"),
+    (r"\b\d{1,2}:\d{2}\b", "what time"),
+    (r"\b[A-Z]{1,5}-[A-Z0-9]*\d[A-Z0-9-]*\b", "which code"),
+    (rf"{_NUM}\s?(?:{'|'.join(p for p, _ in _UNIT_WH)})", "unit"),
+    (r"\b(?:19|20)\d{2}\b", "what year"),
+    (rf"\b{_NUM}\b", "how many"),
+]
+_COPULA = r"is|are|was|were|has|have|must|can|may|will|should|gets?|receives?|takes?|costs?|lasts?|needs?|comes?"
+_SKIP_LINE = re.compile(r"^\s*(?:[|=*_#-]{3,}\s*$|\|)")  # rules, underlines, table rows
+_BULLET = re.compile(r"^(?:[-*+•]|\d+[.)])\s+")
+
+
+def _clean(text: str) -> str:
+    text = re.sub(r"\*\*|__|`|^#+\s*", "", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences and list items of a chunk, markup removed (wrapped lines joined)."""
+    out: list[str] = []
+    paragraph: list[str] = []
+
+    def flush():
+        if paragraph:
+            joined = _clean(" ".join(paragraph))
+            out.extend(s.strip() for s in re.split(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])", joined) if s.strip())
+            paragraph.clear()
+
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or _SKIP_LINE.match(stripped):
+            flush()
+            continue
+        if stripped.startswith("#"):
+            flush()
+            paragraph.append(stripped)
+            flush()
+            continue
+        if _BULLET.match(stripped):
+            flush()  # a list item starts a new unit; its wrapped lines join it
+            stripped = _BULLET.sub("", stripped)
+        paragraph.append(stripped)
+    flush()
+    return out
+
+
+def _score(sentence: str) -> int:
+    score = 2 * bool(re.search(r"\d", sentence))
+    score += bool(re.search(r"\b[A-Z]{1,5}-\w*\d", sentence))
+    score += bool(re.search(r"\b(?:must|at least|at most|up to|no more than|only|never|always|required)\b", sentence, re.I))
+    score += bool(re.search(r"(?<!^)(?<![.!?] )\b[A-Z][a-z]+ [A-Z][a-z]+", sentence))
+    return score
+
+
+def _is_fact_sentence(s: str) -> bool:
+    words = s.split()
+    return (25 <= len(s) <= 320 and len(words) >= 5 and not s.endswith(("?", ":"))
+            and re.search(rf"\b(?:{_COPULA}|\w+s|\w+ed)\b", s) is not None)
+
+
+def _wh_for_unit(span: str) -> str:
+    unit = re.sub(rf"^{_NUM}\s?", "", span)
+    for pattern, wh in _UNIT_WH:
+        if re.fullmatch(pattern, unit):
+            return wh
+    return "how much"
+
+
+def find_answer_span(sentence: str) -> tuple[int, int, str] | None:
+    """(start, end, wh-phrase) of the most specific value in the sentence (amount, date, code, number)."""
+    for pattern, wh in _SPAN_PATTERNS:
+        m = re.search(pattern, sentence)
+        if m:
+            return m.start(), m.end(), _wh_for_unit(m.group()) if wh == "unit" else wh
+    return None
+
+
+def _lower_first(s: str) -> str:
+    return s[:1].lower() + s[1:] if s[:2] != s[:2].upper() else s
+
+
+def _in_place_question(sentence: str, span: tuple[int, int, str]) -> str:
+    start, end, wh = span
+    head, tail = sentence[:start], sentence[end:].rstrip(" .!")
+    # Drop trailing clauses after the asked-for value so the question stays short.
+    cut = re.search(r"[;(]|,\s", tail)
+    if cut and len(tail) > 40:
+        tail = tail[:cut.start()]
+    q = f"{head}{wh}{tail}".strip()
+    return (q[0].upper() + q[1:]).rstrip(" ,;:") + "?"
+
+
+def _fronted_question(sentence: str) -> str | None:
+    s = sentence.rstrip(" .!")
+    m = re.match(r"^(?P<subj>(?:The|A|An|Our|Its|Each|Every)\s[^,;]{3,70}?)\s(?P<verb>is|are|was|were)\s(?P<rest>.{2,})$", s)
+    if m:
+        return f"What {m['verb']} {_lower_first(m['subj'])}?"
+    m = re.match(r"^(?P<subj>[^,;]{3,60}?)\s(?:has|have)\s(?:a|an)\s(?P<attr>[^,;]{3,50}?)\sof\s(?P<val>.+)$", s)
+    if m:
+        return f"What is the {m['attr']} of {_lower_first(m['subj'])}?"
+    return None
+
+
+def _topic(sentence: str, chunk: ChunkView) -> str | None:
+    m = re.match(rf"^(?P<subj>(?:The|A|An|Our|Its|Each|Every|All|Any|[A-Z][\w-]*)(?:\s[\w\"'-]+){{1,7}}?)\s(?:{_COPULA})\b",
+                 sentence)
+    if m and not re.search(r"\b(?:it|this|that|these|those|they)\b", m["subj"], re.I):
+        subject = m["subj"].strip(" ,.:;'")
+        return _lower_first(subject.replace('"', "") if subject.count('"') % 2 else subject)
+    return _lower_first(chunk.section.strip()) if chunk.section else None
+
+
+def _doc_label(chunk: ChunkView) -> str:
+    label = re.sub(r"\.\w+$", "", chunk.doc).replace("_", " ").replace("-", " ")
+    return f"the {label}" + (f" (page {chunk.page})" if chunk.page else "")
+
+
+def _faq_pairs(text: str) -> list[tuple[str, str]]:
+    """Question lines (FAQ headings) followed by their answer sentence."""
+    pairs = []
+    lines = [ln.strip() for ln in text.splitlines()]
+    for i, line in enumerate(lines):
+        q = _clean(line)
+        if q.endswith("?") and 10 <= len(q) <= 200:
+            body = []
+            for nxt in lines[i + 1:]:
+                if not nxt or nxt.startswith("#") or _clean(nxt).endswith("?"):
+                    break
+                body.append(nxt)
+            answer = split_sentences("\n".join(body))
+            if answer:
+                pairs.append((q, " ".join(answer[:2])))
+    return pairs
+
+
+class ExtractiveTeacher:
+    """Deterministic questions from fact-bearing sentences; answers quote the source sentence."""
+
+    name = "extractive"
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def facts(self, chunk: ChunkView, questions_per_fact: int = 3, max_facts: int = 6) -> list[Fact]:
+        rng = random.Random(f"{self.seed}:{chunk.chunk_id}")
+        facts: list[Fact] = []
+        faq = _faq_pairs(chunk.text)
+        answered = set()
+        for q, a in faq:
+            facts.append(Fact(self._paraphrases(q, a, chunk, rng, questions_per_fact, given=q), a, a))
+            answered.update(split_sentences(a))
+        candidates = [s for s in split_sentences(chunk.text) if _is_fact_sentence(s) and s not in answered]
+        ranked = sorted(enumerate(candidates), key=lambda t: (-_score(t[1]), t[0]))
+        picked = sorted((i, s) for i, s in ranked if _score(s) > 0)[: max(0, max_facts - len(facts))]
+        for _, sentence in picked:
+            facts.append(Fact(self._paraphrases(sentence, sentence, chunk, rng, questions_per_fact), sentence, sentence))
+        for i, f in enumerate(facts):
+            f.fact_id = i
+        return [f for f in facts if f.questions][:max_facts]
+
+    def _paraphrases(self, sentence: str, answer: str, chunk: ChunkView, rng: random.Random, n: int,
+                     given: str | None = None) -> list[str]:
+        core: list[str] = [given] if given else []
+        span = find_answer_span(sentence)
+        fronted = _fronted_question(sentence) if not given else None
+        in_place = _in_place_question(sentence, span) if span and not given else None
+        core += [q for q in (fronted, in_place) if q]
+        topic = _topic(sentence, chunk) if not given else None
+        doc = _doc_label(chunk)
+        base = core[0] if core else None
+        variants = []
+        if base:
+            lowered = _lower_first(base)
+            variants += [f"According to {doc}, {lowered}", f"Quick question: {lowered}",
+                         f"Can you tell me: {lowered}", f"I need to know this. {base}"]
+        if topic:
+            variants += [f"What does {doc} say about {topic}?", f"What is stated about {topic}?"]
+        rng.shuffle(variants)
+        out, seen = [], set()
+        for q in core + variants:
+            key = re.sub(r"\W+", " ", q.lower()).strip()
+            if key not in seen:
+                seen.add(key)
+                out.append(q)
+        return out[:n]
+
+
+# ---------------------------------------------------------------- chat-model teachers
+
+RAFT_SYSTEM = (
+    "You write training data for a company assistant. You read one passage of a company document and "
+    "write question/answer pairs that a colleague or customer could ask about it. Use only facts stated in "
+    "the passage. Reply with JSON only."
+)
+RAFT_USER = """Passage from {doc}{page}:
+<<<
+{text}
+>>>
+
+Pick up to {max_facts} distinct, specific facts from the passage (numbers, names, rules, codes).
+For each fact write {n} differently worded questions that someone who has not read the passage would ask,
+one answer of one or two sentences that quotes the passage's wording, and the exact supporting quote
+copied from the passage.
+Reply with a JSON list only:
+[{{"questions": ["...", "..."], "answer": "...", "quote": "..."}}]"""
+
+
+def parse_teacher_reply(text: str) -> list[dict]:
+    """The JSON list in a model reply (tolerates prose or code fences around it)."""
+    start, end = text.find("["), text.rfind("]")
+    if start < 0 or end <= start:
+        raise ValueError("no JSON list in the teacher's reply")
+    items = json.loads(text[start:end + 1])
+    if not isinstance(items, list):
+        raise ValueError("the teacher's reply is not a list")
+    return [i for i in items if isinstance(i, dict)]
+
+
+class ChatTeacher:
+    """RAFT-style generation with any chat model behind `complete(messages) -> str`."""
+
+    def __init__(self, complete: Callable[[list[dict]], str], name: str, parse_retries: int = 1):
+        self.complete, self.name, self.parse_retries = complete, name, parse_retries
+        self.failures = 0
+
+    def facts(self, chunk: ChunkView, questions_per_fact: int = 3, max_facts: int = 6) -> list[Fact]:
+        messages = [
+            {"role": "system", "content": RAFT_SYSTEM},
+            {"role": "user", "content": RAFT_USER.format(
+                doc=chunk.doc, page=f", page {chunk.page}" if chunk.page else "", text=chunk.text.strip(),
+                max_facts=max_facts, n=questions_per_fact)},
+        ]
+        for _ in range(self.parse_retries + 1):
+            reply = self.complete(messages)
+            try:
+                items = parse_teacher_reply(reply)
+            except (ValueError, json.JSONDecodeError):
+                continue
+            facts = []
+            for i, item in enumerate(items[:max_facts]):
+                qs = [q.strip() for q in item.get("questions") or [] if isinstance(q, str) and q.strip()]
+                answer = item.get("answer")
+                if qs and isinstance(answer, str) and answer.strip():
+                    quote = item.get("quote") if isinstance(item.get("quote"), str) else answer
+                    facts.append(Fact(qs[:questions_per_fact], answer.strip(), quote.strip(), i))
+            return facts
+        self.failures += 1
+        return []
+
+
+class RateLimiter:
+    """At most `per_minute` calls per minute, spaced evenly; shared by worker threads."""
+
+    def __init__(self, per_minute: float):
+        self.interval = 60.0 / per_minute if per_minute and per_minute > 0 else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        if slot > now:
+            time.sleep(slot - now)
+
+
+@dataclass
+class OpenAITeacherSettings:
+    url: str
+    model: str
+    api_key: str = "EMPTY"
+    requests_per_minute: float = 60.0
+    max_retries: int = 4
+    timeout_s: float = 120.0
+    max_tokens: int = 1024
+    temperature: float = 0.3
+    extra: dict = field(default_factory=dict)
+
+
+def openai_complete(settings: OpenAITeacherSettings) -> Callable[[list[dict]], str]:
+    """A `complete(messages)` over an OpenAI-compatible endpoint, with retries and a rate limit."""
+    import openai
+    from tenacity import (retry, retry_if_exception_type, stop_after_attempt, wait_exponential)
+
+    client = openai.OpenAI(base_url=settings.url.rstrip("/"), api_key=settings.api_key or "EMPTY",
+                           max_retries=0, timeout=settings.timeout_s)
+    limiter = RateLimiter(settings.requests_per_minute)
+    transient = (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError,
+                 openai.InternalServerError)
+
+    @retry(retry=retry_if_exception_type(transient), stop=stop_after_attempt(settings.max_retries + 1),
+           wait=wait_exponential(multiplier=0.5, max=20), reraise=True)
+    def call(messages: list[dict]) -> str:
+        limiter.wait()
+        reply = client.chat.completions.create(model=settings.model, messages=messages,
+                                               max_tokens=settings.max_tokens, temperature=settings.temperature,
+                                               **settings.extra)
+        return reply.choices[0].message.content or ""
+
+    def complete(messages: list[dict]) -> str:
+        try:
+            return call(messages)
+        except transient as exc:
+            raise ServerUnavailableError(
+                f"The teacher model '{settings.model}' at {settings.url} did not answer after "
+                f"{settings.max_retries + 1} tries ({type(exc).__name__}). Check that the server is running, "
+                "or use the extractive teacher."
+            ) from None
+        except openai.NotFoundError:
+            raise BadInputError(
+                f"The server at {settings.url} has no model '{settings.model}'; check --teacher-model."
+            ) from None
+        except openai.AuthenticationError:
+            raise BadInputError(f"The server at {settings.url} refused the API key; set --teacher-api-key.") from None
+
+    return complete
+
+
+def openai_teacher(settings: OpenAITeacherSettings) -> ChatTeacher:
+    return ChatTeacher(openai_complete(settings), name=f"openai:{settings.model}@{settings.url}")
