@@ -36,13 +36,17 @@ METRIC_DOCS: dict[str, str] = {
 # Metrics that are "higher is better" and say how right an answer is.
 CORRECTNESS_METRICS = ("token_f1", "semantic_similarity", "exact_match", "judge_score")
 
+_CITATION_MARK = re.compile(r"\[(\d+)\]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = set(string.punctuation)
 
 
 def normalize_answer(text: str) -> str:
-    """SQuAD normalisation: lower case, drop punctuation and articles, collapse spaces."""
-    text = (text or "").lower()
+    """SQuAD normalisation: lower case, drop punctuation and articles, collapse spaces.
+
+    Citation markers such as "[1]" are dropped first, so citing a source costs no score.
+    """
+    text = _CITATION_MARK.sub(" ", text or "").lower()
     text = "".join(ch for ch in text if ch not in _PUNCT)
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
@@ -77,7 +81,6 @@ NEGATIONS = frozenset("not no never none nor cannot cant without neither nothing
 _WORD = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)*", re.UNICODE)
 _NUMBER = re.compile(r"^[0-9]+(?:[.,][0-9]+)*$")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n+")
-_CITATION_MARK = re.compile(r"\[(\d+)\]")
 
 
 def _stem(word: str) -> str:
@@ -144,17 +147,21 @@ def check_claim(claim: str, passage_sentences: list[str], min_coverage: float = 
     it: every number in the claim appears in the sentence's passage window, and the claim and
     the sentence agree on negation ("is waterproof" vs "is not waterproof").
     """
-    words = set(content_tokens(claim))
-    if not words:
-        return ClaimCheck(claim, True, 1.0, "no content words")
-    best, best_cov = "", -1.0
-    for sentence in passage_sentences:
-        cov = len(words & set(content_tokens(sentence))) / len(words)
-        if cov > best_cov:
-            best, best_cov = sentence, cov
-    if best_cov < min_coverage:
-        return ClaimCheck(claim, False, max(best_cov, 0.0), "not covered", best)
+    # Numbers are checked on their own (below), so "6 people" against "4 people" is a
+    # contradiction of a covered sentence, not merely an uncovered claim.
+    words = {w for w in content_tokens(claim) if not _NUMBER.match(w)}
     claim_numbers = numbers(claim)
+    if not words and not claim_numbers:
+        return ClaimCheck(claim, True, 1.0, "no content words")
+    best, best_cov, best_key = "", 0.0, (-1.0, -1)
+    for sentence in passage_sentences:
+        found = set(content_tokens(sentence))
+        cov = len(words & found) / len(words) if words else float(claim_numbers <= found)
+        key = (cov, len(claim_numbers & found))
+        if key > best_key:
+            best, best_cov, best_key = sentence, cov, key
+    if best_cov < min_coverage:
+        return ClaimCheck(claim, False, best_cov, "not covered", best)
     if claim_numbers - numbers(best):
         return ClaimCheck(claim, False, best_cov, "number mismatch", best)
     # Only negations bearing on the claim's own words count: "waterproof, but not for winter"

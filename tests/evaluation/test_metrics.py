@@ -1,0 +1,105 @@
+"""Every metric against values worked out by hand."""
+
+import pytest
+
+from evaluation import metrics as M
+
+
+def test_normalisation_and_exact_match():
+    assert M.normalize_answer("The  K7's top speed: 2.3 m/s!") == "k7s top speed 23 ms"
+    assert M.exact_match("The warranty is 24 months.", "warranty is 24 months") == 1.0
+    assert M.exact_match("24 months", "The warranty is 24 months.") == 0.0
+
+
+def test_token_f1_hand_computed():
+    # prediction tokens: warranty lasts 24 months (4); reference: standard warranty is 24 months (5)
+    # common = warranty, 24, months = 3 -> P = 3/4, R = 3/5, F1 = 2PR/(P+R) = 0.6667
+    assert M.token_f1("The warranty lasts 24 months.", "The standard warranty is 24 months.") == pytest.approx(2 * 0.75 * 0.6 / 1.35)
+    assert M.token_f1("nothing shared", "different words") == 0.0
+    assert M.token_f1("", "") == 1.0
+    assert M.token_f1("", "something") == 0.0
+    # repeated tokens count once per occurrence (Counter intersection): "a a b" vs "a b b" -> common 2 of 3
+    assert M.token_f1("x x y", "x y y") == pytest.approx(2 / 3)
+
+
+PASSAGES = [
+    "The TrailMaster X4 Tent is designed for 3-season use. It sleeps up to 4 people and weighs 3.5 kg.",
+    "The tent comes with a 2-year limited warranty against manufacturing defects. It is not suitable for heavy snow.",
+]
+
+
+def test_groundedness_copied_answer_is_fully_supported():
+    g = M.groundedness("The TrailMaster X4 Tent is designed for 3-season use. It comes with a 2-year limited warranty.",
+                       PASSAGES)
+    assert g.score == 1.0
+    assert [c.reason for c in g.claims] == ["supported", "supported"]
+
+
+def test_groundedness_contradicting_numbers_and_negation_fail():
+    g = M.groundedness("The tent sleeps up to 6 people. The tent is suitable for heavy snow.", PASSAGES)
+    assert g.score == 0.0
+    assert [c.reason for c in g.claims] == ["number mismatch", "negation mismatch"]
+
+
+def test_groundedness_partial_and_unsupported():
+    # one claim copied, one invented with no support: 1 of 2
+    g = M.groundedness("It sleeps up to 4 people. The tent includes a solar charger and a coffee maker.", PASSAGES)
+    assert g.score == 0.5
+    assert g.claims[1].reason == "not covered"
+
+
+def test_groundedness_not_applicable():
+    assert M.groundedness("Anything.", []).score is None
+    assert M.groundedness("", PASSAGES).score is None
+
+
+def test_context_recall_hand_computed():
+    # reference content words: warranty, 2, year, limited -> all 4 in passage 2 (year via plural/singular stem)
+    assert M.context_recall("A 2-year limited warranty.", PASSAGES) == 1.0
+    # content words: tent, weigh, 5, kg -> "weighs" -> "weigh", present; "5" absent (passage says 3.5): 3/4
+    assert M.context_recall("The tent weighs 5 kg.", PASSAGES) == pytest.approx(3 / 4)
+    assert M.context_recall("Anything at all", None) is None
+
+
+def test_hit_at_k_and_citation_accuracy():
+    passages = [{"doc": "a.md", "page": None}, {"doc": "docs/manual.pdf", "page": 3}, {"doc": "manual.pdf", "page": 4}]
+    assert M.hit_at_k(passages, "manual.pdf", 4) == 1.0
+    assert M.hit_at_k(passages, "manual.pdf", 4, k=2) == 0.0  # page 4 is third
+    assert M.hit_at_k(passages, "manual.pdf", None, k=2) == 1.0  # no gold page: the file is enough
+    assert M.hit_at_k(passages, "other.md") == 0.0
+    assert M.hit_at_k(passages, None) is None
+    # 1 of 3 citations is the gold source
+    assert M.citation_accuracy(passages, "manual.pdf", 3) == pytest.approx(1 / 3)
+    assert M.citation_accuracy([], "manual.pdf", 3) is None
+
+
+def test_refusals():
+    for text in ("I don't know.", "The documents do not mention the price.", "I'm not sure about that.",
+                 "There is no information about it in the passages.", ""):
+        assert M.is_refusal(text) == 1.0, text
+    for text in ("The warranty is 24 months.", "No, the tent is not waterproof."):
+        assert M.is_refusal(text) == 0.0, text
+
+
+def test_answer_metrics_speed_and_applicability():
+    answer = {"text": "It sleeps up to 4 people [1].", "passages": [{"doc": "tent.md", "text": PASSAGES[0]}],
+              "citations": [{"n": 1, "doc": "tent.md"}], "prompt_tokens": 100, "completion_tokens": 20,
+              "ttft_s": 0.5, "latency_s": 2.0}
+    item = {"question": "How many people?", "answer": "Up to 4 people.", "doc": "tent.md"}
+    m = M.answer_metrics(answer, item, uses_passages=True)
+    assert m["tokens_per_s"] == 10.0
+    assert m["groundedness"] == 1.0 and m["hit_at_k"] == 1.0 and m["citation_accuracy"] == 1.0
+    # the [1] marker is dropped: "it sleeps up to 4 people" (6) vs "up to 4 people" (4), 4 shared
+    # -> P = 4/6, R = 1, F1 = 0.8
+    assert m["token_f1"] == pytest.approx(0.8)
+    base = M.answer_metrics(answer, item, uses_passages=False)
+    assert "groundedness" not in base and "hit_at_k" not in base
+
+
+def test_semantic_similarity_orders_paraphrase_above_unrelated():
+    sims = M.semantic_similarities(
+        ["The warranty lasts 24 months.", "The warranty lasts 24 months.", "Bananas are yellow fruit."],
+        ["The warranty lasts 24 months.", "Coverage is two years long.", "The warranty lasts 24 months."])
+    assert sims[0] == pytest.approx(1.0, abs=1e-5)
+    assert sims[1] > sims[2]
+    assert all(0.0 <= s <= 1.0 for s in sims)

@@ -1,0 +1,59 @@
+"""Test sets: JSONL, CSV, typed rows; bad rows reported by line and left out."""
+
+import pytest
+
+from evaluation.qa_sets import load_qa_file, rows_from_text
+from ragtune.errors import BadInputError
+
+
+def test_malformed_jsonl_reports_lines(sample_qa):
+    rows, errors = load_qa_file(sample_qa.parent / "bad_files" / "malformed.jsonl")
+    assert [line for line, _ in errors] == [3, 5]
+    assert "JSON" in errors[0][1] and "question" in errors[1][1]
+    assert len(rows) == 4 and all(r["question"] and r["answer"] for r in rows)
+
+
+def test_sample_qa_keeps_gold_sources(sample_qa):
+    rows, errors = load_qa_file(sample_qa)
+    assert len(rows) == 40 and not errors
+    assert rows[0]["doc"] == "product_manual_k7.pdf" and rows[0]["page"] == 1
+
+
+def test_truth_with_cited_page_is_parsed(shared_corpora):
+    rows, _ = load_qa_file(shared_corpora / "contoso-benefits" / "qa" / "ground_truth.jsonl")
+    first = rows[0]
+    assert first["doc"] == "Northwind_Standard_Benefits_Details.pdf" and first["page"] == 7
+    assert "[" not in first["answer"]
+
+
+def test_csv_and_bad_cells(tmp_path):
+    path = tmp_path / "qa.csv"
+    path.write_text('question,answer,doc,page\n"How long is the warranty?","24 months",warranty.txt,\n'
+                    'What colour?,,x.md,\nWhich page?,Page two,m.pdf,two\nExtra cells?,yes,a.md,1,surplus\n',
+                    encoding="utf-8")
+    rows, errors = load_qa_file(path)
+    assert rows == [{"question": "How long is the warranty?", "answer": "24 months", "doc": "warranty.txt"}]
+    assert [line for line, _ in errors] == [3, 4, 5]
+
+
+def test_unusable_files(tmp_path):
+    with pytest.raises(BadInputError, match="not found"):
+        load_qa_file(tmp_path / "missing.jsonl")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(BadInputError, match="no usable"):
+        load_qa_file(empty)
+    wrong = tmp_path / "qa.csv"
+    wrong.write_text("a,b\n1,2\n")
+    with pytest.raises(BadInputError, match="header"):
+        load_qa_file(wrong)
+    binary = tmp_path / "qa.jsonl"
+    binary.write_bytes(b"\xff\xfe\x00\x81")
+    with pytest.raises(BadInputError, match="UTF-8"):
+        load_qa_file(binary)
+
+
+def test_typed_questions():
+    rows, errors = rows_from_text("What is X? | X is 5 | x.md | 2\n\nno answer here\n")
+    assert rows == [{"question": "What is X?", "answer": "X is 5", "doc": "x.md", "page": 2}]
+    assert errors[0][0] == 3

@@ -1,0 +1,52 @@
+"""The verdict follows the evidence: significant gains, ties broken toward the simpler option."""
+
+import numpy as np
+
+from evaluation.recommend import recommend
+from evaluation.runner import EvalRun, summarize
+
+
+def make_run(means: dict[str, float], n: int = 40, spread: float = 0.15, seed: int = 0) -> EvalRun:
+    rng = np.random.default_rng(seed)
+    difficulty = rng.normal(0, spread, n)  # shared per question, as real questions are
+    variants = [{"label": v, "kind": v, "adapter": "a" if v.startswith("ft") else None,
+                 "training": {"training_time_s": 90.0} if v.startswith("ft") else None} for v in means]
+    results = []
+    for v, mu in means.items():
+        noise = rng.normal(0, 0.05, n)
+        for i in range(n):
+            results.append({"idx": i, "variant": v, "answer": {}, "metrics": {
+                "token_f1": float(np.clip(mu + difficulty[i] + noise[i], 0, 1)), "latency_s": 1.0 + (v.endswith("rag")),
+                "prompt_tokens": 500 if v.endswith("rag") else 40, "completion_tokens": 30}})
+    return EvalRun("run", {"variants": variants}, [{"question": f"q{i}", "answer": "a"} for i in range(n)], results)
+
+
+def test_rag_clearly_better_than_base():
+    s = summarize(make_run({"base": 0.1, "rag": 0.6}))
+    rec = s["recommendation"]
+    assert rec["verdict"] == "rag" and rec["primary_metric"] == "token_f1"
+    assert "significant" in rec["text"] and "Freshness" in rec["text"]
+    assert rec["comparisons"][0]["ci_low"] > 0
+
+
+def test_nothing_beats_base_means_neither():
+    rec = summarize(make_run({"base": 0.3, "rag": 0.3, "ft": 0.3}))["recommendation"]
+    assert rec["verdict"] == "neither"
+
+
+def test_tie_between_rag_and_ft_goes_to_rag_and_clear_ft_win_goes_to_ft():
+    rec = summarize(make_run({"base": 0.1, "rag": 0.5, "ft": 0.5}))["recommendation"]
+    assert rec["verdict"] == "rag"
+    rec = summarize(make_run({"base": 0.1, "rag": 0.3, "ft": 0.7}))["recommendation"]
+    assert rec["verdict"] == "fine-tune"
+    assert "retrained" in rec["text"]
+
+
+def test_both_when_combination_beats_each_alone():
+    rec = summarize(make_run({"base": 0.1, "rag": 0.4, "ft": 0.4, "ft+rag": 0.8}))["recommendation"]
+    assert rec["verdict"] == "both"
+    assert rec["evidence"][0]["variant"] == "ft+rag"
+
+
+def test_recommend_handles_empty_summary():
+    assert recommend({"variants": {}, "paired": []})["verdict"] == "neither"
