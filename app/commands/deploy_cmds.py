@@ -1,0 +1,230 @@
+"""`ragtune deploy`, `ragtune keys ...`, `ragtune deployments ...`, `ragtune next-round`."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from ragtune.errors import BadInputError
+
+from .common import add_json_arg, add_workspace_arg, open_workspace, print_json
+
+
+def register(sub) -> None:
+    from .serving_cmds import add_engine_args
+
+    p = sub.add_parser("deploy", help="publish a variant (optional) and serve the end-user assistant",
+                       description="Serve the published assistant of a workspace: a chat page for end users at "
+                       "/chat/<workspace> and an OpenAI-compatible API at /v1 (API keys required: "
+                       "`ragtune keys create`). With --variant, publish that variant first as a new version.")
+    add_workspace_arg(p)
+    p.add_argument("--variant", help="publish this variant first: base | rag | ft | ft+rag, optionally ':ADAPTER'")
+    p.add_argument("--adapter", help="adapter for ft / ft+rag (default: the newest)")
+    p.add_argument("--note", default="", help="note stored with the published version")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
+    p.add_argument("--port", type=int, default=8100, help="port (default: %(default)s)")
+    p.add_argument("--all-workspaces", action="store_true",
+                   help="serve every workspace's published assistant, not only --workspace")
+    p.add_argument("--max-tokens", type=int, default=512, help="longest answer a request may get (default: %(default)s)")
+    add_engine_args(p)
+    p.set_defaults(func=_deploy)
+
+    k = sub.add_parser("keys", help="create, list or revoke API keys of the deployed assistant")
+    k_sub = k.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = k_sub.add_parser("create", help="create a key (printed once; only a hash is stored)")
+    add_workspace_arg(p)
+    p.add_argument("name", help="what the key is for, e.g. the app that uses it")
+    p.add_argument("--rate", type=int, default=60, help="requests per minute allowed (default: %(default)s)")
+    add_json_arg(p)
+    p.set_defaults(func=_keys_create)
+    p = k_sub.add_parser("list", help="list keys (never their secret)")
+    add_workspace_arg(p)
+    add_json_arg(p)
+    p.set_defaults(func=_keys_list)
+    p = k_sub.add_parser("revoke", help="revoke a key by id, name or the key itself")
+    add_workspace_arg(p)
+    p.add_argument("key")
+    p.set_defaults(func=_keys_revoke)
+
+    d = sub.add_parser("deployments", help="published versions: list, publish, roll back")
+    d_sub = d.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = d_sub.add_parser("list", help="every published version, newest first")
+    add_workspace_arg(p)
+    add_json_arg(p)
+    p.set_defaults(func=_dep_list)
+    p = d_sub.add_parser("publish", help="make a variant the live assistant (a new version)")
+    add_workspace_arg(p)
+    p.add_argument("variant", help="base | rag | ft | ft+rag, optionally ':ADAPTER'")
+    p.add_argument("--adapter")
+    p.add_argument("--note", default="")
+    p.set_defaults(func=_dep_publish)
+    p = d_sub.add_parser("rollback", help="make an earlier version live again (default: the previous one)")
+    add_workspace_arg(p)
+    p.add_argument("--to", type=int, dest="to_version", help="version number to restore")
+    p.set_defaults(func=_dep_rollback)
+
+    p = sub.add_parser("next-round", help="turn end-user feedback into training rows, fine-tune again, publish",
+                       description="Approved answers and corrections from the chat page become a new dataset "
+                       "version (deduplicated, test questions held out); a fine-tune starts on it. With --wait it "
+                       "waits for the job; with --publish the new adapter goes live (roll back with "
+                       "`ragtune deployments rollback`).")
+    add_workspace_arg(p)
+    p.add_argument("--model", help="base model (default: the live adapter's base model)")
+    p.add_argument("--method", default="lora", choices=("lora", "qlora", "full"))
+    p.add_argument("--variant", choices=("ft", "ft+rag"), help="variant to publish (default: the live one if ft)")
+    p.add_argument("--adapter-name", help="name of the new adapter (default: the round id)")
+    p.add_argument("--epochs", type=float)
+    p.add_argument("--wait", action="store_true", help="wait for the fine-tune to finish")
+    p.add_argument("--publish", action="store_true", help="publish the new adapter when done (implies --wait)")
+    add_json_arg(p)
+    p.set_defaults(func=_next_round)
+
+
+# ------------------------------------------------------------------ deploy
+
+def _deploy(args) -> int:
+    from app.assistants import make_assistant
+    from ragtune.paths import workspaces_root
+    from serving.deploy import deployments
+    from serving.deploy.server import DeployLimits, DeployServer, build_deploy_app
+
+    from .serving_cmds import engine_from_args
+
+    ws = open_workspace(args)
+    if args.variant:
+        dep = deployments.publish(ws, args.variant, args.adapter, note=args.note)
+        print(f"published version {dep.version}: {dep.model}", file=sys.stderr)
+    elif deployments.current(ws) is None:
+        raise BadInputError(f"Nothing is published in workspace '{ws.name}': pass --variant (e.g. --variant rag).")
+    ingest, build_index = _document_pipeline()
+    engine = engine_from_args(args)
+    app = build_deploy_app(workspaces_root() if args.all_workspaces else ws, engine,
+                           limits=DeployLimits(max_tokens=args.max_tokens), ingest=ingest, build_index=build_index,
+                           assistant_factory=make_assistant)
+    server = DeployServer(app, host=args.host, port=args.port, log_level="info")
+    server.start()
+    print(f"chat page:  {server.url}/chat/{ws.name}\nOpenAI API: {server.url}/v1  (Authorization: Bearer <key>)\n"
+          f"metrics:    {server.url}/metrics\nCtrl+C to stop.", file=sys.stderr)
+    try:
+        while server.thread.is_alive():
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        from serving.factory import close_engine
+
+        close_engine(engine)
+    return 0
+
+
+def _document_pipeline():
+    """ingest(ws, paths) and build_index(ws) for the builder upload route, if retrieval is installed."""
+    try:
+        from retrieval.index import build_index
+        from retrieval.ingest import IngestLimits, ingest_paths
+    except ImportError:
+        return None, None
+    from serving.deploy.upload_safety import UploadLimits
+
+    upload = UploadLimits()
+
+    def ingest(ws, paths):
+        limits = IngestLimits(max_file_mb=upload.max_file_mb, max_pages=upload.max_pages, max_files=upload.max_files)
+        return ingest_paths(ws, paths, limits=limits)
+
+    return ingest, lambda ws: build_index(ws, progress=False)
+
+
+# ------------------------------------------------------------------ keys
+
+def _keys_create(args) -> int:
+    from serving.deploy import keys
+
+    ws = open_workspace(args)
+    key = keys.create_key(ws, args.name, args.rate)
+    if args.json:
+        print_json({"key": key, "name": args.name, "rate_limit_per_min": args.rate})
+    else:
+        print(key)
+        print(f"API key '{args.name}' ({args.rate}/min) for workspace '{ws.name}'. It is shown only now: "
+              "store it safely.", file=sys.stderr)
+    return 0
+
+
+def _keys_list(args) -> int:
+    from serving.deploy import keys
+
+    found = keys.list_keys(open_workspace(args))
+    if args.json:
+        print_json([k.to_dict() for k in found])
+        return 0
+    if not found:
+        print("no keys yet: `ragtune keys create NAME`")
+    for k in found:
+        state = "revoked" if k.revoked else "active"
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(k.last_used_at)) if k.last_used_at else "never"
+        print(f"{k.key_id}  {k.name:<20} {k.rate_limit_per_min:>6}/min  {state:<8} last used {used}")
+    return 0
+
+
+def _keys_revoke(args) -> int:
+    from serving.deploy import keys
+
+    info = keys.revoke_key(open_workspace(args), args.key)
+    print(f"revoked key {info.key_id} ({info.name})")
+    return 0
+
+
+# ------------------------------------------------------------------ deployments
+
+def _dep_list(args) -> int:
+    from serving.deploy import deployments
+
+    found = deployments.history(open_workspace(args))
+    if args.json:
+        print_json([d.to_dict() for d in found])
+        return 0
+    if not found:
+        print("nothing published yet: `ragtune deployments publish rag` or `ragtune deploy --variant rag`")
+    for d in found:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(d.created_at))
+        print(f"{'*' if d.current else ' '} v{d.version:<4} {d.model:<40} {when}  {d.note}")
+    return 0
+
+
+def _dep_publish(args) -> int:
+    from serving.deploy import deployments
+
+    d = deployments.publish(open_workspace(args), args.variant, args.adapter, note=args.note)
+    print(f"version {d.version} is live: {d.model}")
+    return 0
+
+
+def _dep_rollback(args) -> int:
+    from serving.deploy import deployments
+
+    d = deployments.rollback(open_workspace(args), args.to_version)
+    print(f"version {d.version} is live again: {d.model}")
+    return 0
+
+
+# ------------------------------------------------------------------ next round
+
+def _next_round(args) -> int:
+    from app.next_round import start_next_round
+
+    ws = open_workspace(args)
+    overrides = {"epochs": args.epochs} if args.epochs else None
+    wait = args.wait or args.publish
+    record = start_next_round(ws, base_model=args.model, method=args.method, variant=args.variant,
+                              adapter_name=args.adapter_name, train_overrides=overrides, wait=wait,
+                              publish=args.publish, progress=lambda msg: print(msg, file=sys.stderr))
+    if args.json:
+        print_json(record.to_dict())
+    else:
+        print(f"{record.round_id}: dataset {record.dataset} ({record.stats.get('new_rows')} new rows), "
+              f"adapter {record.adapter}, status {record.status}"
+              + (f", live as version {record.deployment_version}" if record.deployment_version else "")
+              + ("" if wait else f"\ntraining runs in the background as job {record.job_id}; `ragtune next-round --publish` waits and publishes next time"))
+    return 0
