@@ -1,0 +1,221 @@
+"""`ragtune ingest`, `ragtune index`, `ragtune documents ...`, `ragtune search`, `ragtune eval-retrieval`."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from .common import add_json_arg, add_workspace_arg, open_workspace, print_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ingest", help="add documents (files or folders) to a workspace")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--max-file-mb", type=float, default=None, help="refuse files larger than this (default 200)")
+    p.add_argument("--max-pages", type=int, default=None, help="refuse PDFs/slides with more pages (default 5000)")
+    p.add_argument("--index", action="store_true", help="build the search index afterwards")
+    add_workspace_arg(p)
+    add_json_arg(p)
+    p.set_defaults(func=_ingest)
+
+    p = sub.add_parser("index", help="build or update the search index (only new chunks are embedded)")
+    p.add_argument("--embedder", help="sentence-transformers model name, folder or HF id (saved in the workspace)")
+    p.add_argument("--chunk-tokens", type=int, help="chunk size in embedder tokens (saved)")
+    p.add_argument("--overlap-tokens", type=int, help="overlap between chunks in tokens (saved)")
+    add_workspace_arg(p)
+    add_json_arg(p)
+    p.set_defaults(func=_index)
+
+    d = sub.add_parser("documents", help="list, inspect or delete the documents of a workspace")
+    d_sub = d.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = d_sub.add_parser("list", help="list documents")
+    add_workspace_arg(p)
+    add_json_arg(p)
+    p.set_defaults(func=_list)
+    p = d_sub.add_parser("delete", help="delete a document (by id or file name); run `ragtune index` afterwards")
+    p.add_argument("doc")
+    add_workspace_arg(p)
+    add_json_arg(p)
+    p.set_defaults(func=_delete)
+    p = d_sub.add_parser("chunks", help="show the chunks of a document")
+    p.add_argument("doc")
+    add_workspace_arg(p)
+    add_json_arg(p)
+    p.set_defaults(func=_chunks)
+
+    p = sub.add_parser("search", help="retrieve passages for a question, with citations")
+    p.add_argument("query")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default=None)
+    add_workspace_arg(p)
+    add_json_arg(p)
+    p.set_defaults(func=_search)
+
+    p = sub.add_parser("eval-retrieval", help="hit@k, recall@k and MRR of dense, BM25 and hybrid retrieval")
+    p.add_argument("--qa", required=True, help="JSONL/CSV with questions and gold sources (doc/page or [file.pdf#page=N])")
+    p.add_argument("--docs", help="index this folder into a temporary workspace first (or into --workspace with --keep)")
+    p.add_argument("--keep", action="store_true", help="with --docs: index into --workspace instead of a temporary one")
+    p.add_argument("--k", type=int, nargs="+", default=[1, 5], help="cut-offs for hit@k and recall@k (default: 1 5)")
+    p.add_argument("--modes", nargs="+", default=["dense", "bm25", "hybrid"], choices=["dense", "bm25", "hybrid"])
+    p.add_argument("--show-misses", action="store_true", help="list the questions whose top passage is wrong")
+    add_workspace_arg(p)
+    add_json_arg(p)
+    p.set_defaults(func=_eval)
+
+
+def _bar(desc: str):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=0, desc=desc, unit="file")
+
+    def update(i, n, name):
+        bar.total = n
+        bar.n = i
+        bar.set_postfix_str(name[:40])
+        bar.refresh()
+    return bar, update
+
+
+def _ingest(args):
+    from retrieval.ingest import IngestLimits, ingest_paths
+
+    ws = open_workspace(args, create=True)
+    limits = IngestLimits()
+    if args.max_file_mb:
+        limits.max_file_mb = args.max_file_mb
+    if args.max_pages:
+        limits.max_pages = args.max_pages
+    bar, update = _bar("ingesting")
+    try:
+        results = ingest_paths(ws, args.paths, limits=limits, progress=None if args.json else update)
+    finally:
+        bar.close()
+    built = _build(ws, quiet=args.json) if args.index else None
+    if args.json:
+        print_json({"workspace": ws.name, "results": [r.to_dict() for r in results], "index": built})
+    else:
+        for r in results:
+            extra = f" ({r.reason})" if r.reason else ""
+            print(f"{r.status:9s} {r.name}" + (f": {r.chunks} chunks" if r.status == "added" else "") + extra)
+        added = sum(r.status == "added" for r in results)
+        print(f"{added} added, {sum(r.status == 'duplicate' for r in results)} duplicate, "
+              f"{sum(r.status == 'failed' for r in results)} failed")
+        if built:
+            print(f"index {built['version']}: {built['chunks']} chunks ({built['kind']}), {built['embedded']} newly embedded")
+        elif added:
+            print("next: `ragtune index` to make them searchable")
+    return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def _build(ws, quiet=False):
+    from retrieval.index import build_index
+
+    return build_index(ws, progress=not quiet)
+
+
+def _index(args):
+    from retrieval.settings import save_settings
+
+    ws = open_workspace(args)
+    changes = {"embedder": args.embedder, "chunk_tokens": args.chunk_tokens, "overlap_tokens": args.overlap_tokens}
+    if any(v is not None for v in changes.values()):
+        save_settings(ws, **{k: v for k, v in changes.items() if v is not None})
+    result = _build(ws, quiet=args.json)
+    if args.json:
+        print_json(result)
+    else:
+        state = "unchanged" if result.get("unchanged") else f"{result['embedded']} chunks embedded"
+        print(f"index {result['version']}: {result['chunks']} chunks, {result['kind']} search, {state}")
+
+
+def _list(args):
+    from retrieval.documents import list_documents
+
+    docs = list_documents(open_workspace(args))
+    if args.json:
+        print_json(docs)
+        return
+    if not docs:
+        print("no documents yet: `ragtune ingest PATH`")
+    for d in docs:
+        pages = f"{d['pages']} pages, " if d["pages"] else ""
+        print(f"{d['doc_id']}  {d['name']}  ({d['kind']}, {pages}{d['chunks']} chunks, {d['size'] / 1024:.0f} KB)")
+
+
+def _delete(args):
+    from retrieval.documents import delete_document
+
+    doc = delete_document(open_workspace(args), args.doc)
+    if args.json:
+        print_json({"deleted": doc["doc_id"], "name": doc["name"]})
+    else:
+        print(f"deleted {doc['name']} ({doc['doc_id']}); run `ragtune index` to update the search index")
+
+
+def _chunks(args):
+    from retrieval.documents import document_chunks
+
+    chunks = document_chunks(open_workspace(args), args.doc)
+    if args.json:
+        print_json([c.to_dict() for c in chunks])
+        return
+    for c in chunks:
+        where = ", ".join(x for x in (f"page {c.page}" if c.page else "", c.section or "") if x)
+        print(f"--- #{c.ord} {c.tokens} tokens" + (f" ({where})" if where else ""))
+        print(c.text)
+
+
+def _search(args):
+    from retrieval.search import Retriever
+
+    passages = Retriever.for_workspace(open_workspace(args)).retrieve(args.query, k=args.k, mode=args.mode)
+    if args.json:
+        print_json([p.to_dict() for p in passages])
+        return
+    for n, p in enumerate(passages, start=1):
+        print(f"[{n}] {p.citation}  score {p.score:.4f}" + (f"  ({p.section})" if p.section else ""))
+        print("    " + " ".join(p.text.split())[:300])
+
+
+def _eval(args):
+    from ragtune.workspace import Workspace
+    from retrieval.evaluate import evaluate_retriever, load_qa
+    from retrieval.ingest import ingest_paths
+    from retrieval.search import Retriever
+
+    rows = load_qa(args.qa)
+    tmp = None
+    if args.docs:
+        if args.keep:
+            ws = open_workspace(args, create=True)
+        else:
+            tmp = Path(tempfile.mkdtemp(prefix="ragtune-eval-"))
+            ws = Workspace.create("eval", root=tmp)
+        results = ingest_paths(ws, [args.docs])
+        failed = [r for r in results if r.status == "failed"]
+        for r in failed:
+            print(f"warning: {r.name} not indexed: {r.reason}", file=__import__("sys").stderr)
+        _build(ws, quiet=args.json)
+    else:
+        ws = open_workspace(args)
+    try:
+        report = evaluate_retriever(Retriever.for_workspace(ws), rows, modes=args.modes, ks=tuple(sorted(set(args.k))))
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    misses = {m: report[m].pop("misses@1") for m in args.modes}
+    if args.json:
+        if args.show_misses:
+            report["misses@1"] = misses
+        print_json(report)
+        return
+    print(f"{report['n']} questions")
+    keys = list(report[args.modes[0]].keys())
+    print(f"{'metric':16s}" + "".join(f"{m:>10s}" for m in args.modes))
+    for key in keys:
+        print(f"{key:16s}" + "".join(f"{report[m].get(key, float('nan')):10.3f}" for m in args.modes))
+    if args.show_misses:
+        for m in args.modes:
+            for miss in misses[m]:
+                print(f"[{m}] {miss['question']}  gold={miss['gold']}  got={miss['got']}")

@@ -1,0 +1,210 @@
+"""Structure-aware chunking measured in the embedder's own tokens.
+
+A chunk never spans two sections or two pages' starts: headings open a new chunk (a run of
+headings stays together with the text under it), and a block is only split when it alone is
+larger than a chunk, first at sentence ends, then at word boundaries. When a chunk is closed
+because it is full, the next one repeats the last ``overlap_tokens`` tokens of it, so a fact cut
+at the boundary is still whole in one of the two. Overlap is never carried across sections.
+
+Invariant (tested): dropping each chunk's repeated prefix (``overlap_chars``) and concatenating
+gives back every character of the blocks except whitespace.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from .formats import Block
+
+
+@dataclass
+class ChunkingConfig:
+    chunk_tokens: int = 200
+    overlap_tokens: int = 40
+    min_tokens: int = 0  # a section shorter than this is merged with the next one of the same page
+
+
+@dataclass
+class DraftChunk:
+    text: str
+    page: int | None
+    section: str | None
+    tokens: int
+    overlap_chars: int = 0  # the first characters repeat the end of the previous chunk
+
+
+class TokenCounter:
+    """Counts and locates tokens with the embedder's tokenizer (no special tokens)."""
+
+    def __init__(self, model_dir: str | Path):
+        self.model_dir = Path(model_dir)
+        self._tok = _load_tokenizer(str(self.model_dir))
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        if hasattr(self._tok, "encode_batch"):  # tokenizers.Tokenizer
+            return [o for o in self._tok.encode(text, add_special_tokens=False).offsets]
+        return list(self._tok(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"])
+
+    def count(self, text: str) -> int:
+        if hasattr(self._tok, "encode_batch"):
+            return len(self._tok.encode(text, add_special_tokens=False).ids)
+        return len(self._tok(text, add_special_tokens=False)["input_ids"])
+
+    def count_many(self, texts: list[str]) -> list[int]:
+        if hasattr(self._tok, "encode_batch"):
+            return [len(e.ids) for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+        return [self.count(t) for t in texts]
+
+
+@lru_cache(maxsize=4)
+def _load_tokenizer(model_dir: str):
+    path = Path(model_dir)
+    if (path / "tokenizer.json").exists():
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+        tok.no_truncation()
+        tok.no_padding()
+        return tok
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+# Split points from coarse to fine: list items and blank lines, sentence ends, line ends.
+_SPLITS = (
+    re.compile(r"\n\s*\n\s*|\n(?=\s*(?:[-*+•]|\d{1,3}[.)]|\|)\s)"),
+    re.compile(r"(?<=[.!?;])\s+(?=\S)"),
+    re.compile(r"\n+"),
+)
+
+
+def _split_at(text: str, pattern: re.Pattern) -> list[tuple[str, str]]:
+    """(separator before, piece) pairs; joining them back gives `text`."""
+    pieces, start, sep = [], 0, ""
+    for m in pattern.finditer(text):
+        pieces.append((sep, text[start:m.start()]))
+        sep, start = m.group(0), m.end()
+    pieces.append((sep, text[start:]))
+    return [(s, p) for s, p in pieces if p.strip()]
+
+
+def _split_text(text: str, counter: "TokenCounter", limit: int, level: int = 0) -> list[tuple[str, str]]:
+    if level >= len(_SPLITS):
+        return [(" " if i else "", p) for i, p in enumerate(_split_by_tokens(text, counter, limit))]
+    out = []
+    for sep, piece in _split_at(text, _SPLITS[level]):
+        if counter.count(piece) <= limit:
+            out.append((sep, piece))
+        else:
+            sub = _split_text(piece, counter, limit, level + 1)
+            if sub:
+                sub[0] = (sep, sub[0][1])
+            out += sub
+    return out
+
+
+def _split_by_tokens(text: str, counter: TokenCounter, limit: int) -> list[str]:
+    """Cut `text` into pieces of at most `limit` tokens, at word starts where possible."""
+    offsets = counter.offsets(text)
+    pieces, start_tok = [], 0
+    while start_tok < len(offsets):
+        end_tok = min(start_tok + limit, len(offsets))
+        if end_tok < len(offsets):
+            cut = _word_start(text, offsets, end_tok)
+            if cut <= start_tok:
+                cut = end_tok
+            end_tok = cut
+        a = offsets[start_tok][0] if start_tok else 0
+        b = offsets[end_tok][0] if end_tok < len(offsets) else len(text)
+        pieces.append(text[a:b])
+        start_tok = end_tok
+    return [p for p in pieces if p.strip()]
+
+
+def _word_start(text: str, offsets: list[tuple[int, int]], i: int) -> int:
+    """Index of the token that begins the word containing token i."""
+    while i > 0 and offsets[i][0] == offsets[i - 1][1] and not text[offsets[i][0]].isspace():
+        i -= 1
+    return i
+
+
+def overlap_tail(text: str, counter: TokenCounter, n_tokens: int) -> str:
+    """The shortest suffix of `text` starting at a word and holding at least `n_tokens` tokens."""
+    if n_tokens <= 0:
+        return ""
+    offsets = counter.offsets(text)
+    if len(offsets) <= n_tokens:
+        return text
+    i = len(offsets) - n_tokens
+    j = _word_start(text, offsets, i)
+    if i - j <= 4:  # snap to the word start unless the "word" is a long unbroken string
+        i = j
+    return text[offsets[i][0]:]
+
+
+@dataclass
+class _Unit:
+    text: str
+    tokens: int
+    page: int | None
+    section: str | None
+    heading: bool
+    sep: str = "\n\n"  # what stood between this unit and the previous one in the block
+
+
+def _units(blocks: list[Block], counter: TokenCounter, limit: int) -> list[_Unit]:
+    counts = counter.count_many([b.text for b in blocks])
+    units = []
+    for block, n in zip(blocks, counts):
+        if n <= limit:
+            units.append(_Unit(block.text, n, block.page, block.section, block.kind == "heading"))
+            continue
+        for i, (sep, part) in enumerate(_split_text(block.text, counter, limit)):
+            units.append(_Unit(part, counter.count(part), block.page, block.section, False, sep if i else "\n\n"))
+    return units
+
+
+def chunk_blocks(blocks: list[Block], counter: TokenCounter, config: ChunkingConfig | None = None) -> list[DraftChunk]:
+    config = config or ChunkingConfig()
+    size = max(16, config.chunk_tokens)
+    overlap = max(0, min(config.overlap_tokens, size // 2))
+    reserve = overlap + 4 if overlap else 0  # the carried tail: `overlap` tokens plus the rest of its first word
+    units = _units(blocks, counter, size - reserve)
+    chunks: list[DraftChunk] = []
+    current: list[_Unit] = []
+    current_tokens = 0
+    carried = ""  # overlap text opening the current chunk
+
+    def close(full: bool) -> None:
+        nonlocal current, current_tokens, carried
+        body = current[0].text + "".join(u.sep + u.text for u in current[1:])
+        text = f"{carried} {body}" if carried else body
+        tokens = counter.count(text)
+        if carried and tokens > size:  # tokenization across the join can differ by a few tokens
+            carried = overlap_tail(carried, counter, max(0, overlap - (tokens - size) - 4)) if overlap > tokens - size + 4 else ""
+            text = f"{carried} {body}" if carried else body
+            tokens = counter.count(text)
+        first = next((u for u in current if not u.heading), current[-1])
+        chunks.append(DraftChunk(text, first.page, first.section, tokens,
+                                 len(carried) + 1 if carried else 0))
+        carried = overlap_tail(body, counter, overlap) if full and overlap else ""
+        current, current_tokens = [], 0
+
+    for unit in units:
+        if current:
+            only_headings = all(u.heading for u in current)
+            new_page = unit.page != current[-1].page
+            new_section = unit.section != current[-1].section or unit.heading
+            if not only_headings and (new_page or (new_section and current_tokens >= config.min_tokens)):
+                close(full=False)
+            elif current_tokens + unit.tokens + (reserve if carried else 0) > size:
+                close(full=True)
+        current.append(unit)
+        current_tokens += unit.tokens
+    if current:
+        close(full=False)
+    return chunks

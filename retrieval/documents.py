@@ -1,0 +1,146 @@
+"""The document store of a workspace: originals in documents/, parsed blocks in chunks/, rows in SQLite."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ragtune.atomic import atomic_write_json, read_json
+from ragtune.errors import BadInputError
+
+from .formats import Block
+
+MIGRATIONS = [
+    [
+        """CREATE TABLE retrieval_documents (
+            doc_id TEXT PRIMARY KEY, name TEXT NOT NULL, mime TEXT NOT NULL, kind TEXT NOT NULL,
+            pages INTEGER, size INTEGER NOT NULL, title TEXT, stored_path TEXT NOT NULL,
+            added_at REAL NOT NULL, chunking TEXT NOT NULL)""",
+        "CREATE INDEX retrieval_documents_name ON retrieval_documents(name)",
+        """CREATE TABLE retrieval_chunks (
+            chunk_id TEXT PRIMARY KEY,
+            doc_id TEXT NOT NULL REFERENCES retrieval_documents(doc_id) ON DELETE CASCADE,
+            ord INTEGER NOT NULL, text TEXT NOT NULL, page INTEGER, section TEXT,
+            tokens INTEGER NOT NULL, overlap_chars INTEGER NOT NULL DEFAULT 0)""",
+        "CREATE INDEX retrieval_chunks_doc ON retrieval_chunks(doc_id, ord)",
+        """CREATE TABLE retrieval_embeddings (
+            model TEXT NOT NULL, key TEXT NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (model, key))""",
+    ],
+]
+
+
+@dataclass
+class Chunk:
+    chunk_id: str
+    doc_id: str
+    doc: str                 # file name as uploaded
+    text: str
+    page: int | None         # 1-based, for paged formats
+    section: str | None
+    tokens: int
+    ord: int = 0
+    title: str | None = None  # the document's title, for the context line
+    overlap_chars: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def open_store(ws) -> None:
+    ws.migrate("retrieval", MIGRATIONS)
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:24]
+
+
+def chunk_id(doc_id: str, ord_: int, text: str) -> str:
+    return hashlib.sha256(f"{doc_id}\0{ord_}\0{text}".encode()).hexdigest()[:24]
+
+
+def blocks_path(ws, doc_id: str) -> Path:
+    return ws.path("chunks", f"{doc_id}.blocks.json")
+
+
+def save_blocks(ws, doc_id: str, blocks: list[Block], title: str | None) -> None:
+    atomic_write_json(blocks_path(ws, doc_id), {"title": title, "blocks": [asdict(b) for b in blocks]})
+
+
+def load_blocks(ws, doc_id: str) -> list[Block]:
+    data = read_json(blocks_path(ws, doc_id))
+    if data is None:
+        raise BadInputError(f"The parsed text of document {doc_id} is missing; delete it and ingest the file again.")
+    return [Block(**b) for b in data["blocks"]]
+
+
+def list_documents(ws) -> list[dict]:
+    open_store(ws)
+    with ws.db() as conn:
+        rows = conn.execute(
+            """SELECT d.doc_id, d.name, d.mime, d.kind, d.pages, d.size, d.title, d.added_at,
+                      COUNT(c.chunk_id) AS chunks
+               FROM retrieval_documents d LEFT JOIN retrieval_chunks c ON c.doc_id = d.doc_id
+               GROUP BY d.doc_id ORDER BY d.added_at, d.name""").fetchall()
+    return [dict(r) for r in rows]
+
+
+def get_document(ws, doc_id_or_name: str) -> dict:
+    open_store(ws)
+    with ws.db() as conn:
+        row = conn.execute("SELECT * FROM retrieval_documents WHERE doc_id=? OR name=? ORDER BY added_at DESC",
+                           (doc_id_or_name, doc_id_or_name)).fetchone()
+    if row is None:
+        raise BadInputError(f"No document '{doc_id_or_name}' in workspace '{ws.name}'. "
+                            "See `ragtune documents list`.")
+    return dict(row)
+
+
+def delete_document(ws, doc_id: str) -> dict:
+    """Remove a document and its chunks; the next build_index drops it from the index."""
+    doc = get_document(ws, doc_id)
+    with ws.db() as conn:
+        conn.execute("DELETE FROM retrieval_chunks WHERE doc_id=?", (doc["doc_id"],))
+        conn.execute("DELETE FROM retrieval_documents WHERE doc_id=?", (doc["doc_id"],))
+    for p in (ws.root / doc["stored_path"], blocks_path(ws, doc["doc_id"])):
+        Path(p).unlink(missing_ok=True)
+    return doc
+
+
+def _row_to_chunk(r) -> Chunk:
+    return Chunk(chunk_id=r["chunk_id"], doc_id=r["doc_id"], doc=r["name"], text=r["text"], page=r["page"],
+                 section=r["section"], tokens=r["tokens"], ord=r["ord"], title=r["title"],
+                 overlap_chars=r["overlap_chars"])
+
+
+_CHUNK_SELECT = """SELECT c.*, d.name, d.title FROM retrieval_chunks c
+                   JOIN retrieval_documents d ON d.doc_id = c.doc_id"""
+
+
+def document_chunks(ws, doc_id: str) -> list[Chunk]:
+    doc = get_document(ws, doc_id)
+    with ws.db() as conn:
+        rows = conn.execute(_CHUNK_SELECT + " WHERE c.doc_id=? ORDER BY c.ord", (doc["doc_id"],)).fetchall()
+    return [_row_to_chunk(r) for r in rows]
+
+
+def all_chunks(ws) -> list[Chunk]:
+    open_store(ws)
+    with ws.db() as conn:
+        rows = conn.execute(_CHUNK_SELECT + " ORDER BY d.added_at, d.name, c.ord").fetchall()
+    return [_row_to_chunk(r) for r in rows]
+
+
+def replace_chunks(conn, doc_id: str, drafts, signature: str) -> int:
+    conn.execute("DELETE FROM retrieval_chunks WHERE doc_id=?", (doc_id,))
+    conn.executemany(
+        "INSERT INTO retrieval_chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(chunk_id(doc_id, i, d.text), doc_id, i, d.text, d.page, d.section, d.tokens, d.overlap_chars)
+         for i, d in enumerate(drafts)])
+    conn.execute("UPDATE retrieval_documents SET chunking=? WHERE doc_id=?", (signature, doc_id))
+    return len(drafts)
+
+
+def chunks_json(chunks: list[Chunk]) -> str:
+    return "".join(json.dumps(c.to_dict(), ensure_ascii=False) + "\n" for c in chunks)

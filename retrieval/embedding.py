@@ -1,0 +1,104 @@
+"""Sentence-transformers embeddings in batches, cached per workspace by (model, text hash)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from ragtune.errors import ModelNotFoundError
+from ragtune.models import resolve_embedder
+
+_lock = threading.Lock()
+
+
+@lru_cache(maxsize=4)
+def _load(path: str):
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(path, device="cpu")
+    except Exception as exc:  # missing weights, wrong folder
+        raise ModelNotFoundError(f"Cannot load the embedding model at {path}: {type(exc).__name__}: {exc}") from None
+
+
+class Embedder:
+    """One embedding model; ``encode`` returns L2-normalised float32 rows (inner product = cosine)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.path: Path = resolve_embedder(name).path
+        self._model = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            with _lock:
+                self._model = _load(str(self.path))
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        m = self.model
+        get = getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension
+        return int(get())
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.model.max_seq_length or 512)
+
+    def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype="float32")
+        vectors = self.model.encode(texts, batch_size=batch_size, show_progress_bar=progress,
+                                    convert_to_numpy=True, normalize_embeddings=True)
+        return np.ascontiguousarray(vectors, dtype="float32")
+
+
+@lru_cache(maxsize=4)
+def get_embedder(name: str) -> Embedder:
+    return Embedder(name)
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def embed_cached(ws, embedder: Embedder, texts: list[str], *, batch_size: int = 64, progress: bool = True) -> tuple[np.ndarray, int]:
+    """Vectors for `texts`, computing only those not cached yet; returns (matrix, how many were computed)."""
+    keys = [text_key(t) for t in texts]
+    found: dict[str, np.ndarray] = {}
+    with ws.db() as conn:
+        wanted = sorted(set(keys))
+        for i in range(0, len(wanted), 500):
+            part = wanted[i:i + 500]
+            marks = ",".join("?" * len(part))
+            for row in conn.execute(f"SELECT key, vector FROM retrieval_embeddings WHERE model=? AND key IN ({marks})",
+                                    (embedder.name, *part)):
+                found[row["key"]] = np.frombuffer(row["vector"], dtype="float32")
+    missing = {}
+    for k, t in zip(keys, texts):
+        if k not in found and k not in missing:
+            missing[k] = t
+    if missing:
+        todo_keys, todo_texts = list(missing), list(missing.values())
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo_texts), desc="embedding chunks", unit="chunk", disable=not progress)
+        step = max(batch_size * 4, 256)
+        for i in range(0, len(todo_texts), step):
+            vecs = embedder.encode(todo_texts[i:i + step], batch_size=batch_size)
+            with ws.db() as conn:
+                conn.executemany("INSERT OR REPLACE INTO retrieval_embeddings VALUES (?, ?, ?)",
+                                 [(embedder.name, k, v.tobytes()) for k, v in zip(todo_keys[i:i + step], vecs)])
+            found.update(zip(todo_keys[i:i + step], vecs))
+            bar.update(len(vecs))
+        bar.close()
+    dim = next(iter(found.values())).shape[0] if found else embedder.dim
+    matrix = np.zeros((len(texts), dim), dtype="float32")
+    for i, k in enumerate(keys):
+        matrix[i] = found[k]
+    return matrix, len(missing)

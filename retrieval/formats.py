@@ -1,0 +1,593 @@
+"""Read a document file into ordered text blocks (heading, paragraph, list, table) with page and section.
+
+The file type comes from the content (magic bytes, zip members, markup), never from the name alone:
+a ``.pdf`` that holds plain text is refused with that reason, a ``.txt`` that holds HTML is read as HTML.
+Every failure is a :class:`BadInputError` whose message says what is wrong with the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import email
+import email.policy
+import io
+import json
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ragtune.errors import BadInputError
+
+MIME = {
+    "pdf": "application/pdf",
+    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "html": "text/html",
+    "md": "text/markdown",
+    "txt": "text/plain",
+    "csv": "text/csv",
+    "jsonl": "application/jsonl",
+    "eml": "message/rfc822",
+    "rtf": "application/rtf",
+}
+# Extensions that promise a specific binary container: the content must agree.
+_BINARY_EXT = {".pdf": "pdf", ".docx": "docx", ".pptx": "pptx"}
+_TEXT_EXT = {".md": "md", ".markdown": "md", ".txt": "txt", ".text": "txt", ".csv": "csv", ".tsv": "csv",
+             ".jsonl": "jsonl", ".ndjson": "jsonl", ".html": "html", ".htm": "html", ".xhtml": "html",
+             ".eml": "eml", ".rtf": "rtf", ".rst": "txt", ".log": "txt"}
+
+
+@dataclass
+class Block:
+    text: str
+    page: int | None = None      # 1-based, for paged formats (PDF, slides)
+    section: str | None = None   # heading path, e.g. "Benefits > Dental"
+    kind: str = "paragraph"      # heading | paragraph | list | table
+
+
+@dataclass
+class ParsedDocument:
+    kind: str                 # key of MIME
+    blocks: list[Block]
+    pages: int | None = None
+    title: str | None = None
+    warnings: list[str] = field(default_factory=list)  # parts skipped, said to the user
+
+    @property
+    def mime(self) -> str:
+        return MIME[self.kind]
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(b.text for b in self.blocks)
+
+
+# ------------------------------------------------------------------ detection
+
+def detect_kind(path: Path, head: bytes) -> str:
+    """The format of a file judged by its bytes; the extension only breaks ties between text formats."""
+    ext = path.suffix.lower()
+    if head.startswith(b"%PDF-") or b"%PDF-" in head[:1024]:
+        return "pdf"
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = set(z.namelist())
+        except zipfile.BadZipFile:
+            raise BadInputError("it looks like a zip-based Office file but the archive is damaged") from None
+        if "word/document.xml" in names:
+            return "docx"
+        if "ppt/presentation.xml" in names:
+            return "pptx"
+        raise BadInputError("it is a zip archive, not a DOCX or PPTX document")
+    if head.startswith(b"{\\rtf"):
+        return "rtf"
+    if head.startswith((b"\xd0\xcf\x11\xe0",)):
+        raise BadInputError("it is a legacy Microsoft Office (.doc/.ppt/.xls) file: save it as DOCX/PPTX or PDF")
+    import filetype
+
+    guess = filetype.guess(head)
+    if guess is not None and guess.mime.split("/")[0] in ("image", "video", "audio", "application"):
+        raise BadInputError(f"it is a {guess.mime} file, which holds no text ragtune can read")
+    if b"\x00" in head[:8192] and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise BadInputError("it is a binary file, not a document ragtune can read")
+    text = _decode(head, partial=True)
+    stripped = text.lstrip().lower()
+    claimed = _BINARY_EXT.get(ext)
+    if claimed:
+        what = "HTML" if stripped.startswith(("<!doctype html", "<html")) else "plain text"
+        raise BadInputError(f"its name says {claimed.upper()} but the content is {what}, not a {claimed.upper()} file")
+    if ext == ".eml" or _looks_like_email(text):
+        return "eml"
+    if stripped.startswith(("<!doctype html", "<html", "<?xml")) or re.search(r"<(body|div|p|table|h[1-6])[\s>]", stripped[:4000]):
+        return "html"
+    if ext in (".jsonl", ".ndjson") or (stripped.startswith("{") and _looks_like_jsonl(text)):
+        return "jsonl"
+    return _TEXT_EXT.get(ext, "txt")
+
+
+def _looks_like_email(text: str) -> bool:
+    headers = re.findall(r"^(From|To|Subject|Date|MIME-Version|Message-ID|Received):", text[:4000], re.M | re.I)
+    return len({h.lower() for h in headers}) >= 3
+
+
+def _looks_like_jsonl(text: str) -> bool:
+    lines = [ln for ln in text.splitlines()[:-1] if ln.strip()][:5]  # the last may be cut mid-line
+    try:
+        return bool(lines) and all(isinstance(json.loads(ln), dict) for ln in lines)
+    except json.JSONDecodeError:
+        return False
+
+
+def _decode(data: bytes, partial: bool = False) -> str:
+    for bom, enc in ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
+        if data.startswith(bom):
+            return data.decode(enc, errors="replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if partial and exc.start >= len(data) - 4:  # a multi-byte character cut by the read window
+            return data[: exc.start].decode("utf-8")
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is None:
+        raise BadInputError("its text encoding could not be recognised")
+    return str(best)
+
+
+# ------------------------------------------------------------------ entry point
+
+def parse_file(path: str | Path, *, max_pages: int | None = None) -> ParsedDocument:
+    """Parse one file; raises BadInputError with the reason when it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError("it is not a file")
+    if path.stat().st_size == 0:
+        raise BadInputError("the file is empty (0 bytes)")
+    with path.open("rb") as f:
+        head = f.read(65536)
+    kind = detect_kind(path, head)
+    parser = _PARSERS[kind]
+    doc = parser(path, max_pages) if kind in ("pdf", "pptx") else parser(path)
+    doc.blocks = [b for b in doc.blocks if b.text.strip()]
+    if not doc.blocks:
+        hint = " (a scanned PDF needs OCR first)" if kind == "pdf" else ""
+        raise BadInputError(f"no text was found in this {kind.upper()} file{hint}")
+    return doc
+
+
+# ------------------------------------------------------------------ PDF
+
+_BULLET = re.compile(r"^\s*([•●▪◦‣∙·\-–*]|\(?\d{1,2}[.)]|\(?[a-z][.)])\s+")
+
+
+def parse_pdf(path: Path, max_pages: int | None = None) -> ParsedDocument:
+    import pypdfium2 as pdfium
+
+    try:
+        pdf = pdfium.PdfDocument(str(path))  # opens owner-password-only PDFs (no user password)
+    except pdfium.PdfiumError as exc:
+        msg = str(exc).lower()
+        if "password" in msg:
+            raise BadInputError("the PDF is encrypted with a password; remove the password and upload it again") from None
+        raise BadInputError(f"the PDF is damaged and cannot be opened ({exc})") from None
+    try:
+        n = len(pdf)
+        if max_pages and n > max_pages:
+            raise BadInputError(f"the PDF has {n} pages, more than the limit of {max_pages}")
+        blocks: list[Block] = []
+        section: str | None = None
+        for i in range(n):
+            page = pdf[i]
+            textpage = page.get_textpage()
+            text = textpage.get_text_bounded()
+            textpage.close()
+            page.close()
+            page_blocks, section = _pdf_page_blocks(text, i + 1, section)
+            blocks.extend(page_blocks)
+        return ParsedDocument("pdf", blocks, pages=n)
+    finally:
+        pdf.close()
+
+
+def _is_pdf_heading(line: str, next_line: str | None) -> bool:
+    s = line.strip()
+    if not s or len(s) > 80 or len(s.split()) > 12 or _BULLET.match(s):
+        return False
+    if s[-1] in ".,;:!?)" or not (s[0].isupper() or s[0].isdigit()):
+        return False
+    if next_line is None or not next_line.strip():
+        return False
+    words = [w for w in re.findall(r"[A-Za-z][A-Za-z'’-]*", s)]
+    if not words:
+        return False
+    small = {"a", "an", "and", "or", "of", "the", "to", "for", "in", "on", "with", "at", "by", "from", "vs", "is"}
+    capitalised = sum(1 for w in words if w[0].isupper() or w.lower() in small)
+    return capitalised == len(words) or s.isupper()
+
+
+def _pdf_page_blocks(text: str, page: int, section: str | None) -> tuple[list[Block], str | None]:
+    """Rebuild paragraphs from wrapped PDF lines; short title-case lines become headings."""
+    text = text.replace("\x02", "-").replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    blocks: list[Block] = []
+    current: list[str] = []
+    current_kind = "paragraph"
+
+    def flush():
+        nonlocal current, current_kind
+        if current:
+            blocks.append(Block(" ".join(x.strip() for x in current).strip(), page, section, current_kind))
+        current, current_kind = [], "paragraph"
+
+    for idx, raw in enumerate(lines):
+        line = raw.rstrip()
+        nxt = lines[idx + 1] if idx + 1 < len(lines) else None
+        if not line.strip():
+            flush()
+            continue
+        if _is_pdf_heading(line, nxt):
+            flush()
+            heading = line.strip()
+            section = heading
+            blocks.append(Block(heading, page, section, "heading"))
+            continue
+        if _BULLET.match(line):
+            flush()
+            current_kind = "list"
+        current.append(line)
+        # A wrapped line ends with a space in most generators; a line ending a sentence
+        # without one closes the paragraph.
+        if not raw.endswith(" ") and line.rstrip()[-1:] in ".!?:" and current_kind == "paragraph":
+            flush()
+    flush()
+    return blocks, section
+
+
+# ------------------------------------------------------------------ DOCX
+
+def parse_docx(path: Path) -> ParsedDocument:
+    import docx
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    try:
+        document = docx.Document(str(path))
+    except Exception as exc:  # python-docx raises KeyError, ValueError, lxml errors...
+        raise BadInputError(f"the DOCX file is damaged and cannot be opened ({type(exc).__name__})") from None
+    blocks: list[Block] = []
+    headings: list[tuple[int, str]] = []
+    title = document.core_properties.title or None
+    for item in document.iter_inner_content():
+        if isinstance(item, Paragraph):
+            text = item.text.strip()
+            if not text:
+                continue
+            style = (item.style.name if item.style is not None else "") or ""
+            level = _heading_level(style)
+            if level:
+                headings = [h for h in headings if h[0] < level] + [(level, text)]
+                blocks.append(Block(text, None, _path(headings), "heading"))
+            else:
+                is_list = "list" in style.lower() or item._p.pPr is not None and item._p.pPr.numPr is not None
+                blocks.append(Block(("- " + text) if is_list else text, None, _path(headings),
+                                    "list" if is_list else "paragraph"))
+        elif isinstance(item, Table):
+            rows = _table_rows(item)
+            if rows:
+                blocks.append(Block(_markdown_table(rows), None, _path(headings), "table"))
+    return ParsedDocument("docx", _merge_lists(blocks), title=title)
+
+
+def _heading_level(style: str) -> int:
+    s = style.lower()
+    if s == "title":
+        return 1
+    m = re.match(r"heading\s*(\d)", s)
+    return int(m.group(1)) if m else 0
+
+
+def _path(headings: list[tuple[int, str]]) -> str | None:
+    return " > ".join(h[1] for h in headings) or None
+
+
+def _table_rows(table) -> list[list[str]]:
+    rows = []
+    for row in table.rows:
+        cells, seen = [], set()
+        for cell in row.cells:
+            if id(cell._tc) in seen:  # merged cells repeat
+                continue
+            seen.add(id(cell._tc))
+            cells.append(" ".join(cell.text.split()))
+        if any(cells):
+            rows.append(cells)
+    return rows
+
+
+def _markdown_table(rows: list[list[str]]) -> str:
+    width = max(len(r) for r in rows)
+    rows = [r + [""] * (width - len(r)) for r in rows]
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * width]
+    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n".join(lines)
+
+
+def _merge_lists(blocks: list[Block]) -> list[Block]:
+    """Consecutive list items of one section become one list block, so a list is chunked as a unit."""
+    out: list[Block] = []
+    for b in blocks:
+        if b.kind == "list" and out and out[-1].kind == "list" and out[-1].section == b.section and out[-1].page == b.page:
+            out[-1].text += "\n" + b.text
+        else:
+            out.append(Block(b.text, b.page, b.section, b.kind))
+    return out
+
+
+# ------------------------------------------------------------------ PPTX
+
+def parse_pptx(path: Path, max_pages: int | None = None) -> ParsedDocument:
+    from pptx import Presentation
+
+    try:
+        deck = Presentation(str(path))
+    except Exception as exc:
+        raise BadInputError(f"the PPTX file is damaged and cannot be opened ({type(exc).__name__})") from None
+    slides = list(deck.slides)
+    if max_pages and len(slides) > max_pages:
+        raise BadInputError(f"the presentation has {len(slides)} slides, more than the limit of {max_pages}")
+    blocks: list[Block] = []
+    for number, slide in enumerate(slides, start=1):
+        title_shape = slide.shapes.title
+        title = title_shape.text_frame.text.strip() if title_shape is not None and title_shape.has_text_frame else None
+        if title:
+            blocks.append(Block(title, number, title, "heading"))
+        for shape in slide.shapes:
+            if shape is title_shape:
+                continue
+            if getattr(shape, "has_table", False) and shape.has_table:
+                rows = [[c.text.strip() for c in r.cells] for r in shape.table.rows]
+                if rows:
+                    blocks.append(Block(_markdown_table(rows), number, title, "table"))
+            elif shape.has_text_frame:
+                paras = [p.text.strip() for p in shape.text_frame.paragraphs if p.text.strip()]
+                if paras:
+                    kind = "list" if len(paras) > 1 else "paragraph"
+                    text = "\n".join(("- " + p) if kind == "list" else p for p in paras)
+                    blocks.append(Block(text, number, title, kind))
+        if slide.has_notes_slide:
+            notes = slide.notes_slide.notes_text_frame.text.strip()
+            if notes:
+                blocks.append(Block(notes, number, title, "paragraph"))
+    return ParsedDocument("pptx", blocks, pages=len(slides))
+
+
+# ------------------------------------------------------------------ HTML
+
+_SKIP_TAGS = ("script", "style", "noscript", "nav", "header", "footer", "aside", "form", "svg", "template", "iframe")
+
+
+def parse_html_text(html: str) -> ParsedDocument:
+    import warnings
+
+    from bs4 import BeautifulSoup, XMLParsedAsHTMLWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)  # XHTML and inline-XBRL filings
+        soup = BeautifulSoup(html, "lxml")
+    for tag in soup(_SKIP_TAGS):
+        tag.decompose()
+    for tag in soup.find_all(style=re.compile(r"display:\s*none", re.I)):
+        tag.decompose()
+    title = soup.title.get_text(" ", strip=True) if soup.title else None
+    body = soup.find("main") or soup.find("article") or soup.body or soup
+    blocks: list[Block] = []
+    headings: list[tuple[int, str]] = []
+    block_tags = {"p", "li", "pre", "blockquote", "dd", "dt", "td", "th", "caption", "figcaption"}
+
+    def walk(node):
+        nonlocal headings
+        for child in node.children:
+            name = getattr(child, "name", None)
+            if name is None:
+                text = str(child).strip()
+                if text and node is body:
+                    blocks.append(Block(" ".join(text.split()), None, _path(headings)))
+                continue
+            if re.fullmatch(r"h[1-6]", name):
+                text = child.get_text(" ", strip=True)
+                if text:
+                    level = int(name[1])
+                    headings = [h for h in headings if h[0] < level] + [(level, text)]
+                    blocks.append(Block(text, None, _path(headings), "heading"))
+            elif name == "table":
+                rows = [[" ".join(c.get_text(" ", strip=True).split()) for c in tr.find_all(["td", "th"])]
+                        for tr in child.find_all("tr")]
+                rows = [r for r in rows if any(r)]
+                if rows:
+                    blocks.append(Block(_markdown_table(rows), None, _path(headings), "table"))
+            elif name in ("ul", "ol"):
+                items = [" ".join(li.get_text(" ", strip=True).split()) for li in child.find_all("li")]
+                items = [i for i in items if i]
+                if items:
+                    blocks.append(Block("\n".join("- " + i for i in items), None, _path(headings), "list"))
+            elif name in block_tags or not any(getattr(c, "name", None) for c in child.children):
+                text = " ".join(child.get_text(" ", strip=True).split())
+                if text:
+                    blocks.append(Block(text, None, _path(headings)))
+            else:
+                walk(child)
+
+    walk(body)
+    return ParsedDocument("html", blocks, title=title)
+
+
+def parse_html(path: Path) -> ParsedDocument:
+    return parse_html_text(_decode(path.read_bytes()))
+
+
+# ------------------------------------------------------------------ Markdown / text
+
+_MD_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+
+
+def parse_markdown_text(text: str, kind: str = "md") -> ParsedDocument:
+    blocks: list[Block] = []
+    headings: list[tuple[int, str]] = []
+    para: list[str] = []
+    para_kind = "paragraph"
+    in_code = False
+    skip_underline = False
+
+    def flush():
+        nonlocal para, para_kind
+        if para:
+            blocks.append(Block("\n".join(para).strip(), None, _path(headings), para_kind))
+        para, para_kind = [], "paragraph"
+
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    for i, line in enumerate(lines):
+        if line.strip().startswith("```"):
+            in_code = not in_code
+            para.append(line)
+            continue
+        if in_code:
+            para.append(line)
+            continue
+        if skip_underline:
+            skip_underline = False
+            continue
+        heading = None
+        m = _MD_HEADING.match(line) if kind == "md" else None
+        if m:
+            heading = (len(m.group(1)), m.group(2).strip())
+        elif (kind == "md" and not para and line.strip() and i + 1 < len(lines)
+              and re.fullmatch(r"\s*(=+|-{3,})\s*", lines[i + 1])):
+            heading = (1 if "=" in lines[i + 1] else 2, line.strip())  # setext heading
+            skip_underline = True
+        if heading:
+            flush()
+            level, title = heading
+            if title:
+                headings = [h for h in headings if h[0] < level] + [(level, title)]
+                blocks.append(Block(title, None, _path(headings), "heading"))
+            continue
+        if not line.strip() or re.fullmatch(r"\s*([-*_=]\s*){3,}", line):  # blank or horizontal rule
+            flush()
+            continue
+        stripped = line.strip()
+        row_kind = "table" if stripped.startswith("|") else "list" if _BULLET.match(stripped) else "paragraph"
+        if para and row_kind != para_kind and not (para_kind == "list" and row_kind == "paragraph" and line.startswith(" ")):
+            flush()
+        if not para:
+            para_kind = row_kind
+        para.append(line.rstrip())
+    flush()
+    title = next((b.text for b in blocks if b.kind == "heading"), None)
+    return ParsedDocument(kind, blocks, title=title)
+
+
+def parse_markdown(path: Path) -> ParsedDocument:
+    return parse_markdown_text(_decode(path.read_bytes()), "md")
+
+
+def parse_txt(path: Path) -> ParsedDocument:
+    return parse_markdown_text(_decode(path.read_bytes()), "txt")
+
+
+# ------------------------------------------------------------------ CSV / JSONL
+
+def parse_csv(path: Path) -> ParsedDocument:
+    """One block per row, written as 'column: value' pairs so each row stands alone in a chunk."""
+    text = _decode(path.read_bytes())
+    try:
+        dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    rows = [r for r in csv.reader(io.StringIO(text), dialect) if any(c.strip() for c in r)]
+    if not rows:
+        raise BadInputError("the CSV file has no rows")
+    header, body = rows[0], rows[1:]
+    if not body:
+        return ParsedDocument("csv", [Block(", ".join(header), None, None, "table")])
+    blocks = []
+    for r in body:
+        pairs = [f"{h.strip() or f'column {i + 1}'}: {v.strip()}" for i, (h, v) in enumerate(zip(header, r)) if v.strip()]
+        blocks.append(Block("; ".join(pairs), None, None, "table"))
+    return ParsedDocument("csv", blocks)
+
+
+def parse_jsonl(path: Path) -> ParsedDocument:
+    """Each record becomes one block of its text fields; malformed lines are skipped and counted."""
+    blocks, bad = [], []
+    for n, line in enumerate(_decode(path.read_bytes()).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            bad.append(n)
+            continue
+        if isinstance(record, dict):
+            text = "\n".join(f"{k}: {_flat(v)}" for k, v in record.items() if _flat(v).strip())
+        else:
+            text = _flat(record)
+        if text.strip():
+            blocks.append(Block(text, None, None, "paragraph"))
+    if not blocks and bad:
+        raise BadInputError(f"no line is valid JSON (first bad line: {bad[0]})")
+    warnings = [f"skipped {len(bad)} line(s) that are not valid JSON (first: line {bad[0]})"] if bad else []
+    return ParsedDocument("jsonl", blocks, warnings=warnings)
+
+
+def _flat(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float, bool)) or value is None:
+        return "" if value is None else str(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+# ------------------------------------------------------------------ EML / RTF
+
+def parse_eml(path: Path) -> ParsedDocument:
+    msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    subject = str(msg.get("subject") or "").strip() or None
+    header = "\n".join(f"{h}: {msg[h]}" for h in ("From", "To", "Date", "Subject") if msg.get(h))
+    blocks = [Block(header, None, subject, "paragraph")] if header else []
+    body = msg.get_body(preferencelist=("plain", "html"))
+    parts = [body] if body is not None else [p for p in msg.walk() if p.get_content_maintype() == "text"]
+    for part in parts:
+        try:
+            content = part.get_content()
+        except (LookupError, UnicodeDecodeError):
+            content = part.get_payload(decode=True).decode("utf-8", errors="replace")
+        if part.get_content_subtype() == "html":
+            sub = parse_html_text(content).blocks
+        else:
+            sub = parse_markdown_text(content, "txt").blocks
+        blocks += [Block(b.text, None, b.section or subject, b.kind) for b in sub]
+    attachments = [p.get_filename() for p in msg.iter_attachments() if p.get_filename()]
+    if attachments:
+        blocks.append(Block("Attachments: " + ", ".join(attachments), None, subject, "paragraph"))
+    return ParsedDocument("eml", blocks, title=subject)
+
+
+def parse_rtf(path: Path) -> ParsedDocument:
+    from striprtf.striprtf import rtf_to_text
+
+    try:
+        text = rtf_to_text(_decode(path.read_bytes()), errors="ignore")
+    except Exception as exc:
+        raise BadInputError(f"the RTF file cannot be read ({type(exc).__name__})") from None
+    doc = parse_markdown_text(text, "txt")
+    doc.kind = "rtf"
+    return doc
+
+
+_PARSERS = {
+    "pdf": parse_pdf, "docx": parse_docx, "pptx": parse_pptx, "html": parse_html, "md": parse_markdown,
+    "txt": parse_txt, "csv": parse_csv, "jsonl": parse_jsonl, "eml": parse_eml, "rtf": parse_rtf,
+}

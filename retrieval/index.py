@@ -1,0 +1,137 @@
+"""Build the search index of a workspace: FAISS (dense) + BM25 (sparse), written atomically.
+
+Layout of ``<workspace>/index/current/``::
+
+    manifest.json   version, kind, embedder, settings used, counts
+    dense.faiss     FAISS index over L2-normalised vectors (inner product = cosine)
+    bm25/           bm25s index
+    chunks.jsonl    the chunks in index order (row i of FAISS = line i)
+
+Re-indexing is incremental where it costs: vectors are cached per chunk text, so only new or
+changed chunks are embedded; FAISS and BM25 are rebuilt from cached vectors in seconds. The new
+folder replaces the old in one rename, so a reader sees either the old index or the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import numpy as np
+
+from ragtune.atomic import atomic_directory, read_json
+
+from .chunking import chunk_blocks
+from .documents import Chunk, all_chunks, load_blocks, open_store, replace_chunks
+from .embedding import embed_cached, get_embedder
+from .settings import RetrievalSettings, load_settings
+
+INDEX_DIR = ("index", "current")
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 128
+
+
+def index_dir(ws):
+    return ws.path(*INDEX_DIR)
+
+
+def context_line(chunk: Chunk, settings: RetrievalSettings) -> str:
+    """A short line naming where the chunk comes from, so 'the warranty' finds the right product's."""
+    if settings.context == "none":
+        return ""
+    parts = [chunk.title or chunk.doc]
+    if settings.context == "title+section" and chunk.section and chunk.section != chunk.title:
+        parts.append(chunk.section.split(" > ")[-1])
+    return " | ".join(parts)
+
+
+def chunk_search_text(chunk: Chunk, settings: RetrievalSettings) -> str:
+    line = context_line(chunk, settings)
+    return f"{line}\n{chunk.text}" if line else chunk.text
+
+
+def bm25_tokenize(texts: list[str]):
+    import bm25s
+
+    return bm25s.tokenize(texts, lower=True, stopwords="en", show_progress=False)
+
+
+def rechunk_stale(ws, settings: RetrievalSettings) -> int:
+    """Re-chunk documents chunked with other settings (size, overlap or tokenizer changed)."""
+    signature = settings.chunking_signature()
+    with ws.db() as conn:
+        stale = [r["doc_id"] for r in conn.execute("SELECT doc_id FROM retrieval_documents WHERE chunking<>?", (signature,))]
+    if not stale:
+        return 0
+    from .ingest import chunking_config, counter_for
+
+    counter = counter_for(settings)
+    for doc_id in stale:
+        drafts = chunk_blocks(load_blocks(ws, doc_id), counter, chunking_config(settings))
+        with ws.db() as conn:
+            replace_chunks(conn, doc_id, drafts, signature)
+    return len(stale)
+
+
+def build_faiss(vectors: np.ndarray, exact_limit: int):
+    import faiss
+
+    n, dim = vectors.shape
+    if n <= exact_limit:
+        index = faiss.IndexFlatIP(dim)
+        kind = "flat"
+    else:
+        index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+        kind = "hnsw"
+    if n:
+        index.add(vectors)
+    return index, kind
+
+
+def build_index(ws, *, progress: bool = True, settings: RetrievalSettings | None = None) -> dict:
+    """(Re)build the index from the workspace's documents; returns {"version", "chunks", "embedded", "kind"}."""
+    import bm25s
+    import faiss
+
+    open_store(ws)
+    settings = settings or load_settings(ws)
+    rechunk_stale(ws, settings)
+    chunks = all_chunks(ws)
+    texts = [chunk_search_text(c, settings) for c in chunks]
+    fingerprint = {
+        "embedder": settings.embedder, "context": settings.context, "exact_limit": settings.exact_limit,
+        "chunks": hashlib.sha256("\n".join(c.chunk_id for c in chunks).encode()).hexdigest(),
+        "texts": hashlib.sha256("\0".join(texts).encode()).hexdigest(),
+    }
+    version = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
+    current = read_json(index_dir(ws) / "manifest.json")
+    if current and current.get("version") == version:
+        return {"version": version, "chunks": len(chunks), "embedded": 0, "kind": current["kind"], "unchanged": True}
+
+    embedder = get_embedder(settings.embedder)
+    vectors, embedded = embed_cached(ws, embedder, texts, batch_size=settings.batch_size, progress=progress)
+    index, kind = build_faiss(vectors, settings.exact_limit)
+    with atomic_directory(index_dir(ws)) as tmp:
+        faiss.write_index(index, str(tmp / "dense.faiss"))
+        if chunks:
+            bm25 = bm25s.BM25()
+            bm25.index(bm25_tokenize(texts), show_progress=False)
+            bm25.save(str(tmp / "bm25"))
+        (tmp / "chunks.jsonl").write_text(
+            "".join(json.dumps(c.to_dict(), ensure_ascii=False) + "\n" for c in chunks), encoding="utf-8")
+        manifest = {
+            "version": version, "kind": kind, "chunks": len(chunks), "embedded": embedded,
+            "embedder": settings.embedder, "dim": int(vectors.shape[1]) if len(vectors) else embedder.dim,
+            "documents": len({c.doc_id for c in chunks}), "context": settings.context,
+            "built_at": time.time(), "fingerprint": fingerprint,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return {"version": version, "chunks": len(chunks), "embedded": embedded, "kind": kind}
+
+
+def index_status(ws) -> dict | None:
+    return read_json(index_dir(ws) / "manifest.json")

@@ -1,0 +1,162 @@
+"""Query the index: dense (FAISS), sparse (BM25) or both fused by reciprocal rank fusion."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ragtune.atomic import read_json
+from ragtune.errors import BadInputError
+
+from .documents import Chunk
+from .embedding import get_embedder
+from .index import bm25_tokenize, index_dir
+from .settings import MODES, RetrievalSettings, load_settings
+
+
+@dataclass
+class Passage:
+    chunk_id: str
+    doc: str
+    page: int | None
+    section: str | None
+    text: str
+    score: float
+    doc_id: str | None = None
+    ranks: dict = field(default_factory=dict)  # rank per retriever (1-based), for explanations
+
+    @property
+    def citation(self) -> str:
+        return f"{self.doc}#page={self.page}" if self.page else self.doc
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["citation"] = self.citation
+        return d
+
+
+def rrf_fuse(rankings: dict[str, list[int]], weights: dict[str, float], k: int = 60) -> list[tuple[int, float, dict]]:
+    """Reciprocal rank fusion: score(d) = sum_r w_r / (k + rank_r(d))."""
+    scores: dict[int, float] = {}
+    ranks: dict[int, dict] = {}
+    for name, ids in rankings.items():
+        w = weights.get(name, 1.0)
+        for rank, doc in enumerate(ids, start=1):
+            scores[doc] = scores.get(doc, 0.0) + w / (k + rank)
+            ranks.setdefault(doc, {})[name] = rank
+    order = sorted(scores, key=lambda d: -scores[d])
+    return [(d, scores[d], ranks[d]) for d in order]
+
+
+_cache: dict[str, "Retriever"] = {}
+_cache_lock = threading.Lock()
+
+
+class Retriever:
+    def __init__(self, folder, manifest: dict, settings: RetrievalSettings):
+        import faiss
+
+        self.folder = folder
+        self.manifest = manifest
+        self.settings = settings
+        self.version: str = manifest["version"]
+        self.kind: str = manifest["kind"]
+        with open(folder / "chunks.jsonl", encoding="utf-8") as f:
+            self.chunks = [Chunk(**json.loads(line)) for line in f if line.strip()]
+        self.dense = faiss.read_index(str(folder / "dense.faiss"))
+        if hasattr(self.dense, "hnsw"):
+            self.dense.hnsw.efSearch = max(self.dense.hnsw.efSearch, 128)
+        self.bm25 = None
+        if self.chunks:
+            import bm25s
+
+            self.bm25 = bm25s.BM25.load(str(folder / "bm25"))
+        self.embedder = get_embedder(manifest["embedder"])
+        self._reranker = None
+
+    @classmethod
+    def for_workspace(cls, ws, **overrides) -> "Retriever":
+        folder = index_dir(ws)
+        manifest = read_json(folder / "manifest.json")
+        if manifest is None:
+            raise BadInputError(
+                f"Workspace '{ws.name}' has no search index yet: add documents with `ragtune ingest PATH` "
+                "(or the Documents tab), then build the index with `ragtune index`.")
+        settings = load_settings(ws, **overrides)
+        key = f"{folder}:{manifest['version']}:{json.dumps(overrides, sort_keys=True, default=str)}"
+        with _cache_lock:
+            cached = _cache.get(key)
+            if cached is None or cached.settings != settings:
+                for old in [k for k in _cache if k.startswith(f"{folder}:")]:
+                    del _cache[old]
+                cached = _cache[key] = cls(folder, manifest, settings)
+        return cached
+
+    # ------------------------------------------------------------ single retrievers
+    def dense_search(self, query: str, n: int) -> list[tuple[int, float]]:
+        if not self.chunks:
+            return []
+        vec = self.embedder.encode([self.settings.query_prefix + query])
+        scores, ids = self.dense.search(vec, min(n, len(self.chunks)))
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+
+    def bm25_search(self, query: str, n: int) -> list[tuple[int, float]]:
+        if self.bm25 is None:
+            return []
+        tokens = bm25_tokenize([query])
+        if not tokens.vocab:
+            return []
+        # Words not in the corpus vocabulary carry no BM25 signal; drop them rather than fail.
+        vocab = self.bm25.vocab_dict
+        inv = {v: k for k, v in tokens.vocab.items()}
+        words = [inv[t] for t in tokens.ids[0] if inv[t] in vocab]
+        if not words:
+            return []
+        ids, scores = self.bm25.retrieve([words], k=min(n, len(self.chunks)), show_progress=False)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if s > 0]
+
+    # ------------------------------------------------------------ the API
+    def retrieve(self, query: str, k: int | None = None, mode: str | None = None) -> list[Passage]:
+        query = (query or "").strip()
+        if not query:
+            raise BadInputError("The question is empty.")
+        k = int(k or self.settings.k)
+        mode = mode or self.settings.mode
+        if mode not in MODES:
+            raise BadInputError(f"Unknown retrieval mode '{mode}': use one of {', '.join(MODES)}.")
+        n = max(self.settings.candidates, k * 4)
+        if mode == "dense":
+            hits = [(i, s, {"dense": r}) for r, (i, s) in enumerate(self.dense_search(query, n), start=1)]
+        elif mode == "bm25":
+            hits = [(i, s, {"bm25": r}) for r, (i, s) in enumerate(self.bm25_search(query, n), start=1)]
+        else:
+            rankings = {"dense": [i for i, _ in self.dense_search(query, n)],
+                        "bm25": [i for i, _ in self.bm25_search(query, n)]}
+            hits = rrf_fuse(rankings, {"dense": self.settings.dense_weight, "bm25": self.settings.bm25_weight},
+                            self.settings.rrf_k)
+        if self.settings.reranker and hits:
+            hits = self._rerank(query, hits[:n])
+        return [self._passage(i, s, r) for i, s, r in hits[:k]]
+
+    def _passage(self, i: int, score: float, ranks: dict) -> Passage:
+        c = self.chunks[i]
+        return Passage(c.chunk_id, c.doc, c.page, c.section, c.text, float(score), c.doc_id, ranks)
+
+    def _rerank(self, query: str, hits):
+        if self._reranker is None:
+            from sentence_transformers import CrossEncoder
+
+            from ragtune.models import resolve_embedder
+
+            self._reranker = CrossEncoder(str(resolve_embedder(self.settings.reranker).path), device="cpu")
+        pairs = [(query, self.chunks[i].text) for i, _, _ in hits]
+        scores = np.asarray(self._reranker.predict(pairs, show_progress_bar=False), dtype="float32")
+        order = np.argsort(-scores)
+        return [(hits[j][0], float(scores[j]), {**hits[j][2], "rerank": r + 1}) for r, j in enumerate(order)]
+
+
+def retrieve(ws, query: str, k: int = 5, mode: str | None = None) -> list[Passage]:
+    return Retriever.for_workspace(ws).retrieve(query, k=k, mode=mode)

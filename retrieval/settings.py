@@ -1,0 +1,55 @@
+"""Retrieval settings of a workspace (setting key "retrieval"), with defaults measured on the shared corpora."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+
+from ragtune.errors import BadInputError
+from ragtune.models import DEFAULT_EMBEDDER
+
+SETTING_KEY = "retrieval"
+MODES = ("hybrid", "dense", "bm25")
+
+
+@dataclass
+class RetrievalSettings:
+    embedder: str = DEFAULT_EMBEDDER
+    chunk_tokens: int = 200        # in the embedder's tokens, title line excluded
+    overlap_tokens: int = 40
+    min_chunk_tokens: int = 0      # merge sections shorter than this (same page)
+    context: str = "title"         # what is prepended to each chunk for embedding and BM25: none | title | title+section
+    query_prefix: str = ""         # e.g. "Represent this sentence for searching relevant passages: " for bge
+    k: int = 5
+    mode: str = "hybrid"
+    rrf_k: int = 60
+    dense_weight: float = 1.0
+    bm25_weight: float = 1.0
+    candidates: int = 50           # per retriever, before fusion
+    exact_limit: int = 200_000     # above this many vectors an HNSW index replaces exact search
+    reranker: str | None = None    # a cross-encoder folder or id; None = no re-ranking
+    batch_size: int = 64
+
+    def chunking_signature(self) -> str:
+        key = {"embedder": self.embedder, "chunk": self.chunk_tokens, "overlap": self.overlap_tokens,
+               "min": self.min_chunk_tokens}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def load_settings(ws, **overrides) -> RetrievalSettings:
+    stored = ws.get_setting(SETTING_KEY, {}) or {}
+    known = {f.name for f in fields(RetrievalSettings)}
+    values = {k: v for k, v in {**stored, **overrides}.items() if k in known and v is not None}
+    settings = RetrievalSettings(**values)
+    if settings.mode not in MODES:
+        raise BadInputError(f"Unknown retrieval mode '{settings.mode}': use one of {', '.join(MODES)}.")
+    if settings.chunk_tokens < 16 or settings.overlap_tokens < 0 or settings.overlap_tokens * 2 > settings.chunk_tokens:
+        raise BadInputError("Chunk size must be at least 16 tokens and the overlap at most half of it.")
+    return settings
+
+
+def save_settings(ws, **changes) -> RetrievalSettings:
+    settings = load_settings(ws, **changes)
+    ws.set_setting(SETTING_KEY, asdict(settings))
+    return settings
