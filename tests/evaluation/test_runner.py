@@ -1,0 +1,80 @@
+"""Runs on the tiny model: resumable after an interruption, cached across runs, stored in the workspace."""
+
+import pytest
+
+from evaluation.qa_sets import load_qa_file
+from evaluation.runner import list_runs, load_run, run_eval
+from evaluation.store import run_results
+from ragtune.errors import BadInputError
+from serving.engine import SamplingOptions
+
+OPTS = SamplingOptions(max_tokens=8)
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def rows(sample_qa):
+    return load_qa_file(sample_qa)[0][:4]
+
+
+def test_interrupted_run_resumes_and_reruns_reuse_cache(workspace, tiny_engine, tiny_adapter, rows):
+    seen = []
+
+    def stop_after_three(done, total, label):
+        seen.append((done, total))
+        if done == 3:
+            raise Interrupt()
+
+    with pytest.raises(Interrupt):
+        run_eval(workspace, rows, "base,ft", tiny_engine, progress=stop_after_three, run_id="r1", options=OPTS)
+    assert seen[0] == (0, 8) and seen[-1] == (3, 8)
+    [info] = list_runs(workspace)
+    assert (info["run_id"], info["status"], info["answered"], info["expected"]) == ("r1", "interrupted", 3, 8)
+    partial = {(r["idx"], r["variant"]): r["answer"]["text"] for r in run_results(workspace, "r1")}
+
+    run = run_eval(workspace, None, None, tiny_engine, run_id="r1")  # resume: rows and variants come from the store
+    assert (run.computed, run.cached, run.status) == (5, 0, "succeeded")
+    assert len(run.results) == 8
+    assert {(r["idx"], r["variant"]): r["answer"]["text"] for r in run.results if (r["idx"], r["variant"]) in partial} == partial
+    assert load_run(workspace, "r1").summary["variants"]["ft"]["cost"]["training_time_s"] == 12.5
+
+    again = run_eval(workspace, rows, ["base", "ft"], tiny_engine, options=OPTS)
+    assert (again.computed, again.cached) == (0, 8)
+    assert again.summary["variants"]["base"]["metrics"]["token_f1"] == run.summary["variants"]["base"]["metrics"]["token_f1"]
+
+    longer = run_eval(workspace, rows[:2], ["base"], tiny_engine, options=SamplingOptions(max_tokens=9))
+    assert longer.computed == 2  # a generation setting changed: new answers
+
+
+def test_retrained_adapter_invalidates_only_its_answers(workspace, tiny_engine, rows, adapter_factory):
+    adapter_factory(workspace, seed=0)
+    first = run_eval(workspace, rows[:2], "base,ft", tiny_engine, options=OPTS)
+    assert first.computed == 4
+    adapter_factory(workspace, seed=1)  # same name, new weights and timestamp
+    second = run_eval(workspace, rows[:2], "base,ft", tiny_engine, options=OPTS)
+    assert (second.computed, second.cached) == (2, 2)
+    assert {r["variant"] for r in second.results} == {"base", "ft"}
+
+
+def test_stored_answers_carry_tokens_and_latency(workspace, tiny_engine, rows):
+    run = run_eval(workspace, rows[:2], ["base"], tiny_engine, options=OPTS)
+    for r in run.results:
+        a, m = r["answer"], r["metrics"]
+        assert a["model"] == "tiny-llama" and a["completion_tokens"] > 0 and a["latency_s"] > 0
+        assert m["prompt_tokens"] == a["prompt_tokens"] and m["tokens_per_s"] > 0
+        assert 0 <= m["token_f1"] <= 1 and 0 <= m["semantic_similarity"] <= 1
+    s = run.summary
+    assert s["n"] == 2 and set(s["variants"]) == {"base"}
+    assert {"mean", "ci_low", "ci_high", "n"} <= set(s["variants"]["base"]["metrics"]["token_f1"])
+
+
+def test_bad_requests_fail_clearly(workspace, tiny_engine, rows):
+    with pytest.raises(BadInputError, match="adapter"):
+        run_eval(workspace, rows, ["ft"], tiny_engine)
+    with pytest.raises(BadInputError, match="Unknown variant"):
+        run_eval(workspace, rows, ["finetune"], tiny_engine)
+    with pytest.raises(BadInputError, match="No evaluation run"):
+        load_run(workspace, "nope")
