@@ -75,7 +75,7 @@ def safe_filename(name: str, max_chars: int = 120) -> str:
     if len(parts) > 1 or raw.strip() in (".", "..") or re.match(r"^[A-Za-z]:", raw):
         raise BadInputError(f"The file name {name!r} looks like a path (it contains folders or '..'); "
                             "upload the file itself under a plain name.")
-    cleaned = _UNSAFE_CHARS.sub("_", raw.strip()).strip(" .")
+    cleaned = _UNSAFE_CHARS.sub("_", raw.strip()).rstrip(" .")
     if not cleaned or cleaned.startswith("."):
         raise BadInputError(f"The file name {name!r} is empty or hidden once cleaned; give the file a normal name.")
     stem, dot, ext = cleaned.rpartition(".")
