@@ -1,0 +1,108 @@
+"""Load test of the deployed assistant on loopback: 32 concurrent streaming clients.
+
+Starts the deploy server (embedded engine by default, or vLLM) on 127.0.0.1 in a scratch
+RAGTUNE_HOME, publishes a variant, and measures first one client alone (the baseline, same
+process and run) and then N concurrent streaming clients. Bounded: --requests per client and
+--timeout in seconds. Prints p50/p95 latency, time to first token, throughput and failures, the
+throughput ratio against the single-client baseline, and writes bench/results/deploy_load.json.
+
+    python bench/deploy_load.py                          # tiny-llama, embedded, 32 clients
+    python bench/deploy_load.py --model gemma-3-270m --max-tokens 48
+    python bench/deploy_load.py --engine vllm --model gemma-3-270m
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="tiny-llama")
+    p.add_argument("--engine", choices=("embedded", "vllm"), default="embedded")
+    p.add_argument("--variant", default="base", help="variant to publish (rag builds an index of datasets/sample)")
+    p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--requests", type=int, default=2, help="requests per client, one after another")
+    p.add_argument("--baseline-requests", type=int, default=4, help="requests of the single-client baseline")
+    p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--timeout", type=float, default=600, help="seconds before the run is cut short")
+    p.add_argument("--out", default=str(REPO / "bench" / "results" / "deploy_load.json"))
+    args = p.parse_args()
+
+    home = tempfile.mkdtemp(prefix="ragtune-bench-deploy-")
+    os.environ["RAGTUNE_HOME"] = home
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    from ragtune.workspace import Workspace
+    from serving.deploy import deployments, keys
+    from serving.deploy.loadtest import run_load
+    from serving.deploy.server import DeployServer, build_deploy_app
+    from serving.factory import close_all, get_engine
+
+    ws = Workspace.create("bench")
+    if args.variant.endswith("rag"):
+        from retrieval.index import build_index
+        from retrieval.ingest import ingest_paths
+
+        ingest_paths(ws, [REPO / "datasets" / "sample"])
+        build_index(ws, progress=False)
+    deployments.publish(ws, args.variant, note="load test")
+    key = keys.create_key(ws, "bench", 100_000)
+    t0 = time.perf_counter()
+    engine = get_engine(args.engine, model=args.model)
+    load_s = time.perf_counter() - t0
+    factory = None
+    try:
+        from app.assistants import make_assistant as factory
+    except ImportError:
+        pass
+    app = build_deploy_app(ws, engine, assistant_factory=factory)
+    questions = [r["question"] for r in map(json.loads, (REPO / "datasets" / "sample_qa.jsonl").read_text().splitlines()
+                                             if (REPO / "datasets" / "sample_qa.jsonl").exists() else [])
+                 ] or None
+    try:
+        with DeployServer(app) as server:
+            run_load(server.url, key, clients=1, per_client=1, questions=questions, max_tokens=4, timeout_s=120)  # warm-up
+            baseline = run_load(server.url, key, clients=1, per_client=args.baseline_requests, questions=questions,
+                                max_tokens=args.max_tokens, timeout_s=args.timeout)
+            loaded = run_load(server.url, key, clients=args.clients, per_client=args.requests, questions=questions,
+                              max_tokens=args.max_tokens, timeout_s=args.timeout)
+    finally:
+        close_all()
+    ratio = loaded.requests_per_s / baseline.requests_per_s if baseline.requests_per_s else None
+    report = {"model": args.model, "engine": args.engine, "variant": args.variant, "max_tokens": args.max_tokens,
+              "cpu_count": os.cpu_count(), "engine_load_s": load_s, "baseline_1_client": baseline.to_dict(),
+              "concurrent": loaded.to_dict(), "throughput_ratio_vs_1_client": ratio,
+              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+
+    def line(name, r):
+        return (f"{name:<14} requests {r.ok}/{r.requests} ok, failed {r.failed}, latency p50 {r.latency_p50_s or 0:.3f} s "
+                f"p95 {r.latency_p95_s or 0:.3f} s, ttft p50 {r.ttft_p50_s or 0:.3f} s p95 {r.ttft_p95_s or 0:.3f} s, "
+                f"{r.requests_per_s:.2f} req/s, {r.tokens_per_s:.1f} tok/s")
+
+    print(f"{args.model} on {args.engine}, variant {args.variant}, max_tokens {args.max_tokens}")
+    print(line("1 client", baseline))
+    print(line(f"{args.clients} clients", loaded))
+    print(f"throughput ratio ({args.clients} clients / 1 client): {ratio:.2f}x" if ratio else "no baseline throughput")
+    print(f"wrote {args.out}")
+    for err in loaded.errors[:5]:
+        print("error:", err)
+    return 0 if loaded.failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
