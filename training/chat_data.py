@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -127,7 +128,7 @@ def _load_jsonl(path: Path) -> tuple[list[dict], list[tuple[int, str]]]:
 
 def _load_csv(path: Path, delimiter: str = ",") -> tuple[list[dict], list[tuple[int, str]]]:
     text = _read_text(path)
-    reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     fields = [f.strip().lower() for f in (reader.fieldnames or [])]
     if not any(k in fields for k in QUESTION_KEYS) or not any(k in fields for k in ANSWER_KEYS):
         raise BadInputError(

@@ -150,7 +150,7 @@ def _make_callbacks(reporter: JobReporter | None, config: TrainConfig, elapsed_b
                 "total_steps": state.max_steps, "elapsed_s": round(elapsed_before + elapsed, 1),
                 "eta_s": round(elapsed / steps * (state.max_steps - state.global_step), 1) if steps > 0 else None,
             }
-            if "train_runtime" in logs:
+            if "train_loss" in logs:  # the trainer's summary at the very end
                 row = {"event": "train_end", **row, **{k: logs[k] for k in ("train_loss", "train_runtime") if k in logs}}
             elif row["loss"] is None and row["eval_loss"] is None:
                 return

@@ -134,6 +134,8 @@ def _score(sentence: str) -> int:
 
 def _is_fact_sentence(s: str) -> bool:
     words = s.split()
+    if re.search(r"\bpage \d+ of \d+\b", s, re.I):  # running headers and footers
+        return False
     return (25 <= len(s) <= 320 and len(words) >= 5 and not s.endswith(("?", ":"))
             and re.search(rf"\b(?:{_COPULA}|\w+s|\w+ed)\b", s) is not None)
 
@@ -155,11 +157,18 @@ def find_answer_span(sentence: str) -> tuple[int, int, str] | None:
     return None
 
 
+_FUNCTION_WORDS = set("the a an our your its their his her my every each all any some this that these those "
+                      "what how which who when where why can do does did is are was were will should may must "
+                      "if in on at for from after before with without during".split())
+
+
 def _lower_first(s: str) -> str:
-    return s[:1].lower() + s[1:] if s[:2] != s[:2].upper() else s
+    """Lower-case the first word only when it is a function word, never a name ("Lumora", "K7")."""
+    first = s.split(" ", 1)[0]
+    return s[:1].lower() + s[1:] if first.lower() in _FUNCTION_WORDS else s
 
 
-def _in_place_question(sentence: str, span: tuple[int, int, str]) -> str:
+def _in_place_question(sentence: str, span: tuple[int, int, str]) -> str | None:
     start, end, wh = span
     head, tail = sentence[:start], sentence[end:].rstrip(" .!")
     # Drop trailing clauses after the asked-for value so the question stays short.
@@ -167,6 +176,8 @@ def _in_place_question(sentence: str, span: tuple[int, int, str]) -> str:
     if cut and len(tail) > 40:
         tail = tail[:cut.start()]
     q = f"{head}{wh}{tail}".strip()
+    if len(q) - len(wh) < 20:  # nothing left to ask about
+        return None
     return (q[0].upper() + q[1:]).rstrip(" ,;:") + "?"
 
 
@@ -187,7 +198,10 @@ def _topic(sentence: str, chunk: ChunkView) -> str | None:
     if m and not re.search(r"\b(?:it|this|that|these|those|they)\b", m["subj"], re.I):
         subject = m["subj"].strip(" ,.:;'")
         return _lower_first(subject.replace('"', "") if subject.count('"') % 2 else subject)
-    return _lower_first(chunk.section.strip()) if chunk.section else None
+    if not chunk.section:
+        return None
+    section = re.sub(r"^[\d.]+\s*", "", chunk.section.split(">")[-1]).strip()
+    return _lower_first(section) if len(section.split()) <= 8 and section else None
 
 
 def _doc_label(chunk: ChunkView) -> str:
@@ -213,6 +227,20 @@ def _faq_pairs(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def _record(sentence: str) -> list[tuple[str, str]] | None:
+    """'key: value; key: value; ...' (a table or CSV row as retrieval renders it) as pairs."""
+    parts = [p.strip() for p in sentence.rstrip(".").split(";")]
+    pairs = [tuple(x.strip() for x in p.split(":", 1)) for p in parts if ":" in p]
+    return pairs if len(pairs) >= 3 and len(pairs) == len(parts) else None
+
+
+def _record_questions(pairs: list[tuple[str, str]]) -> list[str]:
+    ident = pairs[0][1]
+    name = next((v for k, v in pairs[1:] if k.lower() in ("name", "title", "city", "product")), None)
+    subject = f"{ident} ({name})" if name else ident
+    return [f"What is the {k.replace('_', ' ')} of {subject}?" for k, v in pairs[1:] if v and v != name]
+
+
 class ExtractiveTeacher:
     """Deterministic questions from fact-bearing sentences; answers quote the source sentence."""
 
@@ -229,7 +257,16 @@ class ExtractiveTeacher:
         for q, a in faq:
             facts.append(Fact(self._paraphrases(q, a, chunk, rng, questions_per_fact, given=q), a, a))
             answered.update(split_sentences(a))
-        candidates = [s for s in split_sentences(chunk.text) if _is_fact_sentence(s) and s not in answered]
+        sentences = split_sentences(chunk.text)
+        for sentence in sentences:
+            pairs = _record(sentence)
+            if pairs and len(facts) < max_facts:
+                questions = _record_questions(pairs)
+                if questions:
+                    rng.shuffle(questions)
+                    facts.append(Fact(questions[:questions_per_fact], sentence, sentence))
+                answered.add(sentence)
+        candidates = [s for s in sentences if _is_fact_sentence(s) and s not in answered]
         ranked = sorted(enumerate(candidates), key=lambda t: (-_score(t[1]), t[0]))
         picked = sorted((i, s) for i, s in ranked if _score(s) > 0)[: max(0, max_facts - len(facts))]
         for _, sentence in picked:

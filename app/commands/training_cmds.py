@@ -1,0 +1,420 @@
+"""`ragtune synth`, `ragtune train`, `ragtune jobs ...`, `ragtune adapters ...`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ragtune.errors import BadInputError
+
+from .common import add_json_arg, add_workspace_arg, open_workspace, print_json
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+
+
+def _optional_int(text: str) -> int | None:
+    return None if text.lower() in ("none", "off", "") else int(text)
+
+
+def _optional_bool(text: str) -> bool | None:
+    return None if text.lower() in ("auto", "none") else _bool(text)
+
+
+# Flags for every TrainConfig field (except base_model/method/dataset/adapter_name, named below).
+_TRAIN_FLAGS = {
+    "epochs": (float, "number of passes over the training split"),
+    "lr": (float, "peak learning rate"),
+    "rank": (int, "LoRA rank"),
+    "alpha": (int, "LoRA alpha (scale = alpha / rank)"),
+    "dropout": (float, "LoRA dropout"),
+    "max_length": (int, "tokens per (packed) sequence"),
+    "packing": (_bool, "pack short rows into padding-free sequences (true/false)"),
+    "batch_size": (int, "sequences per device per step"),
+    "grad_accum": (int, "gradient accumulation steps"),
+    "warmup_ratio": (float, "share of steps spent warming up the learning rate"),
+    "weight_decay": (float, "AdamW weight decay"),
+    "lr_scheduler": (str, "learning-rate schedule (cosine, linear, constant...)"),
+    "max_steps": (int, "stop after this many steps (overrides epochs when > 0)"),
+    "assistant_only_loss": (_bool, "learn only the answers (true/false)"),
+    "bf16": (_optional_bool, "bf16 mixed precision: true, false or auto"),
+    "gradient_checkpointing": (_bool, "trade compute for memory (true/false)"),
+    "eval_each_epoch": (_bool, "evaluation loss on the validation split each epoch"),
+    "early_stopping_patience": (_optional_int, "stop after N epochs without a better eval loss (none: off)"),
+    "save_steps": (int, "checkpoint every N steps (for resume)"),
+    "seed": (int, "random seed"),
+    "num_threads": (_optional_int, "CPU threads for the job (none: torch default)"),
+}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("synth", help="make a question/answer training set from the workspace's documents")
+    add_workspace_arg(p)
+    p.add_argument("--teacher", choices=["extractive", "openai", "local"], default=None,
+                   help="who writes the questions: extractive (default, no model), openai (any OpenAI-compatible "
+                        "server: --teacher-url/--teacher-model) or local (ragtune's own engine)")
+    p.add_argument("--teacher-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--teacher-model", help="model name on that server (or the local model with --teacher local)")
+    p.add_argument("--teacher-api-key", help="API key for the teacher server (default: $OPENAI_API_KEY or none)")
+    p.add_argument("--requests-per-minute", type=float, default=60.0, help="teacher rate limit")
+    p.add_argument("--workers", type=int, default=4, help="parallel teacher requests")
+    p.add_argument("--questions-per-fact", type=int, default=3)
+    p.add_argument("--max-facts-per-chunk", type=int, default=6)
+    p.add_argument("--distractors", type=int, default=0, help="RAFT distractor passages per training prompt")
+    p.add_argument("--oracle-fraction", type=float, default=0.8,
+                   help="with distractors: share of prompts that also hold the source passage")
+    p.add_argument("--validation-fraction", type=float, default=0.1)
+    p.add_argument("--test-fraction", type=float, default=0.15)
+    p.add_argument("--split-by", choices=["chunk", "paraphrase"], default="chunk",
+                   help="hold out whole chunks (default) or one wording of each trained fact")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--from-file", metavar="FILE",
+                   help="instead of generating: import your own chat JSONL, question/answer JSONL or CSV")
+    add_json_arg(p)
+    p.set_defaults(func=_synth)
+
+    p = sub.add_parser("datasets", help="list the workspace's training set versions")
+    add_workspace_arg(p)
+    add_json_arg(p)
+    p.set_defaults(func=_datasets)
+
+    p = sub.add_parser("train", help="fine-tune a model (LoRA, QLoRA or full) on a training set, as a background job")
+    add_workspace_arg(p)
+    p.add_argument("--base-model", "--model", dest="base_model", default="gemma-3-270m")
+    p.add_argument("--method", choices=["lora", "qlora", "full"], default="lora")
+    p.add_argument("--dataset", help="dataset version (e.g. v2) or a .jsonl/.csv file (default: newest version)")
+    p.add_argument("--adapter-name", "--name", dest="adapter_name", help="name of the adapter to save")
+    p.add_argument("--target-modules", help="comma-separated module names for LoRA")
+    for name, (kind, text) in _TRAIN_FLAGS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
+                       help=f"{text} (default: per model)")
+    p.add_argument("--detach", action="store_true", help="start the job and return at once")
+    add_json_arg(p)
+    p.set_defaults(func=_train)
+
+    jobs = sub.add_parser("jobs", help="list, show, cancel or resume background jobs")
+    jsub = jobs.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = jsub.add_parser("list", help="list jobs")
+    add_workspace_arg(p)
+    p.add_argument("--kind", help="only jobs of this kind (train, eval...)")
+    add_json_arg(p)
+    p.set_defaults(func=_jobs_list)
+    p = jsub.add_parser("show", help="status and last log rows of a job")
+    add_workspace_arg(p)
+    p.add_argument("job_id")
+    p.add_argument("--follow", "-f", action="store_true", help="follow a training job's progress until it ends")
+    add_json_arg(p)
+    p.set_defaults(func=_jobs_show)
+    p = jsub.add_parser("cancel", help="cancel a running job (a training job checkpoints first)")
+    add_workspace_arg(p)
+    p.add_argument("job_id")
+    p.set_defaults(func=_jobs_cancel)
+    p = jsub.add_parser("resume", help="resume a cancelled, failed or stopped training job from its last checkpoint")
+    add_workspace_arg(p)
+    p.add_argument("job_id")
+    p.add_argument("--detach", action="store_true")
+    p.set_defaults(func=_jobs_resume)
+
+    ad = sub.add_parser("adapters", help="list, delete or merge trained adapters")
+    asub = ad.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = asub.add_parser("list", help="list adapters")
+    add_workspace_arg(p)
+    add_json_arg(p)
+    p.set_defaults(func=_adapters_list)
+    p = asub.add_parser("delete", help="delete an adapter")
+    add_workspace_arg(p)
+    p.add_argument("name")
+    p.set_defaults(func=_adapters_delete)
+    p = asub.add_parser("merge", help="merge a LoRA adapter into its base model and export safetensors")
+    add_workspace_arg(p)
+    p.add_argument("name")
+    p.add_argument("--out", help="output folder (default: <workspace>/adapters/<name>-merged)")
+    p.add_argument("--register", action="store_true", help="also register the merged model as a 'full' adapter")
+    p.set_defaults(func=_adapters_merge)
+
+
+# ------------------------------------------------------------------ synth
+
+def workspace_chunks(ws) -> list:
+    """The workspace's document chunks, from retrieval (the app layer joins the two areas)."""
+    try:
+        from retrieval.documents import all_chunks
+    except ImportError as exc:
+        raise BadInputError(f"Document storage is not available ({exc}); ingest documents first.") from None
+    return all_chunks(ws)
+
+
+def local_teacher(model: str | None):
+    """The local engine behind the same chat-teacher path as an OpenAI-compatible server."""
+    from serving.engine import SamplingOptions
+    from serving.factory import get_engine
+    from training.teachers import ChatTeacher
+
+    engine = get_engine("embedded", model=model or "gemma-3-270m")
+
+    def complete(messages):
+        return engine.generate(messages, SamplingOptions(max_tokens=768, temperature=0.3)).text
+
+    return ChatTeacher(complete, name=f"local:{model or 'gemma-3-270m'}")
+
+
+def _synth(args):
+    import os
+
+    from tqdm.auto import tqdm
+
+    from training.chat_data import describe_errors
+    from training.dataset_store import import_chat_file
+    from training.synth import SynthConfig, synthesize
+
+    ws = open_workspace(args)
+    if args.from_file:
+        version, errors = import_chat_file(ws, args.from_file, validation_fraction=args.validation_fraction,
+                                           test_fraction=args.test_fraction, seed=args.seed)
+        if errors:
+            print(f"skipped {len(errors)} malformed rows: {describe_errors(errors, limit=10)}", file=sys.stderr)
+        return _print_dataset(version, args)
+    teacher_kind = args.teacher or ("openai" if args.teacher_url else "extractive")
+    config = SynthConfig(
+        teacher=teacher_kind if teacher_kind != "local" else "local", teacher_url=args.teacher_url,
+        teacher_model=args.teacher_model, teacher_api_key=args.teacher_api_key or os.environ.get("OPENAI_API_KEY"),
+        requests_per_minute=args.requests_per_minute, workers=args.workers,
+        questions_per_fact=args.questions_per_fact, max_facts_per_chunk=args.max_facts_per_chunk,
+        distractors=args.distractors, oracle_fraction=args.oracle_fraction,
+        validation_fraction=args.validation_fraction, test_fraction=args.test_fraction,
+        split_by=args.split_by, seed=args.seed)
+    teacher = local_teacher(args.teacher_model) if teacher_kind == "local" else None
+    chunks = workspace_chunks(ws)
+    if not chunks:
+        raise BadInputError(f"Workspace '{ws.name}' has no documents: ingest documents first "
+                            f"(`ragtune ingest PATH -w {ws.name}`), then run `ragtune synth`.")
+    bar = tqdm(total=len(chunks), desc=f"Writing questions ({teacher_kind})", unit="chunk", disable=args.json)
+
+    def progress(i, n, doc):
+        bar.update(i - bar.n)
+        bar.set_postfix_str(doc[-30:])
+
+    try:
+        version = synthesize(ws, config, progress, chunks=chunks, teacher=teacher)
+    finally:
+        bar.close()
+    return _print_dataset(version, args)
+
+
+def _print_dataset(version, args):
+    if args.json:
+        print_json(version.to_dict())
+        return 0
+    c = version.counts
+    print(f"dataset {version.name}: {c.get('train', 0)} train / {c.get('validation', 0)} validation / "
+          f"{c.get('test', 0)} test rows (teacher: {version.teacher or 'uploaded file'}, "
+          f"split by {version.manifest.get('split_by')}) at {version.path}")
+    if version.manifest.get("dropped"):
+        print(f"dropped: {version.manifest['dropped']}")
+    return 0
+
+
+def _datasets(args):
+    from training.dataset_store import list_datasets
+
+    versions = list_datasets(open_workspace(args))
+    if args.json:
+        print_json([v.to_dict() for v in versions])
+        return 0
+    if not versions:
+        print("no datasets yet: `ragtune synth` (after ingesting documents) or `ragtune synth --from-file FILE`")
+    for v in versions:
+        c = v.counts
+        print(f"{v.name:5s} train {c.get('train', 0):5d}  val {c.get('validation', 0):4d}  test {c.get('test', 0):4d}  "
+              f"teacher {v.teacher or 'upload'}  {time.strftime('%Y-%m-%d %H:%M', time.localtime(v.manifest.get('created_at', 0)))}")
+    return 0
+
+
+# ------------------------------------------------------------------ train and jobs
+
+def build_train_config(args):
+    from training.config import defaults_for
+
+    overrides = {name: getattr(args, name) for name in _TRAIN_FLAGS if getattr(args, name) is not None}
+    if args.target_modules:
+        overrides["target_modules"] = [m.strip() for m in args.target_modules.split(",") if m.strip()]
+    overrides["dataset"] = args.dataset
+    overrides["adapter_name"] = args.adapter_name
+    return defaults_for(args.base_model, args.method, **overrides)
+
+
+def _train(args):
+    from training.jobs import start_training
+
+    ws = open_workspace(args)
+    config = build_train_config(args)
+    job = start_training(ws, config)
+    if args.json and args.detach:
+        print_json(job.to_dict())
+        return 0
+    print(f"started training job {job.id}: {config.method} on {config.base_model} -> adapter "
+          f"'{job.config['adapter_name']}' (log: {job.log_path})")
+    if args.detach:
+        print(f"follow it with `ragtune jobs show {job.id} -f -w {args.workspace}`; cancel with `ragtune jobs cancel {job.id}`")
+        return 0
+    return follow_job(ws, job.id, json_out=args.json)
+
+
+def follow_job(ws, job_id: str, json_out: bool = False) -> int:
+    """A tqdm bar over the job's JSONL log until the job ends; Ctrl-C leaves the job running."""
+    from tqdm.auto import tqdm
+
+    from ragtune.jobs import get_job, read_log
+
+    job = get_job(ws, job_id)
+    bar = tqdm(total=None, desc="training", unit="step", disable=json_out)
+    offset = 0
+    try:
+        while True:
+            rows, offset = read_log(job.log_path, offset)
+            for row in rows:
+                if row.get("total_steps"):
+                    bar.total = row["total_steps"]
+                if row.get("step") is not None:
+                    bar.n = row["step"]
+                post = {}
+                if row.get("loss") is not None:
+                    post["loss"] = f"{row['loss']:.3f}"
+                if row.get("eval_loss") is not None:
+                    bar.write(f"epoch {row.get('epoch', 0):.2f}: eval loss {row['eval_loss']:.4f}")
+                if row.get("tokens_per_s"):
+                    post["tok/s"] = f"{row['tokens_per_s']:.0f}"
+                if row.get("memory_mb"):
+                    post["mem"] = f"{row['memory_mb']:.0f}MB"
+                if post:
+                    bar.set_postfix(post)
+                if row.get("event") == "start":
+                    bar.write(f"{row.get('method_label')} on {row.get('device')}: {row.get('train_rows')} training rows"
+                              + (f", resuming from {row['resume_checkpoint']}" if row.get("resume_checkpoint") else ""))
+                if row.get("event") == "skipped_rows":
+                    bar.write(f"skipped {row['count']} malformed rows: {row.get('lines', [])[:5]}")
+                bar.refresh()
+            job = get_job(ws, job_id)
+            if job.finished:
+                rows, offset = read_log(job.log_path, offset)
+                break
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\nstopped following; job {job_id} keeps running (`ragtune jobs cancel {job_id}` to stop it)")
+        return 130
+    bar.close()
+    if json_out:
+        print_json(job.to_dict())
+    elif job.status == "succeeded":
+        r = job.result
+        m = r.get("metrics", {})
+        print(f"done: {r.get('method_label', r.get('method'))}; adapter '{r.get('adapter')}' at {r.get('path')}")
+        print(f"loss {m.get('first_loss', float('nan')):.3f} -> {m.get('last_loss', float('nan')):.3f}, "
+              f"eval loss {m.get('eval_loss')}, {m.get('steps')} steps, {m.get('tokens_per_s')} tokens/s")
+    else:
+        print(f"job {job_id} {job.status}: {job.error}", file=sys.stderr)
+        if job.status in ("cancelled", "stopped", "failed"):
+            print(f"resume with `ragtune jobs resume {job_id}`", file=sys.stderr)
+    return 0 if job.status == "succeeded" else 1
+
+
+def _jobs_list(args):
+    from ragtune.jobs import list_jobs
+
+    jobs = list_jobs(open_workspace(args), kind=args.kind)
+    if args.json:
+        print_json([j.to_dict() for j in jobs])
+        return 0
+    if not jobs:
+        print("no jobs")
+    for j in jobs:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(j.created_at))
+        print(f"{j.id:40s} {j.kind:8s} {j.status:10s} {when}" + (f"  {j.error[:80]}" if j.error else ""))
+    return 0
+
+
+def _jobs_show(args):
+    from ragtune.jobs import get_job, read_log
+
+    ws = open_workspace(args)
+    job = get_job(ws, args.job_id)
+    if args.follow and not job.finished:
+        return follow_job(ws, job.id, json_out=args.json)
+    rows, _ = read_log(job.log_path)
+    if args.json:
+        print_json({**job.to_dict(), "log_tail": rows[-20:]})
+        return 0
+    print(f"{job.id}: {job.kind}, {job.status}" + (f" ({job.error})" if job.error else ""))
+    steps = [r for r in rows if r.get("loss") is not None]
+    if steps:
+        last = steps[-1]
+        print(f"step {last['step']}/{last.get('total_steps')} loss {last['loss']:.4f} "
+              f"({steps[0]['loss']:.4f} at the start), {last.get('tokens_per_s')} tokens/s, {last.get('memory_mb')} MB")
+    evals = [r for r in rows if r.get("eval_loss") is not None]
+    for r in evals:
+        print(f"epoch {r.get('epoch')}: eval loss {r['eval_loss']:.4f}")
+    if job.result:
+        print_json(job.result)
+    return 0
+
+
+def _jobs_cancel(args):
+    from training.jobs import cancel_training
+
+    job = cancel_training(open_workspace(args), args.job_id)
+    print(f"cancel requested for {job.id}" if not job.finished else f"job {job.id} already {job.status}")
+    return 0
+
+
+def _jobs_resume(args):
+    from training.jobs import resume_training
+
+    ws = open_workspace(args)
+    job = resume_training(ws, args.job_id)
+    print(f"resumed job {job.id}")
+    return 0 if args.detach else follow_job(ws, job.id)
+
+
+# ------------------------------------------------------------------ adapters
+
+def _adapters_list(args):
+    from ragtune.adapters import list_adapters
+
+    adapters = list_adapters(open_workspace(args))
+    if args.json:
+        print_json([a.to_dict() for a in adapters])
+        return 0
+    if not adapters:
+        print("no adapters yet: `ragtune train`")
+    for a in adapters:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(a.created_at))
+        loss = a.metrics.get("eval_loss")
+        print(f"{a.name:40s} {a.method:5s} base {a.base_model:14s} data {a.dataset or '-':8s} "
+              f"eval_loss {loss if loss is None else f'{loss:.4f}'}  {when}")
+    return 0
+
+
+def _adapters_delete(args):
+    from ragtune.adapters import delete_adapter
+
+    delete_adapter(open_workspace(args), args.name)
+    print(f"deleted adapter '{args.name}'")
+    return 0
+
+
+def _adapters_merge(args):
+    from training.merge import merge_adapter
+
+    ws = open_workspace(args)
+    out = merge_adapter(ws, args.name, Path(args.out) if args.out else None, register=args.register)
+    print(f"merged model written to {out}")
+    return 0
+
