@@ -22,8 +22,8 @@ METRIC_DOCS: dict[str, str] = {
     "groundedness": "Share of the answer's sentences supported by the retrieved passages (lexical check: content words covered, no number or negation that contradicts them); only for variants with passages.",
     "context_recall": "Share of the reference answer's content words that appear in the retrieved passages: did retrieval find what was needed?",
     "hit_at_k": "1 when one of the k retrieved passages comes from the gold source document (and gold page, when known).",
-    "citation_accuracy": "Share of the sources the answer cites that are the gold source document (and page); only for answers that cite something.",
-    "citation_rate": "Share of answers that cite at least one source.",
+    "citation_accuracy": "Share of the sources an answer cites ([n] markers; without markers, the first source shown with it) that are the gold document (and page).",
+    "citation_rate": "Share of answers whose text cites a passage with an [n] marker.",
     "refusal_rate": "Share of answers that decline ('I don't know', 'not in the documents').",
     "judge_score": "Correctness from 0 to 1 given by the optional LLM judge (prompt shown in the report).",
     "ttft_s": "Seconds until the first token of the answer.",
@@ -226,6 +226,18 @@ def hit_at_k(passages: list[dict], gold_doc: str | None, gold_page=None, k: int 
     return float(any(source_matches(p.get("doc"), p.get("page"), gold_doc, gold_page) for p in top))
 
 
+def cited_sources(text: str, citations: list[dict]) -> tuple[list[dict], bool]:
+    """The sources an answer cites: those its [n] markers name, else the first source shown with it.
+
+    Returns (sources, explicit) where explicit says whether the text itself carried markers.
+    """
+    marks = {int(n) for n in _CITATION_MARK.findall(text or "")}
+    named = [c for c in citations if c.get("n") in marks]
+    if named:
+        return named, True
+    return citations[:1], False
+
+
 def citation_accuracy(citations: list[dict], gold_doc: str | None, gold_page=None) -> float | None:
     if not gold_doc or not citations:
         return None
@@ -300,7 +312,7 @@ def answer_metrics(answer: dict, item: dict, *, uses_passages: bool, k: int | No
         m["groundedness"] = g.score
         m["context_recall"] = context_recall(reference, passage_texts)
         m["hit_at_k"] = hit_at_k(passages, item.get("doc"), item.get("page"), k)
-        citations = answer.get("citations") or []
-        m["citation_rate"] = float(bool(citations))
-        m["citation_accuracy"] = citation_accuracy(citations, item.get("doc"), item.get("page"))
+        cited, explicit = cited_sources(text, answer.get("citations") or [])
+        m["citation_rate"] = float(explicit)
+        m["citation_accuracy"] = citation_accuracy(cited, item.get("doc"), item.get("page"))
     return m

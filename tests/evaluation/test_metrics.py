@@ -73,6 +73,13 @@ def test_hit_at_k_and_citation_accuracy():
     assert M.citation_accuracy([], "manual.pdf", 3) is None
 
 
+def test_cited_sources_follow_markers_or_first_shown():
+    citations = [{"n": 1, "doc": "a.md"}, {"n": 2, "doc": "b.md"}, {"n": 3, "doc": "c.md"}]
+    assert M.cited_sources("Per [2] and [3], yes.", citations) == (citations[1:], True)
+    assert M.cited_sources("Yes.", citations) == (citations[:1], False)
+    assert M.cited_sources("See [9].", citations) == (citations[:1], False)  # a marker naming no passage
+
+
 def test_refusals():
     for text in ("I don't know.", "The documents do not mention the price.", "I'm not sure about that.",
                  "There is no information about it in the passages.", ""):
