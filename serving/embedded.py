@@ -74,8 +74,7 @@ class EmbeddedEngine:
             raise BadInputError(f"No LoRA adapter at {path} (adapter_config.json is missing).")
         with self._lock:
             if name in self._adapters:
-                self.model.delete_adapter(name)
-                del self._adapters[name]
+                self._drop(name)
             try:
                 if isinstance(self.model, PeftModel):
                     self.model.load_adapter(str(path), adapter_name=name)
@@ -90,8 +89,14 @@ class EmbeddedEngine:
         with self._lock:
             if name not in self._adapters:
                 raise self._unknown_adapter(name)
+            self._drop(name)
+
+    def _drop(self, name: str) -> None:
+        if len(self._adapters) == 1:  # peft cannot run with no adapter left: go back to the plain model
+            self.model = self.model.unload()
+        else:
             self.model.delete_adapter(name)
-            del self._adapters[name]
+        del self._adapters[name]
 
     def adapters(self) -> list[str]:
         return list(self._adapters)

@@ -1,0 +1,134 @@
+"""The embedded engine (transformers + peft in process) on the tiny model."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from ragtune.errors import BadInputError
+from serving.engine import Generation, SamplingOptions, StopTextFilter
+
+Q = [{"role": "user", "content": "What does the K7 robot carry?"}]
+
+
+def test_greedy_generation_is_repeatable_and_streams_the_same_text(tiny_engine):
+    options = SamplingOptions(max_tokens=12)
+    first = tiny_engine.generate(Q, options)
+    second = tiny_engine.generate(Q, options)
+    assert first.text == second.text and first.text
+    assert first.prompt_tokens == len(tiny_engine.prompt_ids(Q))
+    assert first.completion_tokens == 12 and first.finish_reason == "length"
+    assert first.ttft_s is not None and 0 < first.ttft_s <= first.latency_s
+
+    items = list(tiny_engine.stream(Q, options))
+    assert isinstance(items[-1], Generation)
+    deltas = items[:-1]
+    assert all(isinstance(d, str) for d in deltas) and len(deltas) > 1
+    assert "".join(deltas) == items[-1].text == first.text
+
+
+def test_sampling_with_a_seed_is_reproducible(tiny_engine):
+    options = SamplingOptions(max_tokens=12, temperature=1.0, seed=7)
+    assert tiny_engine.generate(Q, options).text == tiny_engine.generate(Q, options).text
+    greedy = tiny_engine.generate(Q, SamplingOptions(max_tokens=12)).text
+    sampled = {tiny_engine.generate(Q, SamplingOptions(max_tokens=12, temperature=1.5, seed=s)).text for s in range(3)}
+    assert sampled - {greedy}
+
+
+def test_stop_string_cuts_the_answer_before_it(tiny_engine):
+    full = tiny_engine.generate(Q, SamplingOptions(max_tokens=16)).text
+    stop = full[len(full) // 2: len(full) // 2 + 3]
+    cut = tiny_engine.generate(Q, SamplingOptions(max_tokens=16, stop=[stop]))
+    assert cut.text == full[: full.index(stop)]
+    assert cut.finish_reason == "stop"
+    assert "".join(x for x in tiny_engine.stream(Q, SamplingOptions(max_tokens=16, stop=[stop]))
+                   if isinstance(x, str)) == cut.text
+
+
+def test_stop_filter_never_leaks_a_partial_stop_string():
+    f = StopTextFilter(["END"])
+    out = "".join(f.feed(piece) for piece in ["ab", "cE", "N", "Dxyz"]) + f.flush()
+    assert out == "abc" and f.stopped
+
+
+def test_over_long_prompt_is_refused_and_the_engine_keeps_answering(tiny_engine):
+    long_question = [{"role": "user", "content": "robot " * (tiny_engine.max_model_len + 50)}]
+    with pytest.raises(BadInputError, match="accepts at most"):
+        tiny_engine.generate(long_question)
+    with pytest.raises(BadInputError, match="accepts at most"):
+        tiny_engine.stream(long_question)
+    assert tiny_engine.generate(Q, SamplingOptions(max_tokens=3)).completion_tokens == 3
+
+
+def test_answer_is_capped_by_what_is_left_of_the_window(tiny_llm):
+    from serving.embedded import EmbeddedEngine
+
+    engine = EmbeddedEngine("tiny-llama", max_model_len=40)
+    n_prompt = len(engine.prompt_ids(Q))
+    g = engine.generate(Q, SamplingOptions(max_tokens=100))
+    assert g.prompt_tokens + g.completion_tokens <= 40
+    assert g.finish_reason == "stop" or g.completion_tokens == 40 - n_prompt
+
+
+def test_malformed_messages_get_clear_errors(tiny_engine):
+    for bad, match in (([], "at least one"), ([{"role": "robot", "content": "x"}], "role"),
+                       ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], "last message"),
+                       ([{"role": "user", "content": None}], "no text")):
+        with pytest.raises(BadInputError, match=match):
+            tiny_engine.generate(bad)
+    with pytest.raises(BadInputError):
+        SamplingOptions(max_tokens=0)
+
+
+def test_lora_adapter_loads_by_name_and_switches_per_request(tiny_engine, tiny_fact_lora, facts):
+    question, answer = facts[0]
+    msgs = [{"role": "user", "content": question}]
+    options = SamplingOptions(max_tokens=24)
+    before = tiny_engine.generate(msgs, options).text
+    tiny_engine.load_adapter("facts-embedded", tiny_fact_lora)
+    try:
+        assert "facts-embedded" in tiny_engine.adapters()
+        tuned = tiny_engine.generate(msgs, options, adapter="facts-embedded")
+        assert tuned.text == answer and tuned.finish_reason == "stop"
+        # The base model still answers as before while the adapter is loaded.
+        assert tiny_engine.generate(msgs, options).text == before != answer
+        with pytest.raises(BadInputError, match="Unknown adapter 'nope'"):
+            tiny_engine.generate(msgs, options, adapter="nope")
+    finally:
+        tiny_engine.unload_adapter("facts-embedded")
+    assert "facts-embedded" not in tiny_engine.adapters()
+    with pytest.raises(BadInputError, match="Unknown adapter"):
+        tiny_engine.generate(msgs, options, adapter="facts-embedded")
+
+
+def test_loading_a_folder_without_an_adapter_is_refused(tiny_engine, tmp_path):
+    with pytest.raises(BadInputError, match="adapter_config.json"):
+        tiny_engine.load_adapter("empty", tmp_path)
+
+
+def test_concurrent_requests_each_get_their_own_answer(tiny_engine):
+    prompts = [[{"role": "user", "content": f"Question number {i} about pallets?"}] for i in range(4)]
+    options = SamplingOptions(max_tokens=10)
+    expected = [tiny_engine.generate(p, options).text for p in prompts]
+    got: dict[int, str] = {}
+
+    def ask(i):
+        got[i] = tiny_engine.generate(prompts[i], options).text
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert [got[i] for i in range(4)] == expected
+
+
+def test_an_abandoned_stream_frees_the_engine(tiny_engine):
+    stream = tiny_engine.stream(Q, SamplingOptions(max_tokens=200))
+    assert isinstance(next(stream), str)
+    stream.close()
+    done = threading.Event()
+    threading.Thread(target=lambda: (tiny_engine.generate(Q, SamplingOptions(max_tokens=2)), done.set()),
+                     daemon=True).start()
+    assert done.wait(60), "the engine stayed locked after a client stopped reading"
