@@ -29,8 +29,12 @@ def prepare_sample(name: str = SAMPLE_WORKSPACE) -> Workspace:
     """Create the sample workspace, add datasets/sample and build its index, showing progress here."""
     from tqdm.auto import tqdm
 
+    from app.ui.common import index_manifest_path
+
     ws = Workspace.create(name, exist_ok=True)
-    has_docs = any(not p.name.startswith(".") for p in ws.path("documents").iterdir())
+    from retrieval.documents import list_documents
+
+    has_docs = bool(list_documents(ws))
     if not has_docs:
         from retrieval.ingest import ingest_paths
 
@@ -49,7 +53,7 @@ def prepare_sample(name: str = SAMPLE_WORKSPACE) -> Workspace:
         bar.close()
         for r in results:
             print(f"  {r.name}: {r.status}" + (f" ({r.chunks} chunks)" if r.status == "added" else f" - {r.reason}" if r.reason else ""))
-    if not any(ws.path("index").iterdir()) or not has_docs:
+    if not index_manifest_path(ws).exists() or not has_docs:
         from retrieval.index import build_index
 
         print("Building the search index (the embedding model loads first)...", flush=True)

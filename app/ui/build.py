@@ -12,13 +12,12 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from ragtune.atomic import atomic_write_bytes
+from ragtune.atomic import atomic_write_bytes, read_json
 from ragtune.errors import BadInputError
 from ragtune.jobs import list_jobs, read_log
 
 from .common import esc, fmt_seconds, guarded, open_ws
 
-RETRIEVAL_DEFAULTS = {"chunk_size": 400, "chunk_overlap": 60, "k": 5, "mode": "hybrid", "dense_weight": 0.5}
 DATA_GENERATE = "Generate questions and answers from my documents"
 DATA_UPLOAD = "Use my own Q&A or chat file"
 LOSS_COLUMNS = ["step", "loss", "curve"]
@@ -29,32 +28,32 @@ LOSS_COLUMNS = ["step", "loss", "curve"]
 def index_status(ws_name) -> str:
     if not ws_name:
         return "No workspace open."
-    ws = open_ws(ws_name)
-    info = ws.get_setting("app.last_index")
-    if not (ws.path("index").exists() and any(ws.path("index").iterdir())):
+    manifest = read_json(index_manifest_path(open_ws(ws_name)))
+    if not manifest:
         return "**Index: not built yet.** Add documents, then build it."
-    if info:
-        return (f"**Index ready**: {info.get('chunks', '?')} passages ({info.get('kind', '?')}), "
-                f"version `{info.get('version', '?')}`, built {info.get('built', '')}.")
-    return "**Index ready.**"
+    built = time.strftime("%Y-%m-%d %H:%M", time.localtime(manifest["built_at"])) if manifest.get("built_at") else ""
+    return (f"**Index ready**: {manifest.get('chunks', '?')} passages from {manifest.get('documents', '?')} "
+            f"documents ({manifest.get('kind', '?')} search), version `{manifest.get('version', '?')}`, built {built}.")
 
 
 def load_retrieval_settings(ws_name):
-    settings = {**RETRIEVAL_DEFAULTS, **((open_ws(ws_name).get_setting("retrieval") or {}) if ws_name else {})}
-    return (settings["chunk_size"], settings["chunk_overlap"], settings["k"], settings["mode"], settings["dense_weight"])
+    from retrieval.settings import RetrievalSettings, load_settings
+
+    st = load_settings(open_ws(ws_name)) if ws_name else RetrievalSettings()
+    return st.chunk_tokens, st.overlap_tokens, st.k, st.mode, st.dense_weight, st.bm25_weight
 
 
-def build_index_now(ws_name, chunk_size, overlap, k, mode, dense_weight, progress=gr.Progress()):
+def build_index_now(ws_name, chunk_tokens, overlap, k, mode, dense_weight, bm25_weight, progress=gr.Progress()):
     from retrieval.index import build_index
+    from retrieval.settings import save_settings
 
     ws = open_ws(ws_name)
-    current = ws.get_setting("retrieval") or {}
-    ws.set_setting("retrieval", {**current, "chunk_size": int(chunk_size), "chunk_overlap": int(overlap),
-                                 "k": int(k), "mode": mode, "dense_weight": float(dense_weight)})
+    settings = save_settings(ws, chunk_tokens=int(chunk_tokens), overlap_tokens=int(overlap), k=int(k), mode=mode,
+                             dense_weight=float(dense_weight), bm25_weight=float(bm25_weight))
     progress(None, desc="Embedding passages (the first time loads the embedding model)...")
-    info = build_index(ws, progress=False)
-    ws.set_setting("app.last_index", {**info, "built": time.strftime("%Y-%m-%d %H:%M")})
-    gr.Info(f"Index built: {info.get('chunks', '?')} passages, {info.get('embedded', 0)} newly embedded.")
+    info = build_index(ws, progress=False, settings=settings)
+    ctx_note = f"{info.get('embedded', 0)} newly embedded" if info.get("embedded") is not None else ""
+    gr.Info(f"Index built: {info.get('chunks', '?')} passages{', ' + ctx_note if ctx_note else ''}.")
     return index_status(ws_name)
 
 
@@ -72,6 +71,8 @@ def _loss_frame(rows: list[dict]) -> pd.DataFrame:
             points.append({"step": r["step"], "loss": float(r["loss"]), "curve": "training loss"})
         if r.get("eval_loss") is not None and r.get("step") is not None:
             points.append({"step": r["step"], "loss": float(r["eval_loss"]), "curve": "validation loss"})
+    if not points:
+        return None  # an empty frame would fix the plot's colour domain before data arrives
     return pd.DataFrame(points, columns=LOSS_COLUMNS)
 
 
@@ -140,7 +141,7 @@ def _dataset_for(ws, source, upload, progress):
 
 def start_finetune(ws_name, source, upload, adapter_name, base_model, method, rank, epochs, lr,
                    progress=gr.Progress()):
-    from training.config import TrainConfig, defaults_for
+    from training.config import defaults_for
     from training.jobs import start_training
 
     ws = open_ws(ws_name)
@@ -148,16 +149,20 @@ def start_finetune(ws_name, source, upload, adapter_name, base_model, method, ra
     if current is not None and current.status == "running":
         raise BadInputError(f"A fine-tune is already running ({current.id}); cancel it or wait for it to finish.")
     dataset = _dataset_for(ws, source, upload, progress)
-    base = defaults_for(base_model)
-    values = {**(base.__dict__ if hasattr(base, "__dict__") else dict(base or {})),
-              "base_model": base_model, "method": method, "dataset": dataset, "rank": int(rank),
-              "epochs": float(epochs), "lr": float(lr)}
-    if adapter_name and adapter_name.strip():
-        values["adapter_name"] = adapter_name.strip()
-    config = TrainConfig(**{k: v for k, v in values.items() if k in TrainConfig.__dataclass_fields__})
+    name = (adapter_name or "").strip() or None
+    config = defaults_for(base_model, method, dataset=dataset, adapter_name=name, rank=int(rank),
+                          alpha=2 * int(rank), epochs=float(epochs), lr=float(lr))
     job = start_training(ws, config)
     gr.Info(f"Fine-tune started (job {job.id}). You can leave this page; it keeps running.")
     return training_view(ws_name)
+
+
+def model_defaults(base_model, method):
+    """Fill the advanced fields with what works for this model size."""
+    from training.config import defaults_for
+
+    config = defaults_for(base_model or "gemma-3-270m", method or "lora")
+    return config.rank, config.epochs, config.lr
 
 
 def cancel_finetune(ws_name):
@@ -194,12 +199,12 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks) -> None:
             index_md = gr.Markdown(elem_id="index-status")
             index_btn = gr.Button("Build index", variant="primary", elem_id="build-index")
             with gr.Accordion("Advanced", open=False, elem_id="index-advanced"):
-                chunk_size = gr.Slider(100, 2000, value=400, step=50, label="Passage size (tokens)", elem_id="chunk-size")
-                overlap = gr.Slider(0, 400, value=60, step=10, label="Passage overlap (tokens)")
+                chunk_size = gr.Slider(32, 1000, value=200, step=8, label="Passage size (tokens)", elem_id="chunk-size")
+                overlap = gr.Slider(0, 500, value=40, step=8, label="Passage overlap (tokens, at most half the size)")
                 k = gr.Slider(1, 20, value=5, step=1, label="Passages per answer (k)", elem_id="retrieval-k")
-                mode = gr.Radio(["hybrid", "dense", "bm25"], value="hybrid", label="Search mode")
-                dense_weight = gr.Slider(0, 1, value=0.5, step=0.05, label="Hybrid weight of meaning-based search "
-                                         "(the rest goes to keyword search)")
+                mode = gr.Radio(["hybrid", "dense", "bm25"], value="hybrid", label="Search mode (hybrid = meaning + keywords)")
+                dense_weight = gr.Slider(0, 2, value=1.0, step=0.1, label="Hybrid weight: meaning-based search")
+                bm25_weight = gr.Slider(0, 2, value=1.0, step=0.1, label="Hybrid weight: keyword search (BM25)")
         with gr.Column(variant="panel", elem_id="card-finetune"):
             gr.Markdown("### Fine-tune\nTeaches the model your documents by training a small LoRA adapter on "
                         "question-answer pairs. Runs in the background: minutes on a CPU.")
@@ -218,19 +223,21 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks) -> None:
                 cancel_btn = gr.Button("Cancel", variant="stop", interactive=False, elem_id="train-cancel")
                 resume_btn = gr.Button("Resume", interactive=False, elem_id="train-resume")
             status = gr.HTML(elem_id="train-status")
-            loss_plot = gr.LinePlot(pd.DataFrame(columns=LOSS_COLUMNS), x="step", y="loss", color="curve",
+            loss_plot = gr.LinePlot(None, x="step", y="loss", color="curve",
                                     title="Loss", height=260, elem_id="loss-plot")
     timer = gr.Timer(1.0)
 
     view_outputs = [status, loss_plot, cancel_btn, resume_btn, start_btn]
     source.change(lambda s: gr.update(visible=s == DATA_UPLOAD), [source], [upload], show_progress="hidden")
-    advanced = [chunk_size, overlap, k, mode, dense_weight]
+    advanced = [chunk_size, overlap, k, mode, dense_weight, bm25_weight]
     index_btn.click(guarded(build_index_now), [ws_select, *advanced], [index_md], concurrency_id="index")
     start_btn.click(guarded(start_finetune), [ws_select, source, upload, adapter_name, base_model, method, rank,
                                               epochs, lr], view_outputs)
     cancel_btn.click(guarded(cancel_finetune), [ws_select], view_outputs)
     resume_btn.click(guarded(resume_finetune), [ws_select], view_outputs)
     timer.tick(guarded(training_view), [ws_select], view_outputs, show_progress="hidden", api_visibility="private")
+    for trigger in (base_model.change, demo.load):
+        trigger(guarded(model_defaults), [base_model, method], [rank, epochs, lr], show_progress="hidden")
     for trigger in (ws_select.change, demo.load):
         trigger(guarded(index_status), [ws_select], [index_md], show_progress="hidden")
         trigger(guarded(load_retrieval_settings), [ws_select], advanced, show_progress="hidden")

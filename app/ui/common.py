@@ -175,7 +175,7 @@ class AppContext:
         """The workspace's retriever, rebuilt when its index folder is replaced."""
         from retrieval.search import Retriever
 
-        index = ws.path("index")
+        index = index_manifest_path(ws)
         try:
             st = index.stat()
             key = (str(ws.root), st.st_ino, st.st_mtime_ns)
@@ -199,13 +199,19 @@ class AppContext:
         with self._lock:
             self._retrievers.pop(str(ws.root), None)
 
-    def assistant(self, ws: Workspace, variants: list[str] | tuple[str, ...] = ("rag",)):
+    def assistant(self, ws: Workspace, variants=None):
+        """An Assistant on the shared engine; the retriever is only opened by variants that search."""
         from retrieval.prompt import build_rag_messages
         from serving.variants import Assistant
 
-        needs_index = any(v.endswith("rag") for v in variants)
-        retriever = self.retriever(ws, required=needs_index)
-        return Assistant(ws, self.engine(), retriever=retriever, prompt_builder=build_rag_messages)
+        return Assistant(ws, self.engine(), prompt_builder=build_rag_messages,
+                         retriever_factory=lambda: self.retriever(ws))
+
+
+def index_manifest_path(ws) -> Path:
+    from retrieval.index import index_dir
+
+    return index_dir(ws) / "manifest.json"
 
 
 def sample_questions_path() -> Path:

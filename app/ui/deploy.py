@@ -97,18 +97,17 @@ def deploy_view(server: DeployServer, ws_name, key=None, start=False):
 
 
 def suggested_variant(ws_name):
-    """Preselect what the newest evaluation recommended, when it names a variant."""
+    """Preselect what the newest evaluation recommended."""
     try:
-        from evaluation.recommend import recommend
         from evaluation.runner import list_runs, load_run, summarize
 
-        runs = list_runs(open_ws(ws_name))
-        if runs:
-            run_id = runs[0].get("run_id") if isinstance(runs[0], dict) else getattr(runs[0], "run_id", None)
-            verdict = str(recommend(summarize(load_run(open_ws(ws_name), run_id))).get("verdict", ""))
-            for v in sorted(VARIANTS, key=len, reverse=True):
-                if v in verdict.lower():
-                    return v
+        ws = open_ws(ws_name)
+        run_id = next((r["run_id"] for r in list_runs(ws) if r["status"] == "succeeded"), None)
+        if run_id:
+            rec = summarize(load_run(ws, run_id)).get("recommendation") or {}
+            kind = str(rec.get("choice") or "").partition(":")[0]
+            if kind in VARIANTS and rec.get("verdict") != "neither":
+                return kind
     except Exception:  # noqa: BLE001 - only a preselection
         pass
     return "rag"

@@ -42,8 +42,8 @@ def load_questions(ws, source, upload) -> tuple[list[dict], str]:
 def _metric_rows(summary: dict) -> list[list]:
     """Flatten summary['variants'][variant][metric] = {mean, ci_low, ci_high, n} into table rows."""
     rows = []
-    for variant, metrics in (summary.get("variants") or {}).items():
-        for metric, stat in (metrics or {}).items():
+    for variant, info in (summary.get("variants") or {}).items():
+        for metric, stat in (info.get("metrics") or {}).items():
             if not isinstance(stat, dict) or stat.get("mean") is None:
                 continue
             rows.append([variant, metric, round(stat["mean"], 3), _r(stat.get("ci_low")), _r(stat.get("ci_high")),
@@ -87,8 +87,8 @@ def show_run(ws, run_id: str):
     table = pd.DataFrame(_metric_rows(summary), columns=TABLE_COLUMNS)
     main = "token_f1" if (table["Metric"] == "token_f1").any() else (table["Metric"].iloc[0] if len(table) else "")
     bars = table[table["Metric"] == main][["Variant", "Mean"]] if main else pd.DataFrame(columns=["Variant", "Mean"])
-    rec = recommend(summary)
-    rec_md = f"### Recommendation: {rec.get('verdict', '')}\n\n{rec.get('text', '')}"
+    rec = summary.get("recommendation") or recommend(summary)
+    rec_md = f"### {rec.get('label', rec.get('verdict', ''))}\n\n{rec.get('text', '')}"
     return table, gr.update(value=bars, title=f"Mean {main} by variant"), _box_figure(ws, run_id, main or "token_f1"), rec_md
 
 
@@ -110,8 +110,9 @@ def run_evaluation(ctx, ws_name, source, upload, variants, adapter, limit, progr
     def report(done, total, *rest):
         progress((done, total), desc=f"Answering question {done}/{total}")
 
-    run = run_eval(ws, rows, variants, engine, adapter=adapter or None, progress=report)
-    run_id = getattr(run, "run_id", None) or getattr(run, "id", None)
+    run = run_eval(ws, rows, variants, engine, adapter=adapter or None, progress=report, source=label,
+                   assistant=ctx.assistant(ws), model=ctx.model)
+    run_id = run.run_id
     gr.Info(f"Evaluation {run_id} finished: {len(rows)} questions from {label}.")
     return (*show_run(ws, run_id), run_id, gr.update(interactive=True))
 
@@ -127,7 +128,7 @@ def download_report(ws_name, run_id, fmt):
 def latest_run(ws_name):
     from evaluation.runner import list_runs
 
-    empty = (pd.DataFrame(columns=TABLE_COLUMNS), pd.DataFrame(columns=["Variant", "Mean"]), None,
+    empty = (pd.DataFrame(columns=TABLE_COLUMNS), None, None,
              "No evaluation yet.", None, gr.update(interactive=False))
     if not ws_name:
         return empty
@@ -135,8 +136,9 @@ def latest_run(ws_name):
     runs = list_runs(ws)
     if not runs:
         return empty
-    first = runs[0]
-    run_id = first.get("run_id") if isinstance(first, dict) else getattr(first, "run_id", None)
+    run_id = next((r["run_id"] for r in runs if r["status"] == "succeeded"), None)
+    if run_id is None:
+        return empty
     try:
         return (*show_run(ws, run_id), run_id, gr.update(interactive=True))
     except Exception:  # noqa: BLE001 - an unfinished run: show nothing rather than an error on load
@@ -196,7 +198,7 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks) -> None:
     recommendation = gr.Markdown(elem_id="eval-recommendation")
     table = gr.Dataframe(headers=TABLE_COLUMNS, label="Results (95% intervals)", interactive=False, elem_id="eval-table")
     with gr.Row():
-        bars = gr.BarPlot(pd.DataFrame(columns=["Variant", "Mean"]), x="Variant", y="Mean", y_lim=[0, 1],
+        bars = gr.BarPlot(None, x="Variant", y="Mean", y_lim=[0, 1],
                           height=260, elem_id="eval-bars")
         box = gr.Plot(label="Spread per question", elem_id="eval-box")
     run_id = gr.State(None)
@@ -247,8 +249,9 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks) -> None:
 
         ws = open_ws(workspace)
         rows, _ = load_questions(ws, source, None)
-        run = run_eval(ws, rows[: int(limit)] if limit else rows, list(variants), ctx.engine())
+        run = run_eval(ws, rows[: int(limit)] if limit else rows, list(variants), ctx.engine(),
+                       assistant=ctx.assistant(ws), model=ctx.model, source=source)
         summary = summarize(run)
-        return {"run_id": getattr(run, "run_id", None), "summary": summary, "recommendation": recommend(summary)}
+        return {"run_id": run.run_id, "summary": summary, "recommendation": summary.get("recommendation") or recommend(summary)}
 
     gr.api(guarded(evaluate), api_name="eval")

@@ -64,13 +64,17 @@ def build_app(ctx: AppContext, host: str = "127.0.0.1", deploy_port: int | None 
 
         model_timer.tick(model_status, None, [model_md, model_timer], show_progress="hidden", api_visibility="private")
 
-        def refresh_workspaces(current):
+        # Reopen the workspace this browser had open, so a reload lands where the user was.
+        remembered = gr.BrowserState(None, storage_key="ragtune-open-workspace")
+        ws_select.change(lambda name: name, [ws_select], [remembered], show_progress="hidden", api_visibility="private")
+
+        def refresh_workspaces(current, last):
             names = workspace_choices()
-            value = current if current in names else (ctx.default_workspace if ctx.default_workspace in names
+            value = last if last in names else current if current in names else (ctx.default_workspace if ctx.default_workspace in names
                                                       else (names[0] if names else None))
             return gr.update(choices=names, value=value)
 
-        demo.load(guarded(refresh_workspaces), [ws_select], [ws_select], show_progress="hidden", api_visibility="private")
+        demo.load(guarded(refresh_workspaces), [ws_select, remembered], [ws_select], show_progress="hidden", api_visibility="private")
     return demo
 
 

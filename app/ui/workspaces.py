@@ -8,16 +8,18 @@ import pandas as pd
 from ragtune.errors import BadInputError
 from ragtune.workspace import Workspace
 
-from .common import guarded, open_ws, workspace_choices
+from .common import guarded, index_manifest_path, open_ws, workspace_choices
 
 
 def _overview(name: str | None) -> pd.DataFrame:
     rows = []
     for n in workspace_choices():
         ws = Workspace.open(n)
-        docs = [p for p in ws.path("documents").iterdir() if not p.name.startswith(".")] if ws.path("documents").exists() else []
-        index_built = ws.path("index").exists() and any(ws.path("index").iterdir())
-        rows.append({"Workspace": n + ("  (open)" if n == name else ""), "Documents": len(docs),
+        from retrieval.documents import list_documents
+
+        docs = list_documents(ws)
+        index_built = index_manifest_path(ws).exists()
+        rows.append({"Workspace": n + (" (open)" if n == name else ""), "Documents": len(docs),
                      "Index": "built" if index_built else "not built", "Folder": str(ws.root)})
     return pd.DataFrame(rows, columns=["Workspace", "Documents", "Index", "Folder"])
 

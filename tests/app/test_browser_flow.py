@@ -1,0 +1,202 @@
+"""The whole builder flow in Debian's Chromium, on the sample data with the tiny model.
+
+One app process and one browser page go through the steps in order (each test builds on the
+previous one), saving a screenshot of every screen to test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "datasets" / "sample"
+BAD_FILE = REPO / "datasets" / "bad_files" / "corrupt.pdf"
+TRAIN_QA = REPO / "datasets" / "sample_train_qa.jsonl"
+
+
+@pytest.fixture(scope="module")
+def ui(browser, running_app, artifacts_dir):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(running_app.url)
+    shots = artifacts_dir / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+
+    class UI:
+        pass
+
+    ui = UI()
+    ui.page, ui.app = page, running_app
+    ui.tab = lambda name: page.get_by_role("tab", name=name).click()
+    ui.shot = lambda name: page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+    ui.text = lambda elem_id: page.locator(f"#{elem_id}").inner_text()
+    yield ui
+    context.close()
+
+
+def _no_stack_trace(page):
+    body = page.locator("body").inner_text()
+    assert "Traceback" not in body and 'File "' not in body
+
+
+def test_workspace_create_and_open(ui):
+    page = ui.page
+    ui.tab("Workspaces")
+    page.locator("#ws-new-name textarea, #ws-new-name input").first.fill("lumora")
+    page.locator("#ws-create").click()
+    page.wait_for_function("() => document.querySelector('#workspace-select input').value === 'lumora'")
+    page.wait_for_function("() => document.querySelector('#ws-table').innerText.includes('lumora (open)')")
+    # a bad name is refused with a plain message, not a stack trace
+    page.locator("#ws-new-name textarea, #ws-new-name input").first.fill("no spaces allowed")
+    page.locator("#ws-create").click()
+    page.get_by_text("is not a valid workspace name").first.wait_for()
+    _no_stack_trace(page)
+    ui.shot("01-workspaces")
+
+
+def test_upload_documents_with_per_file_results(ui):
+    page = ui.page
+    ui.tab("Documents")
+    files = sorted(str(p) for p in SAMPLE.iterdir()) + [str(BAD_FILE)]
+    page.locator("#upload-files input[type=file]").set_input_files(files)
+    results = page.locator("#ingest-results")
+    # every file gets its own row with a final result
+    page.wait_for_function(
+        "n => { const t = document.querySelector('#ingest-results').innerText;"
+        " return (t.match(/\\badded\\b/g) || []).length >= n && /failed/.test(t) && !/reading|waiting/.test(t); }",
+        arg=len(files) - 1, timeout=180_000)
+    assert "corrupt.pdf" in results.inner_text()
+    docs = ui.text("docs-table")
+    for name in ("product_manual_k7.pdf", "travel_policy.docx", "employee_handbook.md"):
+        assert name in docs
+    # chunk preview of the selected document
+    page.wait_for_function("() => /passages/.test(document.querySelector('#doc-chunks').innerText)")
+    _no_stack_trace(page)
+    ui.shot("02-documents")
+
+
+def test_build_index(ui):
+    page = ui.page
+    ui.tab("Build")
+    page.locator("#build-index").click()
+    page.wait_for_function("() => document.querySelector('#index-status').innerText.includes('Index ready')",
+                           timeout=180_000)
+    assert re.search(r"\d+ passages", ui.text("index-status"))
+
+
+def _train_state(page) -> dict:
+    return page.evaluate("() => { const e = document.querySelector('#train-state');"
+                         " return e ? {status: e.dataset.status, job: e.dataset.job, step: +e.dataset.step} : {}; }")
+
+
+def test_finetune_live_loss_survives_reload_cancel_resume(ui):
+    page = ui.page
+    ui.tab("Build")
+    page.get_by_label("Use my own Q&A or chat file").check()
+    page.locator("#train-file input[type=file]").set_input_files(str(TRAIN_QA))
+    page.locator("#train-file").get_by_text("sample_train_qa.jsonl").first.wait_for()
+    page.locator("#card-finetune").get_by_text("Advanced").click()
+    epochs = page.locator("#train-epochs input")
+    epochs.fill("40")  # long enough to still be running after a reload; the test cancels it
+    epochs.press("Tab")
+    page.locator("#adapter-name input, #adapter-name textarea").first.fill("lumora-tiny")
+    page.locator("#train-start").click()
+    page.wait_for_function("() => { const e = document.querySelector('#train-state');"
+                           " return e && e.dataset.status === 'running' && +e.dataset.step > 0; }", timeout=120_000)
+    first = _train_state(page)
+    # the loss plot gets points, then more points as training goes on
+    page.wait_for_function("s => +document.querySelector('#train-state').dataset.step > s", arg=first["step"])
+    page.locator("#loss-plot canvas, #loss-plot svg").first.wait_for()
+    ui.shot("03-build-training")
+
+    page.reload()
+    ui.tab("Build")
+    page.wait_for_function("j => { const e = document.querySelector('#train-state');"
+                           " return e && e.dataset.job === j; }", arg=first["job"])
+    after = _train_state(page)
+    assert after["status"] == "running", after
+    assert after["step"] >= first["step"]
+    ui.shot("04-build-after-reload")
+
+    page.locator("#train-cancel").click()
+    page.wait_for_function("() => document.querySelector('#train-state').dataset.status === 'cancelled'",
+                           timeout=120_000)
+    stopped_at = _train_state(page)["step"]
+    page.locator("#train-resume").click()
+    page.wait_for_function("s => { const e = document.querySelector('#train-state');"
+                           " return e.dataset.status === 'running' && +e.dataset.step > s; }", arg=stopped_at,
+                           timeout=120_000)
+    page.locator("#train-cancel").click()
+    page.wait_for_function("() => document.querySelector('#train-state').dataset.status === 'cancelled'",
+                           timeout=120_000)
+    _no_stack_trace(page)
+
+
+def test_chat_streams_with_clickable_citations(ui):
+    page = ui.page
+    ui.tab("Chat")
+    page.locator("#chat-input textarea").fill("What is the maximum payload of the K7 Pallet Pilot?")
+    page.locator("#chat-send").click()
+    source = page.locator("#chat-sources details").first
+    source.wait_for(timeout=120_000)
+    assert "Sources" in ui.text("chatbot")
+    source.locator("summary").click()
+    passage = source.locator(".rt-passage")
+    assert passage.is_visible() and len(passage.inner_text()) > 20
+    # two variants side by side on the same prompt
+    page.locator("#compare-input textarea").fill("How long does the K7 battery last?")
+    page.locator("#compare-run").click()
+    page.wait_for_function("() => document.querySelector('#compare-out-1').innerText.includes('Sources')",
+                           timeout=120_000)
+    assert "base" in ui.text("compare-out-0") and "rag" in ui.text("compare-out-1")
+    _no_stack_trace(page)
+    ui.shot("05-chat")
+
+
+def test_evaluate_and_arena(ui):
+    page = ui.page
+    ui.tab("Evaluate")
+    limit = page.locator("#eval-limit input")
+    limit.fill("3")
+    limit.press("Tab")
+    page.locator("#eval-run").click()
+    page.wait_for_function("() => /token_f1/.test(document.querySelector('#eval-table').innerText)", timeout=180_000)
+    assert ui.text("eval-recommendation").strip()
+    page.locator("#eval-box img, #eval-box svg, #eval-box canvas").first.wait_for()
+    page.locator("#eval-report-btn").click()
+    page.locator("#eval-report").get_by_text(re.compile(r"\.html")).first.wait_for()
+    ui.shot("06-evaluate")
+
+    page.locator("#arena-question textarea").fill("Who do I call for a broken K7?")
+    page.locator("#arena-new").click()
+    page.wait_for_function("() => document.querySelector('#arena-message').innerText.includes('Which answer')",
+                           timeout=120_000)
+    page.locator("#vote-left").click()
+    page.wait_for_function("() => document.querySelector('#arena-message').innerText.includes('Vote recorded')")
+    board = ui.text("arena-leaderboard")
+    assert "base" in board and "rag" in board
+    _no_stack_trace(page)
+    ui.shot("07-arena")
+
+
+def test_deploy_shows_live_url_and_api_example(ui):
+    page = ui.page
+    ui.tab("Deploy")
+    page.locator("#deploy-publish").click()
+    link = page.locator("#deploy-url")
+    link.wait_for(timeout=120_000)
+    url = link.get_attribute("href")
+    assert url.endswith("/chat/lumora")
+    assert httpx.get(url, timeout=30).status_code == 200
+    page.locator("#deploy-key-create").click()
+    page.wait_for_function("() => document.querySelector('#deploy-key input, #deploy-key textarea').value.startsWith('rtk_')")
+    assert "/v1/chat/completions" in ui.text("deploy-example")
+    _no_stack_trace(page)
+    ui.shot("08-deploy")
