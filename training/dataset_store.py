@@ -83,8 +83,8 @@ def list_datasets(ws) -> list[DatasetVersion]:
     if root.exists():
         for d in root.iterdir():
             m = VERSION_RE.match(d.name)
-            manifest = read_json(d / "manifest.json")
-            if m and manifest:
+            manifest = read_json(d / "manifest.json") if m and d.is_dir() else None
+            if manifest:
                 found.append((int(m.group(1)), DatasetVersion(d.name, d, manifest)))
     return [dv for _, dv in sorted(found, key=lambda t: t[0], reverse=True)]
 

@@ -327,6 +327,7 @@ def save_trained(ws, trainer, config: TrainConfig, name: str, base_path: Path) -
             adapter_cfg = json.loads(cfg_path.read_text())
             adapter_cfg["base_model_name_or_path"] = str(base_path)
             cfg_path.write_text(json.dumps(adapter_cfg, indent=2))
+            (tmp / "README.md").unlink(missing_ok=True)  # peft's empty model card
     return folder
 
 
