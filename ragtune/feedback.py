@@ -34,8 +34,19 @@ MIGRATIONS = [
 ]
 
 
+_migrated: set[tuple] = set()
+
+
 def _open(ws) -> None:
-    ws.migrate("feedback", MIGRATIONS)
+    # Workspace.migrate takes the write lock; a server records a turn per request, so once is enough.
+    try:
+        key = (str(ws.db_path), ws.db_path.stat().st_ino)
+    except FileNotFoundError:
+        key = None
+    if key is None or key not in _migrated:
+        ws.migrate("feedback", MIGRATIONS)
+        if key is not None:
+            _migrated.add(key)
 
 
 def new_id(prefix: str) -> str:

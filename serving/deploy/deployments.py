@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from ragtune.atomic import atomic_write_json
 from ragtune.errors import BadInputError
 
+from ._schema import ensure_schema
+
 VARIANTS = ("base", "rag", "ft", "ft+rag")
 
 MIGRATIONS = [
@@ -56,7 +58,7 @@ class Deployment:
 
 
 def _open(ws) -> None:
-    ws.migrate("deploy", MIGRATIONS)
+    ensure_schema(ws, "deploy", MIGRATIONS)
 
 
 def split_variant(text: str) -> tuple[str, str | None]:
@@ -126,10 +128,13 @@ def publish(ws, variant: str, adapter: str | None = None, note: str = "") -> Dep
 
 def current(ws) -> Deployment | None:
     _open(ws)
-    with ws.db() as conn:
-        version = _current_version(conn)
-        row = conn.execute("SELECT * FROM deploy_versions WHERE version=?", (version,)).fetchone() if version else None
-    return _row(row, version) if row else None
+    conn = ws.connect()  # read on every request by the server: no write lock
+    try:
+        row = conn.execute("SELECT v.* FROM deploy_state s JOIN deploy_versions v ON v.version = s.current_version "
+                           "WHERE s.id = 1").fetchone()
+    finally:
+        conn.close()
+    return _row(row, row["version"]) if row else None
 
 
 def get(ws, version: int) -> Deployment:

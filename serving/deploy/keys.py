@@ -18,10 +18,13 @@ from dataclasses import asdict, dataclass
 
 from ragtune.errors import BadInputError
 
+from ._schema import ensure_schema
+
 PREFIX = "rtk"
 KEY_RE = re.compile(r"^rtk_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
 DEFAULT_RATE_PER_MIN = 60
 MAX_RATE_PER_MIN = 100_000
+TOUCH_EVERY_S = 60
 
 MIGRATIONS = [
     [
@@ -55,7 +58,7 @@ class KeyInfo:
 
 
 def _open(ws) -> None:
-    ws.migrate("deploy_keys", MIGRATIONS)
+    ensure_schema(ws, "deploy_keys", MIGRATIONS)
 
 
 def _hash(salt: str, secret: str) -> str:
@@ -139,12 +142,17 @@ def verify_key(ws, plaintext: str, touch: bool = True) -> KeyInfo | None:
         return None
     key_id, secret = parsed
     _open(ws)
-    with ws.db() as conn:
+    conn = ws.connect()  # a plain read: no write lock on every request
+    try:
         row = conn.execute("SELECT * FROM deploy_keys WHERE key_id=?", (key_id,)).fetchone()
-        if row is None or row["revoked_at"] is not None:
-            return None
-        if not hmac.compare_digest(_hash(row["salt"], secret), row["hash"]):
-            return None
-        if touch:
-            conn.execute("UPDATE deploy_keys SET last_used_at=? WHERE key_id=?", (time.time(), key_id))
+    finally:
+        conn.close()
+    if row is None or row["revoked_at"] is not None:
+        return None
+    if not hmac.compare_digest(_hash(row["salt"], secret), row["hash"]):
+        return None
+    now = time.time()
+    if touch and (row["last_used_at"] or 0) < now - TOUCH_EVERY_S:  # one write a minute, not one per request
+        with ws.db() as conn:
+            conn.execute("UPDATE deploy_keys SET last_used_at=? WHERE key_id=?", (now, key_id))
     return _row_to_info(row)

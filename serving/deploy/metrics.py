@@ -14,6 +14,8 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the server)
 
+from ._schema import ensure_schema
+
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
 
 MIGRATIONS = [
@@ -89,7 +91,7 @@ class DeployMetrics:
 # ------------------------------------------------------------------ persistent log + summary
 
 def _open(ws) -> None:
-    ws.migrate("deploy_metrics", MIGRATIONS)
+    ensure_schema(ws, "deploy_metrics", MIGRATIONS)
 
 
 def record_request(ws, *, model: str, channel: str, status: str, deployment_version: int | None,

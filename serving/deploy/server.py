@@ -485,7 +485,7 @@ def build_deploy_app(target, engine, *, limits: DeployLimits | None = None,
 
     async def chat(request: Request, ws, client: str, channel: str):
         body = await read_json_body(request)
-        d = live_deployment(ws)
+        d = await run_in_threadpool(live_deployment, ws)
         return await run_in_threadpool(chat_response, ws, d, body, channel=channel, client=client)
 
     async def give_feedback(request: Request, ws, client: str):
@@ -561,32 +561,32 @@ def build_deploy_app(target, engine, *, limits: DeployLimits | None = None,
 
     @app.post("/v1/chat/completions")
     async def completions(request: Request):
-        ws, info = key_auth(request)
+        ws, info = await run_in_threadpool(key_auth, request)
         return await chat(request, ws, client=f"key:{info.key_id}", channel="api")
 
     @app.post("/w/{workspace}/v1/chat/completions")
     async def completions_in(workspace: str, request: Request):
-        ws, info = key_auth(request, workspace)
+        ws, info = await run_in_threadpool(key_auth, request, workspace)
         return await chat(request, ws, client=f"key:{info.key_id}", channel="api")
 
     @app.get("/v1/models")
     async def models(request: Request):
-        ws, _ = key_auth(request)
+        ws, _ = await run_in_threadpool(key_auth, request)
         return await api_models(ws)
 
     @app.get("/w/{workspace}/v1/models")
     async def models_in(workspace: str, request: Request):
-        ws, _ = key_auth(request, workspace)
+        ws, _ = await run_in_threadpool(key_auth, request, workspace)
         return await api_models(ws)
 
     @app.post("/v1/feedback")
     async def api_feedback(request: Request):
-        ws, info = key_auth(request)
+        ws, info = await run_in_threadpool(key_auth, request)
         return await give_feedback(request, ws, client=f"key:{info.key_id}")
 
     @app.post("/w/{workspace}/v1/feedback")
     async def api_feedback_in(workspace: str, request: Request):
-        ws, info = key_auth(request, workspace)
+        ws, info = await run_in_threadpool(key_auth, request, workspace)
         return await give_feedback(request, ws, client=f"key:{info.key_id}")
 
     # -------------------------------------------------------------- builder routes
