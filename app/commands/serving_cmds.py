@@ -242,11 +242,12 @@ def _print_sources(result: dict) -> None:
 def _serve(args) -> int:
     import uvicorn
 
+    from app.assistants import make_assistant
     from serving.openai_api import build_app
 
     ws = open_workspace(args)
     engine = engine_from_args(args)
-    app = build_app(ws, engine)
+    app = build_app(ws, engine, assistant=make_assistant(ws, engine))
     print(f"ragtune serving workspace '{ws.name}' with {engine!r} on http://{args.host}:{args.port}/v1 "
           "(model = base | rag | ft:<adapter> | ft+rag:<adapter>)", file=sys.stderr)
     try:
