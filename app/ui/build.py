@@ -16,7 +16,7 @@ from ragtune.atomic import atomic_write_bytes, read_json
 from ragtune.errors import BadInputError
 from ragtune.jobs import list_jobs, read_log
 
-from .common import esc, fmt_seconds, guarded, open_ws
+from .common import esc, fmt_seconds, guarded, index_manifest_path, open_ws
 
 DATA_GENERATE = "Generate questions and answers from my documents"
 DATA_UPLOAD = "Use my own Q&A or chat file"
@@ -230,7 +230,8 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks) -> None:
     view_outputs = [status, loss_plot, cancel_btn, resume_btn, start_btn]
     source.change(lambda s: gr.update(visible=s == DATA_UPLOAD), [source], [upload], show_progress="hidden")
     advanced = [chunk_size, overlap, k, mode, dense_weight, bm25_weight]
-    index_btn.click(guarded(build_index_now), [ws_select, *advanced], [index_md], concurrency_id="index")
+    index_btn.click(guarded(build_index_now), [ws_select, *advanced], [index_md], concurrency_id="index",
+                    api_name="build_index")
     start_btn.click(guarded(start_finetune), [ws_select, source, upload, adapter_name, base_model, method, rank,
                                               epochs, lr], view_outputs)
     cancel_btn.click(guarded(cancel_finetune), [ws_select], view_outputs)

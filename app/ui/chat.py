@@ -56,8 +56,8 @@ def chat_turn(ctx, ws_name, question, variant, adapter, max_tokens, temperature,
         raise BadInputError("The model returned nothing; try again.")
     citations = answer.citations or []
     label = variant + (f":{answer.adapter}" if answer.adapter else "")
-    messages[-1] = {"role": "assistant", "content": (answer.text or "(empty answer)") + _cite_line(citations),
-                    "metadata": {"title": f"{label} - {answer.completion_tokens or 0} tokens in {answer.latency_s or 0:.1f} s"}}
+    stats = f"\n\n<sub>{esc(label)} - {answer.completion_tokens or 0} tokens in {answer.latency_s or 0:.1f} s</sub>"
+    messages[-1] = {"role": "assistant", "content": (answer.text or "(empty answer)") + _cite_line(citations) + stats}
     history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer.text}]
     yield messages, gr.skip(), citations_html(citations, "src"), history
 
@@ -75,11 +75,12 @@ def compare(ctx, ws_name, question, variants, adapter, max_tokens, temperature):
     headers = [gr.update(visible=i < len(variants)) for i in range(MAX_COMPARE)]
     yield *headers, *outs
     for i, variant in enumerate(variants):
-        title = f"**{variant}** - {VARIANT_LABELS.get(variant, variant)}\n\n"
+        title = f"<h4>{esc(variant)} - {esc(VARIANT_LABELS.get(variant, variant))}</h4>"
         for text, answer in _stream_answer(ctx, ws, question, variant, _adapter(adapter), None, options):
-            outs[i] = title + text
+            outs[i] = title + f"<div class='rt-answer'>{esc(text)}</div>"
             if answer is not None:
-                outs[i] = title + (answer.text or "(empty answer)") + "\n\n" + citations_html(answer.citations, f"cmp{i}")
+                outs[i] = (title + f"<div class='rt-answer'>{esc(answer.text or '(empty answer)')}</div>"
+                           + citations_html(answer.citations, f"cmp{i}"))
             yield *[gr.skip()] * MAX_COMPARE, *outs
 
 

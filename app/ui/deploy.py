@@ -21,6 +21,21 @@ from .common import VARIANT_LABELS, VARIANTS, adapter_names, guarded, open_ws
 HISTORY_COLUMNS = ["Version", "Answers with", "Fine-tuned model", "Published", "Note", "Live"]
 
 
+def _free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 class DeployServer:
     """The end-user server, started on first use in a background thread."""
 
@@ -40,11 +55,14 @@ class DeployServer:
             import uvicorn
             from serving.deploy.server import build_deploy_app
 
-            app = build_deploy_app(workspaces_root(), self.ctx.engine())
-            if not self.port:
-                with socket.socket() as s:
-                    s.bind((self.host, 0))
-                    self.port = s.getsockname()[1]
+            from retrieval.index import build_index
+            from retrieval.ingest import ingest_paths
+
+            app = build_deploy_app(workspaces_root(), self.ctx.engine(),
+                                   assistant_factory=lambda ws, engine: self.ctx.assistant(ws),
+                                   ingest=lambda ws, paths: ingest_paths(ws, paths),
+                                   build_index=lambda ws: build_index(ws, progress=False))
+            self.port = self.port if self.port and _free(self.host, self.port) else _free_port(self.host)
             server = uvicorn.Server(uvicorn.Config(app, host=self.host, port=self.port, log_level="warning"))
             threading.Thread(target=server.run, name="ragtune-deploy-server", daemon=True).start()
             deadline = time.time() + 30

@@ -85,10 +85,14 @@ def show_run(ws, run_id: str):
     run = load_run(ws, run_id)
     summary = summarize(run)
     table = pd.DataFrame(_metric_rows(summary), columns=TABLE_COLUMNS)
-    main = "token_f1" if (table["Metric"] == "token_f1").any() else (table["Metric"].iloc[0] if len(table) else "")
-    bars = table[table["Metric"] == main][["Variant", "Mean"]] if main else pd.DataFrame(columns=["Variant", "Mean"])
     rec = summary.get("recommendation") or recommend(summary)
-    rec_md = f"### {rec.get('label', rec.get('verdict', ''))}\n\n{rec.get('text', '')}"
+    main = rec.get("primary_metric") or "token_f1"
+    if not (table["Metric"] == main).any():
+        main = table["Metric"].iloc[0] if len(table) else ""
+    bars = table[table["Metric"] == main][["Variant", "Mean"]] if main else None
+    lines = str(rec.get("text", "")).splitlines()
+    body = "\n".join(line if line.startswith(("- ", "  ")) else f"\n{line}\n" for line in lines)
+    rec_md = f"### {rec.get('label', rec.get('verdict', ''))}\n{body}"
     return table, gr.update(value=bars, title=f"Mean {main} by variant"), _box_figure(ws, run_id, main or "token_f1"), rec_md
 
 

@@ -24,6 +24,7 @@ CSS = """
 .rt-sources details {border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 4px 8px; margin: 6px 0;}
 .rt-sources summary {cursor: pointer; font-weight: 600; color: var(--link-text-color);}
 .rt-passage {white-space: pre-wrap; font-size: 0.9em; margin-top: 4px;}
+.rt-answer {white-space: pre-wrap;}
 .rt-bar {background: var(--neutral-200); border-radius: 4px; height: 10px; margin: 6px 0;}
 .rt-bar > div {background: var(--color-accent); height: 10px; border-radius: 4px;}
 .rt-error {color: var(--error-text-color, #b91c1c); margin-top: 4px;}
@@ -84,7 +85,7 @@ def launch(model: str = DEFAULT_LLM, host: str = "127.0.0.1", port: int = 7860, 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ctx = AppContext(model=model, engine_kind=engine_kind, engine_url=engine_url, default_workspace=workspace)
     ctx.start_loading()  # in the background: the page is up before the model is
-    demo = build_app(ctx, host=host, deploy_port=deploy_port)
+    demo = build_app(ctx, host=host, deploy_port=deploy_port or port + 1)  # port+1 when free, else any
     demo.queue(default_concurrency_limit=2)
     print(f"ragtune app: http://{host}:{port}  (model {model} loading in the background)", flush=True)
     demo.launch(server_name=host, server_port=port, share=False, show_error=True, inbrowser=False,

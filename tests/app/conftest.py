@@ -85,6 +85,7 @@ def running_app(tmp_path_factory):
         yield app
     finally:
         app.stop()
+        print("---- app log (tail) ----\n" + app.log())
 
 
 @pytest.fixture(scope="module")

@@ -71,7 +71,7 @@ def test_upload_documents_with_per_file_results(ui):
     page.wait_for_function(
         "n => { const t = document.querySelector('#ingest-results').innerText;"
         " return (t.match(/\\badded\\b/g) || []).length >= n && /failed/.test(t) && !/reading|waiting/.test(t); }",
-        arg=len(files) - 1, timeout=180_000)
+        arg=len(files) - 1, timeout=300_000)
     assert "corrupt.pdf" in results.inner_text()
     docs = ui.text("docs-table")
     for name in ("product_manual_k7.pdf", "travel_policy.docx", "employee_handbook.md"):
@@ -87,7 +87,7 @@ def test_build_index(ui):
     ui.tab("Build")
     page.locator("#build-index").click()
     page.wait_for_function("() => document.querySelector('#index-status').innerText.includes('Index ready')",
-                           timeout=180_000)
+                           timeout=300_000)
     assert re.search(r"\d+ passages", ui.text("index-status"))
 
 
@@ -167,7 +167,7 @@ def test_evaluate_and_arena(ui):
     limit.fill("3")
     limit.press("Tab")
     page.locator("#eval-run").click()
-    page.wait_for_function("() => /token_f1/.test(document.querySelector('#eval-table').innerText)", timeout=180_000)
+    page.wait_for_function("() => /token_f1/.test(document.querySelector('#eval-table').innerText)", timeout=300_000)
     assert ui.text("eval-recommendation").strip()
     page.locator("#eval-box img, #eval-box svg, #eval-box canvas").first.wait_for()
     page.locator("#eval-report-btn").click()
