@@ -11,6 +11,15 @@ DEFAULT_SYSTEM = (
 )
 
 
+# Small base models (Gemma 3 270M) shown only instructions and passages repeat the prompt instead
+# of answering; one worked example turn shows the expected shape: a short answer citing [n].
+DEMONSTRATION = [
+    {"role": "user", "content": "Passages:\n\n[1] (example.md)\nThe Lumo desk lamp runs for 8 hours on one charge "
+                                "and charges over USB-C.\n\nQuestion: How long does the Lumo desk lamp run on one charge?"},
+    {"role": "assistant", "content": "The Lumo desk lamp runs for 8 hours on one charge [1]."},
+]
+
+
 def approx_tokens(text: str) -> int:
     """A tokenizer-free estimate (about 4 characters per token in English) used when none is given."""
     return max(1, (len(text) + 3) // 4)
@@ -25,7 +34,7 @@ def passage_header(n: int, passage) -> str:
 
 def build_rag_messages(question: str, passages, *, count_tokens: Callable[[str], int] | None = None,
                        max_context_tokens: int = 1200, system: str | None = None,
-                       history: list[dict] | None = None) -> tuple[list[dict], list]:
+                       history: list[dict] | None = None, demonstration: bool = True) -> tuple[list[dict], list]:
     """Chat messages asking `question` over `passages`; returns (messages, passages used, in citation order).
 
     Passages are taken in rank order while they fit in `max_context_tokens`; one that does not
@@ -53,6 +62,8 @@ def build_rag_messages(question: str, passages, *, count_tokens: Callable[[str],
     context = "\n\n".join(blocks) if blocks else "(no passages were found)"
     user = f"Passages:\n\n{context}\n\nQuestion: {question.strip()}"
     messages = [{"role": "system", "content": system or DEFAULT_SYSTEM}]
+    if demonstration:
+        messages += DEMONSTRATION
     messages += [m for m in (history or []) if m.get("role") in ("user", "assistant")]
     messages.append({"role": "user", "content": user})
     return messages, used
