@@ -19,7 +19,7 @@ METRIC_DOCS: dict[str, str] = {
     "exact_match": "1 when the answer equals the reference after lower-casing and removing punctuation, articles and extra spaces (SQuAD).",
     "token_f1": "Word overlap between answer and reference: harmonic mean of word precision and recall after the same normalisation (SQuAD F1).",
     "semantic_similarity": "Cosine similarity of the answer and reference embeddings (the workspace's embedder), so paraphrases score high.",
-    "groundedness": "Share of the answer's sentences supported by the retrieved passages (lexical check: content words covered, no number or negation that contradicts them); only for variants with passages.",
+    "groundedness": "Share of the answer's sentences supported by a retrieved passage (lexical check: 60% of content words covered, no number or negation contradicting it); only for variants with passages.",
     "context_recall": "Share of the reference answer's content words that appear in the retrieved passages: did retrieval find what was needed?",
     "hit_at_k": "1 when one of the k retrieved passages comes from the gold source document (and gold page, when known).",
     "citation_accuracy": "Share of the sources an answer cites ([n] markers; without markers, the first source shown with it) that are the gold document (and page).",
@@ -139,36 +139,39 @@ class Groundedness:
     claims: list[ClaimCheck] = field(default_factory=list)
 
 
-def check_claim(claim: str, passage_sentences: list[str], min_coverage: float = 0.6) -> ClaimCheck:
-    """Is one claim supported by one of the passage sentences?
+def check_claim(claim: str, passages: list[str], min_coverage: float = 0.6) -> ClaimCheck:
+    """Is one claim supported by one of the passages?
 
-    The best sentence is the one covering most of the claim's content words. A claim is
-    supported when that coverage reaches ``min_coverage`` and the sentence does not contradict
-    it: every number in the claim appears in the sentence's passage window, and the claim and
-    the sentence agree on negation ("is waterproof" vs "is not waterproof").
+    The best passage is the one covering most of the claim's content words (a passage, not a
+    sentence, because a fact and the product it belongs to often sit on different lines). The
+    claim is supported when that coverage reaches ``min_coverage`` and the passage does not
+    contradict it: every number of the claim appears in the passage, and the claim agrees on
+    negation with the passage sentence closest to it ("is waterproof" vs "is not waterproof").
     """
-    # Numbers are checked on their own (below), so "6 people" against "4 people" is a
-    # contradiction of a covered sentence, not merely an uncovered claim.
+    # Numbers are checked on their own, so "6 people" against "4 people" is a contradiction of a
+    # covered passage, not merely an uncovered claim.
     words = {w for w in content_tokens(claim) if not _NUMBER.match(w)}
     claim_numbers = numbers(claim)
     if not words and not claim_numbers:
         return ClaimCheck(claim, True, 1.0, "no content words")
     best, best_cov, best_key = "", 0.0, (-1.0, -1)
-    for sentence in passage_sentences:
-        found = set(content_tokens(sentence))
+    for passage in passages:
+        found = set(content_tokens(passage))
         cov = len(words & found) / len(words) if words else float(claim_numbers <= found)
         key = (cov, len(claim_numbers & found))
         if key > best_key:
-            best, best_cov, best_key = sentence, cov, key
+            best, best_cov, best_key = passage, cov, key
+    sentences = split_sentences(best) or [best]
+    closest = max(sentences, key=lambda s: (len(words & set(content_tokens(s))), len(claim_numbers & numbers(s))))
     if best_cov < min_coverage:
-        return ClaimCheck(claim, False, best_cov, "not covered", best)
+        return ClaimCheck(claim, False, best_cov, "not covered", closest)
     if claim_numbers - numbers(best):
-        return ClaimCheck(claim, False, best_cov, "number mismatch", best)
+        return ClaimCheck(claim, False, best_cov, "number mismatch", closest)
     # Only negations bearing on the claim's own words count: "waterproof, but not for winter"
     # still supports "it is waterproof".
-    if bool(negated_words(claim) & words) != bool(negated_words(best) & words):
-        return ClaimCheck(claim, False, best_cov, "negation mismatch", best)
-    return ClaimCheck(claim, True, best_cov, "supported", best)
+    if bool(negated_words(claim) & words) != bool(negated_words(closest) & words):
+        return ClaimCheck(claim, False, best_cov, "negation mismatch", closest)
+    return ClaimCheck(claim, True, best_cov, "supported", closest)
 
 
 def groundedness(answer: str, passages: list[str], min_coverage: float = 0.6) -> Groundedness:
@@ -176,13 +179,13 @@ def groundedness(answer: str, passages: list[str], min_coverage: float = 0.6) ->
 
     ``None`` when there are no passages or the answer makes no claim (e.g. it is empty).
     """
+    passages = [p for p in passages or [] if p and p.strip()]
     if not passages:
         return Groundedness(None)
-    sentences = [s for p in passages for s in split_sentences(p)]
     claims = [c for c in split_sentences(answer) if content_tokens(c)]
     if not claims:
         return Groundedness(None)
-    checks = [check_claim(c, sentences, min_coverage) for c in claims]
+    checks = [check_claim(c, passages, min_coverage) for c in claims]
     return Groundedness(sum(c.supported for c in checks) / len(checks), checks)
 
 

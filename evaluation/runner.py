@@ -101,6 +101,22 @@ def _training_cost(info) -> dict:
             "dataset": info.dataset}
 
 
+def _effective_prompts(ws) -> dict:
+    """The prompts in force (defaults + workspace overrides + the RAG demonstration), so a prompt
+    change anywhere invalidates the cached answers."""
+    from serving.prompts import get_prompts
+
+    prompts = dict(get_prompts(ws))
+    try:
+        from retrieval import prompt as rag_prompt
+
+        prompts["_rag_default_system"] = rag_prompt.DEFAULT_SYSTEM
+        prompts["_rag_demonstration"] = getattr(rag_prompt, "DEMONSTRATION", None)
+    except ImportError:
+        pass
+    return prompts
+
+
 def cache_key(question: str, variant: dict, model: str, index_version: str | None, settings: dict) -> str:
     parts = {"q": question, "kind": variant["kind"], "adapter": variant["adapter"], "stamp": variant["adapter_stamp"],
              "model": model, "index": index_version if variant["kind"] in RETRIEVING else None, "settings": settings}
@@ -155,7 +171,7 @@ def run_eval(ws, rows: list[dict] | None, variants, engine, *, adapter: str | No
 
         options = options or SamplingOptions(max_tokens=256)
         settings = {"max_tokens": options.max_tokens, "temperature": options.temperature, "top_p": options.top_p,
-                    "stop": options.stop, "seed": options.seed, "k": k, "prompts": ws.get_setting("prompts"),
+                    "stop": options.stop, "seed": options.seed, "k": k, "prompts": _effective_prompts(ws),
                     "retrieval": ws.get_setting("retrieval")}
         config = {"variants": resolved, "model": model or getattr(engine, "model_name", "unknown"),
                   "engine": getattr(engine, "kind", type(engine).__name__), "settings": settings, "source": source,
