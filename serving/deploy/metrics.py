@@ -117,7 +117,7 @@ def _percentile(values: list[float], q: float) -> float | None:
 def summary(ws, since: float | None = None, bucket_s: int = 60) -> dict:
     """Per deployed model: requests, errors, latency percentiles, tokens, feedback; plus a time series.
 
-    Returns {"variants": [ {model, deployment_versions, requests, errors, error_rate, latency_p50_s,
+    Returns {"variants": [ {model, deployment_versions, requests, errors, cancelled (client went away), error_rate, latency_p50_s,
     latency_p95_s, ttft_p50_s, ttft_p95_s, prompt_tokens, completion_tokens, answers, rated, up, down,
     corrections, feedback_rate, up_rate} ], "series": [ {t, model, requests, errors, latency_p50_s,
     latency_p95_s, completion_tokens} ], "since": float|None, "bucket_s": int}.
@@ -141,11 +141,13 @@ def summary(ws, since: float | None = None, bucket_s: int = 60) -> dict:
         lat = [r["latency_s"] for r in ok if r["latency_s"] is not None]
         ttft = [r["ttft_s"] for r in ok if r["ttft_s"] is not None]
         fb = counts.get(model, {"answers": 0, "rated": 0, "up": 0, "down": 0, "corrections": 0})
-        errors = len(rs) - len(ok)
+        errors = sum(r["status"] == "error" for r in rs)
+        cancelled = sum(r["status"] == "cancelled" for r in rs)
         variants.append({
             "model": model,
             "deployment_versions": sorted({r["deployment_version"] for r in rs if r["deployment_version"] is not None}),
-            "requests": len(rs), "errors": errors, "error_rate": errors / len(rs) if rs else 0.0,
+            "requests": len(rs), "errors": errors, "cancelled": cancelled,
+            "error_rate": errors / len(rs) if rs else 0.0,
             "latency_p50_s": _percentile(lat, 50), "latency_p95_s": _percentile(lat, 95),
             "ttft_p50_s": _percentile(ttft, 50), "ttft_p95_s": _percentile(ttft, 95),
             "prompt_tokens": sum(r["prompt_tokens"] or 0 for r in ok),
@@ -160,7 +162,7 @@ def summary(ws, since: float | None = None, bucket_s: int = 60) -> dict:
     points = []
     for (t, model), rs in sorted(series.items()):
         lat = [r["latency_s"] for r in rs if r["status"] == "ok" and r["latency_s"] is not None]
-        points.append({"t": t, "model": model, "requests": len(rs), "errors": sum(r["status"] != "ok" for r in rs),
+        points.append({"t": t, "model": model, "requests": len(rs), "errors": sum(r["status"] == "error" for r in rs),
                        "latency_p50_s": _percentile(lat, 50), "latency_p95_s": _percentile(lat, 95),
                        "completion_tokens": sum(r["completion_tokens"] or 0 for r in rs)})
     return {"variants": variants, "series": points, "since": since, "bucket_s": bucket_s}

@@ -408,8 +408,11 @@ def build_deploy_app(target, engine, *, limits: DeployLimits | None = None,
             yield {"error": "The assistant failed to answer; the error was logged on the server.", "status": 500}
         finally:
             stats.in_flight.labels(ws.name).dec()
+            if status == "cancelled":  # the client went away: not the service's failure
+                stats.requests.labels(ws.name, model, "cancelled").inc()
+            elif status != "ok":
+                stats.observe_error(ws.name, model, error_reason)
             if status != "ok":
-                stats.observe_error(ws.name, model, error_reason or "cancelled")
                 try:
                     metrics.record_request(ws, model=model, channel=channel, status=status,
                                            deployment_version=d.version,
@@ -462,7 +465,7 @@ def build_deploy_app(target, engine, *, limits: DeployLimits | None = None,
                     events.close()
                 yield "data: [DONE]\n\n"
 
-            return StreamingResponse(sse(), media_type="text/event-stream",
+            return StreamingResponse(_closing_stream(sse()), media_type="text/event-stream",
                                      headers={"X-Accel-Buffering": "no", "Cache-Control": "no-store"})
 
         final = None
@@ -709,6 +712,26 @@ class DeployServer:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+async def _closing_stream(iterator):
+    """Iterate a blocking generator in worker threads, and close it as soon as the client goes away.
+
+    Starlette drops a sync iterator on disconnect without closing it, so an abandoned answer
+    would keep the model busy until the generator is garbage-collected. A worker-thread step is
+    not abandoned on cancel, so when the cancel arrives the generator is idle and can be closed here.
+    """
+    import anyio.to_thread
+
+    done = object()
+    try:
+        while True:
+            item = await anyio.to_thread.run_sync(next, iterator, done)
+            if item is done:
+                break
+            yield item
+    finally:
+        iterator.close()
 
 
 def _chain(first, rest):

@@ -19,3 +19,26 @@ def test_32_concurrent_streaming_clients_all_succeed(published, tiny_engine):
     summary = metrics.summary(published)
     (base,) = summary["variants"]
     assert base["requests"] == 32 and base["errors"] == 0 and base["completion_tokens"] == result.completion_tokens
+
+
+def test_an_abandoned_stream_is_cancelled_not_an_error(published, tiny_engine):
+    import httpx
+
+    from serving.deploy.server import DeployLimits
+
+    key = keys.create_key(published, "app", 1000)
+    app = build_deploy_app(published, tiny_engine, limits=DeployLimits(max_tokens=800))
+    with DeployServer(app) as server, httpx.Client(base_url=server.url, timeout=60,
+                                                     headers={"Authorization": f"Bearer {key}"}) as client:
+        body = {"messages": [{"role": "user", "content": "Tell me everything."}], "stream": True, "max_tokens": 800,
+                "temperature": 1.0, "seed": 1}
+        with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            assert response.status_code == 200
+            for i, _ in enumerate(response.iter_lines()):
+                if i == 4:
+                    break  # the user closed the tab
+        after = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}],
+                                                          "max_tokens": 4})
+        assert after.status_code == 200
+    (base,) = metrics.summary(published)["variants"]
+    assert (base["requests"], base["errors"], base["cancelled"]) == (2, 0, 1)
