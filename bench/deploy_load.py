@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -40,7 +41,8 @@ def main() -> int:
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "deploy_load.json"))
     args = p.parse_args()
 
-    home = tempfile.mkdtemp(prefix="ragtune-bench-deploy-")
+    # A name of its own: shared /tmp sweeps of "ragtune-*" must not pull the workspace away mid-run.
+    home = tempfile.mkdtemp(prefix="deployload-")
     os.environ["RAGTUNE_HOME"] = home
     import torch
 
@@ -81,6 +83,7 @@ def main() -> int:
                               max_tokens=args.max_tokens, timeout_s=args.timeout)
     finally:
         close_all()
+        shutil.rmtree(home, ignore_errors=True)
     ratio = loaded.requests_per_s / baseline.requests_per_s if baseline.requests_per_s else None
     report = {"model": args.model, "engine": args.engine, "variant": args.variant, "max_tokens": args.max_tokens,
               "cpu_count": os.cpu_count(), "engine_load_s": load_s, "baseline_1_client": baseline.to_dict(),
