@@ -42,7 +42,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ragtune import feedback as feedback_store
 from ragtune.errors import BadInputError, RagtuneError, ServerUnavailableError, WorkspaceError
-from ragtune.workspace import NAME_RE, Workspace, list_workspaces
+from ragtune.workspace import META_FILE, NAME_RE, Workspace, list_workspaces
 
 from . import deployments, keys, metrics, page, upload_safety
 from .ratelimit import RateLimiter
@@ -113,6 +113,9 @@ class _Workspaces:
             raise ApiError(404, "No such assistant.", "not_found")
         with self._lock:
             ws = self._open.get(name)
+            if ws is not None and not (ws.root / META_FILE).exists():  # deleted or renamed since
+                del self._open[name]
+                ws = None
         if ws is not None:
             return ws
         if self.single is not None:
