@@ -1,0 +1,220 @@
+"""A real vLLM server on this CPU with Gemma 3 270M: variants, runtime LoRA, streaming, crash recovery.
+
+One server serves the whole module (starting one takes about a minute); it is stopped by its
+process group at the end. The crash test kills it, so it runs last.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+
+import httpx
+import pytest
+
+from ragtune.errors import BadInputError, ServerUnavailableError
+from serving.engine import SamplingOptions
+
+pytestmark = pytest.mark.slow
+
+GREEDY = SamplingOptions(max_tokens=24)
+
+
+@pytest.fixture(scope="module")
+def stack(gemma_llm, lora_trainer, facts, tmp_path_factory):
+    """The vLLM server (starting in the background) and, meanwhile, a LoRA freshly trained on Gemma."""
+    from serving.vllm_engine import VLLMEngine, VLLMServer
+
+    logs = tmp_path_factory.mktemp("vllm-logs")
+    server = VLLMServer("gemma-3-270m", max_model_len=1024, kv_cache_gib=1, max_loras=2, max_lora_rank=16,
+                        log_dir=logs, startup_timeout=420)
+    started: dict = {}
+
+    def start():
+        try:
+            server.start()
+        except Exception as exc:  # reported by the main thread
+            started["error"] = exc
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    lora = lora_trainer(gemma_llm, tmp_path_factory.mktemp("gemma-lora") / "facts", facts[:2], steps=14, lr=5e-3)
+    thread.join()
+    if "error" in started:
+        raise started["error"]
+    engine = VLLMEngine(server)
+    yield engine, server, lora
+    pgid = server.pid
+    engine.close()
+    assert not server.alive()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)  # the engine-core children went with it
+
+
+@pytest.fixture(scope="module")
+def gemma_assistant(stack, indexed_workspace):
+    from app.assistants import make_assistant
+
+    return make_assistant(indexed_workspace, stack[0])
+
+
+def test_same_greedy_text_on_vllm_and_embedded(stack):
+    from serving.factory import get_engine
+
+    vllm = stack[0]
+    embedded = get_engine("embedded", model="gemma-3-270m")
+    for question in ("Write one sentence about warehouse robots.", "What is the capital of France?"):
+        msgs = [{"role": "user", "content": question}]
+        a, b = vllm.generate(msgs, GREEDY), embedded.generate(msgs, GREEDY)
+        assert a.text == b.text and a.text.strip()
+        assert (a.prompt_tokens, a.completion_tokens, a.finish_reason) == \
+               (b.prompt_tokens, b.completion_tokens, b.finish_reason)
+
+
+def test_streaming_from_vllm(stack):
+    engine = stack[0]
+    items = list(engine.stream([{"role": "user", "content": "Name three colours."}], GREEDY))
+    final = items[-1]
+    assert "".join(items[:-1]) == final.text and len(items) > 3
+    assert final.completion_tokens == 24 and final.ttft_s is not None and final.ttft_s < final.latency_s
+
+
+def test_fresh_adapter_is_served_seconds_after_training(stack, gemma_assistant, facts, adapter_registrar):
+    engine, server, lora = stack
+    ws = gemma_assistant.ws
+    pid = server.pid
+    question, fact = facts[0]
+    before = gemma_assistant.answer(question, "base", options=GREEDY).text
+    assert fact not in before
+
+    folder = ws.path("adapters", "gemma-facts")
+    shutil.copytree(lora, folder)
+    adapter_registrar(ws, "gemma-facts", folder, "gemma-3-270m")
+    tuned = gemma_assistant.answer(question, "ft:gemma-facts", options=GREEDY)
+    assert tuned.text != before and "PURPLE-77" in tuned.text  # learned in 14 steps, loaded without a restart
+    assert server.pid == pid and server.restarts == 0
+    assert any(name.startswith("gemma-facts-") for name in engine.adapters())
+    listed = httpx.get(server.url + "/v1/models", timeout=10).json()["data"]
+    assert any(m["id"].startswith("gemma-facts-") for m in listed)
+    assert gemma_assistant.answer(question, "base", options=GREEDY).text == before
+
+
+def test_four_variants_through_vllm(gemma_assistant, facts):
+    question = "How long does the K7 battery last on one charge?"
+    answers = {v: gemma_assistant.answer(question, v, adapter="gemma-facts" if v.startswith("ft") else None,
+                                         options=GREEDY) for v in ("base", "rag", "ft", "ft+rag")}
+    for variant, answer in answers.items():
+        assert answer.variant == variant and answer.engine == "vllm" and answer.model == "gemma-3-270m"
+        assert answer.text and answer.completion_tokens >= 1 and answer.latency_s > 0
+        assert bool(answer.citations) == variant.endswith("rag")
+        assert (answer.adapter == "gemma-facts") == variant.startswith("ft")
+    for variant in ("rag", "ft+rag"):
+        assert ("product_manual_k7.pdf", 2) in {(c["doc"], c["page"]) for c in answers[variant].citations}
+    assert answers["rag"].text != answers["ft+rag"].text or answers["base"].text != answers["ft"].text
+
+
+def test_openai_client_streams_from_ragtune_api_over_vllm(stack, gemma_assistant, port_factory):
+    import uvicorn
+    from openai import OpenAI
+
+    from serving.openai_api import build_app
+
+    engine = stack[0]
+    port = port_factory()
+    server = uvicorn.Server(uvicorn.Config(build_app(gemma_assistant.ws, engine, assistant=gemma_assistant),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 30
+        while not server.started:
+            assert time.time() < deadline
+            time.sleep(0.1)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="local", max_retries=0)
+        stream = client.chat.completions.create(model="ft+rag:gemma-facts", stream=True, max_tokens=16,
+                                                messages=[{"role": "user", "content": "What is the K7's payload?"}])
+        chunks = list(stream)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        final = [c for c in chunks if c.choices and c.choices[0].finish_reason][-1]
+        assert text.strip() and final.model_extra["ragtune"]["engine"] == "vllm"
+        assert final.model_extra["ragtune"]["adapter"] == "gemma-facts" and final.model_extra["ragtune"]["citations"]
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def test_bad_requests_get_clear_errors_and_the_server_keeps_running(stack):
+    engine = stack[0]
+    hi = [{"role": "user", "content": "hi"}]
+    with pytest.raises(BadInputError, match="Unknown adapter 'ghost'"):
+        engine.generate(hi, GREEDY, adapter="ghost")
+    with pytest.raises(BadInputError, match="accepts at most 1024"):
+        engine.generate([{"role": "user", "content": "robot " * 1100}], GREEDY)
+    with pytest.raises(BadInputError, match="could not load"):
+        engine.load_adapter("broken", _broken_adapter(stack[2], engine))
+    assert engine.generate(hi, SamplingOptions(max_tokens=2)).completion_tokens == 2
+
+
+def _broken_adapter(lora, engine):
+    """A LoRA folder whose rank exceeds what the server accepts (max_lora_rank=16)."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="broken-lora-"))
+    shutil.copytree(lora, folder, dirs_exist_ok=True)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    config["r"] = 64
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_recovers_after_the_server_is_killed(stack, gemma_assistant, facts):
+    engine, server, _ = stack
+    question, fact = facts[0]
+    before = gemma_assistant.answer(question, "ft:gemma-facts", options=GREEDY).text
+    old_pid = server.pid
+    os.killpg(old_pid, signal.SIGKILL)  # a crash: the server and its engine core vanish at once
+    time.sleep(0.5)
+    assert not engine.healthy()
+    after = gemma_assistant.answer(question, "ft:gemma-facts", options=GREEDY)  # waits for the restart
+    assert after.text == before  # the adapter was loaded again into the new server
+    assert server.restarts >= 1 and server.pid != old_pid and engine.healthy()
+    assert gemma_assistant.answer(question, "base", options=GREEDY).text
+
+
+def test_a_dead_url_is_a_clear_error():
+    from serving.vllm_engine import VLLMEngine
+
+    with pytest.raises(ServerUnavailableError, match="not answering"):
+        VLLMEngine("http://127.0.0.1:9")
+
+
+def test_a_server_that_cannot_start_reports_its_log(tmp_path):
+    from serving.vllm_engine import VLLMServer
+
+    server = VLLMServer("tiny-llama", extra_args=["--no-such-vllm-option"], log_dir=tmp_path, watch=False)
+    with pytest.raises(ServerUnavailableError, match="exited with code") as info:
+        server.start()
+    assert "no-such-vllm-option" in str(info.value)  # the tail of vLLM's own log says what was wrong
+    assert not server.alive()
+
+
+def test_gpu_and_scale_out_options_pass_through(gemma_llm):
+    from serving.vllm_engine import VLLMServer
+
+    gpu = VLLMServer("gemma-3-270m", device="cuda", extra_args=["--tensor-parallel-size", "2",
+                                                               "--data-parallel-size", "2"])
+    argv, env = gpu.argv(), gpu.environment()
+    assert argv[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert "--enforce-eager" not in argv and argv[argv.index("--dtype") + 1] == "auto"
+    assert argv[-4:] == ["--tensor-parallel-size", "2", "--data-parallel-size", "2"]
+    assert "VLLM_CPU_KVCACHE_SPACE" not in env or env["VLLM_CPU_KVCACHE_SPACE"] == os.environ.get("VLLM_CPU_KVCACHE_SPACE")
+    cpu = VLLMServer("gemma-3-270m", device="cpu", kv_cache_gib=1.5)
+    argv, env = cpu.argv(), cpu.environment()
+    assert "--enforce-eager" in argv and "--enable-lora" in argv and "--chat-template" in argv
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "1.5" and env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert env["HF_HUB_OFFLINE"] == "1" and env["VLLM_NO_USAGE_STATS"] == "1" and env["DO_NOT_TRACK"] == "1"
