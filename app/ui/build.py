@@ -88,7 +88,8 @@ def _status_html(job, rows: list[dict]) -> str:
     if elapsed is None and job.started_at:
         elapsed = (job.ended_at or time.time()) - job.started_at
     loss = next((r["loss"] for r in reversed(steps) if r.get("loss") is not None), None)
-    label = {"running": "Running", "succeeded": "Finished", "failed": "Failed", "cancelled": "Cancelled",
+    starting = job.status == "running" and not steps
+    label = "Starting (loading the model and data)" if starting else {"running": "Running", "succeeded": "Finished", "failed": "Failed", "cancelled": "Cancelled",
              "stopped": "Stopped", "queued": "Starting"}.get(job.status, job.status)
     extra = ""
     if job.status == "succeeded":
@@ -134,9 +135,15 @@ def _dataset_for(ws, source, upload, progress):
         return str(target)
     from training.synth import SynthConfig, synthesize
 
-    progress(None, desc="Writing practice questions from your documents...")
-    dataset = synthesize(ws, SynthConfig())
-    return getattr(dataset, "name", None) or str(getattr(dataset, "path", dataset))
+    def report(i, n, label=""):
+        progress((i, n), desc=f"Writing practice questions from your documents ({i}/{n})")
+
+    from retrieval.documents import all_chunks
+
+    dataset = synthesize(ws, SynthConfig(), report, chunks=all_chunks(ws))
+    counts = ", ".join(f"{n} {split}" for split, n in (dataset.counts or {}).items())
+    gr.Info(f"Training set {dataset.name} written ({counts}); its test questions are kept aside for evaluation.")
+    return dataset.name
 
 
 def start_finetune(ws_name, source, upload, adapter_name, base_model, method, rank, epochs, lr,

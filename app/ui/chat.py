@@ -94,7 +94,7 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks) -> None:
         variant = gr.Dropdown([(VARIANT_LABELS[v], v) for v in VARIANTS], value="rag", label="Answer with",
                               elem_id="chat-variant", scale=2)
         adapter = gr.Dropdown([("newest", "")], value="", label="Fine-tuned model", elem_id="chat-adapter", scale=1)
-    with gr.Accordion("Advanced", open=False):
+    with gr.Accordion("Advanced", open=False, elem_id="chat-advanced"):
         max_tokens = gr.Slider(16, 1024, value=256, step=16, label="Longest answer (tokens)", elem_id="chat-max-tokens")
         temperature = gr.Slider(0, 1.5, value=0.0, step=0.1, label="Creativity (temperature)")
     with gr.Row(equal_height=False):

@@ -96,8 +96,9 @@ def show_run(ws, run_id: str):
     return table, gr.update(value=bars, title=f"Mean {main} by variant"), _box_figure(ws, run_id, main or "token_f1"), rec_md
 
 
-def run_evaluation(ctx, ws_name, source, upload, variants, adapter, limit, progress=gr.Progress()):
+def run_evaluation(ctx, ws_name, source, upload, variants, adapter, limit, max_tokens, progress=gr.Progress()):
     from evaluation.runner import run_eval
+    from serving.engine import SamplingOptions
 
     ws = open_ws(ws_name)
     variants = [v for v in (variants or []) if v]
@@ -115,7 +116,7 @@ def run_evaluation(ctx, ws_name, source, upload, variants, adapter, limit, progr
         progress((done, total), desc=f"Answering question {done}/{total}")
 
     run = run_eval(ws, rows, variants, engine, adapter=adapter or None, progress=report, source=label,
-                   assistant=ctx.assistant(ws), model=ctx.model)
+                   assistant=ctx.assistant(ws), model=ctx.model, options=SamplingOptions(max_tokens=int(max_tokens)))
     run_id = run.run_id
     gr.Info(f"Evaluation {run_id} finished: {len(rows)} questions from {label}.")
     return (*show_run(ws, run_id), run_id, gr.update(interactive=True))
@@ -198,6 +199,8 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks) -> None:
         variants = gr.CheckboxGroup(VARIANTS, value=["base", "rag"], label="Variants", elem_id="eval-variants")
         adapter = gr.Dropdown([("newest", "")], value="", label="Fine-tuned model", elem_id="eval-adapter")
         limit = gr.Number(value=10, precision=0, minimum=0, label="Questions to use (0 = all)", elem_id="eval-limit")
+    with gr.Accordion("Advanced", open=False, elem_id="eval-advanced"):
+        max_tokens = gr.Slider(16, 1024, value=256, step=16, label="Longest answer (tokens)", elem_id="eval-max-tokens")
     run_btn = gr.Button("Run evaluation", variant="primary", elem_id="eval-run")
     recommendation = gr.Markdown(elem_id="eval-recommendation")
     table = gr.Dataframe(headers=TABLE_COLUMNS, label="Results (95% intervals)", interactive=False, elem_id="eval-table")
@@ -231,7 +234,7 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks) -> None:
 
     source.change(lambda s: gr.update(visible=s == QA_UPLOAD), [source], [upload], show_progress="hidden")
     run_fn = guarded(lambda *a, progress=gr.Progress(): run_evaluation(ctx, *a, progress=progress))
-    run_btn.click(run_fn, [ws_select, source, upload, variants, adapter, limit],
+    run_btn.click(run_fn, [ws_select, source, upload, variants, adapter, limit, max_tokens],
                   [table, bars, box, recommendation, run_id, report_btn], api_visibility="private")
     report_btn.click(guarded(download_report), [ws_select, run_id, fmt], [report_file])
     battle_btn.click(guarded(lambda *a: new_battle(ctx, *a)), [ws_select, arena_q, arena_variants, adapter],
@@ -246,15 +249,19 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks) -> None:
         trigger(guarded(lambda n: gr.update(choices=[("newest", "")] + [(a, a) for a in adapter_names(open_ws(n))] if n else [("newest", "")], value="")),
                 [ws_select], [adapter], show_progress="hidden")
 
-    def evaluate(workspace: str, variants: list[str], limit: int = 5, source: str = QA_SAMPLE) -> dict:
+    def evaluate(workspace: str, variants: list[str], limit: int = 5, source: str = QA_SAMPLE,
+                 max_tokens: int = 256) -> dict:
         """Run an evaluation on the sample (or held-out) questions; returns the summary and recommendation."""
         from evaluation.recommend import recommend
         from evaluation.runner import run_eval, summarize
 
         ws = open_ws(workspace)
         rows, _ = load_questions(ws, source, None)
+        from serving.engine import SamplingOptions
+
         run = run_eval(ws, rows[: int(limit)] if limit else rows, list(variants), ctx.engine(),
-                       assistant=ctx.assistant(ws), model=ctx.model, source=source)
+                       assistant=ctx.assistant(ws), model=ctx.model, source=source,
+                       options=SamplingOptions(max_tokens=int(max_tokens)))
         summary = summarize(run)
         return {"run_id": run.run_id, "summary": summary, "recommendation": summary.get("recommendation") or recommend(summary)}
 

@@ -45,7 +45,7 @@ def test_ingest_index_ask_and_eval(client):
     assert any(c["doc"] == "product_manual_k7.pdf" for c in answer["citations"])
     assert all(c["text"] for c in answer["citations"])
 
-    result = client.predict("flow", ["base", "rag"], 2, api_name="/eval")
+    result = client.predict("flow", ["base", "rag"], 2, max_tokens=32, api_name="/eval")
     variants = result["summary"]["variants"]
     assert set(variants) == {"base", "rag"}
     assert variants["rag"]["answered"] == 2

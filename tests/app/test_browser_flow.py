@@ -41,6 +41,13 @@ def ui(browser, running_app, artifacts_dir):
     context.close()
 
 
+def _set_slider(page, accordion_id, slider_id, value):
+    page.locator(f"#{accordion_id}").get_by_text("Advanced").first.click()
+    box = page.locator(f"#{slider_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
 def _no_stack_trace(page):
     body = page.locator("body").inner_text()
     assert "Traceback" not in body and 'File "' not in body
@@ -80,6 +87,14 @@ def test_upload_documents_with_per_file_results(ui):
     page.wait_for_function("() => /passages/.test(document.querySelector('#doc-chunks').innerText)")
     _no_stack_trace(page)
     ui.shot("02-documents")
+    # delete one document from the table
+    page.locator("#doc-select input").click()
+    page.get_by_role("option", name=re.compile("parts_catalog.csv")).click()
+    page.wait_for_function("() => document.querySelector('#doc-chunks').innerText.includes('P-')"
+                           " || /passages/.test(document.querySelector('#doc-chunks').innerText)")
+    page.locator("#doc-delete").click()
+    page.wait_for_function("() => !document.querySelector('#docs-table').innerText.includes('parts_catalog.csv')")
+    assert "travel_policy.docx" in ui.text("docs-table")
 
 
 def test_build_index(ui):
@@ -142,6 +157,7 @@ def test_finetune_live_loss_survives_reload_cancel_resume(ui):
 def test_chat_streams_with_clickable_citations(ui):
     page = ui.page
     ui.tab("Chat")
+    _set_slider(page, "chat-advanced", "chat-max-tokens", 48)  # the tiny model rambles: keep answers short
     page.locator("#chat-input textarea").fill("What is the maximum payload of the K7 Pallet Pilot?")
     page.locator("#chat-send").click()
     source = page.locator("#chat-sources details").first
@@ -166,6 +182,7 @@ def test_evaluate_and_arena(ui):
     limit = page.locator("#eval-limit input")
     limit.fill("3")
     limit.press("Tab")
+    _set_slider(page, "eval-advanced", "eval-max-tokens", 32)
     page.locator("#eval-run").click()
     page.wait_for_function("() => /token_f1/.test(document.querySelector('#eval-table').innerText)", timeout=300_000)
     assert ui.text("eval-recommendation").strip()
@@ -197,6 +214,14 @@ def test_deploy_shows_live_url_and_api_example(ui):
     assert httpx.get(url, timeout=30).status_code == 200
     page.locator("#deploy-key-create").click()
     page.wait_for_function("() => document.querySelector('#deploy-key input, #deploy-key textarea').value.startsWith('rtk_')")
+    key = page.locator("#deploy-key input, #deploy-key textarea").first.input_value()
     assert "/v1/chat/completions" in ui.text("deploy-example")
+    # the published assistant answers on the OpenAI-compatible API with the shown key
+    base = url.rsplit("/chat/", 1)[0]
+    reply = httpx.post(f"{base}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=120,
+                       json={"model": "rag", "max_tokens": 16,
+                             "messages": [{"role": "user", "content": "What is the K7 payload?"}]})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["choices"][0]["message"]["content"] is not None
     _no_stack_trace(page)
     ui.shot("08-deploy")
