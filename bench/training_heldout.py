@@ -57,7 +57,7 @@ def token_f1(prediction: str, reference: str) -> float:
 
 
 def generate_all(model_path: Path, adapter: Path | None, questions: list[str], batch: int = 8,
-                 max_new_tokens: int = 48) -> list[str]:
+                 max_new_tokens: int = 32) -> list[str]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -99,7 +99,8 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--questions-per-fact", type=int, default=2)
-    ap.add_argument("--max-facts", type=int, default=4)
+    ap.add_argument("--max-facts", type=int, default=3)
+    ap.add_argument("--max-test", type=int, default=20, help="synthetic test questions to answer")
     ap.add_argument("--json", default=str(REPO / "bench" / "results" / "training_heldout.json"))
     ap.add_argument("--keep", action="store_true", help="keep the scratch workspace")
     args = ap.parse_args()
@@ -160,7 +161,7 @@ def main() -> int:
     gold = [json.loads(line) for line in (REPO / "datasets" / "sample_qa.jsonl").read_text().splitlines() if line.strip()]
     covered = [g for g in gold if key_values(g["answer"]) and key_values(g["answer"]) <= trained_keys.get(g["doc"], set())]
     uncovered = [g for g in gold if g not in covered]
-    test = dataset.rows("test")
+    test = dataset.rows("test")[: args.max_test]
     sets = {"gold_trained_facts": covered, "gold_other": uncovered, "synth_test_heldout_chunks": test}
     questions = [q["question"] for rows in sets.values() for q in rows]
     t1 = time.time()

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from ragtune.errors import BadInputError
@@ -45,6 +46,7 @@ class TrainConfig:
     save_steps: int = 50  # checkpoint interval, for resume after a crash
     seed: int = 42
     num_threads: int | None = None  # torch threads in the job process; None: torch's default
+    accelerate_config: str | None = None  # an `accelerate launch` YAML (multi-GPU: DDP, DeepSpeed, FSDP)
 
     def validate(self) -> "TrainConfig":
         if self.method not in METHODS:
@@ -62,6 +64,9 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise BadInputError(f"Invalid training configuration: {message}.")
+        if self.accelerate_config and not Path(self.accelerate_config).expanduser().is_file():
+            raise BadInputError(f"accelerate config {self.accelerate_config} does not exist "
+                                "(see examples/accelerate/ for DDP, DeepSpeed and FSDP configs).")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise BadInputError("Invalid training configuration: early_stopping_patience must be >= 1 or unset.")
         return self

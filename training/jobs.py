@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 from dataclasses import replace
 
 from ragtune.adapters import adapter_path, validate_adapter_name
@@ -41,8 +42,13 @@ def prepare(ws, config: TrainConfig) -> TrainConfig:
     return replace(config, adapter_name=name, dataset=dataset)
 
 
-def _args(ws, config: TrainConfig) -> list[str]:
-    return ["--workspace", str(ws.root), "--config-json", config.to_json()]
+def _module_and_args(ws, config: TrainConfig) -> tuple[str, list[str]]:
+    args = ["--workspace", str(ws.root), "--config-json", config.to_json()]
+    if config.accelerate_config:
+        # Same recipe, one process per GPU; rank 0 writes the log and registers the adapter.
+        return "accelerate.commands.launch", ["--config_file", str(Path(config.accelerate_config).expanduser()),
+                                              "-m", MODULE, *args]
+    return MODULE, args
 
 
 def _env(config: TrainConfig) -> dict:
@@ -52,7 +58,8 @@ def _env(config: TrainConfig) -> dict:
 def start_training(ws, config: TrainConfig) -> Job:
     """Start a training job in its own process; returns at once with the Job (tail ``job.log_path``)."""
     config = prepare(ws, config)
-    return start_job(ws, KIND, MODULE, _args(ws, config), config=config.to_dict(), env=_env(config))
+    module, args = _module_and_args(ws, config)
+    return start_job(ws, KIND, module, args, config=config.to_dict(), env=_env(config))
 
 
 def resume_training(ws, job_id: str) -> Job:
@@ -65,7 +72,8 @@ def resume_training(ws, job_id: str) -> Job:
     if job.status == "succeeded":
         raise JobError(f"Job {job_id} already finished and saved adapter '{job.result.get('adapter')}'.")
     config = TrainConfig.from_dict(job.config)
-    return start_job(ws, KIND, MODULE, _args(ws, config), config=config.to_dict(), job_id=job_id, env=_env(config))
+    module, args = _module_and_args(ws, config)
+    return start_job(ws, KIND, module, args, config=config.to_dict(), job_id=job_id, env=_env(config))
 
 
 def cancel_training(ws, job_id: str) -> Job:

@@ -119,6 +119,8 @@ def _make_callbacks(reporter: JobReporter | None, config: TrainConfig, elapsed_b
     class JobLog(TrainerCallback):
         """Turns the trainer's logs into the job's JSONL rows, and the CANCEL file into a clean stop."""
 
+        accelerator = None  # set once the trainer exists
+
         def on_train_begin(self, args, state, control, **kw):
             self.t0 = time.time()
             self.tokens0 = state.num_input_tokens_seen
@@ -129,14 +131,21 @@ def _make_callbacks(reporter: JobReporter | None, config: TrainConfig, elapsed_b
                              resumed_from_step=state.global_step or None)
 
         def on_step_end(self, args, state, control, **kw):
-            if reporter and reporter.cancel_requested:
+            requested = bool(reporter and reporter.cancel_requested)
+            if self.accelerator is not None and self.accelerator.num_processes > 1:
+                import torch
+
+                # Every rank must stop at the same step, or the others wait forever in a collective.
+                flag = torch.tensor([float(requested)], device=self.accelerator.device)
+                requested = bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+            if requested:
                 # Save where we are, then stop: a resume continues from this very step.
                 self.cancelled = True
                 control.should_save = True
                 control.should_training_stop = True
 
         def on_log(self, args, state, control, logs=None, **kw):
-            if not reporter or not logs:
+            if not reporter or not logs or not state.is_world_process_zero:
                 return
             elapsed = time.time() - self.t0
             steps = state.global_step - self.step0
@@ -273,6 +282,7 @@ def train(ws, config: TrainConfig, reporter: JobReporter | None = None, job_dir:
 
     callbacks = _make_callbacks(reporter, config, _elapsed_so_far(job_dir) if checkpoint else 0.0)
     trainer = build_trainer(config, model.path, data.train, data.validation, output_dir, callbacks)
+    callbacks[0].accelerator = trainer.accelerator
     if reporter:
         reporter.check_cancel()
     try:
@@ -297,7 +307,9 @@ def train(ws, config: TrainConfig, reporter: JobReporter | None = None, job_dir:
     metrics["tokens_per_s"] = speeds[-1] if speeds else None
     metrics["peak_memory_mb"] = round(memory_mb()[1], 1)
 
-    folder = save_trained(ws, trainer, config, name, model.path)
+    folder = save_trained(ws, trainer, config, name, model.path, job_dir / "final")
+    if folder is None:  # not the main process of a multi-GPU run: rank 0 registers the adapter
+        return {}
     info = register_adapter(ws, AdapterInfo(
         name=name, path=str(folder), base_model=config.base_model, method=config.method, dataset=data.name,
         data_hash=data.data_hash, metrics=metrics, config=config.to_dict(), created_at=time.time()))
@@ -308,27 +320,62 @@ def train(ws, config: TrainConfig, reporter: JobReporter | None = None, job_dir:
             "dataset": data.name, "data_hash": data.data_hash, "metrics": metrics}
 
 
-def save_trained(ws, trainer, config: TrainConfig, name: str, base_path: Path) -> Path:
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def save_trained(ws, trainer, config: TrainConfig, name: str, base_path: Path, staging: Path) -> Path | None:
     """LoRA/QLoRA: a standard PEFT folder (adapter_config.json + adapter_model.safetensors), which is what
-    vLLM and PeftModel.from_pretrained load. Full: a complete model folder with tokenizer."""
+    vLLM and PeftModel.from_pretrained load. Full: a complete model folder with tokenizer.
+
+    ``trainer.save_model`` gathers sharded weights under DeepSpeed ZeRO-3 / FSDP, so every rank calls it;
+    then the main process alone copies the result into the workspace in one atomic rename.
+    """
+    shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(str(staging))
+    if not trainer.is_world_process_zero():
+        return None
     folder = adapter_path(ws, name)
     with atomic_directory(folder) as tmp:
         tmp.chmod(0o755)  # servers may run as another user
-        model = trainer.model
         if config.method == "full":
-            model.save_pretrained(tmp, safe_serialization=True)
-            trainer.processing_class.save_pretrained(tmp)
+            for item in staging.iterdir():
+                if item.name not in ("training_args.bin", "README.md"):
+                    shutil.copy(item, tmp / item.name)
             if (base_path / SERVING_TEMPLATE).exists():
                 shutil.copy(base_path / SERVING_TEMPLATE, tmp / SERVING_TEMPLATE)
         else:
             # No tokenizer files here: vLLM would treat them as an adapter-specific tokenizer.
-            model.save_pretrained(tmp, safe_serialization=True)
-            cfg_path = tmp / "adapter_config.json"
-            adapter_cfg = json.loads(cfg_path.read_text())
+            missing = [f for f in ADAPTER_FILES if not (staging / f).exists()]
+            if missing:
+                raise RuntimeError(f"The trainer did not write {', '.join(missing)} for the adapter.")
+            for f in ADAPTER_FILES:
+                shutil.copy(staging / f, tmp / f)
+            adapter_cfg = json.loads((tmp / "adapter_config.json").read_text())
             adapter_cfg["base_model_name_or_path"] = str(base_path)
-            cfg_path.write_text(json.dumps(adapter_cfg, indent=2))
-            (tmp / "README.md").unlink(missing_ok=True)  # peft's empty model card
+            (tmp / "adapter_config.json").write_text(json.dumps(adapter_cfg, indent=2))
+    shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+class RankReporter:
+    """For ranks other than 0 of a multi-GPU run: sees the CANCEL file, logs nothing, writes no status."""
+
+    def __init__(self, job_dir: str | Path):
+        import signal
+
+        self.dir = Path(job_dir)
+        signal.signal(signal.SIGTERM, lambda *_: (self.dir / "CANCEL").touch())
+
+    @property
+    def cancel_requested(self) -> bool:
+        return (self.dir / "CANCEL").exists()
+
+    def check_cancel(self) -> None:
+        if self.cancel_requested:
+            raise JobCancelled()
+
+    def log(self, **row) -> None:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -339,15 +386,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from ragtune.workspace import Workspace
 
+    if int(os.environ.get("RANK", "0")) != 0:
+        try:
+            train(Workspace(Path(args.workspace)), _parse_config(args.config_json), RankReporter(args.job_dir))
+        except JobCancelled:
+            pass
+        return 0
     with JobReporter(args.job_dir) as reporter:
         ws = Workspace(Path(args.workspace))
-        try:
-            config = TrainConfig.from_dict(json.loads(args.config_json))
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise BadInputError(f"Unreadable training configuration: {exc}") from None
-        reporter.result = train(ws, config, reporter)
+        reporter.result = train(ws, _parse_config(args.config_json), reporter)
     status = read_json(Path(args.job_dir) / "status.json") or {}
     return 0 if status.get("status") in ("succeeded", "cancelled") else 1
+
+
+def _parse_config(text: str) -> TrainConfig:
+    try:
+        return TrainConfig.from_dict(json.loads(text))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise BadInputError(f"Unreadable training configuration: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ _TRAIN_FLAGS = {
     "save_steps": (int, "checkpoint every N steps (for resume)"),
     "seed": (int, "random seed"),
     "num_threads": (_optional_int, "CPU threads for the job (none: torch default)"),
+    "accelerate_config": (str, "run under `accelerate launch` with this YAML (examples/accelerate/)"),
 }
 
 

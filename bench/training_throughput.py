@@ -1,0 +1,177 @@
+"""Training throughput: ragtune's recipe vs a plain transformers Trainer + peft baseline, same run.
+
+    python bench/training_throughput.py [--model gemma-3-270m] [--rows 60] [--repeats 1]
+    python bench/training_throughput.py --methods lora,qlora      # on a GPU: QLoRA memory vs LoRA
+
+Both train one epoch of LoRA on the same rows (datasets/sample_train_qa.jsonl, repeated to --rows)
+with the same model, rank, learning rate and bf16 autocast. ragtune: trl SFTTrainer, best-fit
+packing into padding-free sequences (no pad tokens, no attention over padding), assistant-only loss.
+Baseline: the usual recipe, rows padded to the longest in each batch. Each run is its own
+subprocess, so peak memory is per run. Reported: non-padding tokens per second, wall time, peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def load_rows(n: int) -> list[dict]:
+    from training.chat_data import load_chat_file
+
+    rows, _ = load_chat_file(REPO / "datasets" / "sample_train_qa.jsonl")
+    return [rows[i % len(rows)] for i in range(n)]
+
+
+def peak_memory_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_ragtune(model: str, rows: list[dict], method: str, batch: int, out: Path) -> dict:
+    from ragtune.models import resolve_llm
+    from training.config import defaults_for
+    from training.run import build_trainer
+
+    config = defaults_for(model, method, epochs=1, batch_size=batch, save_steps=10**6, eval_each_epoch=False)
+    trainer = build_trainer(config, resolve_llm(model, progress=False).path, rows, [], out)
+    t = time.time()
+    trainer.train()
+    wall = time.time() - t
+    return {"tokens": trainer.state.num_input_tokens_seen, "wall_s": wall, "steps": trainer.state.global_step}
+
+
+def run_baseline(model: str, rows: list[dict], method: str, batch: int, out: Path) -> dict:
+    """The common recipe: chat template -> tokenize -> pad per batch -> Trainer on a peft model."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
+                              TrainingArguments)
+
+    from ragtune.models import resolve_llm
+    from training.config import defaults_for
+
+    config = defaults_for(model, method)
+    path = resolve_llm(model, progress=False).path
+    tok = AutoTokenizer.from_pretrained(path)
+    texts = [tok.apply_chat_template(r["messages"], tokenize=False) for r in rows]
+    data = Dataset.from_dict({"text": texts}).map(
+        lambda b: tok(b["text"], add_special_tokens=False, truncation=True, max_length=config.max_length),
+        batched=True, remove_columns=["text"])
+    kwargs = {"dtype": torch.float32}
+    if method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        kwargs = {"dtype": torch.bfloat16, "quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)}
+    elif torch.cuda.is_available():
+        kwargs = {"dtype": torch.bfloat16}
+    base = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if method == "qlora":
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+    peft_model = get_peft_model(base, LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                                                 target_modules=config.target_modules, task_type="CAUSAL_LM"))
+    args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=batch, num_train_epochs=1,
+                             learning_rate=config.lr, bf16=True, use_cpu=not torch.cuda.is_available(),
+                             logging_steps=10, save_strategy="no", report_to="none", disable_tqdm=True,
+                             include_num_input_tokens_seen="non_padding", dataloader_pin_memory=False)
+    trainer = Trainer(model=peft_model, args=args, train_dataset=data,
+                      data_collator=DataCollatorForLanguageModeling(tok, mlm=False))
+    t = time.time()
+    trainer.train()
+    wall = time.time() - t
+    return {"tokens": trainer.state.num_input_tokens_seen, "wall_s": wall, "steps": trainer.state.global_step}
+
+
+def child(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rows = load_rows(args.rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        fn = run_ragtune if args.variant == "ragtune" else run_baseline
+        result = fn(args.model, rows, args.method, args.batch_ragtune if args.variant == "ragtune" else args.batch_baseline,
+                    Path(tmp))
+    result.update(variant=args.variant, method=args.method, peak_memory_mb=round(peak_memory_mb(), 1),
+                  tokens_per_s=round(result["tokens"] / result["wall_s"], 1),
+                  device="cuda" if torch.cuda.is_available() else "cpu")
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="gemma-3-270m")
+    ap.add_argument("--rows", type=int, default=60)
+    ap.add_argument("--methods", default="lora", help="comma-separated: lora,qlora")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-ragtune", type=int, default=None, help="packed sequences per step (default: per model)")
+    ap.add_argument("--batch-baseline", type=int, default=8, help="rows per step for the padded baseline")
+    ap.add_argument("--json", default=str(REPO / "bench" / "results" / "training_throughput.json"))
+    ap.add_argument("--variant", help=argparse.SUPPRESS)
+    ap.add_argument("--method", default="lora", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.batch_ragtune is None:
+        from training.config import defaults_for
+
+        args.batch_ragtune = defaults_for(args.model).batch_size
+    if args.variant:
+        child(args)
+        return 0
+
+    results = []
+    for method in args.methods.split(","):
+        for _ in range(args.repeats):
+            for variant in ("ragtune", "baseline"):
+                cmd = [sys.executable, __file__, "--variant", variant, "--method", method, "--model", args.model,
+                       "--rows", str(args.rows), "--threads", str(args.threads),
+                       "--batch-ragtune", str(args.batch_ragtune), "--batch-baseline", str(args.batch_baseline)]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+                if line is None:
+                    print(f"{variant}/{method} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+                    return 1
+                r = json.loads(line[7:])
+                results.append(r)
+                print(f"{method:6s} {variant:9s} {r['tokens_per_s']:8.1f} tok/s  {r['wall_s']:7.1f} s  "
+                      f"{r['steps']:4d} steps  peak {r['peak_memory_mb']:.0f} MB ({r['device']})", flush=True)
+
+    def mean(method, variant, key):
+        vals = [r[key] for r in results if r["method"] == method and r["variant"] == variant]
+        return sum(vals) / len(vals)
+
+    summary = {}
+    for method in args.methods.split(","):
+        speed = mean(method, "ragtune", "tokens_per_s") / mean(method, "baseline", "tokens_per_s")
+        memory = mean(method, "ragtune", "peak_memory_mb") / mean(method, "baseline", "peak_memory_mb")
+        summary[method] = {"speedup": round(speed, 2), "memory_ratio": round(memory, 2)}
+        print(f"{method}: ragtune / baseline tokens/s = x{speed:.2f}; peak memory ratio {memory:.2f}")
+    if "qlora" in summary and "lora" in summary:
+        ratio = mean("qlora", "ragtune", "peak_memory_mb") / mean("lora", "ragtune", "peak_memory_mb")
+        summary["qlora_vs_lora_memory"] = round(ratio, 2)
+        print(f"QLoRA / LoRA peak memory (ragtune) = {ratio:.2f}")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"model": args.model, "rows": args.rows, "threads": args.threads,
+                                           "runs": results, "summary": summary}, indent=2))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
