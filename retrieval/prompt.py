@@ -42,6 +42,8 @@ def build_rag_messages(question: str, passages, *, count_tokens: Callable[[str],
     the budget, so the model always sees the best passage.
     """
     count = count_tokens or approx_tokens
+    if demonstration:  # the example turn comes out of the same budget, so the caller's total still holds
+        max_context_tokens = max(32, max_context_tokens - sum(count(m["content"]) + 8 for m in DEMONSTRATION))
     used, blocks, spent = [], [], 0
     for p in passages:
         block = f"{passage_header(len(used) + 1, p)}\n{p.text.strip()}"
