@@ -18,6 +18,10 @@ METRIC_NAMES = {"judge_score": "LLM-judge score", "token_f1": "token F1", "seman
 PRIMARY_ORDER = ("judge_score", "token_f1", "semantic_similarity", "exact_match")
 
 
+def _signed(x) -> str:
+    return f"{(round(x, 2) or 0.0):+.2f}"  # no "-0.00"
+
+
 def _fmt(x, digits=2) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
@@ -85,7 +89,8 @@ def recommend(summary: dict, primary: str | None = None) -> dict:
         comparisons.append({k: p[k] for k in ("a", "b", "metric", "n", "mean_diff", "ci_low", "ci_high", "p_value")})
         verdict = "significant" if (p["ci_low"] > 0 or p["ci_high"] < 0) else "within noise"
         pv = f", Wilcoxon p={p['p_value']:.3g}" if p.get("p_value") is not None else ""
-        return f"difference {p['mean_diff']:+.2f} (95% CI {p['ci_low']:+.2f} to {p['ci_high']:+.2f}, {verdict}{pv})"
+        return (f"difference {_signed(p['mean_diff'])} (95% CI {_signed(p['ci_low'])} to {_signed(p['ci_high'])}, "
+                f"{verdict}{pv})")
 
     n = summary.get("n")
     lines = []
