@@ -105,7 +105,6 @@ def evaluate_retriever(retriever, rows: list[dict], *, modes=MODES, ks=(1, 5), d
                        progress=None) -> dict:
     """{"n": N, mode: {metric: mean}} over the rows; page metrics average over rows that name a page."""
     report: dict = {"n": len(rows)}
-    page_k = max(5, max(ks))
     for mode in modes:
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
@@ -123,5 +122,4 @@ def evaluate_retriever(retriever, rows: list[dict], *, modes=MODES, ks=(1, 5), d
                                "got": passages[0].citation if passages else None})
         report[mode] = {key: round(sums[key] / counts[key], 4) for key in sorted(sums)}
         report[mode]["misses@1"] = misses
-    del page_k
     return report

@@ -113,7 +113,7 @@ def _ingest_one(ws, path: Path, limits: IngestLimits, settings: RetrievalSetting
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.copyfile(path, tmp)
     os.replace(tmp, target)
-    title = parsed.title or _title_from_name(path.name)
+    title = describe(parsed, path.name)
     save_blocks(ws, doc_id, parsed.blocks, title)
     for row in older:  # a new version of a file with the same name replaces the old one
         delete_document(ws, row["doc_id"])
@@ -125,6 +125,31 @@ def _ingest_one(ws, path: Path, limits: IngestLimits, settings: RetrievalSetting
     notes = parsed.warnings + (["replaced the previous version of this file"] if older else [])
     reason = "; ".join(notes) or None
     return IngestResult(path.name, "added", reason, doc_id, n)
+
+
+def describe(parsed, name: str) -> str:
+    """A one-line description of the document: its title, then the short lines that open it.
+
+    Many documents put what they are about in their first lines rather than in a title
+    ("Contoso Electronics / Northwind Health Plus Plan", "Information about product 7 /
+    TrailMaster X4 Tent"); the line is prepended to every chunk, so a chunk that never repeats
+    the product or plan name can still be found by it.
+    """
+    base = " ".join((parsed.title or _title_from_name(name)).split())
+    lead: list[str] = []
+    took_text = False
+    for block in parsed.blocks[:6] if parsed.kind not in ("csv", "jsonl") else []:
+        text = " ".join(block.text.split())
+        words = len(text.split())
+        if text.lower() in base.lower():
+            continue
+        if words > 12 or len(lead) == 3 or (took_text and block.kind == "heading"):
+            break
+        lead.append(text)
+        took_text = took_text or block.kind != "heading"
+        if sum(len(x.split()) for x in lead) >= 12:
+            break
+    return base + (" - " + " ".join(lead) if lead else "")
 
 
 def _title_from_name(name: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from dataclasses import asdict, dataclass, field
 
@@ -36,6 +37,12 @@ class Passage:
         d = asdict(self)
         d["citation"] = self.citation
         return d
+
+
+def normalize_query(query: str) -> str:
+    """Spell file names as words ("Plan_Details.pdf" -> "Plan Details") so both retrievers can match titles."""
+    query = re.sub(r"\b([\w-]+)\.(pdf|docx?|pptx?|html?|md|txt|csv|jsonl|eml|rtf)\b", r"\1", query, flags=re.I)
+    return " ".join(query.replace("_", " ").split())
 
 
 def rrf_fuse(rankings: dict[str, list[int]], weights: dict[str, float], k: int = 60) -> list[tuple[int, float, dict]]:
@@ -128,6 +135,7 @@ class Retriever:
         if mode not in MODES:
             raise BadInputError(f"Unknown retrieval mode '{mode}': use one of {', '.join(MODES)}.")
         n = max(self.settings.candidates, k * 4)
+        query = normalize_query(query)
         if mode == "dense":
             hits = [(i, s, {"dense": r}) for r, (i, s) in enumerate(self.dense_search(query, n), start=1)]
         elif mode == "bm25":
@@ -137,9 +145,33 @@ class Retriever:
                         "bm25": [i for i, _ in self.bm25_search(query, n)]}
             hits = rrf_fuse(rankings, {"dense": self.settings.dense_weight, "bm25": self.settings.bm25_weight},
                             self.settings.rrf_k)
+        if mode == "hybrid" and (self.settings.doc_boost or self.settings.page_boost):
+            hits = self._group_boost(hits[:n])
         if self.settings.reranker and hits:
             hits = self._rerank(query, hits[:n])
         return [self._passage(i, s, r) for i, s, r in hits[:k]]
+
+    def _group_boost(self, hits):
+        """Add to each chunk a share of the fused score of its document and of its page.
+
+        A document (or page) with several relevant chunks is more likely the source than one
+        with a single look-alike chunk: products of one catalogue or two plans of one insurer
+        share most of their wording, and differ in how much of each document matches.
+        """
+        by_doc: dict[str, float] = {}
+        by_page: dict[tuple, float] = {}
+        for i, score, _ in hits:
+            c = self.chunks[i]
+            by_doc[c.doc_id] = by_doc.get(c.doc_id, 0.0) + score
+            by_page[(c.doc_id, c.page)] = by_page.get((c.doc_id, c.page), 0.0) + score
+        boosted = []
+        for i, score, ranks in hits:
+            c = self.chunks[i]
+            extra = self.settings.doc_boost * (by_doc[c.doc_id] - score)
+            if c.page is not None:
+                extra += self.settings.page_boost * (by_page[(c.doc_id, c.page)] - score)
+            boosted.append((i, score + extra, ranks))
+        return sorted(boosted, key=lambda h: -h[1])
 
     def _passage(self, i: int, score: float, ranks: dict) -> Passage:
         c = self.chunks[i]

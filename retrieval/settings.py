@@ -27,6 +27,8 @@ class RetrievalSettings:
     dense_weight: float = 1.0
     bm25_weight: float = 1.0
     candidates: int = 50           # per retriever, before fusion
+    doc_boost: float = 0.05        # share of the other fused scores of a chunk's document added to it
+    page_boost: float = 0.2        # same for the chunk's page
     exact_limit: int = 200_000     # above this many vectors an HNSW index replaces exact search
     reranker: str | None = None    # a cross-encoder folder or id; None = no re-ranking
     batch_size: int = 64
