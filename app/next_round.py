@@ -99,10 +99,7 @@ def build_round_dataset(ws, round_id: str, deployment=None):
     if not pending:
         raise BadInputError("There is no new feedback yet: end users' thumbs up and corrections on the chat page "
                             "become the next round's training rows.")
-    try:
-        from training.feedback_data import rows_from_feedback
-    except ImportError:  # training without the feedback helper: the same rules, kept here
-        rows_from_feedback = _rows_from_feedback
+    from training.feedback_data import rows_from_feedback
 
     excluded = test_questions(ws)
     new_rows = rows_from_feedback(pending, excluded)
@@ -133,21 +130,6 @@ def build_round_dataset(ws, round_id: str, deployment=None):
     version = save_dataset_version(ws, {"train": list(merged.values()), "validation": validation,
                                         "test": parent_test}, manifest)
     return version, parent, [row["message_id"] for row in pending], stats
-
-
-def _rows_from_feedback(feedback_rows: list[dict], exclude_questions) -> list[dict]:
-    """A correction teaches its text, a thumbs up teaches the answer given; the latest word on a question wins."""
-    excluded = {_norm(q) for q in exclude_questions}
-    chosen: dict[str, dict] = {}
-    for row in sorted(feedback_rows, key=lambda r: r.get("feedback_at") or 0):
-        question = (row.get("question") or "").strip()
-        answer = (row.get("correction") or "").strip() or ((row.get("answer") or "").strip()
-                                                           if row.get("rating") == "up" else "")
-        key = _norm(question)
-        if not question or not answer or key in excluded:
-            continue
-        chosen[key] = {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
-    return list(chosen.values())
 
 
 def start_next_round(ws, *, base_model: str | None = None, method: str = "lora", variant: str | None = None,

@@ -29,6 +29,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def main() -> int:
+    args = parse_args()
+    # A name of its own: shared /tmp sweeps of "ragtune-*" must not pull the workspace away mid-run.
+    home = tempfile.mkdtemp(prefix="deployload-")
+    os.environ["RAGTUNE_HOME"] = home
+    try:
+        return run(args)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny-llama")
     p.add_argument("--engine", choices=("embedded", "vllm"), default="embedded")
@@ -37,13 +48,13 @@ def main() -> int:
     p.add_argument("--requests", type=int, default=2, help="requests per client, one after another")
     p.add_argument("--baseline-requests", type=int, default=4, help="requests of the single-client baseline")
     p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--max-model-len", type=int, help="context window (tiny models: 1024)")
     p.add_argument("--timeout", type=float, default=600, help="seconds before the run is cut short")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "deploy_load.json"))
-    args = p.parse_args()
+    return p.parse_args()
 
-    # A name of its own: shared /tmp sweeps of "ragtune-*" must not pull the workspace away mid-run.
-    home = tempfile.mkdtemp(prefix="deployload-")
-    os.environ["RAGTUNE_HOME"] = home
+
+def run(args) -> int:
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
@@ -63,7 +74,8 @@ def main() -> int:
     deployments.publish(ws, args.variant, note="load test")
     key = keys.create_key(ws, "bench", 100_000)
     t0 = time.perf_counter()
-    engine = get_engine(args.engine, model=args.model)
+    max_len = args.max_model_len or (1024 if args.model.startswith("tiny-") else None)
+    engine = get_engine(args.engine, model=args.model, **({"max_model_len": max_len} if max_len else {}))
     load_s = time.perf_counter() - t0
     factory = None
     try:
@@ -83,7 +95,6 @@ def main() -> int:
                               max_tokens=args.max_tokens, timeout_s=args.timeout)
     finally:
         close_all()
-        shutil.rmtree(home, ignore_errors=True)
     ratio = loaded.requests_per_s / baseline.requests_per_s if baseline.requests_per_s else None
     report = {"model": args.model, "engine": args.engine, "variant": args.variant, "max_tokens": args.max_tokens,
               "cpu_count": os.cpu_count(), "engine_load_s": load_s, "baseline_1_client": baseline.to_dict(),
