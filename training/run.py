@@ -229,6 +229,7 @@ def build_trainer(config: TrainConfig, model_path: Path, train_rows: list[dict],
         seed=config.seed,
         data_seed=config.seed,
         dataloader_pin_memory=False,
+        ddp_find_unused_parameters=False,  # LoRA without checkpointing uses every adapter weight
         disable_tqdm=True,
         remove_unused_columns=True,
     )
