@@ -27,17 +27,18 @@ def free_port() -> int:
 
 
 class RunningApp:
-    def __init__(self, home: Path, workspace: str):
+    def __init__(self, home: Path, workspace: str, model: str = "tiny-llama"):
         self.home, self.workspace = home, workspace
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        home.mkdir(parents=True, exist_ok=True)
         self.log_path = home / "app.log"
         env = {**os.environ, "RAGTUNE_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False",
                "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
         env.pop("RAGTUNE_WORKSPACES", None)
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "app", "--model", "tiny-llama", "--port", str(self.port),
+            [sys.executable, "-m", "app.cli", "app", "--model", model, "--port", str(self.port),
              "--workspace", workspace],
             cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 

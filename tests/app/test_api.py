@@ -51,3 +51,4 @@ def test_ingest_index_ask_and_eval(client):
     assert variants["rag"]["answered"] == 2
     assert "hit_at_k" in variants["rag"]["metrics"]
     assert result["recommendation"]["text"]
+

@@ -225,3 +225,23 @@ def test_deploy_shows_live_url_and_api_example(ui):
     assert reply.json()["choices"][0]["message"]["content"] is not None
     _no_stack_trace(page)
     ui.shot("08-deploy")
+
+
+def test_rename_and_delete_workspace(ui):
+    page = ui.page
+    ui.tab("Workspaces")
+    page.locator("#ws-new-name textarea, #ws-new-name input").first.fill("scratch")
+    page.locator("#ws-create").click()
+    page.wait_for_function("() => document.querySelector('#workspace-select input').value === 'scratch'")
+    page.locator("#ws-rename-name textarea, #ws-rename-name input").first.fill("scratch-2")
+    page.locator("#ws-rename").click()
+    page.wait_for_function("() => document.querySelector('#workspace-select input').value === 'scratch-2'")
+    # deleting needs the name typed: a wrong one is refused
+    page.locator("#ws-delete-confirm textarea, #ws-delete-confirm input").first.fill("scratch")
+    page.locator("#ws-delete").click()
+    page.get_by_text("to confirm the deletion").first.wait_for()
+    page.locator("#ws-delete-confirm textarea, #ws-delete-confirm input").first.fill("scratch-2")
+    page.locator("#ws-delete").click()
+    page.wait_for_function("() => !document.querySelector('#ws-table').innerText.includes('scratch')")
+    assert "lumora" in ui.text("ws-table")
+    _no_stack_trace(page)
