@@ -76,6 +76,9 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=float)
     p.add_argument("--wait", action="store_true", help="wait for the fine-tune to finish")
     p.add_argument("--publish", action="store_true", help="publish the new adapter when done (implies --wait)")
+    p.add_argument("--finish", nargs="?", const="latest", metavar="ROUND",
+                   help="instead of starting a round: wait for ROUND (default: the newest) and publish it")
+    p.add_argument("--list", action="store_true", help="list the rounds so far")
     add_json_arg(p)
     p.set_defaults(func=_next_round)
 
@@ -212,19 +215,39 @@ def _dep_rollback(args) -> int:
 # ------------------------------------------------------------------ next round
 
 def _next_round(args) -> int:
-    from app.next_round import start_next_round
+    from app.next_round import finish_next_round, list_rounds, start_next_round
 
     ws = open_workspace(args)
-    overrides = {"epochs": args.epochs} if args.epochs else None
-    wait = args.wait or args.publish
-    record = start_next_round(ws, base_model=args.model, method=args.method, variant=args.variant,
-                              adapter_name=args.adapter_name, train_overrides=overrides, wait=wait,
-                              publish=args.publish, progress=lambda msg: print(msg, file=sys.stderr))
+    say = (lambda msg: print(msg, file=sys.stderr))
+    if args.list:
+        rounds = list_rounds(ws)
+        if args.json:
+            print_json([r.to_dict() for r in rounds])
+        for r in [] if args.json else rounds:
+            print(f"{r.round_id}  {r.status:<10} dataset {r.dataset:<5} adapter {r.adapter}"
+                  + (f"  live as v{r.deployment_version}" if r.deployment_version else ""))
+        return 0
+    if args.finish:
+        round_id = args.finish
+        if round_id == "latest":
+            rounds = list_rounds(ws)
+            if not rounds:
+                raise BadInputError("No training round yet: run `ragtune next-round` first.")
+            round_id = rounds[0].round_id
+        record = finish_next_round(ws, round_id, publish=True, progress=say)
+    else:
+        overrides = {"epochs": args.epochs} if args.epochs else None
+        wait = args.wait or args.publish
+        record = start_next_round(ws, base_model=args.model, method=args.method, variant=args.variant,
+                                  adapter_name=args.adapter_name, train_overrides=overrides, wait=wait,
+                                  publish=args.publish, progress=say)
     if args.json:
         print_json(record.to_dict())
     else:
         print(f"{record.round_id}: dataset {record.dataset} ({record.stats.get('new_rows')} new rows), "
               f"adapter {record.adapter}, status {record.status}"
               + (f", live as version {record.deployment_version}" if record.deployment_version else "")
-              + ("" if wait else f"\ntraining runs in the background as job {record.job_id}; `ragtune next-round --publish` waits and publishes next time"))
+              + ("" if record.status != "training" else
+                 f"\ntraining runs in the background (job {record.job_id}); "
+                 "`ragtune next-round --finish` waits for it and publishes the adapter"))
     return 0

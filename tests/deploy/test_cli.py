@@ -29,3 +29,7 @@ def test_keys_and_deployments_commands(tmp_path, monkeypatch, capsys):
     assert "first published version" in capsys.readouterr().err
     assert main(["next-round", "-w", "shop"]) == 2
     assert "no new feedback" in capsys.readouterr().err
+    assert main(["next-round", "-w", "shop", "--finish"]) == 2
+    assert "No training round yet" in capsys.readouterr().err
+    assert main(["next-round", "-w", "shop", "--list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
