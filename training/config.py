@@ -106,8 +106,8 @@ def defaults_for(base_model: str = DEFAULT_LLM, method: str = "lora", **override
         base = replace(base, lr=1e-2, rank=8, alpha=16, dropout=0.0, epochs=20, max_length=128,
                        batch_size=4, warmup_ratio=0.0, lr_scheduler="constant", save_steps=10)
     elif family == "gemma-270m":
-        # Packed 512-token rows hold ~7 short Q&A each: batch 2 keeps enough optimizer steps.
-        base = replace(base, lr=1e-3, rank=16, alpha=32, epochs=4, max_length=512, batch_size=2)
+        # A packed 512-token row holds ~7 short Q&A: batch 1 keeps enough optimizer steps on a small set.
+        base = replace(base, lr=1e-3, rank=16, alpha=32, epochs=4, max_length=512, batch_size=1)
     elif family == "small":
         base = replace(base, lr=2e-4, rank=16, alpha=32, epochs=3, max_length=1024, batch_size=4)
     else:

@@ -307,6 +307,8 @@ def train(ws, config: TrainConfig, reporter: JobReporter | None = None, job_dir:
     speeds = [r["tokens_per_s"] for r in rows if r.get("tokens_per_s") and r.get("event") is None]
     metrics["tokens_per_s"] = speeds[-1] if speeds else None
     metrics["peak_memory_mb"] = round(memory_mb()[1], 1)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    metrics["cpu_time_s"] = round(usage.ru_utime + usage.ru_stime, 1)  # this session; wall time varies with load
 
     folder = save_trained(ws, trainer, config, name, model.path, job_dir / "final")
     if folder is None:  # not the main process of a multi-GPU run: rank 0 registers the adapter
