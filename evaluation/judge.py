@@ -32,6 +32,7 @@ class JudgeConfig:
     api_key: str = "not-needed"
     timeout_s: float = 60.0
     max_tokens: int = 64
+    max_retries: int = 2
 
     def describe(self) -> dict:
         return {"url": self.url, "model": self.model, "prompt": JUDGE_PROMPT}
@@ -51,7 +52,7 @@ def judge_answer(config: JudgeConfig, question: str, reference: str, answer: str
     from openai import APIConnectionError, APIError, OpenAI
 
     client = OpenAI(base_url=config.url, api_key=config.api_key or "not-needed", timeout=config.timeout_s,
-                    max_retries=2)
+                    max_retries=config.max_retries)
     prompt = JUDGE_PROMPT.format(question=question, reference=reference, answer=answer or "(empty)")
     try:
         reply = client.chat.completions.create(model=config.model, temperature=0.0, max_tokens=config.max_tokens,

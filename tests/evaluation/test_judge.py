@@ -28,7 +28,7 @@ def _free_port() -> int:
 
 
 def test_dead_judge_endpoint_is_a_clear_error():
-    config = JudgeConfig(f"http://127.0.0.1:{_free_port()}/v1", "base", timeout_s=2)
+    config = JudgeConfig(f"http://127.0.0.1:{_free_port()}/v1", "base", timeout_s=2, max_retries=0)
     with pytest.raises(ServerUnavailableError, match="cannot be reached"):
         judge_answer(config, "q", "r", "a")
 
