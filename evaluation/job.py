@@ -8,8 +8,6 @@ process finds the answers already stored and computes only the rest.
 from __future__ import annotations
 
 import argparse
-import time
-import uuid
 
 from ragtune.atomic import atomic_write_jsonl
 from ragtune.jobs import Job, JobReporter, get_job, start_job
@@ -22,7 +20,9 @@ def start_eval_job(ws, *, rows: list[dict] | None = None, qa_file: str | None = 
                    url: str | None = None, limit: int | None = None, max_tokens: int = 256, k: int | None = None,
                    judge_url: str | None = None, judge_model: str | None = None) -> Job:
     """Start an evaluation in its own process; rows typed in the UI are saved to a file first."""
-    run_id = f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    from .runner import new_run_id
+
+    run_id = new_run_id()
     if rows is not None:
         qa_file = str(atomic_write_jsonl(ws.path("evals", f"{run_id}.jsonl"), rows))
     if not qa_file:

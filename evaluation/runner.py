@@ -50,6 +50,10 @@ class EvalRun:
         return [v["label"] for v in self.config["variants"]]
 
 
+def new_run_id() -> str:
+    return f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
 def parse_variant(text: str) -> tuple[str, str | None]:
     """'ft+rag:my-adapter' -> ('ft+rag', 'my-adapter'); same rule as serving.variants."""
     kind, _, adapter = str(text).strip().partition(":")
@@ -164,6 +168,8 @@ def run_eval(ws, rows: list[dict] | None, variants, engine, *, adapter: str | No
     if record is not None:
         config, rows = record["config"], record["rows"]
     else:
+        if rows is None and run_id:
+            load_run(ws, run_id)  # raises "No evaluation run ..." with the recent ones
         if not rows:
             raise BadInputError("The test set is empty: load a file with question and answer rows.")
         resolved = resolve_variants(ws, variants, adapter)
@@ -176,7 +182,7 @@ def run_eval(ws, rows: list[dict] | None, variants, engine, *, adapter: str | No
         config = {"variants": resolved, "model": model or getattr(engine, "model_name", "unknown"),
                   "engine": getattr(engine, "kind", type(engine).__name__), "settings": settings, "source": source,
                   "judge": judge.describe() if judge else None, "k": k}
-        run_id = run_id or f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        run_id = run_id or new_run_id()
         store.create_run(ws, run_id, config, rows)
     run = EvalRun(run_id, config, rows)
     store.set_run_status(ws, run_id, "running")

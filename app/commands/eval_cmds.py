@@ -80,7 +80,7 @@ def _eval(args):
     from evaluation.job import load_rows
     from evaluation.judge import JudgeConfig
     from evaluation.report import export_report
-    from evaluation.runner import list_runs, run_eval
+    from evaluation.runner import list_runs, new_run_id, run_eval
     from serving.engine import SamplingOptions
 
     ws = open_workspace(args)
@@ -104,6 +104,7 @@ def _eval(args):
         raise BadInputError("An LLM judge needs both --judge-url and --judge-model.")
     judge = JudgeConfig(args.judge_url, args.judge_model) if args.judge_url else None
     engine = _engine(args)
+    run_id = args.resume or new_run_id()
     bar = tqdm(total=0, unit="answer", desc="evaluating", disable=None, file=sys.stderr)
 
     def progress(done, total, label):
@@ -113,13 +114,13 @@ def _eval(args):
         bar.refresh()
 
     try:
-        run = run_eval(ws, rows, args.variants, engine, adapter=args.adapter, progress=progress, run_id=args.resume,
+        run = run_eval(ws, rows, args.variants, engine, adapter=args.adapter, progress=progress, run_id=run_id,
                        judge=judge, options=SamplingOptions(max_tokens=args.max_tokens), k=args.k, source=source,
                        concurrency=4 if args.engine == "vllm" else 1)
     except KeyboardInterrupt:
         bar.close()
-        print("interrupted: every answer so far is saved; finish with `ragtune eval --resume RUN_ID` "
-              "(see `ragtune eval --list`)", file=sys.stderr)
+        print(f"interrupted: every answer so far is saved; finish with `ragtune eval --resume {run_id}`",
+              file=sys.stderr)
         return 130
     bar.close()
     summary = run.summary

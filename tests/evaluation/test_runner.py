@@ -78,3 +78,5 @@ def test_bad_requests_fail_clearly(workspace, tiny_engine, rows):
         run_eval(workspace, rows, ["finetune"], tiny_engine)
     with pytest.raises(BadInputError, match="No evaluation run"):
         load_run(workspace, "nope")
+    with pytest.raises(BadInputError, match="No evaluation run"):
+        run_eval(workspace, None, None, tiny_engine, run_id="nope")
