@@ -164,7 +164,8 @@ def new_battle(ctx, ws_name, question, variants, adapter):
     ws = open_ws(ws_name)
     battle = make_battle(ws, ctx.assistant(ws, variants), question, variants)
     votes = gr.update(interactive=True)
-    return battle["battle_id"], battle["left_text"], battle["right_text"], "Which answer is better?", votes, votes, votes, votes
+    return (battle["battle_id"], "#### Answer A\n\n" + battle["left_text"], "#### Answer B\n\n" + battle["right_text"],
+            "Which answer is better?", votes, votes, votes, votes)
 
 
 def vote(ws_name, battle_id, choice):
