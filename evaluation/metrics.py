@@ -277,17 +277,31 @@ def _embedder(name: str):
     return SentenceTransformer(str(resolve_embedder(name).path), device="cpu")
 
 
+_VECTORS: dict[tuple[str, str], object] = {}  # (embedder, text) -> unit vector; reruns in one process skip encoding
+_VECTORS_MAX = 50_000
+
+
+def _vectors(texts: list[str], embedder: str):
+    import numpy as np
+
+    missing = list(dict.fromkeys(t for t in texts if (embedder, t) not in _VECTORS))
+    if missing:
+        if len(_VECTORS) + len(missing) > _VECTORS_MAX:
+            _VECTORS.clear()
+        encoded = _embedder(embedder).encode(missing, batch_size=32, normalize_embeddings=True,
+                                             convert_to_numpy=True, show_progress_bar=False)
+        _VECTORS.update({(embedder, t): v for t, v in zip(missing, encoded)})
+    return np.stack([_VECTORS[(embedder, t)] for t in texts])
+
+
 def semantic_similarities(predictions: list[str], references: list[str], embedder: str | None = None) -> list[float]:
     """Cosine similarity of each (prediction, reference) pair with the embedder, clipped to [0, 1]."""
     if not predictions:
         return []
     from ragtune.models import DEFAULT_EMBEDDER
 
-    model = _embedder(embedder or DEFAULT_EMBEDDER)
-    emb = model.encode([p or "" for p in predictions] + list(references), batch_size=32,
-                       normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-    n = len(predictions)
-    sims = (emb[:n] * emb[n:]).sum(axis=1)
+    name = embedder or DEFAULT_EMBEDDER
+    sims = (_vectors([p or "" for p in predictions], name) * _vectors(list(references), name)).sum(axis=1)
     return [float(min(1.0, max(0.0, s))) for s in sims]
 
 
