@@ -51,7 +51,7 @@ def test_groundedness_of_all_cases_separates_as_groups(shared_corpora):
 
 @pytest.mark.slow
 def test_rag_beats_base_on_contoso_with_separate_intervals(tmp_path, shared_corpora, gemma_llm):
-    """Gemma 3 270M on CPU: 24 questions spread over the 20 manuals, answers up to 48 tokens."""
+    """Gemma 3 270M on CPU: 20 questions spread over the 20 manuals, answers up to 48 tokens."""
     from evaluation.qa_sets import load_qa_file
     from evaluation.runner import run_eval
     from ragtune.workspace import Workspace
@@ -64,7 +64,7 @@ def test_rag_beats_base_on_contoso_with_separate_intervals(tmp_path, shared_corp
     ingest_paths(ws, [shared_corpora / DOCS])
     build_index(ws, progress=False)
     rows = load_qa_file(shared_corpora / "contoso-manuals" / "qa" / "faq_pairs.jsonl")[0]
-    n = 24
+    n = 20
     rows = [rows[int(i * len(rows) / n)] for i in range(n)]
     run = run_eval(ws, rows, "base,rag", get_engine("embedded", model="gemma-3-270m"),
                    options=SamplingOptions(max_tokens=48))
