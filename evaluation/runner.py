@@ -337,7 +337,7 @@ def summarize(run: EvalRun) -> dict:
         }
     paired = []
     labels = [v["label"] for v in run.config["variants"]]
-    for a, b in combinations(labels, 2):
+    for b, a in combinations(labels, 2):  # later minus earlier: "rag - base", "ft+rag - rag"
         for metric in PAIRED_METRICS:
             sa, sb = per_question(run, a, metric), per_question(run, b, metric)
             res = paired_test(sa, sb, a=a, b=b, metric=metric)
