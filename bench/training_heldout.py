@@ -92,6 +92,43 @@ def score(preds: list[str], refs: list[str]) -> dict:
             "fact_hit_n": len(hits), "token_f1": round(sum(f1) / len(f1), 3) if f1 else None}
 
 
+def evaluate(dataset, adapter: Path, args) -> dict:
+    """Base vs tuned answers on gold and held-out questions; prints the table, returns the report."""
+    from ragtune.models import resolve_llm
+
+    model_path = resolve_llm("gemma-3-270m", progress=False).path
+    train_rows = dataset.rows("train")
+    trained_keys = {}
+    for r in train_rows:
+        trained_keys.setdefault(r["doc"], set()).update(key_values(r["answer"]))
+    gold = [json.loads(line) for line in (REPO / "datasets" / "sample_qa.jsonl").read_text().splitlines() if line.strip()]
+    covered = [g for g in gold if key_values(g["answer"]) and key_values(g["answer"]) <= trained_keys.get(g["doc"], set())]
+    uncovered = [g for g in gold if g not in covered]
+    test = dataset.rows("test")[: args.max_test]
+    sets = {"gold_trained_facts": covered, "gold_other": uncovered, "synth_test_heldout_chunks": test}
+    questions = [q["question"] for rows in sets.values() for q in rows]
+    t1 = time.time()
+    base = generate_all(model_path, None, questions)
+    tuned = generate_all(model_path, adapter, questions)
+    gen_s = time.time() - t1
+    results, i = {}, 0
+    for name, rows in sets.items():
+        refs = [r["answer"] for r in rows]
+        b, t = base[i:i + len(rows)], tuned[i:i + len(rows)]
+        i += len(rows)
+        results[name] = {"base": score(b, refs), "tuned": score(t, refs),
+                         "examples": [{"q": r["question"], "gold": r["answer"], "base": bb, "tuned": tt}
+                                      for r, bb, tt in list(zip(rows, b, t))[:8]]}
+    print("\n== held-out answers: base vs tuned (Gemma 3 270M, LoRA) ==")
+    for name, r in results.items():
+        b, t = r["base"], r["tuned"]
+        ratio = (t["fact_hit"] / b["fact_hit"]) if b["fact_hit"] else float("inf") if t["fact_hit"] else float("nan")
+        print(f"{name:28s} n={b['n']:3d}  fact_hit base {b['fact_hit']} tuned {t['fact_hit']} (x{ratio:.1f})  "
+              f"token_f1 base {b['token_f1']} tuned {t['token_f1']}")
+    return {"adapter": str(adapter), "generation_s": round(gen_s, 1),
+            "dataset": dataset.to_dict() | {"split_chunks": None}, "results": results}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=float, default=None)
@@ -103,9 +140,22 @@ def main() -> int:
     ap.add_argument("--max-test", type=int, default=20, help="synthetic test questions to answer")
     ap.add_argument("--json", default=str(REPO / "bench" / "results" / "training_heldout.json"))
     ap.add_argument("--keep", action="store_true", help="keep the scratch workspace")
+    ap.add_argument("--eval-only", metavar="WORKSPACE", help="skip training: evaluate --adapter on this workspace's newest dataset")
+    ap.add_argument("--adapter", help="adapter folder for --eval-only (a finished adapter or a checkpoint)")
     args = ap.parse_args()
 
     import torch
+
+    if args.eval_only:
+        torch.set_num_threads(args.threads)
+        from ragtune.workspace import Workspace
+        from training.synth import latest_dataset
+
+        report = evaluate(latest_dataset(Workspace(Path(args.eval_only))), Path(args.adapter), args)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+        print(f"wrote {args.json}")
+        return 0
 
     torch.set_num_threads(args.threads)
     scratch = Path(tempfile.mkdtemp(prefix="ragtune-bench-"))
@@ -152,42 +202,10 @@ def main() -> int:
         return 1
     print(f"training took {train_s / 60:.1f} min; metrics {job.result['metrics']}", flush=True)
 
-    model_path = resolve_llm("gemma-3-270m", progress=False).path
-    adapter = Path(job.result["path"])
-    train_rows = dataset.rows("train")
-    trained_keys = {}
-    for r in train_rows:
-        trained_keys.setdefault(r["doc"], set()).update(key_values(r["answer"]))
-    gold = [json.loads(line) for line in (REPO / "datasets" / "sample_qa.jsonl").read_text().splitlines() if line.strip()]
-    covered = [g for g in gold if key_values(g["answer"]) and key_values(g["answer"]) <= trained_keys.get(g["doc"], set())]
-    uncovered = [g for g in gold if g not in covered]
-    test = dataset.rows("test")[: args.max_test]
-    sets = {"gold_trained_facts": covered, "gold_other": uncovered, "synth_test_heldout_chunks": test}
-    questions = [q["question"] for rows in sets.values() for q in rows]
-    t1 = time.time()
-    base = generate_all(model_path, None, questions)
-    tuned = generate_all(model_path, adapter, questions)
-    gen_s = time.time() - t1
-
-    results, i = {}, 0
-    for name, rows in sets.items():
-        refs = [r["answer"] for r in rows]
-        b, t = base[i:i + len(rows)], tuned[i:i + len(rows)]
-        i += len(rows)
-        results[name] = {"base": score(b, refs), "tuned": score(t, refs),
-                         "examples": [{"q": r["question"], "gold": r["answer"], "base": bb, "tuned": tt}
-                                      for r, bb, tt in list(zip(rows, b, t))[:5]]}
-    report = {"train_minutes": round(train_s / 60, 2), "generation_s": round(gen_s, 1),
-              "dataset": dataset.to_dict() | {"split_chunks": None}, "config": config.to_dict(),
-              "job_metrics": job.result["metrics"], "first_losses": losses[:5], "last_losses": losses[-5:],
-              "results": results}
-    print("\n== held-out answers: base vs tuned (Gemma 3 270M, LoRA) ==")
+    report = evaluate(dataset, Path(job.result["path"]), args)
+    report.update({"train_minutes": round(train_s / 60, 2), "config": config.to_dict(),
+                   "job_metrics": job.result["metrics"], "first_losses": losses[:5], "last_losses": losses[-5:]})
     print(f"training: {train_s / 60:.1f} min, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
-    for name, r in results.items():
-        b, t = r["base"], r["tuned"]
-        ratio = (t["fact_hit"] / b["fact_hit"]) if b["fact_hit"] else float("inf") if t["fact_hit"] else float("nan")
-        print(f"{name:28s} n={b['n']:3d}  fact_hit base {b['fact_hit']} tuned {t['fact_hit']} (x{ratio:.1f})  "
-              f"token_f1 base {b['token_f1']} tuned {t['token_f1']}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2, default=str))
     print(f"wrote {args.json}")
