@@ -88,8 +88,10 @@ def register(sub) -> None:
 
     p = sub.add_parser("train", help="fine-tune a model (LoRA, QLoRA or full) on a training set, as a background job")
     add_workspace_arg(p)
-    p.add_argument("--base-model", "--model", dest="base_model", default="gemma-3-270m")
-    p.add_argument("--method", choices=["lora", "qlora", "full"], default="lora")
+    p.add_argument("--base-model", "--model", dest="base_model", default="gemma-3-270m",
+                   help="base model: gemma-3-270m, tiny-llama, a local folder or a Hugging Face id (default: %(default)s)")
+    p.add_argument("--method", choices=["lora", "qlora", "full"], default="lora",
+                   help="lora: bf16 adapters; qlora: 4-bit NF4 base + adapters; full: every weight (default: %(default)s)")
     p.add_argument("--dataset", help="dataset version (e.g. v2) or a .jsonl/.csv file (default: newest version)")
     p.add_argument("--adapter-name", "--name", dest="adapter_name", help="name of the adapter to save")
     p.add_argument("--target-modules", help="comma-separated module names for LoRA")
