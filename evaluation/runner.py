@@ -218,6 +218,8 @@ def _answer_all(ws, run: EvalRun, engine, *, progress, judge, assistant, concurr
     if assistant is None:
         assistant = make_assistant(ws, engine, needs_retrieval)
     index_version = _index_version(assistant) if needs_retrieval else None
+    if finished:
+        _check_unchanged(ws, run, index_version)
     settings_key = {key: s[key] for key in sorted(s)}
 
     def produce(item):
@@ -256,6 +258,22 @@ def _answer_all(ws, run: EvalRun, engine, *, progress, judge, assistant, concurr
                 record(pending.pop(0).result())
         for fut in pending:
             record(fut.result())
+
+
+def _check_unchanged(ws, run: EvalRun, index_version: str | None) -> None:
+    """A resumed run must answer with what it started with, or its halves would not compare."""
+    from ragtune.adapters import get_adapter
+
+    before = store.run_index_versions(ws, run.run_id)
+    if index_version and before and before != {index_version}:
+        raise BadInputError(f"The document index changed since run {run.run_id} started, so its remaining answers "
+                            "would not be comparable: start a new run (cached answers are reused).")
+    for v in run.config["variants"]:
+        if v["adapter"]:
+            info = get_adapter(ws, v["adapter"])
+            if f"{info.created_at}|{info.data_hash}" != v["adapter_stamp"]:
+                raise BadInputError(f"The adapter '{v['adapter']}' was retrained since run {run.run_id} started: "
+                                    "start a new run (cached answers are reused).")
 
 
 def score_answer(answer: dict, item: dict, kind: str, *, k: int | None = None, judge=None) -> dict:

@@ -160,3 +160,12 @@ def done_keys(ws, run_id: str) -> set[tuple[int, str]]:
     with ws.db() as conn:
         rows = conn.execute("SELECT idx, variant FROM eval_results WHERE run_id=?", (run_id,)).fetchall()
     return {(r["idx"], r["variant"]) for r in rows}
+
+
+def run_index_versions(ws, run_id: str) -> set[str]:
+    """Index versions the run's answers were retrieved from (empty when no variant retrieves)."""
+    with ws.db() as conn:
+        rows = conn.execute("SELECT DISTINCT a.index_version FROM eval_results x JOIN eval_answers a"
+                            " ON a.cache_key = x.cache_key WHERE x.run_id=? AND a.index_version IS NOT NULL",
+                            (run_id,)).fetchall()
+    return {r["index_version"] for r in rows}

@@ -58,6 +58,16 @@ def test_retrained_adapter_invalidates_only_its_answers(workspace, tiny_engine, 
     assert (second.computed, second.cached) == (2, 2)
     assert {r["variant"] for r in second.results} == {"base", "ft"}
 
+    def stop_at_once(done, total, label):
+        if done == 1:
+            raise Interrupt()
+
+    with pytest.raises(Interrupt):
+        run_eval(workspace, rows[2:4], "base,ft", tiny_engine, options=OPTS, run_id="half", progress=stop_at_once)
+    adapter_factory(workspace, seed=2)
+    with pytest.raises(BadInputError, match="retrained"):  # its halves would not compare
+        run_eval(workspace, None, None, tiny_engine, run_id="half")
+
 
 def test_stored_answers_carry_tokens_and_latency(workspace, tiny_engine, rows):
     run = run_eval(workspace, rows[:2], ["base"], tiny_engine, options=OPTS)
