@@ -78,6 +78,10 @@ def test_stored_answers_carry_tokens_and_latency(workspace, tiny_engine, rows):
         assert 0 <= m["token_f1"] <= 1 and 0 <= m["semantic_similarity"] <= 1
     s = run.summary
     assert s["n"] == 2 and set(s["variants"]) == {"base"}
+    cost = s["variants"]["base"]["cost"]
+    assert cost["tokens_served"] == sum(r["answer"]["prompt_tokens"] + r["answer"]["completion_tokens"]
+                                        for r in run.results)
+    assert cost["generation_s"] == pytest.approx(sum(r["answer"]["latency_s"] for r in run.results), abs=1e-3)
     assert {"mean", "ci_low", "ci_high", "n"} <= set(s["variants"]["base"]["metrics"]["token_f1"])
 
 
