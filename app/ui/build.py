@@ -28,12 +28,20 @@ LOSS_COLUMNS = ["step", "loss", "curve"]
 def index_status(ws_name) -> str:
     if not ws_name:
         return "No workspace open."
-    manifest = read_json(index_manifest_path(open_ws(ws_name)))
+    from retrieval.documents import list_documents
+
+    ws = open_ws(ws_name)
+    docs = len(list_documents(ws))
+    manifest = read_json(index_manifest_path(ws))
     if not manifest:
-        return "**Index: not built yet.** Add documents, then build it."
+        return ("**Index: not built yet.** " + (f"{docs} document(s) waiting: build it." if docs
+                                               else "Add documents on the Documents tab, then build it."))
     built = time.strftime("%Y-%m-%d %H:%M", time.localtime(manifest["built_at"])) if manifest.get("built_at") else ""
+    stale = ("\n\n**Documents changed since this build: build again so answers use them.**"
+             if manifest.get("documents") is not None and manifest["documents"] != docs else "")
     return (f"**Index ready**: {manifest.get('chunks', '?')} passages from {manifest.get('documents', '?')} "
-            f"documents ({manifest.get('kind', '?')} search), version `{manifest.get('version', '?')}`, built {built}.")
+            f"documents ({manifest.get('kind', '?')} search), version `{manifest.get('version', '?')}`, built {built}."
+            + stale)
 
 
 def load_retrieval_settings(ws_name):
@@ -198,7 +206,7 @@ def resume_finetune(ws_name):
 
 # ------------------------------------------------------------------ layout
 
-def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks) -> None:
+def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks, tab: gr.Tab | None = None) -> None:
     with gr.Row(equal_height=False):
         with gr.Column(variant="panel", elem_id="card-index"):
             gr.Markdown("### RAG index\nMakes your documents searchable, so answers quote them with sources. "
@@ -246,6 +254,8 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks) -> None:
     timer.tick(guarded(training_view), [ws_select], view_outputs, show_progress="hidden", api_visibility="private")
     for trigger in (base_model.change, demo.load):
         trigger(guarded(model_defaults), [base_model, method], [rank, epochs, lr], show_progress="hidden")
+    if tab is not None:  # documents may have changed on another tab
+        tab.select(guarded(index_status), [ws_select], [index_md], show_progress="hidden", api_visibility="private")
     for trigger in (ws_select.change, demo.load):
         trigger(guarded(index_status), [ws_select], [index_md], show_progress="hidden")
         trigger(guarded(load_retrieval_settings), [ws_select], advanced, show_progress="hidden")

@@ -8,7 +8,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from .common import guarded, open_ws
+from .common import guarded, open_ws, user_message
 
 RESULT_COLUMNS = ["File", "Result", "Chunks", "Details"]
 DOC_COLUMNS = ["Document", "Type", "Pages", "Chunks", "Size", "Added", "Id"]
@@ -56,7 +56,6 @@ def ingest_files(ws_name, files, progress=gr.Progress()):
         try:
             results = ingest_paths(ws, [path])
         except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
-            from .common import user_message
             results, error = [], user_message(exc)
         else:
             error = None

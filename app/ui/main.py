@@ -52,9 +52,11 @@ def build_app(ctx: AppContext, host: str = "127.0.0.1", deploy_port: int | None 
             model_md = gr.Markdown(ctx.engine_status(), elem_id="model-status")
         with gr.Tabs(elem_id="tabs"):
             for label, key, module in TABS:
-                with gr.Tab(label, id=key, elem_id=f"tab-{key}"):
+                with gr.Tab(label, id=key, elem_id=f"tab-{key}") as tab:
                     if module is deploy:
                         module.build(ctx, ws_select, demo, server)
+                    elif module is build_tab:
+                        module.build(ctx, ws_select, demo, tab)
                     else:
                         module.build(ctx, ws_select, demo)
         model_timer = gr.Timer(2.0)

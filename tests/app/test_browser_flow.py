@@ -119,7 +119,7 @@ def test_finetune_live_loss_survives_reload_cancel_resume(ui):
     page.locator("#train-file").get_by_text("sample_train_qa.jsonl").first.wait_for()
     page.locator("#card-finetune").get_by_text("Advanced").click()
     epochs = page.locator("#train-epochs input")
-    epochs.fill("40")  # long enough to still be running after a reload; the test cancels it
+    epochs.fill("300")  # far longer than the test: it is still running after the reload; the test cancels it
     epochs.press("Tab")
     page.locator("#adapter-name input, #adapter-name textarea").first.fill("lumora-tiny")
     page.locator("#train-start").click()
