@@ -20,7 +20,7 @@ def register(sub) -> None:
     p.add_argument("--model", default=DEFAULT_LLM,
                    help="language model to serve: gemma-3-270m (default), tiny-llama (tests), or a local folder")
     p.add_argument("--deploy-port", type=int, default=None,
-                   help="port of the end-user assistant server started on publish (default: a free port)")
+                   help="port of the end-user assistant server (default: the app port + 1 when free, else any free port)")
     add_workspace_arg(p)
     p.set_defaults(func=run)
 
@@ -69,6 +69,6 @@ def run(args) -> int:
     if args.sample:
         workspace = prepare_sample().name
     elif workspace:
-        Workspace.create(workspace, exist_ok=True)
+        workspace = Workspace.open(workspace, create=True).name
     launch(model=args.model, host=args.host, port=args.port, workspace=workspace, deploy_port=args.deploy_port)
     return 0

@@ -16,7 +16,7 @@ from ragtune.atomic import atomic_write_bytes, read_json
 from ragtune.errors import BadInputError
 from ragtune.jobs import list_jobs, read_log
 
-from .common import esc, fmt_seconds, guarded, index_manifest_path, open_ws
+from .common import esc, fmt_seconds, guarded, index_manifest_path, log, open_ws
 
 DATA_GENERATE = "Generate questions and answers from my documents"
 DATA_UPLOAD = "Use my own Q&A or chat file"
@@ -251,7 +251,14 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks, tab: gr.Tab | None = Non
                                               epochs, lr], view_outputs)
     cancel_btn.click(guarded(cancel_finetune), [ws_select], view_outputs)
     resume_btn.click(guarded(resume_finetune), [ws_select], view_outputs)
-    timer.tick(guarded(training_view), [ws_select], view_outputs, show_progress="hidden", api_visibility="private")
+    def tick(ws_name):
+        try:
+            return training_view(ws_name)
+        except Exception:  # noqa: BLE001 - a toast every second would drown the page; the next tick retries
+            log.debug("training view refresh failed", exc_info=True)
+            return tuple(gr.skip() for _ in view_outputs)
+
+    timer.tick(tick, [ws_select], view_outputs, show_progress="hidden", api_visibility="private")
     for trigger in (base_model.change, demo.load):
         trigger(guarded(model_defaults), [base_model, method], [rank, epochs, lr], show_progress="hidden")
     if tab is not None:  # documents may have changed on another tab

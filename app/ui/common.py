@@ -162,6 +162,10 @@ class AppContext:
             raise ServerUnavailableError(f"The model {self.model} could not be loaded: {self._engine_error}")
         return self._engine
 
+    @property
+    def engine_loaded(self) -> bool:
+        return self._engine_ready.is_set() and self._engine is not None
+
     def engine_status(self) -> str:
         if not self._engine_ready.is_set():
             waited = time.time() - (self._loading_started or time.time())

@@ -105,12 +105,14 @@ def deploy_view(server: DeployServer, ws_name, key=None, start=False):
     live = current(ws)
     if live is None:
         return "**Nothing published yet.** Pick the variant that won your evaluation and publish it.", "", history_table(ws)
-    base = server.ensure() if start or server._server is not None else server.url
+    # Serve the live version as soon as the model is there (e.g. after an app restart).
+    start = start or server._server is not None or server.ctx.engine_loaded
+    base = server.ensure() if start else server.url
     page = f"{base}/chat/{ws.name}"
     status = (f"**Live: version {live.version}** - {VARIANT_LABELS.get(live.variant, live.variant)}"
               + (f" with **{live.adapter}**" if live.adapter else "")
               + f"\n\nChat page for your users: <a href='{page}' target='_blank' id='deploy-url'>{page}</a>"
-              + ("" if server._server is not None else " (starts when you publish from this screen)"))
+              + ("" if server._server is not None else " (starts as soon as the model has loaded)"))
     return status, _examples(base, ws.name, live.model, key), history_table(ws)
 
 
