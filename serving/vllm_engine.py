@@ -62,7 +62,7 @@ class VLLMServer:
     """A vLLM OpenAI-compatible server process that ragtune owns."""
 
     def __init__(self, model: str = DEFAULT_LLM, *, port: int | None = None, host: str = "127.0.0.1",
-                 max_model_len: int = DEFAULT_MAX_MODEL_LEN, enable_lora: bool = True, max_loras: int = 4,
+                 max_model_len: int | None = None, enable_lora: bool = True, max_loras: int = 4,
                  max_lora_rank: int = 64, kv_cache_gib: float = 1.0, dtype: str | None = None,
                  extra_args: list[str] | tuple = (), log_dir: str | Path | None = None,
                  startup_timeout: float = 600.0, watch: bool = True, env: dict | None = None,
@@ -73,7 +73,7 @@ class VLLMServer:
         self.chat_template = resolved.serving_chat_template
         self.host = host
         self.port = port or free_port(host)
-        self.max_model_len = int(max_model_len)
+        self.max_model_len = int(max_model_len or min(DEFAULT_MAX_MODEL_LEN, _position_limit(resolved.path)))
         self.enable_lora = enable_lora
         self.max_loras = max_loras
         self.max_lora_rank = max_lora_rank
@@ -225,6 +225,16 @@ class VLLMServer:
 
     def __repr__(self) -> str:
         return f"VLLMServer({self.model_name!r}, url={self.url!r}, pid={self.pid})"
+
+
+def _position_limit(model_path: Path) -> int:
+    """The longest context the model's config allows (vLLM refuses a larger --max-model-len)."""
+    try:
+        config = json.loads((Path(model_path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return DEFAULT_MAX_MODEL_LEN
+    config = config.get("text_config", config)
+    return int(config.get("max_position_embeddings") or DEFAULT_MAX_MODEL_LEN)
 
 
 def _group_alive(pgid: int) -> bool:

@@ -98,6 +98,8 @@ def engine_from_args(args):
         raise BadInputError("--url names a running server: use it with --engine vllm (or point it at `ragtune serve`).")
     if args.engine == "embedded" and options.get("dtype") == "auto":
         options["dtype"] = "float32"
+    if args.engine == "vllm" and not args.url:
+        print(f"starting a vLLM server for {args.model} (about a minute on CPU) ...", file=sys.stderr, flush=True)
     return get_engine(args.engine, model=args.model, url=args.url, **options)
 
 
