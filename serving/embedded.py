@@ -173,6 +173,8 @@ class EmbeddedEngine:
                     torch.manual_seed(options.seed)
                 model = self.model
                 if adapter is not None:
+                    if adapter not in self._adapters:  # unloaded between the request and its turn
+                        raise self._unknown_adapter(adapter)
                     model.set_adapter(adapter)
                     switch = nullcontext()
                 else:

@@ -46,9 +46,9 @@ def _create(kind: str, model: str, url: str | None, options: dict):
         return EmbeddedEngine(model, **options)
     from .vllm_engine import VLLMEngine, VLLMServer
 
-    if url:
-        return VLLMEngine(url, **options)
     engine_keys = {"request_timeout"}
+    if url:  # a running server's settings are its own; only client options apply
+        return VLLMEngine(url, **{k: v for k, v in options.items() if k in engine_keys})
     server = VLLMServer(model, **{k: v for k, v in options.items() if k not in engine_keys})
     server.start()
     return VLLMEngine(server, **{k: v for k, v in options.items() if k in engine_keys})
