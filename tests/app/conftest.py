@@ -27,7 +27,7 @@ def free_port() -> int:
 
 
 class RunningApp:
-    def __init__(self, home: Path, workspace: str, model: str = "tiny-llama"):
+    def __init__(self, home: Path, workspace: str | None, model: str = "tiny-llama", sample: bool = False):
         self.home, self.workspace = home, workspace
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -37,12 +37,13 @@ class RunningApp:
                "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
         env.pop("RAGTUNE_WORKSPACES", None)
         self._log = open(self.log_path, "wb")
+        argv = [sys.executable, "-m", "app.cli", "app", "--model", model, "--port", str(self.port)]
+        argv += ["--sample"] if sample else ["--workspace", workspace]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "app", "--model", model, "--port", str(self.port),
-             "--workspace", workspace],
+            argv,
             cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def wait_ready(self, timeout: float = 120) -> None:
+    def wait_ready(self, timeout: float = 240) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -1,4 +1,5 @@
-"""The app's API through gradio_client: ingest, build the index, ask with citations, evaluate."""
+"""The app's API through gradio_client, on `ragtune app --sample` (the README's command) with the tiny model:
+the sample workspace is ready at start; then ingest, build the index, ask with citations, evaluate."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 import pytest
 from gradio_client import Client, handle_file
 
+from .conftest import RunningApp
+
 pytestmark = pytest.mark.timeout(600)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -14,41 +17,64 @@ SAMPLE = REPO / "datasets" / "sample"
 
 
 @pytest.fixture(scope="module")
-def client(running_app):
-    return Client(running_app.url, verbose=False, download_files=False)
+def sample_app(tmp_path_factory):
+    app = RunningApp(tmp_path_factory.mktemp("sample-home"), workspace=None, sample=True)
+    try:
+        app.wait_ready()
+        yield app
+    finally:
+        app.stop()
+        print("---- app log (tail) ----\n" + app.log())
 
 
-def test_ask_before_indexing_is_a_plain_error(client):
+@pytest.fixture(scope="module")
+def client(sample_app):
+    return Client(sample_app.url, verbose=False, download_files=False)
+
+
+def test_sample_workspace_is_ready_at_start(sample_app, client):
+    log = sample_app.log()
+    assert "Index ready" in log and "product_manual_k7.pdf: added" in log  # progress shown in the terminal
+    answer = client.predict("sample", "What is the maximum payload of the K7 Pallet Pilot?", "rag", "", 32,
+                            api_name="/ask")
+    assert answer["variant"] == "rag"
+    assert any(c["doc"] == "product_manual_k7.pdf" for c in answer["citations"]), answer["citations"]
+    assert all(c["text"] for c in answer["citations"])
+
+
+def test_ask_without_an_index_is_a_plain_error(sample_app, client):
+    from ragtune.workspace import Workspace
+
+    Workspace.create("empty", root=sample_app.home / "workspaces")
     with pytest.raises(Exception) as info:
-        client.predict("flow", "What is the payload?", "rag", api_name="/ask")
+        client.predict("empty", "What is the payload?", "rag", api_name="/ask")
     message = str(info.value)
     assert "index" in message.lower()
     assert "Traceback" not in message
 
 
-def test_ingest_index_ask_and_eval(client):
-    files = [SAMPLE / "product_manual_k7.pdf", SAMPLE / "faq.md", REPO / "datasets" / "bad_files" / "empty.txt"]
-    results, docs, _ = client.predict("flow", [handle_file(str(p)) for p in files], api_name="/ingest")
+def test_ingest_index_ask_and_eval(client, tmp_path):
+    new_doc = tmp_path / "canteen_rules.txt"
+    new_doc.write_text("Lumora canteen rules.\n\nThe Kadeweg canteen serves the Friday soup at exactly 11:40, "
+                       "and the soup of the week is always parsnip with smoked paprika.\n")
+    files = [new_doc, SAMPLE / "faq.md", REPO / "datasets" / "bad_files" / "empty.txt"]
+    results, docs, _ = client.predict("sample", [handle_file(str(p)) for p in files], api_name="/ingest")
     by_name = {row[0]: row for row in results["data"]}
-    assert by_name["product_manual_k7.pdf"][1] == "added" and by_name["product_manual_k7.pdf"][2] > 0
-    assert by_name["faq.md"][1] == "added"
+    assert by_name["canteen_rules.txt"][1] == "added" and by_name["canteen_rules.txt"][2] > 0
+    assert by_name["faq.md"][1] == "already there"
     assert by_name["empty.txt"][1] == "failed" and by_name["empty.txt"][3]  # with the reason
-    assert {row[0] for row in docs["data"]} == {"product_manual_k7.pdf", "faq.md"}
+    assert "canteen_rules.txt" in {row[0] for row in docs["data"]}
 
-    status = client.predict("flow", api_name="/build_index")
-    assert "Index ready" in status
+    status = client.predict("sample", api_name="/build_index")
+    assert "Index ready" in status and "changed since" not in status
 
-    answer = client.predict("flow", "What is the maximum payload of the K7 Pallet Pilot?", "rag", "", 32,
+    answer = client.predict("sample", "When does the Kadeweg canteen serve the Friday soup?", "rag", "", 32,
                             api_name="/ask")
-    assert answer["variant"] == "rag"
-    assert answer["citations"], answer
-    assert any(c["doc"] == "product_manual_k7.pdf" for c in answer["citations"])
-    assert all(c["text"] for c in answer["citations"])
+    assert any(c["doc"] == "canteen_rules.txt" for c in answer["citations"]), answer["citations"]
 
-    result = client.predict("flow", ["base", "rag"], 2, max_tokens=32, api_name="/eval")
+    result = client.predict("sample", ["base", "rag"], 2, max_tokens=32, api_name="/eval")
     variants = result["summary"]["variants"]
     assert set(variants) == {"base", "rag"}
     assert variants["rag"]["answered"] == 2
     assert "hit_at_k" in variants["rag"]["metrics"]
     assert result["recommendation"]["text"]
-
