@@ -45,6 +45,14 @@ def normalize_query(query: str) -> str:
     return " ".join(query.replace("_", " ").split())
 
 
+_WORD = re.compile(r"[a-z0-9]{2,}")
+_STOP = frozenset("the and for with are what how does this that from your you can is of in to on at by an or be".split())
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in _WORD.findall(text.lower().replace("_", " ")) if w not in _STOP]
+
+
 def rrf_fuse(rankings: dict[str, list[int]], weights: dict[str, float], k: int = 60) -> list[tuple[int, float, dict]]:
     """Reciprocal rank fusion: score(d) = sum_r w_r / (k + rank_r(d))."""
     scores: dict[int, float] = {}
@@ -83,6 +91,7 @@ class Retriever:
             self.bm25 = bm25s.BM25.load(str(folder / "bm25"))
         self.embedder = get_embedder(manifest["embedder"])
         self._reranker = None
+        self._title_terms = self._document_title_terms()
 
     @classmethod
     def for_workspace(cls, ws, **overrides) -> "Retriever":
@@ -125,6 +134,35 @@ class Retriever:
         ids, scores = self.bm25.retrieve([words], k=min(n, len(self.chunks)), show_progress=False)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if s > 0]
 
+    def _document_title_terms(self) -> dict[str, dict[str, float]]:
+        """Per document, the words of its title line, weighted by how few documents use them anywhere.
+
+        A word of one title that other documents also use in their text ("K7" in a K7 manual,
+        a FAQ and a parts list) names a topic, not a document, and weighs little.
+        """
+        titles: dict[str, str] = {}
+        used: dict[str, set] = {}
+        for c in self.chunks:
+            titles.setdefault(c.doc_id, f"{c.title or ''} {c.doc}")
+            used.setdefault(c.doc_id, set()).update(_words(c.text))
+        df: dict[str, int] = {}
+        for d, title in titles.items():
+            for w in used[d] | set(_words(title)):
+                df[w] = df.get(w, 0) + 1
+        n = len(titles)
+        return {d: {w: float(np.log((n + 1) / df[w])) for w in set(_words(t))} for d, t in titles.items()}
+
+    def title_ranking(self, query: str, candidates: list[int]) -> list[int]:
+        """Candidates of the documents whose title the query names most clearly, best first; [] if none stands out."""
+        q = set(_words(query))
+        scores = {d: sum(v for w, v in terms.items() if w in q) for d, terms in self._title_terms.items()}
+        if not scores:
+            return []
+        best = max(scores.values())
+        if best < self.settings.title_min_score or sum(1 for v in scores.values() if v >= best - 1e-9) > 1:
+            return []  # no title named, or several named alike: nothing to route on
+        return [i for i in candidates if scores[self.chunks[i].doc_id] >= best - 1e-9]
+
     # ------------------------------------------------------------ the API
     def retrieve(self, query: str, k: int | None = None, mode: str | None = None) -> list[Passage]:
         query = (query or "").strip()
@@ -143,8 +181,12 @@ class Retriever:
         else:
             rankings = {"dense": [i for i, _ in self.dense_search(query, n)],
                         "bm25": [i for i, _ in self.bm25_search(query, n)]}
-            hits = rrf_fuse(rankings, {"dense": self.settings.dense_weight, "bm25": self.settings.bm25_weight},
-                            self.settings.rrf_k)
+            weights = {"dense": self.settings.dense_weight, "bm25": self.settings.bm25_weight,
+                       "title": self.settings.title_weight}
+            if self.settings.title_weight:
+                fused = [i for i, _, _ in rrf_fuse(rankings, weights, self.settings.rrf_k)]
+                rankings["title"] = self.title_ranking(query, fused)
+            hits = rrf_fuse(rankings, weights, self.settings.rrf_k)
         if mode == "hybrid" and (self.settings.doc_boost or self.settings.page_boost):
             hits = self._group_boost(hits[:n])
         if self.settings.reranker and hits:
@@ -160,16 +202,19 @@ class Retriever:
         """
         by_doc: dict[str, float] = {}
         by_page: dict[tuple, float] = {}
-        for i, score, _ in hits:
+        # Only the head of the list votes: RRF scores are nearly flat further down, where summing
+        # would just count how many chunks a document has.
+        for i, score, _ in hits[: self.settings.boost_depth]:
             c = self.chunks[i]
             by_doc[c.doc_id] = by_doc.get(c.doc_id, 0.0) + score
             by_page[(c.doc_id, c.page)] = by_page.get((c.doc_id, c.page), 0.0) + score
         boosted = []
-        for i, score, ranks in hits:
+        for rank, (i, score, ranks) in enumerate(hits):
             c = self.chunks[i]
-            extra = self.settings.doc_boost * (by_doc[c.doc_id] - score)
+            own = score if rank < self.settings.boost_depth else 0.0
+            extra = self.settings.doc_boost * (by_doc.get(c.doc_id, 0.0) - own)
             if c.page is not None:
-                extra += self.settings.page_boost * (by_page[(c.doc_id, c.page)] - score)
+                extra += self.settings.page_boost * (by_page.get((c.doc_id, c.page), 0.0) - own)
             boosted.append((i, score + extra, ranks))
         return sorted(boosted, key=lambda h: -h[1])
 

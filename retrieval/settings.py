@@ -27,8 +27,11 @@ class RetrievalSettings:
     dense_weight: float = 1.0
     bm25_weight: float = 1.0
     candidates: int = 50           # per retriever, before fusion
-    doc_boost: float = 0.05        # share of the other fused scores of a chunk's document added to it
-    page_boost: float = 0.2        # same for the chunk's page
+    doc_boost: float = 0.0         # share of the other fused scores of a chunk's document added to it
+    page_boost: float = 0.0        # same for the chunk's page
+    title_weight: float = 1.0      # weight of the "query names this document's title" ranking in RRF
+    title_min_score: float = 1.5   # summed log((N+1)/df) of the title words named; below it nothing is routed
+    boost_depth: int = 10          # how many top fused chunks share their score
     exact_limit: int = 200_000     # above this many vectors an HNSW index replaces exact search
     reranker: str | None = None    # a cross-encoder folder or id; None = no re-ranking
     batch_size: int = 64
