@@ -48,7 +48,9 @@ def build_app(ctx: AppContext, host: str = "127.0.0.1", deploy_port: int | None 
             gr.Markdown("# ragtune\nTeach a model your documents, compare, ship.", scale=3)
             choices = workspace_choices()
             initial = ctx.default_workspace if ctx.default_workspace in choices else (choices[0] if choices else None)
-            ws_select = gr.Dropdown(choices, value=initial, label="Open workspace", elem_id="workspace-select", scale=2)
+            # allow_custom_value: an event still carrying a just-renamed name must not fail validation
+            ws_select = gr.Dropdown(choices, value=initial, label="Open workspace", elem_id="workspace-select", scale=2,
+                                    allow_custom_value=True)
             model_md = gr.Markdown(ctx.engine_status(), elem_id="model-status")
         with gr.Tabs(elem_id="tabs"):
             for label, key, module in TABS:
