@@ -180,8 +180,9 @@ class Assistant:
 
     def _rag_messages(self, question, history, system, options, k):
         if self.prompt_builder is None or self.retriever is None:
-            raise BadInputError("The 'rag' variants need a document index: add documents and build the index "
-                                "(`ragtune ingest ...; ragtune index`).")
+            raise BadInputError("The 'rag' variants need document search, and this assistant was built without "
+                                "it: create it with app.assistants.make_assistant (or pass a retriever and "
+                                "retrieval.prompt.build_rag_messages).")
         settings = self.ws.get_setting("retrieval", {}) or {}
         k = int(k or settings.get("k") or DEFAULT_K)
         if k < 1:
