@@ -50,15 +50,29 @@ def _raise_friendly(exc: BaseException):
     raise gr.Error(user_message(exc), print_exception=False) from None
 
 
-def guarded(fn):
-    """Error boundary for event handlers: any failure becomes a plain message in a toast."""
+def guarded(fn=None, *, soft_outputs: int | None = None):
+    """Error boundary for event handlers: any failure becomes a plain message in a toast.
+
+    With ``soft_outputs=N`` a user error (RagtuneError) is a warning toast and the N outputs stay
+    as they were, instead of Gradio's red "Error" badge over them (used where the outputs include
+    the workspace selector in the header).
+    """
+    if fn is None:
+        return functools.partial(guarded, soft_outputs=soft_outputs)
+
+    def handle(exc):
+        if soft_outputs is not None and isinstance(exc, RagtuneError):
+            gr.Warning(str(exc))
+            return tuple(gr.skip() for _ in range(soft_outputs))
+        _raise_friendly(exc)
+
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def gen_wrapper(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - this IS the boundary
-                _raise_friendly(exc)
+                yield handle(exc)
         return gen_wrapper
 
     @functools.wraps(fn)
@@ -66,7 +80,7 @@ def guarded(fn):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001
-            _raise_friendly(exc)
+            return handle(exc)
     return wrapper
 
 

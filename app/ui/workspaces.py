@@ -39,21 +39,21 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks) -> None:
             delete_btn = gr.Button("Delete workspace", variant="stop", elem_id="ws-delete")
     table = gr.Dataframe(label="All workspaces", interactive=False, elem_id="ws-table")
 
-    @guarded
+    @guarded(soft_outputs=2)
     def create(name):
         name = (name or "").strip()
         ws = Workspace.create(name)
         gr.Info(f"Workspace '{ws.name}' created.")
         return gr.update(choices=workspace_choices(), value=ws.name), ""
 
-    @guarded
+    @guarded(soft_outputs=2)
     def rename(current, new):
         ws = open_ws(current).rename((new or "").strip())
         ctx.forget_retriever(ws)
         gr.Info(f"Renamed to '{ws.name}'.")
         return gr.update(choices=workspace_choices(), value=ws.name), ""
 
-    @guarded
+    @guarded(soft_outputs=2)
     def delete(current, typed):
         ws = open_ws(current)
         if (typed or "").strip() != ws.name:
