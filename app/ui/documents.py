@@ -81,7 +81,7 @@ def preview(ws_name, doc_id):
     chunks = document_chunks(open_ws(ws_name), doc_id)
     if not chunks:
         return "This document has no passages."
-    parts = [f"**{len(chunks)} passages** (first 20 shown)\n"]
+    parts = [f"**{chunks[0].doc}**: **{len(chunks)} passages**" + (" (first 20 shown)" if len(chunks) > 20 else "") + "\n"]
     for c in chunks[:20]:
         where = " / ".join(str(x) for x in (f"page {c.page}" if c.page else None, c.section) if x)
         parts.append(f"---\n**#{c.chunk_id}**" + (f" ({where})" if where else "") + f" - {c.tokens} tokens\n\n{c.text}\n")
