@@ -67,18 +67,78 @@ def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
-def embed_cached(ws, embedder: Embedder, texts: list[str], *, batch_size: int = 64, progress: bool = True) -> tuple[np.ndarray, int]:
-    """Vectors for `texts`, computing only those not cached yet; returns (matrix, how many were computed)."""
+class SharedCache:
+    """Vectors shared by all workspaces of this machine (under RAGTUNE_CACHE), keyed like the workspace cache.
+
+    Re-ingesting the same documents elsewhere (an evaluation's temporary workspace, a copy of a
+    project) then costs no embedding at all. It is only a cache: deleting it loses nothing.
+    """
+
+    def __init__(self, embedder: "Embedder"):
+        from ragtune.paths import cache_dir
+
+        model_id = hashlib.sha256(f"{embedder.name}\0{embedder.path}".encode()).hexdigest()[:16]
+        self.path = cache_dir() / "embeddings" / f"{model_id}.sqlite3"
+
+    def _connect(self):
+        import sqlite3
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+        return conn
+
+    def get(self, keys: list[str]) -> dict[str, np.ndarray]:
+        found = {}
+        try:
+            conn = self._connect()
+        except Exception:  # an unwritable cache folder must not stop indexing
+            return found
+        with conn:
+            for i in range(0, len(keys), 500):
+                part = keys[i:i + 500]
+                rows = conn.execute(f"SELECT key, vector FROM vectors WHERE key IN ({','.join('?' * len(part))})", part)
+                found.update((k, np.frombuffer(v, dtype="float32")) for k, v in rows)
+        conn.close()
+        return found
+
+    def put(self, items: list[tuple[str, np.ndarray]]) -> None:
+        try:
+            conn = self._connect()
+            with conn:
+                conn.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?)", [(k, v.tobytes()) for k, v in items])
+            conn.close()
+        except Exception:
+            pass
+
+
+def embed_cached(ws, embedder: Embedder, texts: list[str], *, batch_size: int = 64, progress: bool = True,
+                 shared: bool = True, stats: dict | None = None) -> tuple[np.ndarray, int]:
+    """Vectors for `texts`; returns (matrix, how many were new to this workspace's cache).
+
+    Looks in the workspace's cache, then in the machine-wide one, and runs the model only for the
+    rest (their number goes to ``stats["computed"]``); new vectors go to both caches.
+    """
     keys = [text_key(t) for t in texts]
     found: dict[str, np.ndarray] = {}
+    wanted = sorted(set(keys))
     with ws.db() as conn:
-        wanted = sorted(set(keys))
         for i in range(0, len(wanted), 500):
             part = wanted[i:i + 500]
             marks = ",".join("?" * len(part))
             for row in conn.execute(f"SELECT key, vector FROM retrieval_embeddings WHERE model=? AND key IN ({marks})",
                                     (embedder.name, *part)):
                 found[row["key"]] = np.frombuffer(row["vector"], dtype="float32")
+    in_workspace = len(found)
+    machine = SharedCache(embedder) if shared else None
+    if machine is not None and len(found) < len(wanted):
+        from_machine = machine.get([k for k in wanted if k not in found])
+        if from_machine:
+            with ws.db() as conn:
+                conn.executemany("INSERT OR REPLACE INTO retrieval_embeddings VALUES (?, ?, ?)",
+                                 [(embedder.name, k, v.tobytes()) for k, v in from_machine.items()])
+            found.update(from_machine)
     missing = {}
     for k, t in zip(keys, texts):
         if k not in found and k not in missing:
@@ -95,10 +155,14 @@ def embed_cached(ws, embedder: Embedder, texts: list[str], *, batch_size: int = 
                 conn.executemany("INSERT OR REPLACE INTO retrieval_embeddings VALUES (?, ?, ?)",
                                  [(embedder.name, k, v.tobytes()) for k, v in zip(todo_keys[i:i + step], vecs)])
             found.update(zip(todo_keys[i:i + step], vecs))
+            if machine is not None:
+                machine.put(list(zip(todo_keys[i:i + step], vecs)))
             bar.update(len(vecs))
         bar.close()
     dim = next(iter(found.values())).shape[0] if found else embedder.dim
     matrix = np.zeros((len(texts), dim), dtype="float32")
     for i, k in enumerate(keys):
         matrix[i] = found[k]
-    return matrix, len(missing)
+    if stats is not None:
+        stats["computed"] = len(missing)
+    return matrix, len(wanted) - in_workspace

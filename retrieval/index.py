@@ -113,7 +113,9 @@ def build_index(ws, *, progress: bool = True, settings: RetrievalSettings | None
         return {"version": version, "chunks": len(chunks), "embedded": 0, "kind": current["kind"], "unchanged": True}
 
     embedder = get_embedder(settings.embedder)
-    vectors, embedded = embed_cached(ws, embedder, texts, batch_size=settings.batch_size, progress=progress)
+    stats: dict = {}
+    vectors, embedded = embed_cached(ws, embedder, texts, batch_size=settings.batch_size, progress=progress,
+                                     stats=stats)
     index, kind = build_faiss(vectors, settings.exact_limit)
     with atomic_directory(index_dir(ws)) as tmp:
         faiss.write_index(index, str(tmp / "dense.faiss"))
@@ -130,7 +132,8 @@ def build_index(ws, *, progress: bool = True, settings: RetrievalSettings | None
             "built_at": time.time(), "fingerprint": fingerprint,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    return {"version": version, "chunks": len(chunks), "embedded": embedded, "kind": kind}
+    return {"version": version, "chunks": len(chunks), "embedded": embedded, "kind": kind,
+            "computed": stats.get("computed", 0)}
 
 
 def index_status(ws) -> dict | None:

@@ -163,3 +163,18 @@ def test_prompt_numbers_passages_within_budget():
 def test_prompt_cuts_the_best_passage_when_nothing_fits():
     messages, used = build_rag_messages("q?", [_p(1, "long " * 1000)], max_context_tokens=50)
     assert len(used) == 1 and len(messages[-1]["content"]) < 1000
+
+
+def test_machine_wide_cache_spares_a_second_workspace(workspace, sample_docs, tmp_path):
+    from ragtune.workspace import Workspace
+
+    ingest_paths(workspace, [sample_docs / "warranty_and_support.txt"])
+    first = build_index(workspace, progress=False)
+    other = Workspace.create("copy", root=tmp_path / "elsewhere")
+    ingest_paths(other, [sample_docs / "warranty_and_support.txt"])
+    second = build_index(other, progress=False)
+    assert second["embedded"] == second["chunks"] == first["chunks"]  # new to that workspace...
+    assert second["computed"] == 0  # ...but nothing ran through the model again
+    a = Retriever.for_workspace(workspace).retrieve("RMA process", k=3)
+    b = Retriever.for_workspace(other).retrieve("RMA process", k=3)
+    assert [(p.chunk_id, round(p.score, 6)) for p in a] == [(p.chunk_id, round(p.score, 6)) for p in b]
