@@ -178,3 +178,29 @@ def test_machine_wide_cache_spares_a_second_workspace(workspace, sample_docs, tm
     a = Retriever.for_workspace(workspace).retrieve("RMA process", k=3)
     b = Retriever.for_workspace(other).retrieve("RMA process", k=3)
     assert [(p.chunk_id, round(p.score, 6)) for p in a] == [(p.chunk_id, round(p.score, 6)) for p in b]
+
+
+def test_cross_encoder_reranking_orders_by_its_scores(sample_index, tmp_path):
+    """A tiny random cross-encoder stands in for a real one: the wiring, not its quality, is under test."""
+    import shutil as sh
+
+    import torch
+    from sentence_transformers import CrossEncoder
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from ragtune.models import resolve_embedder
+
+    minilm = resolve_embedder().path
+    folder = tmp_path / "tiny-cross-encoder"
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, num_labels=1)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        sh.copy(minilm / name, folder / name)
+    retriever = Retriever.for_workspace(sample_index, reranker=str(folder))
+    passages = retriever.retrieve("How long is the K7 warranty?", k=5)
+    assert len(passages) == 5 and all("rerank" in p.ranks for p in passages)
+    assert [p.ranks["rerank"] for p in passages] == [1, 2, 3, 4, 5]
+    expected = CrossEncoder(str(folder), device="cpu").predict([("How long is the K7 warranty?", p.text) for p in passages])
+    assert list(expected) == sorted(expected, reverse=True)  # returned in the cross-encoder's order
