@@ -3,8 +3,8 @@
 Rule, in words: take the variants that are not significantly worse than the best one on the
 primary correctness metric (the 95% interval of the paired difference includes zero). If the
 base model is among them, nothing has earned its cost yet: "neither". Otherwise pick the
-simplest of them, in the order RAG (no training, stays current, cites sources), fine-tune
-(no retrieval step, shorter prompts), both. Speed, cost, citations and freshness are then
+simplest of them that is significantly better than the base model, in the order RAG (no
+training, stays current, cites sources), fine-tune (no retrieval step, shorter prompts), both. Speed, cost, citations and freshness are then
 spelled out so a business reader can overrule the order knowingly.
 """
 
@@ -106,7 +106,10 @@ def recommend(summary: dict, primary: str | None = None) -> dict:
         lines.append("Next steps: add more test questions (narrower intervals), check retrieval (hit@k), "
                      "or train longer on more generated Q&A.")
     else:
-        choice = next((label for kind in PREFERENCE for label in contenders if kind_of[label] == kind), best)
+        # The simplest contender that clearly beats the base model (when the base model was evaluated).
+        beats_base = [label for label in contenders
+                      if base is None or _significantly_better(summary, label, base, metric)]
+        choice = next((label for kind in PREFERENCE for label in beats_base if kind_of[label] == kind), best)
         verdict = VERDICT_OF.get(kind_of[choice], "neither")
         lines.append(f"Recommendation: {_label(verdict)}. On {n} questions, {NAMES.get(kind_of[choice], choice)} scores "
                      f"{mname} {_ci(variants[choice]['metrics'][metric])}.")
@@ -119,6 +122,10 @@ def recommend(summary: dict, primary: str | None = None) -> dict:
                          + compare(choice, label))
         if choice != best:
             lines.append(f"{NAMES.get(kind_of[best], best)} scores higher, but not significantly: the simpler option wins the tie.")
+        skipped = [label for label in contenders if label not in beats_base]
+        if skipped:
+            lines.append("Not chosen although simpler: " + ", ".join(NAMES.get(kind_of[label], label) for label in skipped)
+                         + f" (not significantly better than {NAMES['base']}).")
     lines.append("Trade-offs:")
     lines.extend("- " + t for t in _tradeoffs(variants, kind_of))
     return {"verdict": verdict, "label": _label(verdict), "choice": choice, "primary_metric": metric,

@@ -100,7 +100,7 @@ def resolve_variants(ws, variants, adapter: str | None = None) -> list[dict]:
 
 def _training_cost(info) -> dict:
     m = info.metrics or {}
-    seconds = next((m[k] for k in ("train_runtime", "training_time_s", "train_seconds", "elapsed_s") if m.get(k)), None)
+    seconds = next((m[k] for k in ("train_runtime_s", "train_runtime", "training_time_s", "train_seconds", "elapsed_s") if m.get(k)), None)
     return {"training_time_s": seconds, "gpu_hours": m.get("gpu_hours"), "method": info.method,
             "dataset": info.dataset}
 

@@ -50,3 +50,17 @@ def test_both_when_combination_beats_each_alone():
 
 def test_recommend_handles_empty_summary():
     assert recommend({"variants": {}, "paired": []})["verdict"] == "neither"
+
+
+def test_simpler_option_must_still_beat_base():
+    # ft+rag clearly beats base; rag is tied with ft+rag on noise but also tied with base:
+    # recommending rag would rest on nothing, so the verdict is "both".
+    run = make_run({"base": 0.3, "rag": 0.3, "ft+rag": 0.6}, n=12, spread=0.05)
+    for r in run.results:  # make rag very noisy, so it is significantly different from neither
+        if r["variant"] == "rag":
+            r["metrics"]["token_f1"] = [0.0, 0.9][r["idx"] % 2]
+    s = summarize(run)
+    rec = s["recommendation"]
+    paired = {(p["a"], p["b"]): p for p in s["paired"] if p["metric"] == "token_f1"}
+    assert not paired[("rag", "base")]["significant"] and not paired[("ft+rag", "rag")]["significant"]
+    assert rec["verdict"] == "both" and "Not chosen although simpler: RAG" in rec["text"]
