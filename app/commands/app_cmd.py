@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ragtune.models import DEFAULT_LLM
 from ragtune.paths import repo_datasets_dir
 from ragtune.workspace import Workspace
@@ -15,7 +17,9 @@ def register(sub) -> None:
     p = sub.add_parser("app", help="open the builder app in your browser (Gradio, on this machine)")
     p.add_argument("--sample", action="store_true",
                    help=f"open the '{SAMPLE_WORKSPACE}' workspace, creating it from datasets/sample and indexing it if needed")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: %(default)s, this machine only); set RAGTUNE_BUILDER_PASSWORD "
+                        "to require a login")
     p.add_argument("--port", type=int, default=7860, help="port of the app (default: %(default)s)")
     p.add_argument("--model", default=DEFAULT_LLM,
                    help="language model to serve: gemma-3-270m (default), tiny-llama (tests), or a local folder")
@@ -64,6 +68,10 @@ def prepare_sample(name: str = SAMPLE_WORKSPACE) -> Workspace:
 
 def run(args) -> int:
     from app.ui.main import launch
+
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("RAGTUNE_BUILDER_PASSWORD"):
+        print(f"warning: listening on {args.host} without a login; set RAGTUNE_BUILDER_PASSWORD to require one.",
+              flush=True)
 
     workspace = args.workspace
     if args.sample:

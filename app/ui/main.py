@@ -14,7 +14,7 @@ import gradio as gr
 from ragtune.models import DEFAULT_LLM
 
 from . import build as build_tab
-from . import chat, deploy, documents, evaluate, workspaces
+from . import chat, deploy, documents, evaluate, monitoring, workspaces
 from .common import AppContext, guarded, workspace_choices
 
 CSS = """
@@ -38,6 +38,7 @@ TABS = [
     ("Chat", "chat", chat),
     ("Evaluate", "evaluate", evaluate),
     ("Deploy", "deploy", deploy),
+    ("Monitoring", "monitoring", monitoring),
 ]
 
 
@@ -52,13 +53,15 @@ def build_app(ctx: AppContext, host: str = "127.0.0.1", deploy_port: int | None 
             ws_select = gr.Dropdown(choices, value=initial, label="Open workspace", elem_id="workspace-select", scale=2,
                                     allow_custom_value=True)
             model_md = gr.Markdown(ctx.engine_status(), elem_id="model-status")
-        with gr.Tabs(elem_id="tabs"):
+        with gr.Tabs(elem_id="tabs") as tabs:
             for label, key, module in TABS:
                 with gr.Tab(label, id=key, elem_id=f"tab-{key}") as tab:
                     if module is deploy:
                         module.build(ctx, ws_select, demo, server)
                     elif module is build_tab:
                         module.build(ctx, ws_select, demo, tab)
+                    elif module is monitoring:
+                        module.build(ctx, ws_select, demo, tab, tabs)
                     else:
                         module.build(ctx, ws_select, demo)
         model_timer = gr.Timer(2.0)
@@ -85,15 +88,20 @@ def build_app(ctx: AppContext, host: str = "127.0.0.1", deploy_port: int | None 
 
 def launch(model: str = DEFAULT_LLM, host: str = "127.0.0.1", port: int = 7860, workspace: str | None = None,
            engine_kind: str = "embedded", engine_url: str | None = None, deploy_port: int | None = None) -> None:
+    from serving.deploy.server import gradio_auth
+
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ctx = AppContext(model=model, engine_kind=engine_kind, engine_url=engine_url, default_workspace=workspace)
     ctx.start_loading()  # in the background: the page is up before the model is
     demo = build_app(ctx, host=host, deploy_port=deploy_port or port + 1)  # port+1 when free, else any
     demo.queue(default_concurrency_limit=2)
-    print(f"ragtune app: http://{host}:{port}  (model {model} loading in the background)", flush=True)
+    auth = gradio_auth()  # a login page when RAGTUNE_BUILDER_PASSWORD is set; open otherwise
+    print(f"ragtune app: http://{host}:{port}  (model {model} loading in the background"
+          + ("; log in with the builder password" if auth else "") + ")", flush=True)
     demo.launch(server_name=host, server_port=port, share=False, show_error=True, inbrowser=False,
-                css=CSS, theme=gr.themes.Soft(), footer_links=[], quiet=True)
+                css=CSS, theme=gr.themes.Soft(), footer_links=[], quiet=True, auth=auth,
+                auth_message="Enter the builder password (RAGTUNE_BUILDER_PASSWORD); any user name." if auth else None)
 
 
 def main(argv: list[str] | None = None) -> None:
