@@ -21,9 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def clustered(n: int, dim: int, rng, clusters: int = 256) -> np.ndarray:
+def clustered(n: int, dim: int, rng, clusters: int = 1024) -> np.ndarray:
     centers = rng.standard_normal((clusters, dim)).astype("float32")
-    x = centers[rng.integers(0, clusters, n)] + 0.6 * rng.standard_normal((n, dim)).astype("float32")
+    # Noise as large as the spread of the centres: neighbours sit at cosine ~0.5-0.7, as with text embeddings.
+    x = centers[rng.integers(0, clusters, n)] + 1.0 * rng.standard_normal((n, dim)).astype("float32")
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x
 

@@ -32,7 +32,7 @@ class RetrievalSettings:
     title_weight: float = 1.0      # weight of the "query names this document's title" ranking in RRF
     title_min_score: float = 1.5   # summed log((N+1)/df) of the title words named; below it nothing is routed
     boost_depth: int = 10          # how many top fused chunks share their score
-    exact_limit: int = 200_000     # above this many vectors an HNSW index replaces exact search
+    exact_limit: int = 50_000      # above this many vectors HNSW replaces exact search (bench/retrieval_ann.py)
     reranker: str | None = None    # a cross-encoder folder or id; None = no re-ranking
     batch_size: int = 64
 
