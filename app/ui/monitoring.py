@@ -55,15 +55,36 @@ def headline(data: dict, window: str) -> str:
             f"Updated {time.strftime('%H:%M:%S')}; feedback counts cover all time.")
 
 
+def _zoom_time_axes(fig, data: dict) -> None:
+    """Fit the time axes to the traffic (matplotlib spreads a lone point over years) with readable ticks."""
+    import matplotlib.dates as mdates
+    from datetime import datetime
+
+    from matplotlib.ticker import MaxNLocator
+
+    times = [p["t"] for p in data["series"]]
+    if not times:
+        return
+    lo, hi = min(times) - 2 * data["bucket_s"], max(times) + 2 * data["bucket_s"]
+    for i, ax in enumerate(fig.axes[:3]):  # requests, latency, errors; the fourth is the feedback bars
+        ax.set_xlim(datetime.fromtimestamp(lo), datetime.fromtimestamp(hi))
+        ax.set_ylim(bottom=0)
+        if i != 1:  # counts, not seconds
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        locator = mdates.AutoDateLocator(minticks=3, maxticks=7)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+
+
 def monitoring_view(ws_name, window):
+    import matplotlib.pyplot as plt
     from serving.deploy.metrics import plot_summary
 
     if not ws_name:
         return "No workspace open.", pd.DataFrame(columns=COLUMNS), None
     data = get_summary(ws_name, window)
     fig = plot_summary(data)
-    import matplotlib.pyplot as plt
-
+    _zoom_time_axes(fig, data)
     plt.close(fig)  # Gradio renders it below; closing keeps pyplot from holding every refresh
     return headline(data, window), table(data), fig
 
