@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -141,6 +140,3 @@ def replace_chunks(conn, doc_id: str, drafts, signature: str) -> int:
     conn.execute("UPDATE retrieval_documents SET chunking=? WHERE doc_id=?", (signature, doc_id))
     return len(drafts)
 
-
-def chunks_json(chunks: list[Chunk]) -> str:
-    return "".join(json.dumps(c.to_dict(), ensure_ascii=False) + "\n" for c in chunks)
