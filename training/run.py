@@ -299,7 +299,11 @@ def train(ws, config: TrainConfig, reporter: JobReporter | None = None, job_dir:
                "epochs": round(trainer.state.epoch or 0.0, 3), "train_runtime_s": output.metrics.get("train_runtime"),
                "tokens_seen": trainer.state.num_input_tokens_seen}
     if trainer.eval_dataset is not None:
-        metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
+        last_eval = next((h for h in reversed(trainer.state.log_history) if "eval_loss" in h), None)
+        if last_eval is not None and last_eval.get("step") == trainer.state.global_step:
+            metrics["eval_loss"] = last_eval["eval_loss"]  # the epoch-end evaluation already measured it
+        else:
+            metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     if losses:
         metrics["first_loss"], metrics["last_loss"] = losses[0], losses[-1]
