@@ -61,7 +61,7 @@ def register(sub) -> None:
     v.add_argument("vote", choices=["left", "right", "tie", "both_bad"])
     add_json_arg(v)
     v.set_defaults(func=_vote)
-    lb = a_sub.add_parser("leaderboard", help="Bradley-Terry ratings of all votes with 95% intervals")
+    lb = a_sub.add_parser("leaderboard", help="Bradley-Terry ratings of all votes with 95%% intervals")
     add_workspace_arg(lb)
     add_json_arg(lb)
     lb.set_defaults(func=_leaderboard)
