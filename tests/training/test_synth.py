@@ -102,11 +102,14 @@ def test_no_chunks_means_ingest_first(workspace):
 class _Teacher(BaseHTTPRequestHandler):
     """An OpenAI-compatible endpoint on loopback that fails once, then answers in RAFT JSON."""
     calls = 0
+    lock = threading.Lock()
 
     def do_POST(self):
-        type(self).calls += 1
+        with self.lock:  # two workers call at once: count each request exactly once
+            type(self).calls += 1
+            first_call = type(self).calls == 1
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if type(self).calls == 1:
+        if first_call:
             self.send_response(500)
             self.end_headers()
             return
