@@ -212,27 +212,16 @@ class JobCancelled(Exception):
     pass
 
 
-class JobReporter:
-    """Used inside the job process: append log rows, check for cancel, record the outcome.
-
-    Use as a context manager; an exception becomes status 'failed' with a readable message,
-    a cancel request becomes 'cancelled'.
-    """
+class CancelWatcher:
+    """Sees a cancel request for a job folder: the CANCEL file, or SIGTERM (which writes it)."""
 
     def __init__(self, job_dir: str | Path):
         self.dir = Path(job_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.dir / "log.jsonl", "a", encoding="utf-8")
-        self.result: dict[str, Any] = {}
         signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigterm(self, *_):
         (self.dir / "CANCEL").touch()
-
-    def log(self, **row) -> None:
-        row.setdefault("time", time.time())
-        self._log.write(json.dumps(row, default=str) + "\n")
-        self._log.flush()
 
     @property
     def cancel_requested(self) -> bool:
@@ -241,6 +230,27 @@ class JobReporter:
     def check_cancel(self) -> None:
         if self.cancel_requested:
             raise JobCancelled()
+
+    def log(self, **row) -> None:
+        """Only the reporting process logs; other processes of a job (e.g. GPU ranks) stay silent."""
+
+
+class JobReporter(CancelWatcher):
+    """Used inside the job process: append log rows, check for cancel, record the outcome.
+
+    Use as a context manager; an exception becomes status 'failed' with a readable message,
+    a cancel request becomes 'cancelled'.
+    """
+
+    def __init__(self, job_dir: str | Path):
+        super().__init__(job_dir)
+        self._log = open(self.dir / "log.jsonl", "a", encoding="utf-8")
+        self.result: dict[str, Any] = {}
+
+    def log(self, **row) -> None:
+        row.setdefault("time", time.time())
+        self._log.write(json.dumps(row, default=str) + "\n")
+        self._log.flush()
 
     def __enter__(self) -> "JobReporter":
         return self

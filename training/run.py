@@ -20,7 +20,7 @@ from pathlib import Path
 from ragtune.adapters import AdapterInfo, adapter_path, register_adapter, validate_adapter_name
 from ragtune.atomic import atomic_directory, atomic_write_json, read_json
 from ragtune.errors import BadInputError, RagtuneError
-from ragtune.jobs import JobCancelled, JobReporter, read_log
+from ragtune.jobs import CancelWatcher, JobCancelled, JobReporter, read_log
 from ragtune.models import SERVING_TEMPLATE, resolve_llm
 
 from .config import TrainConfig
@@ -364,25 +364,8 @@ def save_trained(ws, trainer, config: TrainConfig, name: str, base_path: Path, s
     return folder
 
 
-class RankReporter:
+class RankReporter(CancelWatcher):
     """For ranks other than 0 of a multi-GPU run: sees the CANCEL file, logs nothing, writes no status."""
-
-    def __init__(self, job_dir: str | Path):
-        import signal
-
-        self.dir = Path(job_dir)
-        signal.signal(signal.SIGTERM, lambda *_: (self.dir / "CANCEL").touch())
-
-    @property
-    def cancel_requested(self) -> bool:
-        return (self.dir / "CANCEL").exists()
-
-    def check_cancel(self) -> None:
-        if self.cancel_requested:
-            raise JobCancelled()
-
-    def log(self, **row) -> None:
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:
