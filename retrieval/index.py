@@ -31,6 +31,12 @@ INDEX_DIR = ("index", "current")
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
+# Past this many vectors an IVF index replaces HNSW: HNSW's build grows to 15+ min at 1M vectors on two
+# cores, IVF trains k-means on a sample and builds 1M in about a minute (bench/retrieval_ann.py).
+IVF_LIMIT = 500_000
+IVF_TRAIN_PER_LIST = 40        # faiss wants >= 39 training points per list
+IVF_TARGET_RECALL = 0.95       # nprobe is raised until recall@10 against exact search reaches this
+IVF_TUNE_QUERIES = 200
 
 
 def index_dir(ws):
@@ -75,21 +81,65 @@ def rechunk_stale(ws, settings: RetrievalSettings) -> int:
     return len(stale)
 
 
-def build_faiss(vectors: np.ndarray, exact_limit: int):
+def build_faiss(vectors: np.ndarray, exact_limit: int, ivf_limit: int = IVF_LIMIT):
+    """Exact search up to `exact_limit` vectors, HNSW up to `ivf_limit`, IVF (nprobe tuned) above."""
     import faiss
 
     n, dim = vectors.shape
     if n <= exact_limit:
         index = faiss.IndexFlatIP(dim)
         kind = "flat"
-    else:
+    elif n <= ivf_limit:
         index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         index.hnsw.efSearch = HNSW_EF_SEARCH
         kind = "hnsw"
+    else:
+        return build_ivf(vectors), "ivf"
     if n:
         index.add(vectors)
     return index, kind
+
+
+def build_ivf(vectors: np.ndarray, seed: int = 0):
+    """IVF-Flat with about 4*sqrt(N) lists, k-means trained on a sample; nprobe is stored in the index."""
+    import faiss
+
+    n, dim = vectors.shape
+    vectors = np.ascontiguousarray(vectors, dtype="float32")
+    nlist = max(1, min(int(4 * np.sqrt(n)), n // IVF_TRAIN_PER_LIST))
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(seed)
+    sample = vectors[np.sort(rng.choice(n, size=min(n, nlist * IVF_TRAIN_PER_LIST), replace=False))]
+    index.cp.seed = seed
+    index.train(sample)
+    index.add(vectors)
+    index.nprobe = tune_nprobe(index, vectors, rng)
+    return index
+
+
+def tune_nprobe(index, vectors: np.ndarray, rng, k: int = 10) -> int:
+    """Smallest power-of-two nprobe whose recall@k (stored vectors as queries, themselves left out) is high enough."""
+    import faiss
+
+    n = len(vectors)
+    queries_at = rng.choice(n, size=min(n, IVF_TUNE_QUERIES), replace=False)
+    queries = vectors[queries_at]
+    _, truth = faiss.knn(queries, vectors, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
+
+    def neighbours(rows, own):
+        return [set(r[r != i][:k].tolist()) for r, i in zip(rows, own)]
+
+    want = neighbours(truth, queries_at)
+    nprobe = 1
+    while True:
+        index.nprobe = nprobe
+        _, got = index.search(queries, k + 1)
+        recall = np.mean([len(w & g) / max(1, len(w)) for w, g in zip(want, neighbours(got, queries_at))])
+        if recall >= IVF_TARGET_RECALL or nprobe >= index.nlist:
+            return nprobe
+        nprobe = min(nprobe * 2, index.nlist)
 
 
 def build_index(ws, *, progress: bool = True, settings: RetrievalSettings | None = None) -> dict:
@@ -104,6 +154,7 @@ def build_index(ws, *, progress: bool = True, settings: RetrievalSettings | None
     texts = [chunk_search_text(c, settings) for c in chunks]
     fingerprint = {
         "embedder": settings.embedder, "context": settings.context, "exact_limit": settings.exact_limit,
+        "ivf_limit": IVF_LIMIT,
         "chunks": hashlib.sha256("\n".join(c.chunk_id for c in chunks).encode()).hexdigest(),
         "texts": hashlib.sha256("\0".join(texts).encode()).hexdigest(),
     }
@@ -116,7 +167,7 @@ def build_index(ws, *, progress: bool = True, settings: RetrievalSettings | None
     stats: dict = {}
     vectors, embedded = embed_cached(ws, embedder, texts, batch_size=settings.batch_size, progress=progress,
                                      stats=stats)
-    index, kind = build_faiss(vectors, settings.exact_limit)
+    index, kind = build_faiss(vectors, settings.exact_limit, IVF_LIMIT)
     with atomic_directory(index_dir(ws)) as tmp:
         faiss.write_index(index, str(tmp / "dense.faiss"))
         if chunks:
