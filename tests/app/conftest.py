@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -78,16 +79,22 @@ class RunningApp:
         self._log.close()
 
 
-@pytest.fixture(scope="module")
-def running_app(tmp_path_factory):
-    home = tmp_path_factory.mktemp("app-home")
-    app = RunningApp(home, workspace="flow")
+@contextmanager
+def started_app(home: Path, **kwargs):
+    """A `ragtune app` process, ready to answer; stopped (its log tail printed) when done."""
+    app = RunningApp(home, **kwargs)
     try:
         app.wait_ready()
         yield app
     finally:
         app.stop()
         print("---- app log (tail) ----\n" + app.log())
+
+
+@pytest.fixture(scope="module")
+def running_app(tmp_path_factory):
+    with started_app(tmp_path_factory.mktemp("app-home"), workspace="flow") as app:
+        yield app
 
 
 @pytest.fixture(scope="module")

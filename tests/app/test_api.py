@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from gradio_client import Client, handle_file
 
-from .conftest import RunningApp
+from .conftest import started_app
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -18,13 +18,8 @@ SAMPLE = REPO / "datasets" / "sample"
 
 @pytest.fixture(scope="module")
 def sample_app(tmp_path_factory):
-    app = RunningApp(tmp_path_factory.mktemp("sample-home"), workspace=None, sample=True)
-    try:
-        app.wait_ready()
+    with started_app(tmp_path_factory.mktemp("sample-home"), workspace=None, sample=True) as app:
         yield app
-    finally:
-        app.stop()
-        print("---- app log (tail) ----\n" + app.log())
 
 
 @pytest.fixture(scope="module")

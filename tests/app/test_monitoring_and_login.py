@@ -10,7 +10,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from .conftest import RunningApp
+from .conftest import started_app
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -22,13 +22,10 @@ WS = "mon"
 def locked_app(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RAGTUNE_BUILDER_PASSWORD", PASSWORD)
-        app = RunningApp(tmp_path_factory.mktemp("locked-home"), workspace=WS)  # copies the environment now
-    try:
-        app.wait_ready()
-        yield app
-    finally:
-        app.stop()
-        print("---- app log (tail) ----\n" + app.log())
+        # RunningApp copies the environment when it starts, so the password stays set for the app only.
+        with started_app(tmp_path_factory.mktemp("locked-home"), workspace=WS) as app:
+            mp.undo()
+            yield app
 
 
 @pytest.fixture(scope="module")
