@@ -1,8 +1,6 @@
 """The optional LLM judge: score parsing, and a real round trip to an OpenAI-compatible endpoint."""
 
 import socket
-import threading
-import time
 
 import pytest
 
@@ -33,28 +31,14 @@ def test_dead_judge_endpoint_is_a_clear_error():
         judge_answer(config, "q", "r", "a")
 
 
-def test_judge_round_trip_through_ragtune_openai_api(workspace, tiny_engine):
-    import uvicorn
-
+def test_judge_round_trip_through_ragtune_openai_api(workspace, tiny_engine, serve_asgi):
     from serving.openai_api import build_app
 
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(workspace, tiny_engine), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.time() + 30
-        while not server.started:
-            assert time.time() < deadline
-            time.sleep(0.1)
-        judge = JudgeConfig(f"http://127.0.0.1:{port}/v1", "base", max_tokens=8)
-        run = run_eval(workspace, [{"question": "What is the K7 top speed?", "answer": "2.3 m/s"}], ["base"],
-                       tiny_engine, judge=judge, options=SamplingOptions(max_tokens=4))
-        metrics = run.results[0]["metrics"]
-        # the tiny random model cannot grade: its reply is kept, and no score is invented
-        assert isinstance(metrics["judge_reply"], str) and metrics["judge_score"] is None
-        assert run.summary["judge"]["prompt"] == JUDGE_PROMPT
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    url = serve_asgi(build_app(workspace, tiny_engine))
+    judge = JudgeConfig(f"{url}/v1", "base", max_tokens=8)
+    run = run_eval(workspace, [{"question": "What is the K7 top speed?", "answer": "2.3 m/s"}], ["base"],
+                   tiny_engine, judge=judge, options=SamplingOptions(max_tokens=4))
+    metrics = run.results[0]["metrics"]
+    # the tiny random model cannot grade: its reply is kept, and no score is invented
+    assert isinstance(metrics["judge_reply"], str) and metrics["judge_score"] is None
+    assert run.summary["judge"]["prompt"] == JUDGE_PROMPT

@@ -116,34 +116,21 @@ def test_four_variants_through_vllm(gemma_assistant, facts):
     assert answers["rag"].text != answers["ft+rag"].text or answers["base"].text != answers["ft"].text
 
 
-def test_openai_client_streams_from_ragtune_api_over_vllm(stack, gemma_assistant, port_factory):
-    import uvicorn
+def test_openai_client_streams_from_ragtune_api_over_vllm(stack, gemma_assistant, serve_asgi):
     from openai import OpenAI
 
     from serving.openai_api import build_app
 
     engine = stack[0]
-    port = port_factory()
-    server = uvicorn.Server(uvicorn.Config(build_app(gemma_assistant.ws, engine, assistant=gemma_assistant),
-                                           host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.time() + 30
-        while not server.started:
-            assert time.time() < deadline
-            time.sleep(0.1)
-        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="local", max_retries=0)
-        stream = client.chat.completions.create(model="ft+rag:gemma-facts", stream=True, max_tokens=16,
-                                                messages=[{"role": "user", "content": "What is the K7's payload?"}])
-        chunks = list(stream)
-        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-        final = [c for c in chunks if c.choices and c.choices[0].finish_reason][-1]
-        assert text.strip() and final.model_extra["ragtune"]["engine"] == "vllm"
-        assert final.model_extra["ragtune"]["adapter"] == "gemma-facts" and final.model_extra["ragtune"]["citations"]
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    url = serve_asgi(build_app(gemma_assistant.ws, engine, assistant=gemma_assistant))
+    client = OpenAI(base_url=f"{url}/v1", api_key="local", max_retries=0)
+    stream = client.chat.completions.create(model="ft+rag:gemma-facts", stream=True, max_tokens=16,
+                                            messages=[{"role": "user", "content": "What is the K7's payload?"}])
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    final = [c for c in chunks if c.choices and c.choices[0].finish_reason][-1]
+    assert text.strip() and final.model_extra["ragtune"]["engine"] == "vllm"
+    assert final.model_extra["ragtune"]["adapter"] == "gemma-facts" and final.model_extra["ragtune"]["citations"]
 
 
 def test_bad_requests_get_clear_errors_and_the_server_keeps_running(stack):
