@@ -22,6 +22,8 @@ from typing import Callable, Protocol
 
 from ragtune.errors import BadInputError, ServerUnavailableError
 
+from .questions import how_long, wh_question
+
 
 @dataclass
 class Fact:
@@ -148,6 +150,18 @@ def _wh_for_unit(span: str) -> str:
     return "how much"
 
 
+def find_value_spans(sentence: str) -> list[tuple[int, int, str]]:
+    """Every value of the sentence, most specific kind first, without overlaps: [(start, end, wh-phrase)]."""
+    spans: list[tuple[int, int, str]] = []
+    for pattern, wh in _SPAN_PATTERNS:
+        for m in re.finditer(pattern, sentence):
+            if sentence[m.end():m.end() + 1] == "/" or sentence[max(0, m.start() - 1):m.start()] == "/":
+                continue  # "24/7", "3/4": a ratio, not a value to ask for
+            if all(m.end() <= a or m.start() >= b for a, b, _ in spans):
+                spans.append((m.start(), m.end(), _wh_for_unit(m.group()) if wh == "unit" else wh))
+    return spans
+
+
 def find_answer_span(sentence: str) -> tuple[int, int, str] | None:
     """(start, end, wh-phrase) of the most specific value in the sentence (amount, date, code, number)."""
     for pattern, wh in _SPAN_PATTERNS:
@@ -184,8 +198,8 @@ def _in_place_question(sentence: str, span: tuple[int, int, str]) -> str | None:
 def _fronted_question(sentence: str) -> str | None:
     s = sentence.rstrip(" .!")
     m = re.match(r"^(?P<subj>(?:The|A|An|Our|Its|Each|Every)\s[^,;]{3,70}?)\s(?P<verb>is|are|was|were)\s(?P<rest>.{2,})$", s)
-    if m:
-        return f"What {m['verb']} {_lower_first(m['subj'])}?"
+    if m and not re.match(r"\w+(?:ed|en)\b|(?:in|on|at|by|for|from|to|with|of)\b", m["rest"]):
+        return f"What {m['verb']} {_lower_first(m['subj'])}?"  # not for passives: "What was the company?"
     m = re.match(r"^(?P<subj>[^,;]{3,60}?)\s(?:has|have)\s(?:a|an)\s(?P<attr>[^,;]{3,50}?)\sof\s(?P<val>.+)$", s)
     if m:
         return f"What is the {m['attr']} of {_lower_first(m['subj'])}?"
@@ -200,7 +214,7 @@ def _topic(sentence: str, chunk: ChunkView) -> str | None:
         return _lower_first(subject.replace('"', "") if subject.count('"') % 2 else subject)
     if not chunk.section:
         return None
-    section = re.sub(r"^[\d.]+\s*", "", chunk.section.split(">")[-1]).strip()
+    section = re.sub(r"^[\d.]+\s*", "", chunk.section.split(">")[-1].strip()).strip()
     return _lower_first(section) if len(section.split()) <= 8 and section else None
 
 
@@ -234,11 +248,28 @@ def _record(sentence: str) -> list[tuple[str, str]] | None:
     return pairs if len(pairs) >= 3 and len(pairs) == len(parts) else None
 
 
+_UNIT_SUFFIXES = {"eur": "EUR", "usd": "USD", "gbp": "GBP", "days": "days", "hours": "hours", "kg": "kg", "mm": "mm",
+                  "pct": "percent", "percent": "percent", "minutes": "minutes", "months": "months", "years": "years"}
+
+
+def _column_label(key: str) -> str:
+    """'price_eur' -> 'price in EUR', 'stock_lead_time_days' -> 'stock lead time in days'."""
+    words = key.replace("-", "_").split("_")
+    if len(words) > 1 and words[-1].lower() in _UNIT_SUFFIXES:
+        return f"{' '.join(words[:-1])} in {_UNIT_SUFFIXES[words[-1].lower()]}"
+    return " ".join(words)
+
+
 def _record_questions(pairs: list[tuple[str, str]]) -> list[str]:
-    ident = pairs[0][1]
+    """Questions a person asks about one table row: its identifier by name first, then each column."""
+    ident_key, ident = pairs[0]
     name = next((v for k, v in pairs[1:] if k.lower() in ("name", "title", "city", "product")), None)
-    subject = f"{ident} ({name})" if name else ident
-    return [f"What is the {k.replace('_', ' ')} of {subject}?" for k, v in pairs[1:] if v and v != name]
+    if not name:
+        return [f"What is the {_column_label(k)} of {ident}?" for k, v in pairs[1:] if v]
+    label = name[:1].lower() + name[1:] if name[1:2].islower() else name
+    questions = [f"What is the {_column_label(ident_key)} of the {label}?"]
+    questions += [f"What is the {_column_label(k)} of the {label} ({ident})?" for k, v in pairs[1:] if v and v != name]
+    return questions
 
 
 class ExtractiveTeacher:
@@ -263,8 +294,9 @@ class ExtractiveTeacher:
             if pairs and len(facts) < max_facts:
                 questions = _record_questions(pairs)
                 if questions:
-                    rng.shuffle(questions)
-                    facts.append(Fact(questions[:questions_per_fact], sentence, sentence))
+                    first, rest = questions[:1], questions[1:]
+                    rng.shuffle(rest)
+                    facts.append(Fact((first + rest)[:questions_per_fact], sentence, sentence))
                 answered.add(sentence)
         candidates = [s for s in sentences if _is_fact_sentence(s) and s not in answered]
         ranked = sorted(enumerate(candidates), key=lambda t: (-_score(t[1]), t[0]))
@@ -279,9 +311,20 @@ class ExtractiveTeacher:
                      given: str | None = None) -> list[str]:
         core: list[str] = [given] if given else []
         span = find_answer_span(sentence)
-        fronted = _fronted_question(sentence) if not given else None
-        in_place = _in_place_question(sentence, span) if span and not given else None
-        core += [q for q in (fronted, in_place) if q]
+        if not given:  # questions a person would ask first, then the simpler fallbacks
+            natural = [q for q in (wh_question(sentence, *s, context=chunk.text)
+                                     for s in find_value_spans(sentence)[:3]) if q]
+            core += natural[:1] + [q for q in (how_long(natural[0]),) if q] if natural else []
+            if natural:  # the same question tied to its document, for recall when users name the source
+                core.append(f"According to {_doc_label(chunk)}, {_lower_first(natural[0])}")
+            core += natural[1:]
+            fronted = _fronted_question(sentence)
+            in_place = _in_place_question(sentence, span) if span else None
+            if span and span[0] == 0 and span[2] == "which code":  # "E-509 Emergency stop button pressed."
+                code = sentence[: span[1]]
+                in_place = f"What does {code} mean?"
+                core.append(f"What is {code}?")
+            core += [q for q in (fronted, in_place) if q]
         topic = _topic(sentence, chunk) if not given else None
         doc = _doc_label(chunk)
         base = core[0] if core else None

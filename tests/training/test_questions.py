@@ -1,0 +1,78 @@
+"""Rule-written questions: worded the way a person asks, or not written at all."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.questions import wh_question
+from training.teachers import ChunkView, ExtractiveTeacher, find_value_spans
+
+
+def ask(sentence: str, nth: int = 0) -> str | None:
+    return wh_question(sentence, *find_value_spans(sentence)[nth])
+
+
+@pytest.mark.parametrize("sentence, question", [
+    # do-support
+    ("Full-time employees get 27 vacation days per year, on top of public holidays.",
+     "How many vacation days do full-time employees get per year?"),
+    ("One Lumora Orbit installation manages up to 120 robots per site.",
+     "How many robots does one Lumora Orbit installation manage per site?"),
+    ("In 2024 the new path planner reduced the average travel time by 12 percent.", None),
+    ("The new path planner reduced the average travel time per transport order by 12 percent.",
+     "By what percentage did the new path planner reduce the average travel time per transport order?"),
+    # auxiliary inversion, fronted preposition, "of" phrase kept with the value
+    ("A lost or stolen badge must be reported to the security desk within 2 hours of noticing the loss.",
+     "Within how many hours must a lost or stolen badge be reported to the security desk?"),
+    ("Every new parent gets 18 weeks of fully paid parental leave.",
+     "How many weeks of fully paid parental leave does every new parent get?"),
+    # "X has a Y of Z" and an introductory clause moved to the end
+    ("The traction battery pack has a separate battery warranty of 5 years.",
+     "How many years is the separate battery warranty that the traction battery pack has?"),
+    ("After 6 failed sign-in attempts, the account is locked for 20 minutes.",
+     "For how many minutes is the account locked after 6 failed sign-in attempts?"),
+    ("Client entertainment is limited to EUR 80 per guest, including drinks.",
+     "How much is client entertainment limited to?"),
+])
+def test_natural_questions(sentence, question):
+    assert ask(sentence) == question
+
+
+@pytest.mark.parametrize("sentence", [
+    "Submit your travel expense claim in the Spendly app no later than 30 days after you return.",  # imperative
+    "Upgrading from 4.x requires a map re-validation, which takes around 20 minutes per site.",  # relative clause
+    "LUMORA ROBOTICS - WARRANTY AND SUPPORT TERMS Document WS-2025-01, valid from 1 January 2025",  # heading
+    "Core hours are 10:00 to 15:00 from Monday to Thursday.",  # the second value of a range
+])
+def test_no_question_where_the_rules_do_not_fit(sentence):
+    spans = find_value_spans(sentence)
+    nth = 1 if sentence.startswith("Core hours") else 0
+    assert wh_question(sentence, *spans[nth]) is None
+
+
+def test_extractive_teacher_asks_the_natural_question_first():
+    chunk = ChunkView("c1", "employee_handbook.md", "## Vacation\n\nFull-time employees get 27 vacation days per "
+                      "year, on top of public holidays. The company was founded in 2016 by two engineers.\n")
+    facts = ExtractiveTeacher().facts(chunk, questions_per_fact=3, max_facts=6)
+    vacation = next(f for f in facts if "27" in f.answer)
+    assert vacation.questions[0] == "How many vacation days do full-time employees get per year?"
+    founded = next(f for f in facts if "2016" in f.answer)
+    assert founded.questions[0] == "In what year was the company founded by two engineers?"
+    assert "What was the company?" not in founded.questions  # a passive is not a definition
+
+
+def test_ranges_codes_records_and_durations():
+    assert ask("Core hours are 10:00 to 15:00 from Monday to Thursday.") == "What are core hours from Monday to Thursday?"
+    assert ask("Through our finance partner, Quayline Capital, you can lease a K7 from EUR 1,150 per month.") == (
+        "From how much can you lease a K7 through our finance partner?")
+    assert find_value_spans("Security Operations Desk, staffed 24/7: internal extension 4411")[0][:2] == (59, 63)
+    teacher = ExtractiveTeacher()
+    errors = teacher.facts(ChunkView("c", "manual.pdf", "E-509 Emergency stop button pressed.\n"), 3, 6)
+    assert "What does E-509 mean?" in errors[0].questions
+    table = "part_number: LR-K7-2031; name: Drive wheel assembly; price_eur: 412.00; stock_lead_time_days: 5"
+    record = teacher.facts(ChunkView("c", "parts.csv", table), 3, 6)[0]
+    assert record.questions[0] == "What is the part number of the drive wheel assembly?"
+    assert "What is the price in EUR of the drive wheel assembly (LR-K7-2031)?" in record.questions
+    vacation = teacher.facts(ChunkView("c", "handbook.md", "The probation period for new employees is 3 months.\n"), 3, 6)
+    assert vacation[0].questions[:2] == ["How many months is the probation period for new employees?",
+                                         "How long is the probation period for new employees?"]
