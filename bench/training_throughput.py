@@ -43,12 +43,16 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+SEQUENCE_LENGTH = 512  # the same cap for both sides; ragtune packs rows up to it, the baseline pads per batch
+
+
 def run_ragtune(model: str, rows: list[dict], method: str, batch: int, out: Path) -> dict:
     from ragtune.models import resolve_llm
     from training.config import defaults_for
     from training.run import build_trainer
 
-    config = defaults_for(model, method, epochs=1, batch_size=batch, save_steps=10**6, eval_each_epoch=False)
+    config = defaults_for(model, method, epochs=1, batch_size=batch, save_steps=10**6, eval_each_epoch=False,
+                          max_length=SEQUENCE_LENGTH)
     trainer = build_trainer(config, resolve_llm(model, progress=False).path, rows, [], out)
     t = time.time()
     trainer.train()
@@ -72,7 +76,7 @@ def run_baseline(model: str, rows: list[dict], method: str, batch: int, out: Pat
     tok = AutoTokenizer.from_pretrained(path)
     texts = [tok.apply_chat_template(r["messages"], tokenize=False) for r in rows]
     data = Dataset.from_dict({"text": texts}).map(
-        lambda b: tok(b["text"], add_special_tokens=False, truncation=True, max_length=config.max_length),
+        lambda b: tok(b["text"], add_special_tokens=False, truncation=True, max_length=SEQUENCE_LENGTH),
         batched=True, remove_columns=["text"])
     kwargs = {"dtype": torch.float32}
     if method == "qlora":

@@ -30,7 +30,7 @@ class TrainConfig:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: list(PROJECTION_MODULES))
-    max_length: int = 512
+    max_length: int | None = 512  # tokens per (packed) sequence; None: the shortest of 128..2048 that holds every row
     packing: bool = True  # best-fit packing into padding-free batches
     batch_size: int = 4
     grad_accum: int = 1
@@ -56,7 +56,7 @@ class TrainConfig:
             (self.lr > 0, "the learning rate must be positive"),
             (self.rank > 0 and self.alpha > 0, "LoRA rank and alpha must be positive"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
-            (self.max_length >= 16, "max_length must be at least 16 tokens"),
+            (self.max_length is None or self.max_length >= 16, "max_length must be at least 16 tokens"),
             (self.batch_size >= 1 and self.grad_accum >= 1, "batch size and gradient accumulation must be >= 1"),
             (self.save_steps >= 1, "save_steps must be >= 1"),
             (bool(self.target_modules) or self.method == "full", "LoRA needs at least one target module"),
@@ -106,8 +106,10 @@ def defaults_for(base_model: str = DEFAULT_LLM, method: str = "lora", **override
         base = replace(base, lr=1e-2, rank=8, alpha=16, dropout=0.0, epochs=20, max_length=128,
                        batch_size=4, warmup_ratio=0.0, lr_scheduler="constant", save_steps=10)
     elif family == "gemma-270m":
-        # A packed 512-token row holds ~7 short Q&A: batch 1 keeps enough optimizer steps on a small set.
-        base = replace(base, lr=1e-3, rank=16, alpha=32, epochs=4, max_length=512, batch_size=1)
+        # Short packed sequences (auto length: the shortest that holds every row) and batch 1 give many optimizer
+        # steps on a small set; measured on 60 Q&A x 3 epochs: 128-token packs 66 steps, fact hit 0.36; 512-token
+        # packs 15 steps, 0.18 (docs/training.md).
+        base = replace(base, lr=1e-3, rank=16, alpha=32, epochs=4, max_length=None, batch_size=1)
     elif family == "small":
         base = replace(base, lr=2e-4, rank=16, alpha=32, epochs=3, max_length=1024, batch_size=4)
     else:

@@ -188,8 +188,23 @@ def _make_callbacks(reporter: JobReporter | None, config: TrainConfig, elapsed_b
     return callbacks
 
 
+PACK_LENGTHS = (128, 256, 512, 1024, 2048)
+
+
+def row_lengths(tokenizer, rows: list[dict]) -> list[int]:
+    """Tokens of each chat row as the model sees it (chat template applied)."""
+    return [len(tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=False)) for r in rows]
+
+
+def fit_max_length(lengths: list[int]) -> int:
+    """The shortest standard sequence length that holds every row, so no answer is cut off; short
+    packs mean more optimizer steps, which is what a small Q&A set needs to learn its facts."""
+    longest = max(lengths, default=0)
+    return next((n for n in PACK_LENGTHS if n >= longest), PACK_LENGTHS[-1])
+
+
 def build_trainer(config: TrainConfig, model_path: Path, train_rows: list[dict], val_rows: list[dict],
-                  output_dir: Path, callbacks=()):
+                  output_dir: Path, callbacks=(), max_length: int | None = None):
     """The SFTTrainer for this config (also used by the benchmark)."""
     from datasets import Dataset
     from transformers import AutoTokenizer, PrinterCallback
@@ -215,7 +230,7 @@ def build_trainer(config: TrainConfig, model_path: Path, train_rows: list[dict],
         bf16=_use_bf16(config),
         use_cpu=not _has_cuda(),
         gradient_checkpointing=config.gradient_checkpointing,
-        max_length=config.max_length,
+        max_length=max_length or config.max_length or fit_max_length(row_lengths(tokenizer, train_rows + val_rows)),
         packing=config.packing,
         assistant_only_loss=config.assistant_only_loss,
         eval_strategy="epoch" if has_eval else "no",
@@ -281,8 +296,18 @@ def train(ws, config: TrainConfig, reporter: JobReporter | None = None, job_dir:
     if reporter:
         reporter.check_cancel()
 
+    from transformers import AutoTokenizer
+
+    lengths = row_lengths(AutoTokenizer.from_pretrained(model.path), data.train + data.validation)
+    max_length = config.max_length or fit_max_length(lengths)
+    too_long = sum(n > max_length for n in lengths)
+    log(event="sequence_length", max_length=max_length, auto=config.max_length is None,
+        longest_row=max(lengths, default=0), truncated_rows=too_long)
+    if too_long:
+        log(event="warning", message=f"{too_long} rows are longer than max_length={max_length} tokens and will be "
+                                     "cut off; raise --max-length (or use auto) to keep them whole.")
     callbacks = _make_callbacks(reporter, config, _elapsed_so_far(job_dir) if checkpoint else 0.0)
-    trainer = build_trainer(config, model.path, data.train, data.validation, output_dir, callbacks)
+    trainer = build_trainer(config, model.path, data.train, data.validation, output_dir, callbacks, max_length)
     callbacks[0].accelerator = trainer.accelerator
     if reporter:
         reporter.check_cancel()

@@ -24,6 +24,10 @@ def _optional_int(text: str) -> int | None:
     return None if text.lower() in ("none", "off", "") else int(text)
 
 
+def _length(text: str) -> int | None:
+    return None if text.lower() in ("auto", "none") else int(text)
+
+
 def _optional_bool(text: str) -> bool | None:
     return None if text.lower() in ("auto", "none") else _bool(text)
 
@@ -35,7 +39,7 @@ _TRAIN_FLAGS = {
     "rank": (int, "LoRA rank"),
     "alpha": (int, "LoRA alpha (scale = alpha / rank)"),
     "dropout": (float, "LoRA dropout"),
-    "max_length": (int, "tokens per (packed) sequence"),
+    "max_length": (_length, "tokens per (packed) sequence (auto: the shortest of 128..2048 that holds every row)"),
     "packing": (_bool, "pack short rows into padding-free sequences (true/false)"),
     "batch_size": (int, "sequences per device per step"),
     "grad_accum": (int, "gradient accumulation steps"),
@@ -301,6 +305,11 @@ def follow_job(ws, job_id: str, json_out: bool = False) -> int:
                 if row.get("event") == "start":
                     bar.write(f"{row.get('method_label')} on {row.get('device')}: {row.get('train_rows')} training rows"
                               + (f", resuming from {row['resume_checkpoint']}" if row.get("resume_checkpoint") else ""))
+                if row.get("event") == "sequence_length":
+                    bar.write(f"sequences of {row['max_length']} tokens" + (" (auto)" if row.get("auto") else "")
+                              + f"; longest row {row.get('longest_row')} tokens")
+                if row.get("event") == "warning":
+                    bar.write(f"warning: {row.get('message')}")
                 if row.get("event") == "skipped_rows":
                     bar.write(f"skipped {row['count']} malformed rows: {row.get('lines', [])[:5]}")
                 bar.refresh()

@@ -141,3 +141,39 @@ def test_duplicate_adapter_name_is_refused(workspace, facts_file):
     workspace.path("adapters", "dup").mkdir()
     with pytest.raises(BadInputError, match="already exists"):
         start_training(workspace, _config(facts_file, adapter_name="dup"))
+
+
+def test_auto_sequence_length_holds_every_row_and_a_short_cap_is_reported(workspace, tmp_path, facts_file):
+    long_row = {"question": "Tell me everything about the warehouse rules?", "answer": " ".join(["pallets"] * 150)}
+    data = tmp_path / "long.jsonl"
+    data.write_text(facts_file.read_text() + json.dumps(long_row) + "\n")
+    with JobReporter(tmp_path / "auto") as reporter:
+        train(workspace, _config(facts_file, max_steps=1, max_length=None, adapter_name="auto"), reporter)
+    rows, _ = read_log(tmp_path / "auto" / "log.jsonl")
+    chosen = next(r for r in rows if r.get("event") == "sequence_length")
+    assert chosen["auto"] and chosen["max_length"] == 128 and chosen["truncated_rows"] == 0
+    assert chosen["longest_row"] <= 128
+
+    with JobReporter(tmp_path / "auto-long") as reporter:
+        train(workspace, _config(data, max_steps=1, max_length=None, adapter_name="auto-long"), reporter)
+    rows, _ = read_log(tmp_path / "auto-long" / "log.jsonl")
+    chosen = next(r for r in rows if r.get("event") == "sequence_length")
+    assert chosen["longest_row"] > 128 and chosen["max_length"] >= chosen["longest_row"]
+    assert chosen["truncated_rows"] == 0
+
+    with JobReporter(tmp_path / "capped") as reporter:
+        train(workspace, _config(data, max_steps=1, max_length=64, adapter_name="capped"), reporter)
+    rows, _ = read_log(tmp_path / "capped" / "log.jsonl")
+    assert next(r for r in rows if r.get("event") == "sequence_length")["truncated_rows"] == 1
+    warning = next(r for r in rows if r.get("event") == "warning")
+    assert "1 rows are longer than max_length=64" in warning["message"]
+
+
+def test_fit_max_length_picks_the_shortest_standard_length():
+    from training.run import fit_max_length
+
+    assert fit_max_length([40, 61]) == 128
+    assert fit_max_length([40, 136]) == 256
+    assert fit_max_length([513]) == 1024
+    assert fit_max_length([10_000]) == 2048
+    assert fit_max_length([]) == 128
