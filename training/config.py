@@ -108,7 +108,7 @@ def defaults_for(base_model: str = DEFAULT_LLM, method: str = "lora", **override
     elif family == "gemma-270m":
         # Short packed sequences (auto length: the shortest that holds every row) and batch 1 give many optimizer
         # steps on a small set; measured on 60 Q&A x 3 epochs: 128-token packs 66 steps, fact hit 0.36; 512-token
-        # packs 15 steps, 0.18 (docs/training.md).
+        # packs 15 steps, 0.15 (docs/training.md).
         base = replace(base, lr=1e-3, rank=16, alpha=32, epochs=4, max_length=None, batch_size=1)
     elif family == "small":
         base = replace(base, lr=2e-4, rank=16, alpha=32, epochs=3, max_length=1024, batch_size=4)

@@ -20,7 +20,7 @@ _VERBS = set("""get give receive take cost last need reach carry cover include r
 support use provide raise lock expire apply start begin end respond arrive charge ship weigh accept contain hold
 keep measure mean reduce increase replace return operate reimburse refund earn grant entitle add drive lift move
 travel handle store process release fix introduce save cut double triple rise fall drop exceed come guarantee
-serve employ produce sell deliver cost""".split())
+serve employ produce sell deliver""".split())
 _IRREGULAR_PAST = {"took": "take", "gave": "give", "got": "get", "ran": "run", "began": "begin", "paid": "pay",
                    "held": "hold", "kept": "keep", "rose": "rise", "fell": "fall", "cut": "cut"}
 _DROP_PREP = ("up to", "at least", "at most", "no more than", "more than", "less than", "a maximum of",
@@ -50,8 +50,8 @@ def _verb(word: str) -> tuple[str, str] | None:
 
 
 _FUNCTION = set("the a an our your its their his her my every each all any some this that these those you we they "
-                "i it he she after before during if when once unless within for in on from without outside since through "
-                "until between under above below at by with to of one two three new full standard remote "
+                "i it he she after before during if when once unless within for in on from without outside since "
+                "through until between under above below at by with to of one two three new full standard remote "
                 "business client approved carried working travel parental sick default hotel".split())
 _SUBORDINATE = set("if when where while although because though unless once as after before during within for in "
                    "on from without since until between under above below at by with to of through via please "
