@@ -61,6 +61,17 @@ def gemma_assistant(stack, indexed_workspace):
     return make_assistant(indexed_workspace, stack[0])
 
 
+@pytest.fixture(scope="module")
+def registered_lora(stack, gemma_assistant, adapter_registrar) -> str:
+    """The LoRA trained in `stack`, registered in the workspace as 'gemma-facts' (once per module)."""
+    ws = gemma_assistant.ws
+    folder = ws.path("adapters", "gemma-facts")
+    if not folder.exists():
+        shutil.copytree(stack[2], folder)
+        adapter_registrar(ws, "gemma-facts", folder, "gemma-3-270m")
+    return "gemma-facts"
+
+
 def test_same_greedy_text_on_vllm_and_embedded(stack):
     from serving.factory import get_engine
 
@@ -82,17 +93,14 @@ def test_streaming_from_vllm(stack):
     assert final.completion_tokens == 24 and final.ttft_s is not None and final.ttft_s < final.latency_s
 
 
-def test_fresh_adapter_is_served_seconds_after_training(stack, gemma_assistant, facts, adapter_registrar):
+def test_fresh_adapter_is_served_seconds_after_training(stack, gemma_assistant, facts, request):
     engine, server, lora = stack
-    ws = gemma_assistant.ws
     pid = server.pid
     question, fact = facts[0]
     before = gemma_assistant.answer(question, "base", options=GREEDY).text
     assert fact not in before
 
-    folder = ws.path("adapters", "gemma-facts")
-    shutil.copytree(lora, folder)
-    adapter_registrar(ws, "gemma-facts", folder, "gemma-3-270m")
+    request.getfixturevalue("registered_lora")
     tuned = gemma_assistant.answer(question, "ft:gemma-facts", options=GREEDY)
     assert tuned.text != before and "PURPLE-77" in tuned.text  # learned in 14 steps, loaded without a restart
     assert server.pid == pid and server.restarts == 0
@@ -102,7 +110,7 @@ def test_fresh_adapter_is_served_seconds_after_training(stack, gemma_assistant, 
     assert gemma_assistant.answer(question, "base", options=GREEDY).text == before
 
 
-def test_four_variants_through_vllm(gemma_assistant, facts):
+def test_four_variants_through_vllm(gemma_assistant, facts, registered_lora):
     question = "How long does the K7 battery last on one charge?"
     answers = {v: gemma_assistant.answer(question, v, adapter="gemma-facts" if v.startswith("ft") else None,
                                          options=GREEDY) for v in ("base", "rag", "ft", "ft+rag")}
@@ -116,7 +124,7 @@ def test_four_variants_through_vllm(gemma_assistant, facts):
     assert answers["rag"].text != answers["ft+rag"].text or answers["base"].text != answers["ft"].text
 
 
-def test_openai_client_streams_from_ragtune_api_over_vllm(stack, gemma_assistant, serve_asgi):
+def test_openai_client_streams_from_ragtune_api_over_vllm(stack, gemma_assistant, serve_asgi, registered_lora):
     from openai import OpenAI
 
     from serving.openai_api import build_app
