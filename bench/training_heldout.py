@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -32,31 +31,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-
-def key_values(text: str) -> set[str]:
-    """Numbers and codes: the part of an answer that cannot be guessed."""
-    # A digit inside a name ("K7", "OrbitOS 5") is not a value: only free-standing numbers and codes count.
-    found = re.findall(r"[A-Z]{1,5}-[A-Z0-9-]*\d[A-Z0-9-]*|(?<![\w.-])\d[\d,]*(?:\.\d+)?", text)
-    return {f.replace(",", "").rstrip(".") for f in found}
-
-
-def fact_hit(prediction: str, reference: str) -> float | None:
-    keys = key_values(reference)
-    if not keys:
-        return None
-    got = {k.replace(",", "") for k in key_values(prediction)}
-    return float(keys <= got)
-
-
-def token_f1(prediction: str, reference: str) -> float:
-    try:
-        from evaluation.metrics import token_f1 as f1
-
-        return f1(prediction, reference)
-    except ImportError:
-        p, r = prediction.lower().split(), reference.lower().split()
-        common = sum(min(p.count(w), r.count(w)) for w in set(p))
-        return 0.0 if not common else 2 * common / (len(p) + len(r))
+from evaluation.metrics import fact_hit, key_values, token_f1  # noqa: E402  (after the path is set)
 
 
 def generate_all(model_path: Path, adapter: Path | None, questions: list[str], batch: int = 8,

@@ -17,6 +17,7 @@ from pathlib import PurePath
 
 METRIC_DOCS: dict[str, str] = {
     "exact_match": "1 when the answer equals the reference after lower-casing and removing punctuation, articles and extra spaces (SQuAD).",
+    "fact_hit": "1 when every number and code of the reference (amounts, durations, dates, part numbers) appears in the answer; only for references that have one. A fluent answer with a wrong value scores 0.",
     "token_f1": "Word overlap between answer and reference: harmonic mean of word precision and recall after the same normalisation (SQuAD F1).",
     "semantic_similarity": "Cosine similarity of the answer and reference embeddings (the workspace's embedder), so paraphrases score high.",
     "groundedness": "Share of the answer's sentences supported by a retrieved passage (lexical check: 60% of content words covered, no number or negation contradicting it); only for variants with passages.",
@@ -34,7 +35,7 @@ METRIC_DOCS: dict[str, str] = {
 }
 
 # Metrics that are "higher is better" and say how right an answer is.
-CORRECTNESS_METRICS = ("token_f1", "semantic_similarity", "exact_match", "judge_score")
+CORRECTNESS_METRICS = ("token_f1", "semantic_similarity", "fact_hit", "exact_match", "judge_score")
 
 _CITATION_MARK = re.compile(r"\[(\d+)\]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
@@ -107,6 +108,23 @@ def content_tokens(text: str) -> list[str]:
 
 def numbers(text: str) -> set[str]:
     return {t for t in tokens(text) if _NUMBER.match(t)}
+
+
+# Codes ("E-214", "LR-K7-2031") and free-standing numbers; a digit inside a name ("K7") is not a value.
+_KEY_VALUE = re.compile(r"[A-Z]{1,5}-[A-Z0-9-]*\d[A-Z0-9-]*|(?<![\w.-])\d[\d,]*(?:\.\d+)?")
+
+
+def key_values(text: str) -> set[str]:
+    """The numbers and codes of a text: the part of an answer that cannot be guessed."""
+    return {v.replace(",", "").rstrip(".") for v in _KEY_VALUE.findall(text or "")}
+
+
+def fact_hit(prediction: str, reference: str) -> float | None:
+    """1.0 when every value of the reference is in the prediction, 0.0 if one is missing, None if it has none."""
+    keys = key_values(reference)
+    if not keys:
+        return None
+    return float(keys <= key_values(prediction))
 
 
 def negated_words(text: str, window: int = 4) -> set[str]:
@@ -316,6 +334,7 @@ def answer_metrics(answer: dict, item: dict, *, uses_passages: bool, k: int | No
     m = {
         "exact_match": exact_match(text, reference),
         "token_f1": token_f1(text, reference),
+        "fact_hit": fact_hit(text, reference),
         "refusal_rate": is_refusal(text),
         "prompt_tokens": answer.get("prompt_tokens"),
         "completion_tokens": answer.get("completion_tokens"),

@@ -16,7 +16,8 @@ QA_HELD_OUT = "Held-out questions of the newest training set"
 QA_SAMPLE = "Sample questions (Lumora Robotics demo)"
 QA_UPLOAD = "My own file"
 TABLE_COLUMNS = ["Variant", "Metric", "Mean", "95% CI low", "95% CI high", "Answers"]
-HEADLINE_METRICS = ("token_f1", "semantic_similarity", "groundedness", "hit_at_k", "citation_accuracy", "latency_s")
+HEADLINE_METRICS = ("token_f1", "semantic_similarity", "fact_hit", "groundedness", "hit_at_k", "citation_accuracy",
+                    "latency_s")
 
 
 def load_questions(ws, source, upload) -> tuple[list[dict], str]:

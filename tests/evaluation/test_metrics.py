@@ -28,6 +28,15 @@ PASSAGES = [
 ]
 
 
+def test_fact_hit_needs_every_value_of_the_reference():
+    reference = "The K7 drive wheels must be replaced every 3,000 operating hours (part LR-K7-2031)."
+    assert M.key_values(reference) == {"3000", "LR-K7-2031"}  # the 7 of "K7" is a name, not a value
+    assert M.fact_hit("Replace them after 3000 hours; order LR-K7-2031.", reference) == 1.0
+    assert M.fact_hit("Replace the K7 wheels every 3,000 hours.", reference) == 0.0  # the part number is missing
+    assert M.fact_hit("The K7 wheels must be replaced every 2,000 operating hours (LR-K7-2031).", reference) == 0.0
+    assert M.fact_hit("anything", "Passwords must be long.") is None  # no value to check: left out of the mean
+
+
 def test_groundedness_copied_answer_is_fully_supported():
     g = M.groundedness("The TrailMaster X4 Tent is designed for 3-season use. It comes with a 2-year limited warranty.",
                        PASSAGES)
