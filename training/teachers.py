@@ -314,10 +314,10 @@ class ExtractiveTeacher:
         if not given:  # questions a person would ask first, then the simpler fallbacks
             natural = [q for q in (wh_question(sentence, *s, context=chunk.text)
                                      for s in find_value_spans(sentence)[:3]) if q]
-            core += natural[:1] + [q for q in (how_long(natural[0]),) if q] if natural else []
-            if natural:  # the same question tied to its document, for recall when users name the source
+            if natural:  # then its "how long" form and the same question tied to its document
+                core += [q for q in (natural[0], how_long(natural[0])) if q]
                 core.append(f"According to {_doc_label(chunk)}, {_lower_first(natural[0])}")
-            core += natural[1:]
+                core += natural[1:]
             fronted = _fronted_question(sentence)
             in_place = _in_place_question(sentence, span) if span else None
             if span and span[0] == 0 and span[2] == "which code":  # "E-509 Emergency stop button pressed."
