@@ -25,9 +25,9 @@ from .stats import bootstrap_ci, paired_test
 
 KINDS = ("base", "rag", "ft", "ft+rag")
 RETRIEVING = ("rag", "ft+rag")
-SUMMARY_METRICS = ("token_f1", "semantic_similarity", "fact_hit", "exact_match", "judge_score", "groundedness", "context_recall",
-                   "hit_at_k", "citation_accuracy", "citation_rate", "refusal_rate", "ttft_s", "latency_s",
-                   "tokens_per_s", "prompt_tokens", "completion_tokens")
+SUMMARY_METRICS = ("token_f1", "semantic_similarity", "fact_hit", "exact_match", "judge_score", "groundedness",
+                   "context_recall", "hit_at_k", "citation_accuracy", "citation_rate", "refusal_rate", "ttft_s",
+                   "latency_s", "tokens_per_s", "prompt_tokens", "completion_tokens")
 PAIRED_METRICS = ("token_f1", "semantic_similarity", "fact_hit", "exact_match", "judge_score", "groundedness")
 
 Progress = Callable[[int, int, str], None]
