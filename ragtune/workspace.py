@@ -4,11 +4,16 @@ Each component (retrieval, training, evaluation, deploy...) owns its tables and 
 an ordered list of migrations; ``Workspace.migrate`` applies the missing ones and records the
 version per component, so the schema is versioned without one central file everyone edits.
 Two workspaces share nothing: separate folders, separate databases.
+
+A workspace holds chat turns, documents and API key hashes: its folder is 0700 and its database
+files 0600, whatever the umask (older workspaces are tightened when opened).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import shutil
 import sqlite3
 import time
@@ -24,6 +29,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 FOLDERS = ("documents", "chunks", "index", "datasets", "adapters", "evals", "chats", "jobs", "deployments", "reports")
 META_FILE = "workspace.json"
 DB_FILE = "ragtune.sqlite3"
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
 CORE_SCHEMA = [
     "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 ]
@@ -45,6 +52,7 @@ class Workspace:
         if meta is None:
             raise WorkspaceError(f"{self.root} is not a ragtune workspace (no {META_FILE}).")
         self.meta = meta
+        self._make_private()
         self.migrate("core", CORE_SCHEMA)
 
     # ------------------------------------------------------------ lifecycle
@@ -55,8 +63,9 @@ class Workspace:
             if exist_ok:
                 return cls(folder)
             raise WorkspaceError(f"A workspace named '{name}' already exists in {folder.parent}.")
+        folder.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         for sub in FOLDERS:
-            (folder / sub).mkdir(parents=True, exist_ok=True)
+            (folder / sub).mkdir(mode=PRIVATE_DIR, exist_ok=True)
         atomic_write_json(folder / META_FILE, {"name": name, "created_at": time.time(), **meta})
         return cls(folder)
 
@@ -99,6 +108,14 @@ class Workspace:
         shutil.rmtree(trash, ignore_errors=True)
 
     # ------------------------------------------------------------ files
+    def _make_private(self) -> None:
+        """Folder 0700, database files 0600 (SQLite gives its -wal and -shm files the database's mode)."""
+        _restrict(self.root, PRIVATE_DIR)
+        if not self.db_path.exists():
+            os.close(os.open(self.db_path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE))
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            _restrict(Path(f"{self.db_path}{suffix}"), PRIVATE_FILE)
+
     def path(self, *parts: str) -> Path:
         p = self.root.joinpath(*parts)
         p_resolved = p.resolve()
@@ -128,7 +145,8 @@ class Workspace:
             yield conn
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # a failed COMMIT (disk full) may already have rolled back
+                conn.execute("ROLLBACK")
             raise
         finally:
             conn.close()
@@ -174,6 +192,16 @@ class Workspace:
 
     def __repr__(self) -> str:
         return f"Workspace({self.name!r}, {str(self.root)!r})"
+
+
+def _restrict(path: Path, mode: int) -> None:
+    try:
+        if stat.S_IMODE(path.stat().st_mode) & ~mode:
+            path.chmod(mode)
+    except FileNotFoundError:
+        pass
+    except PermissionError:  # not ours to change (a shared read-only copy): still usable
+        pass
 
 
 def list_workspaces(root: Path | None = None) -> list[str]:

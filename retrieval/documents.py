@@ -1,8 +1,16 @@
-"""The document store of a workspace: originals in documents/, parsed blocks in chunks/, rows in SQLite."""
+"""The document store of a workspace: originals in documents/, parsed blocks in chunks/, rows in SQLite.
+
+Files are written under a temporary ``.part-<pid>-`` name, the row is committed, then the files are
+renamed: a crash or a full disk never leaves a file without its row for long, and
+:func:`clean_leftovers` (run when the store is opened) finishes or removes what was left.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import re
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -47,8 +55,62 @@ class Chunk:
         return asdict(self)
 
 
+PART_PREFIX = ".part-"
+_STORED_NAME = re.compile(r"^[0-9a-f]{24}(\.|$)")
+_OLD_TMP_AGE_S = 3600
+
+
 def open_store(ws) -> None:
     ws.migrate("retrieval", MIGRATIONS)
+    clean_leftovers(ws)
+
+
+def part_path(final: Path) -> Path:
+    """Where `final` is written before its row is committed (the suffix is kept, parsers read it)."""
+    return final.with_name(f"{PART_PREFIX}{os.getpid()}-{final.name}")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_leftovers(ws) -> None:
+    """Rename committed `.part-` files of dead processes into place; delete every file with no row."""
+    entries = [p for sub in ("documents", "chunks") if (folder := ws.root / sub).is_dir() for p in folder.iterdir()]
+    if not entries:
+        return
+    # Listed before the rows are read: a stored name present in the listing was committed before the read.
+    conn = ws.connect()
+    try:
+        committed = {r["doc_id"] for r in conn.execute("SELECT doc_id FROM retrieval_documents")}
+    finally:
+        conn.close()
+    for path in entries:
+        name = path.name
+        try:
+            if name.startswith(PART_PREFIX):
+                pid, _, final_name = name[len(PART_PREFIX):].partition("-")
+                if not pid.isdigit() or _alive(int(pid)):
+                    continue
+                final = path.with_name(final_name)
+                if final_name.split(".")[0] in committed and not final.exists():
+                    os.replace(path, final)
+                else:
+                    path.unlink()
+            elif _STORED_NAME.match(name) and path.is_file() and name.split(".")[0] not in committed:
+                path.unlink()
+            elif name.startswith(".") and name.endswith(".tmp") and time.time() - path.stat().st_mtime > _OLD_TMP_AGE_S:
+                path.unlink()
+        except FileNotFoundError:  # another process cleaned it first
+            continue
 
 
 def content_hash(data: bytes) -> str:

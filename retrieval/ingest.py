@@ -1,31 +1,39 @@
-"""Add files to a workspace: check, parse, chunk and store them; one bad file never stops the batch.
+"""Add files to a workspace: gate, parse, chunk and store them.
 
-Identical content is stored once (the document id is a hash of the bytes). A file whose name is
-already in the workspace with different content replaces the older version.
+Every file first passes :mod:`ragtune.ingest_gate` (size, page and archive-bomb limits, no link out
+of the folder, no special file); then it is parsed and chunked; then it is stored (file under a
+temporary name, row committed, file renamed). Two modes:
+
+- ``all_or_nothing=True`` (uploads: builder app, HTTP route): if any file is refused or fails to
+  parse, nothing is stored and one BadInputError lists every failure;
+- ``all_or_nothing=False`` (``ragtune ingest``): one bad file never stops the batch; each file gets
+  its own result.
+
+Identical content is stored once (the document id is a hash of the bytes); another process storing
+the same content at the same time makes this one report a duplicate. A file whose name is already
+in the workspace with different content replaces the older version.
 """
 
 from __future__ import annotations
 
+import errno
 import os
-import shutil
+import sqlite3
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
-from ragtune.errors import BadInputError
+from ragtune.errors import BadInputError, RagtuneError, WorkspaceError
+from ragtune.ingest_gate import Found, IngestLimits, gather, read_found, screen_bytes
 
 from .chunking import ChunkingConfig, TokenCounter, chunk_blocks
-from .documents import content_hash, delete_document, open_store, replace_chunks, save_blocks
-from .formats import parse_file
+from .documents import blocks_path, content_hash, open_store, part_path, replace_chunks
+from .formats import ParsedDocument, parse_file
 from .settings import RetrievalSettings, load_settings
 
-
-@dataclass
-class IngestLimits:
-    max_file_mb: float = 200.0
-    max_pages: int = 5000
-    max_files: int = 10_000
+__all__ = ["IngestLimits", "IngestResult", "ingest_paths", "describe"]
+_DISK_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 @dataclass
@@ -40,17 +48,20 @@ class IngestResult:
         return asdict(self)
 
 
-def _expand(paths: Iterable[str | Path]) -> list[Path]:
-    files: list[Path] = []
-    for p in paths:
-        p = Path(p).expanduser()
-        if p.is_dir():
-            for root, dirs, names in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                files += [Path(root) / n for n in sorted(names) if not n.startswith(".")]
-        else:
-            files.append(p)
-    return files
+@dataclass
+class _Prepared:
+    """A file that passed the gate and parsed; its copy waits under a `.part-` name."""
+
+    index: int
+    name: str
+    doc_id: str
+    size: int
+    parsed: ParsedDocument
+    drafts: list
+    title: str
+    stored: Path          # relative to the workspace
+    part: Path            # the copy, renamed to `stored` once the row is committed
+    parts: list[Path] = field(default_factory=list)
 
 
 def counter_for(settings: RetrievalSettings) -> TokenCounter:
@@ -64,67 +75,171 @@ def chunking_config(settings: RetrievalSettings) -> ChunkingConfig:
 
 
 def ingest_paths(ws, paths, *, limits: IngestLimits | None = None,
-                 progress: Callable[[int, int, str], None] | None = None) -> list[IngestResult]:
+                 progress: Callable[[int, int, str], None] | None = None,
+                 all_or_nothing: bool = False) -> list[IngestResult]:
     """Ingest files and folders (recursively); returns one result per file, in order."""
     limits = limits or IngestLimits()
     open_store(ws)
     settings = load_settings(ws)
     counter = counter_for(settings)
-    files = _expand(paths)
-    results: list[IngestResult] = []
-    for i, path in enumerate(files):
-        if progress:
-            progress(i, len(files), path.name)
-        if i >= limits.max_files:
-            results.append(IngestResult(path.name, "failed", f"more than {limits.max_files} files in one batch; "
-                                                             "ingest the rest separately"))
-            continue
-        try:
-            results.append(_ingest_one(ws, path, limits, settings, counter))
-        except BadInputError as exc:
-            results.append(IngestResult(path.name, "failed", str(exc)))
-        except Exception as exc:  # a parser bug must not stop the batch; say what happened
-            results.append(IngestResult(path.name, "failed", f"unexpected error while reading it ({type(exc).__name__}: {exc})"))
+    found = gather(paths)
+    results: list[IngestResult | None] = [None] * len(found)
+    waiting: list[_Prepared] = []
+    total = 0
+    try:
+        for i, item in enumerate(found):
+            if progress:
+                progress(i, len(found), item.name)
+            try:
+                if i >= limits.max_files:
+                    raise BadInputError(f"more than {limits.max_files} files in one batch; ingest the rest separately")
+                if item.problem:
+                    raise BadInputError(item.problem)
+                outcome = _prepare(ws, i, item, limits, settings, counter, waiting)
+                if isinstance(outcome, _Prepared):
+                    total += outcome.size
+                    if limits.max_total_mb is not None and total > limits.max_total_mb * 1048576:
+                        outcome.part.unlink(missing_ok=True)
+                        raise BadInputError(f"the files add up to more than the {limits.max_total_mb:g} MB limit per request")
+            except BadInputError as exc:
+                results[i] = IngestResult(item.name, "failed", str(exc))
+                continue
+            except RagtuneError:
+                raise
+            except OSError as exc:
+                if exc.errno in _DISK_FULL_ERRNOS:
+                    raise _disk_full(ws) from None
+                results[i] = IngestResult(item.name, "failed", f"unexpected error while reading it ({type(exc).__name__}: {exc})")
+                continue
+            except Exception as exc:  # a parser bug must not stop the batch; say what happened
+                results[i] = IngestResult(item.name, "failed", f"unexpected error while reading it ({type(exc).__name__}: {exc})")
+                continue
+            if isinstance(outcome, IngestResult):
+                results[i] = outcome
+            elif all_or_nothing:
+                waiting.append(outcome)
+            else:
+                results[i] = _store(ws, [outcome], settings)[0]
+        failed = [r for r in results if r is not None and r.status == "failed"]
+        if all_or_nothing and failed:
+            refused = BadInputError("Upload refused, nothing was stored: " +
+                                    " ".join(f"'{r.name}': {r.reason.rstrip('.')}." for r in failed))
+            refused.results = [r or IngestResult(item.name, "failed", "not stored: another file of this upload failed")
+                               for r, item in zip(results, found)]
+            raise refused
+        for item, result in zip(waiting, _store(ws, waiting, settings)):
+            results[item.index] = result
+    finally:
+        for item in waiting:
+            for p in item.parts:
+                p.unlink(missing_ok=True)
     if progress:
-        progress(len(files), len(files), "")
+        progress(len(found), len(found), "")
+    return [r for r in results if r is not None]
+
+
+def _prepare(ws, index: int, item: Found, limits: IngestLimits, settings: RetrievalSettings,
+             counter: TokenCounter, waiting: list[_Prepared]) -> _Prepared | IngestResult:
+    data = read_found(item, limits)
+    if not data:
+        raise BadInputError("the file is empty (0 bytes)")
+    screen_bytes(item.name, data, limits)
+    doc_id = content_hash(data)
+    earlier = next((w for w in waiting if w.doc_id == doc_id), None)
+    if earlier is not None:
+        return IngestResult(item.name, "duplicate", f"same content as '{earlier.name}' in this batch", doc_id, 0)
+    with ws.db() as conn:
+        same = conn.execute("SELECT name FROM retrieval_documents WHERE doc_id=?", (doc_id,)).fetchone()
+    if same is not None:
+        return IngestResult(item.name, "duplicate", f"same content as '{same['name']}', already stored", doc_id, 0)
+    stored = Path("documents") / f"{doc_id}{Path(item.name).suffix.lower()[:10]}"
+    part = part_path(ws.path(str(stored)))
+    try:
+        _write_synced(part, data)
+        del data
+        # The copy is parsed, not the original: what is stored is exactly what passed the gate.
+        parsed = parse_file(part, max_pages=limits.max_pages)
+        drafts = chunk_blocks(parsed.blocks, counter, chunking_config(settings))
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return _Prepared(index, item.name, doc_id, part.stat().st_size, parsed, drafts, describe(parsed, item.name),
+                     stored, part, [part])
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _store(ws, items: list[_Prepared], settings: RetrievalSettings) -> list[IngestResult]:
+    """Store prepared files in one transaction: blocks written, rows committed, then files renamed."""
+    import json
+
+    if not items:
+        return []
+    signature = settings.chunking_signature()
+    results: list[IngestResult] = []
+    replaced: list[Path] = []
+    try:
+        for item in items:
+            blocks_part = part_path(blocks_path(ws, item.doc_id))
+            item.parts.append(blocks_part)
+            _write_synced(blocks_part, json.dumps({"title": item.title, "blocks": [asdict(b) for b in item.parsed.blocks]},
+                                                  indent=2, ensure_ascii=False).encode("utf-8") + b"\n")
+        with ws.db() as conn:
+            for item in items:
+                same = conn.execute("SELECT name FROM retrieval_documents WHERE doc_id=?", (item.doc_id,)).fetchone()
+                if same is not None:  # another ingest stored the same content meanwhile
+                    results.append(IngestResult(item.name, "duplicate",
+                                                f"same content as '{same['name']}', already stored", item.doc_id, 0))
+                    continue
+                older = conn.execute("SELECT doc_id, stored_path FROM retrieval_documents WHERE name=? AND doc_id<>?",
+                                     (item.name, item.doc_id)).fetchall()
+                for row in older:  # a new version of a file with the same name replaces the old one
+                    conn.execute("DELETE FROM retrieval_chunks WHERE doc_id=?", (row["doc_id"],))
+                    conn.execute("DELETE FROM retrieval_documents WHERE doc_id=?", (row["doc_id"],))
+                    replaced += [ws.root / row["stored_path"], blocks_path(ws, row["doc_id"])]
+                parsed = item.parsed
+                conn.execute("INSERT INTO retrieval_documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (item.doc_id, item.name, parsed.mime, parsed.kind, parsed.pages, item.size, item.title,
+                              str(item.stored), time.time(), signature))
+                n = replace_chunks(conn, item.doc_id, item.drafts, signature)
+                notes = parsed.warnings + (["replaced the previous version of this file"] if older else [])
+                results.append(IngestResult(item.name, "added", "; ".join(notes) or None, item.doc_id, n))
+    except BaseException as exc:
+        for item in items:  # nothing was committed: the copies go
+            for p in item.parts:
+                p.unlink(missing_ok=True)
+            item.parts.clear()
+        if isinstance(exc, (OSError, sqlite3.OperationalError)) and _is_disk_full(exc):
+            raise _disk_full(ws) from None
+        raise
+    for item, result in zip(items, results):
+        if result.status == "added":
+            os.replace(item.part, ws.root / item.stored)
+            os.replace(part_path(blocks_path(ws, item.doc_id)), blocks_path(ws, item.doc_id))
+        for p in item.parts:
+            p.unlink(missing_ok=True)
+        item.parts.clear()
+    for p in replaced:
+        Path(p).unlink(missing_ok=True)
     return results
 
 
-def _ingest_one(ws, path: Path, limits: IngestLimits, settings: RetrievalSettings, counter: TokenCounter) -> IngestResult:
-    if not path.exists():
-        raise BadInputError("no such file")
-    if not path.is_file():
-        raise BadInputError("it is not a regular file")
-    size = path.stat().st_size
-    if size > limits.max_file_mb * 1024 * 1024:
-        raise BadInputError(f"the file is {size / 1048576:.1f} MB, more than the limit of {limits.max_file_mb:g} MB")
-    data = path.read_bytes()
-    doc_id = content_hash(data)
-    with ws.db() as conn:
-        same = conn.execute("SELECT name FROM retrieval_documents WHERE doc_id=?", (doc_id,)).fetchone()
-        older = conn.execute("SELECT doc_id FROM retrieval_documents WHERE name=? AND doc_id<>?",
-                             (path.name, doc_id)).fetchall()
-    if same is not None:
-        return IngestResult(path.name, "duplicate", f"same content as '{same['name']}', already stored", doc_id, 0)
-    parsed = parse_file(path, max_pages=limits.max_pages)
-    drafts = chunk_blocks(parsed.blocks, counter, chunking_config(settings))
-    stored = Path("documents") / f"{doc_id}{path.suffix.lower()[:10]}"
-    target = ws.path(str(stored))
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(path, tmp)
-    os.replace(tmp, target)
-    title = describe(parsed, path.name)
-    save_blocks(ws, doc_id, parsed.blocks, title)
-    for row in older:  # a new version of a file with the same name replaces the old one
-        delete_document(ws, row["doc_id"])
-    with ws.db() as conn:
-        conn.execute("INSERT INTO retrieval_documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                     (doc_id, path.name, parsed.mime, parsed.kind, parsed.pages, size, title, str(stored),
-                      time.time(), settings.chunking_signature()))
-        n = replace_chunks(conn, doc_id, drafts, settings.chunking_signature())
-    notes = parsed.warnings + (["replaced the previous version of this file"] if older else [])
-    reason = "; ".join(notes) or None
-    return IngestResult(path.name, "added", reason, doc_id, n)
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in _DISK_FULL_ERRNOS
+    text = str(exc).lower()
+    return "database or disk is full" in text or "disk i/o error" in text
+
+
+def _disk_full(ws) -> WorkspaceError:
+    return WorkspaceError(f"The disk holding workspace '{ws.name}' is full, so nothing was stored; "
+                          "free some space and add the files again.")
 
 
 def describe(parsed, name: str) -> str:

@@ -125,16 +125,13 @@ def _document_pipeline():
     """ingest(ws, paths) and build_index(ws) for the builder upload route, if retrieval is installed."""
     try:
         from retrieval.index import build_index
-        from retrieval.ingest import IngestLimits, ingest_paths
+        from retrieval.ingest import ingest_paths
     except ImportError:
         return None, None
-    from serving.deploy.upload_safety import UploadLimits
-
-    upload = UploadLimits()
+    from ragtune.ingest_gate import UploadLimits
 
     def ingest(ws, paths):
-        limits = IngestLimits(max_file_mb=upload.max_file_mb, max_pages=upload.max_pages, max_files=upload.max_files)
-        return ingest_paths(ws, paths, limits=limits)
+        return ingest_paths(ws, paths, limits=UploadLimits(), all_or_nothing=True)
 
     return ingest, lambda ws: build_index(ws, progress=False)
 

@@ -60,7 +60,7 @@ class DeployServer:
 
             app = build_deploy_app(workspaces_root(), self.ctx.engine(),
                                    assistant_factory=lambda ws, engine: self.ctx.assistant(ws),
-                                   ingest=lambda ws, paths: ingest_paths(ws, paths),
+                                   ingest=lambda ws, paths: ingest_paths(ws, paths, all_or_nothing=True),
                                    build_index=lambda ws: build_index(ws, progress=False))
             self.port = self.port if self.port and _free(self.host, self.port) else _free_port(self.host)
             server = uvicorn.Server(uvicorn.Config(app, host=self.host, port=self.port, log_level="warning"))

@@ -15,7 +15,7 @@ from serving.deploy.upload_safety import UploadLimits
 def _ingest(ws, paths):
     from retrieval.ingest import ingest_paths
 
-    return ingest_paths(ws, paths)
+    return ingest_paths(ws, paths, all_or_nothing=True)
 
 
 def _stored(ws):

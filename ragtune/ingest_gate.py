@@ -1,0 +1,354 @@
+"""The one gate every document passes before it is parsed: CLI, builder app and HTTP upload alike.
+
+What is refused, with a sentence saying why:
+- too many files in one request, a file or a request too large, a document with too many pages;
+- names that try to be paths (``../x``, ``a/b``, ``C:\\x``), control characters, hidden names;
+  accepted upload names are still never used as paths: files are staged under generated folders
+  with a cleaned name, and only the cleaned name reaches the document store;
+- links whose target is outside the folder being ingested, and special files (FIFOs, devices,
+  sockets), which are never opened;
+- archive bombs in zip-based files (DOCX, PPTX, XLSX, EPUB, ... anything that starts like a zip):
+  too many entries, too much data once decompressed, or a compression ratio no real document has.
+  Entries are decompressed in a streaming loop with a budget, and the ratio is checked while
+  streaming, so a bomb is refused after about a megabyte of work and a header that lies about
+  sizes does not help;
+- PDFs that are corrupt, not PDFs at all, or password-protected; text formats that hold binary
+  data; file types ragtune does not read (upload checks).
+
+A request is all or nothing: the caller (``retrieval.ingest.ingest_paths(all_or_nothing=True)``)
+stores nothing when any file is refused here or fails to parse.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import stat
+import unicodedata
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Iterable
+
+from .errors import BadInputError
+
+MB = 1024 * 1024
+TEXT_EXTENSIONS = (".md", ".markdown", ".txt", ".html", ".htm", ".csv", ".rtf", ".eml", ".json", ".jsonl")
+ZIP_EXTENSIONS = (".docx", ".pptx", ".xlsx")
+DEFAULT_EXTENSIONS = (".pdf", *ZIP_EXTENSIONS, *TEXT_EXTENSIONS)
+ZIP_MAGIC = b"PK\x03\x04"
+# A part may be this large before its compression ratio is judged: tiny parts compress oddly.
+RATIO_GRACE_BYTES = MB
+_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+_UNSAFE_CHARS = re.compile(r"[^\w.\- ()+,&@]", re.UNICODE)
+
+
+@dataclass
+class IngestLimits:
+    """Limits for documents read from this machine (CLI, builder app)."""
+
+    max_file_mb: float = 200.0
+    max_pages: int = 5000
+    max_files: int = 10_000
+    max_total_mb: float | None = None     # per request; None: no total limit
+    max_uncompressed_mb: float = 512.0    # per zip-based file, once decompressed
+    max_compression_ratio: float = 100.0  # real DOCX/PPTX XML compresses ~5-20x
+    max_archive_entries: int = 10_000
+    max_name_chars: int = 120
+    allowed_extensions: tuple[str, ...] = field(default=DEFAULT_EXTENSIONS)
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * MB)
+
+
+@dataclass
+class UploadLimits(IngestLimits):
+    """Tighter limits for files that arrive over HTTP from someone else's machine."""
+
+    max_file_mb: float = 20.0
+    max_files: int = 20
+    max_total_mb: float | None = 100.0
+    max_pages: int = 500
+    max_uncompressed_mb: float = 100.0
+    max_archive_entries: int = 5000
+
+
+@dataclass
+class CheckedFile:
+    original_name: str
+    safe_name: str
+    size: int
+    kind: str
+    pages: int | None = None
+
+
+@dataclass
+class Found:
+    """A file named by the user or found in a folder; `problem` says why it is refused, if it is."""
+
+    path: Path
+    name: str
+    problem: str | None = None
+
+
+def _mb(n: int) -> str:
+    return f"{n / MB:.1f} MB"
+
+
+# ------------------------------------------------------------------ names and streams
+
+def safe_filename(name: str, max_chars: int = 120) -> str:
+    """A display name safe to store: a single plain component, or BadInputError for path-like names."""
+    if not isinstance(name, str) or not name.strip():
+        raise BadInputError("A file was sent without a name.")
+    raw = unicodedata.normalize("NFKC", name)
+    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in raw):
+        raise BadInputError("A file name contains control characters; rename the file and upload it again.")
+    parts = re.split(r"[\\/]", raw)
+    if len(parts) > 1 or raw.strip() in (".", "..") or re.match(r"^[A-Za-z]:", raw):
+        raise BadInputError(f"The file name {name!r} looks like a path (it contains folders or '..'); "
+                            "upload the file itself under a plain name.")
+    cleaned = _UNSAFE_CHARS.sub("_", raw.strip()).rstrip(" .")
+    if not cleaned or cleaned.startswith("."):
+        raise BadInputError(f"The file name {name!r} is empty or hidden once cleaned; give the file a normal name.")
+    stem, dot, ext = cleaned.rpartition(".")
+    if not dot:
+        stem, ext = cleaned, ""
+    if stem.lower() in _WINDOWS_RESERVED:
+        stem = f"_{stem}"
+    ext = ext[:16]
+    stem = stem[: max(1, max_chars - len(ext) - 1)]
+    return f"{stem}.{ext}" if ext else stem
+
+
+def read_limited(stream: BinaryIO, max_bytes: int, name: str = "the file", chunk: int = 1 << 20) -> bytes:
+    """Read at most `max_bytes` from a binary stream; refuse bigger files without reading them whole."""
+    buf = io.BytesIO()
+    while True:
+        block = stream.read(chunk)
+        if not block:
+            return buf.getvalue()
+        if buf.tell() + len(block) > max_bytes:
+            raise BadInputError(f"'{name}' is larger than the {_mb(max_bytes)} limit per file; split it or "
+                                "raise the limit in the deploy settings.")
+        buf.write(block)
+
+
+# ------------------------------------------------------------------ archives
+
+def check_archive(name: str, data: bytes, limits: IngestLimits, ext: str = "") -> int | None:
+    """Refuse a zip-based file that would decompress into a bomb; returns its slide count for PPTX.
+
+    Nothing is parsed: entries are streamed through zlib with a budget, never held whole.
+    """
+    label = ext[1:].upper() if ext else "zip-based"
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        entries = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError) as exc:
+        raise BadInputError(f"'{name}' is not a valid {label} file (the zip container is damaged: {exc}).") from None
+    if len(entries) > limits.max_archive_entries:
+        raise BadInputError(f"'{name}' holds {len(entries)} parts, more than the {limits.max_archive_entries} "
+                            "a real document has; refused as a possible archive bomb.")
+    budget = int(limits.max_uncompressed_mb * MB)
+    declared = sum(e.file_size for e in entries)
+    if declared > budget:
+        raise BadInputError(f"'{name}' would expand to {_mb(declared)}, over the {limits.max_uncompressed_mb:.0f} MB "
+                            "limit; refused as a possible archive bomb.")
+    total = 0
+    for entry in entries:
+        if entry.is_dir():
+            continue
+        packed = max(min(entry.compress_size, len(data)), 1)  # a header may lie: never above the file itself
+        seen = 0
+        try:
+            with archive.open(entry) as member:
+                while block := member.read(1 << 16):
+                    seen += len(block)
+                    total += len(block)
+                    if total > budget or seen > entry.file_size:
+                        raise BadInputError(f"'{name}' expands beyond its declared or allowed size; "
+                                            "refused as a possible archive bomb.")
+                    if seen > RATIO_GRACE_BYTES and seen / packed > limits.max_compression_ratio:
+                        raise BadInputError(
+                            f"'{name}' has a part compressed more than {limits.max_compression_ratio:.0f}x, more "
+                            "than a real document reaches; refused as a possible archive bomb.")
+        except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, RuntimeError) as exc:
+            raise BadInputError(f"'{name}' has a damaged or unreadable part ({entry.filename}: {exc}).") from None
+    names = {e.filename for e in entries}
+    if ext == ".pptx" or "ppt/presentation.xml" in names:
+        return sum(1 for n in names if re.fullmatch(r"ppt/slides/slide\d+\.xml", n))
+    return None
+
+
+def _check_pdf(name: str, data: bytes) -> int:
+    if b"%PDF-" not in data[:1024]:
+        raise BadInputError(f"'{name}' is not a PDF (it does not start with a PDF header); export it again as PDF.")
+    import pypdfium2 as pdfium
+
+    try:
+        pdf = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        if "password" in str(exc).lower():
+            raise BadInputError(f"'{name}' is password-protected; remove the password and upload it again.") from None
+        raise BadInputError(f"'{name}' is a damaged PDF that cannot be read ({exc}); export it again.") from None
+    try:
+        return len(pdf)
+    finally:
+        pdf.close()
+
+
+def screen_bytes(name: str, data: bytes, limits: IngestLimits) -> int | None:
+    """The checks every file gets before parsing, whatever its route: size, archive bombs, slide count."""
+    if len(data) > limits.max_file_bytes:
+        raise BadInputError(f"the file is {len(data) / MB:.1f} MB, more than the limit of {limits.max_file_mb:g} MB")
+    if not data.startswith(ZIP_MAGIC):
+        return None
+    pages = check_archive(name, data, limits, Path(name).suffix.lower())
+    if pages is not None and pages > limits.max_pages:
+        raise BadInputError(f"'{name}' has {pages} pages, over the limit of {limits.max_pages}; split it.")
+    return pages
+
+
+# ------------------------------------------------------------------ uploads (bytes from HTTP)
+
+def check_file(name: str, data: bytes, limits: IngestLimits | None = None) -> CheckedFile:
+    """Validate one uploaded file; raises BadInputError with a sentence for the user."""
+    limits = limits or UploadLimits()
+    safe = safe_filename(name, limits.max_name_chars)
+    ext = Path(safe).suffix.lower()
+    if ext not in limits.allowed_extensions:
+        raise BadInputError(f"'{safe}' is a {ext or 'extension-less'} file, which ragtune does not read. "
+                            f"Supported: {', '.join(limits.allowed_extensions)}.")
+    if len(data) > limits.max_file_bytes:
+        raise BadInputError(f"'{safe}' is {_mb(len(data))}, over the {limits.max_file_mb:.0f} MB limit per file.")
+    if not data:
+        raise BadInputError(f"'{safe}' is empty.")
+    pages = None
+    if ext == ".pdf":
+        kind = "pdf"
+        pages = _check_pdf(safe, data)
+    elif ext in ZIP_EXTENSIONS:
+        kind = ext[1:]
+        pages = check_archive(safe, data, limits, ext)
+        if "[Content_Types].xml" not in zipfile.ZipFile(io.BytesIO(data)).namelist():
+            raise BadInputError(f"'{safe}' is a zip file but not a {ext[1:].upper()} document (no [Content_Types].xml).")
+    else:
+        kind = "text"
+        if data[:4] == ZIP_MAGIC or b"\x00" in data[:65536]:
+            raise BadInputError(f"'{safe}' should be text ({ext}) but holds binary data; check the file type.")
+    if pages is not None and pages > limits.max_pages:
+        raise BadInputError(f"'{safe}' has {pages} pages, over the limit of {limits.max_pages}; split it.")
+    return CheckedFile(original_name=name, safe_name=safe, size=len(data), kind=kind, pages=pages)
+
+
+def check_batch(files: list[tuple[str, bytes]], limits: IngestLimits | None = None) -> list[CheckedFile]:
+    """Check a whole upload; raises one BadInputError listing every refused file (nothing is stored)."""
+    limits = limits or UploadLimits()
+    if not files:
+        raise BadInputError("No files were uploaded.")
+    if len(files) > limits.max_files:
+        raise BadInputError(f"{len(files)} files were uploaded at once; the limit is {limits.max_files}. Upload them in smaller batches.")
+    total = sum(len(d) for _, d in files)
+    if limits.max_total_mb is not None and total > limits.max_total_mb * MB:
+        raise BadInputError(f"This upload totals {_mb(total)}, over the {limits.max_total_mb:.0f} MB limit per upload.")
+    checked, problems = [], []
+    for name, data in files:
+        try:
+            checked.append(check_file(name, data, limits))
+        except BadInputError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise BadInputError("Upload refused, nothing was stored: " + " ".join(problems))
+    return checked
+
+
+def stage_files(checked: list[CheckedFile], datas: list[bytes], folder: Path) -> list[Path]:
+    """Write accepted files under `folder`, one generated sub-folder each, named by their cleaned names."""
+    folder = Path(folder)
+    paths = []
+    for i, (item, data) in enumerate(zip(checked, datas)):
+        sub = folder / f"{i:04d}"
+        sub.mkdir(parents=True, exist_ok=False)
+        target = sub / item.safe_name
+        if target.resolve().parent != sub.resolve():  # belt and braces: safe_name is one component
+            raise BadInputError(f"Refusing the file name {item.original_name!r}.")
+        target.write_bytes(data)
+        paths.append(target)
+    return paths
+
+
+# ------------------------------------------------------------------ files and folders on this machine
+
+def _inside(target: Path, folder: Path) -> bool:
+    return target == folder or folder in target.parents
+
+
+def _judge(path: Path, folder: Path) -> str | None:
+    """Why `path` (found in `folder`) must not be read, or None."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or exc})"
+    if stat.S_ISLNK(st.st_mode):
+        target = path.resolve()
+        if not _inside(target, folder):
+            return f"it is a link to {target}, outside the folder being ingested; copy the file in instead"
+        try:
+            st = target.stat()
+        except OSError:
+            return "it is a broken link"
+    if not stat.S_ISREG(st.st_mode):
+        return "it is not a regular file (a folder, device, pipe or socket is never read)"
+    return None
+
+
+def gather(paths: Iterable[str | Path]) -> list[Found]:
+    """Expand files and folders (recursively, hidden names skipped) and judge each file found.
+
+    A file named directly is judged against its own folder, a file found in a folder against that
+    folder: a link may point within it, never out of it.
+    """
+    found: list[Found] = []
+    for given in paths:
+        given = Path(given).expanduser()
+        if given.is_dir() and not given.is_symlink():
+            root = given.resolve()
+            for top, dirs, names in os.walk(given):
+                kept = []
+                for d in sorted(x for x in dirs if not x.startswith(".")):
+                    sub = Path(top) / d
+                    if sub.is_symlink():  # never descended into; refuse those that leave the folder
+                        if not _inside(sub.resolve(), root):
+                            found.append(Found(sub, d, f"it is a link to {sub.resolve()}, outside the folder "
+                                                       "being ingested; copy the files in instead"))
+                        continue
+                    kept.append(d)
+                dirs[:] = kept
+                for n in sorted(x for x in names if not x.startswith(".")):
+                    path = Path(top) / n
+                    found.append(Found(path, n, _judge(path, root)))
+        else:
+            parent = given.parent.resolve() if given.parent != Path("") else Path.cwd()
+            found.append(Found(given, given.name, _judge(given, parent)))
+    return found
+
+
+def read_found(item: Found, limits: IngestLimits) -> bytes:
+    """The bytes of a gathered file, read without following a link swapped in after it was judged."""
+    path = item.path.resolve() if item.path.is_symlink() else item.path
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise BadInputError(f"it cannot be read ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise BadInputError("it is not a regular file (a folder, device, pipe or socket is never read)")
+        if st.st_size > limits.max_file_bytes:
+            raise BadInputError(f"the file is {st.st_size / MB:.1f} MB, more than the limit of {limits.max_file_mb:g} MB")
+        return f.read(limits.max_file_bytes + 1)
