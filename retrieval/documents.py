@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -66,8 +67,12 @@ def open_store(ws) -> None:
 
 
 def part_path(final: Path) -> Path:
-    """Where `final` is written before its row is committed (the suffix is kept, parsers read it)."""
-    return final.with_name(f"{PART_PREFIX}{os.getpid()}-{final.name}")
+    """Where `final` is written before its row is committed (the suffix is kept, parsers read it).
+
+    The name carries the writer's pid (leftovers of live processes are never touched) and a random
+    token (two threads of one server may store the same content at once).
+    """
+    return final.with_name(f"{PART_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{final.name}")
 
 
 def _alive(pid: int) -> bool:
@@ -97,7 +102,8 @@ def clean_leftovers(ws) -> None:
         name = path.name
         try:
             if name.startswith(PART_PREFIX):
-                pid, _, final_name = name[len(PART_PREFIX):].partition("-")
+                pid, _, rest = name[len(PART_PREFIX):].partition("-")
+                final_name = rest.partition("-")[2]
                 if not pid.isdigit() or _alive(int(pid)):
                     continue
                 final = path.with_name(final_name)

@@ -4,10 +4,10 @@ Every file first passes :mod:`ragtune.ingest_gate` (size, page and archive-bomb 
 of the folder, no special file); then it is parsed and chunked; then it is stored (file under a
 temporary name, row committed, file renamed). Two modes:
 
-- ``all_or_nothing=True`` (uploads: builder app, HTTP route): if any file is refused or fails to
-  parse, nothing is stored and one BadInputError lists every failure;
-- ``all_or_nothing=False`` (``ragtune ingest``): one bad file never stops the batch; each file gets
-  its own result.
+- ``all_or_nothing=True`` (the HTTP upload route): if any file is refused or fails to parse,
+  nothing is stored and one BadInputError lists every failure;
+- ``all_or_nothing=False`` (``ragtune ingest``, the builder app's drop zone, which shows a result per
+  file): one bad file never stops the batch; each file gets its own result.
 
 Identical content is stored once (the document id is a hash of the bytes); another process storing
 the same content at the same time makes this one report a duplicate. A file whose name is already
@@ -17,6 +17,7 @@ in the workspace with different content replaces the older version.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import sqlite3
 import time
@@ -62,6 +63,7 @@ class _Prepared:
     stored: Path          # relative to the workspace
     part: Path            # the copy, renamed to `stored` once the row is committed
     parts: list[Path] = field(default_factory=list)
+    blocks_part: Path | None = None
 
 
 def counter_for(settings: RetrievalSettings) -> TokenCounter:
@@ -81,7 +83,7 @@ def ingest_paths(ws, paths, *, limits: IngestLimits | None = None,
     limits = limits or IngestLimits()
     open_store(ws)
     settings = load_settings(ws)
-    counter = counter_for(settings)
+    counter = functools.cache(lambda: counter_for(settings))  # loaded once a file passes the gate
     found = gather(paths)
     results: list[IngestResult | None] = [None] * len(found)
     waiting: list[_Prepared] = []
@@ -122,11 +124,8 @@ def ingest_paths(ws, paths, *, limits: IngestLimits | None = None,
                 results[i] = _store(ws, [outcome], settings)[0]
         failed = [r for r in results if r is not None and r.status == "failed"]
         if all_or_nothing and failed:
-            refused = BadInputError("Upload refused, nothing was stored: " +
-                                    " ".join(f"'{r.name}': {r.reason.rstrip('.')}." for r in failed))
-            refused.results = [r or IngestResult(item.name, "failed", "not stored: another file of this upload failed")
-                               for r, item in zip(results, found)]
-            raise refused
+            raise BadInputError("Upload refused, nothing was stored: " +
+                                " ".join(f"'{r.name}': {r.reason.rstrip('.')}." for r in failed))
         for item, result in zip(waiting, _store(ws, waiting, settings)):
             results[item.index] = result
     finally:
@@ -139,7 +138,7 @@ def ingest_paths(ws, paths, *, limits: IngestLimits | None = None,
 
 
 def _prepare(ws, index: int, item: Found, limits: IngestLimits, settings: RetrievalSettings,
-             counter: TokenCounter, waiting: list[_Prepared]) -> _Prepared | IngestResult:
+             counter: Callable[[], TokenCounter], waiting: list[_Prepared]) -> _Prepared | IngestResult:
     data = read_found(item, limits)
     if not data:
         raise BadInputError("the file is empty (0 bytes)")
@@ -159,7 +158,7 @@ def _prepare(ws, index: int, item: Found, limits: IngestLimits, settings: Retrie
         del data
         # The copy is parsed, not the original: what is stored is exactly what passed the gate.
         parsed = parse_file(part, max_pages=limits.max_pages)
-        drafts = chunk_blocks(parsed.blocks, counter, chunking_config(settings))
+        drafts = chunk_blocks(parsed.blocks, counter(), chunking_config(settings))
     except BaseException:
         part.unlink(missing_ok=True)
         raise
@@ -186,7 +185,7 @@ def _store(ws, items: list[_Prepared], settings: RetrievalSettings) -> list[Inge
     replaced: list[Path] = []
     try:
         for item in items:
-            blocks_part = part_path(blocks_path(ws, item.doc_id))
+            item.blocks_part = blocks_part = part_path(blocks_path(ws, item.doc_id))
             item.parts.append(blocks_part)
             _write_synced(blocks_part, json.dumps({"title": item.title, "blocks": [asdict(b) for b in item.parsed.blocks]},
                                                   indent=2, ensure_ascii=False).encode("utf-8") + b"\n")
@@ -221,7 +220,7 @@ def _store(ws, items: list[_Prepared], settings: RetrievalSettings) -> list[Inge
     for item, result in zip(items, results):
         if result.status == "added":
             os.replace(item.part, ws.root / item.stored)
-            os.replace(part_path(blocks_path(ws, item.doc_id)), blocks_path(ws, item.doc_id))
+            os.replace(item.blocks_part, blocks_path(ws, item.doc_id))
         for p in item.parts:
             p.unlink(missing_ok=True)
         item.parts.clear()

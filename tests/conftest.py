@@ -110,3 +110,74 @@ def serve_asgi():
     for server, thread in started:
         server.should_exit = True
         thread.join(30)
+
+
+# ------------------------------------------------------------------ hostile files (ingest gate tests)
+
+def write_zip_bomb(path: Path, inflated_mb: int = 150, member: str = "word/document.xml") -> Path:
+    """A zip-based document whose one part inflates to `inflated_mb` MB of zeros (about 1000x smaller on disk)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", "<Types/>")
+        with z.open(member, "w", force_zip64=True) as f:
+            block = b"\0" * (1 << 20)
+            for _ in range(inflated_mb):
+                f.write(block)
+    return path
+
+
+class RssWatch:
+    """Peak resident memory of a process above its level at start, sampled every few milliseconds."""
+
+    def __init__(self, pid: int | None = None, every_s: float = 0.005):
+        self.pid, self.every_s = pid or os.getpid(), every_s
+        self.start_mb = self.peak_mb = self.elapsed_s = 0.0
+
+    def _rss_mb(self) -> float:
+        with open(f"/proc/{self.pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+    def __enter__(self) -> "RssWatch":
+        import threading
+        import time
+
+        self.start_mb = self.peak_mb = self._rss_mb()
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.is_set():
+                try:
+                    self.peak_mb = max(self.peak_mb, self._rss_mb())
+                except (OSError, StopIteration):
+                    return
+                self._stop.wait(self.every_s)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import time
+
+        self.elapsed_s = time.perf_counter() - self._t0
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self._rss_mb())
+
+    @property
+    def extra_mb(self) -> float:
+        return self.peak_mb - self.start_mb
+
+
+@pytest.fixture
+def zip_bomb(tmp_path):
+    """zip_bomb(name="bomb.docx", inflated_mb=150, member=...) -> path of a fresh archive bomb."""
+    return lambda name="bomb.docx", **kw: write_zip_bomb(tmp_path / name, **kw)
+
+
+@pytest.fixture
+def rss_watch():
+    """rss_watch(pid=None) -> a context manager measuring elapsed_s and extra_mb of peak RSS."""
+    return RssWatch

@@ -39,33 +39,36 @@ def _label(status: str) -> str:
 
 
 def ingest_files(ws_name, files, progress=gr.Progress()):
-    """Add the dropped files as one request: all of them are stored, or none (the results say why)."""
+    """Add uploaded files one by one, yielding the per-file results as they come."""
     from retrieval.ingest import ingest_paths
 
     ws = open_ws(ws_name)
     paths = [Path(f if isinstance(f, str) else f.name) for f in (files or [])]
     if not paths:
         raise gr.Error("Drop one or more files first.")
-    rows = [[p.name, "reading...", "", ""] for p in paths]
+    rows = [[p.name, "waiting", "", ""] for p in paths]
     docs, choices = documents_table(ws_name)
     yield pd.DataFrame(rows, columns=RESULT_COLUMNS), docs, choices
-
-    def step(i, n, name):
-        progress((i, n), desc=f"Reading {name}" if name else "Storing")
-
-    try:
-        results = ingest_paths(ws, paths, progress=step, all_or_nothing=True)
-    except Exception as exc:  # noqa: BLE001 - shown in the table and as a warning, nothing was stored
-        error = user_message(exc)
-        per_file = getattr(exc, "results", None)
-        rows = ([[r.name, "not stored", 0, r.reason or ""] for r in per_file] if per_file
-                else [[p.name, "not stored", 0, error] for p in paths])
-        gr.Warning(error)
+    for i, path in enumerate(paths):
+        progress((i, len(paths)), desc=f"Reading {path.name}")
+        rows[i][1] = "reading..."
         yield pd.DataFrame(rows, columns=RESULT_COLUMNS), gr.skip(), gr.skip()
-        return
-    rows = [[r.name, _label(r.status), r.chunks, r.reason or ""] for r in results]
-    ok = sum(1 for r in results if r.status == "added")
-    gr.Info(f"{ok} of {len(rows)} file(s) added. Build the index on the Build tab to use them in answers.")
+        try:
+            results = ingest_paths(ws, [path])
+        except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
+            results, error = [], user_message(exc)
+        else:
+            error = None
+        if error or not results:
+            rows[i][1:] = ["failed", 0, error or "nothing could be read from this file"]
+        else:
+            r = results[0]
+            rows[i][1:] = [_label(r.status), r.chunks, r.reason or ""]
+        yield pd.DataFrame(rows, columns=RESULT_COLUMNS), gr.skip(), gr.skip()
+    ok = sum(1 for r in rows if r[1] == "added")
+    failed = sum(1 for r in rows if r[1] == "failed")
+    msg = f"{ok} of {len(rows)} file(s) added" + (f", {failed} failed (see Details)" if failed else "") + "."
+    (gr.Warning if failed else gr.Info)(msg + " Build the index on the Build tab to use them in answers.")
     docs, choices = documents_table(ws_name)
     yield pd.DataFrame(rows, columns=RESULT_COLUMNS), docs, choices
 

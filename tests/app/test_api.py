@@ -73,3 +73,20 @@ def test_ingest_index_ask_and_eval(client, tmp_path):
     assert variants["rag"]["answered"] == 2
     assert "hit_at_k" in variants["rag"]["metrics"]
     assert result["recommendation"]["text"]
+
+
+def test_ingest_refuses_a_docx_bomb_in_under_a_second(sample_app, client, zip_bomb, rss_watch):
+    # Today's main spent 15 minutes and 2.4 GB on a 472 KB DOCX bomb here; these are safety bounds.
+    # The round trip of an upload through Gradio's queue (a duplicate: nothing parsed) is the baseline.
+    bomb = zip_bomb("report.docx", inflated_mb=150)
+    client.predict("sample", [handle_file(str(SAMPLE / "faq.md"))], api_name="/ingest")
+    with rss_watch(sample_app.proc.pid) as baseline:
+        _, docs_before, _ = client.predict("sample", [handle_file(str(SAMPLE / "faq.md"))], api_name="/ingest")
+    with rss_watch(sample_app.proc.pid) as watch:
+        results, docs, _ = client.predict("sample", [handle_file(str(bomb))], api_name="/ingest")
+    print(f"app bomb refusal: {watch.elapsed_s:.3f} s (a duplicate upload: {baseline.elapsed_s:.3f} s), "
+          f"+{watch.extra_mb:.0f} MB peak RSS of the app")
+    (row,) = results["data"]
+    assert row[0] == "report.docx" and row[1] == "failed" and "archive bomb" in row[3], row
+    assert docs["data"] == docs_before["data"]
+    assert watch.elapsed_s - baseline.elapsed_s < 1.0 and watch.extra_mb < 200

@@ -66,3 +66,32 @@ def test_bad_uploads_are_refused_and_nothing_is_lost(published, tiny_engine, sam
             assert message in r.json()["error"]["message"], (label, r.json())
             assert _stored(published) == before, label
         assert not list(published.root.parent.glob("faq.md"))
+
+
+def test_http_upload_refuses_a_docx_bomb_in_under_a_second(published, tiny_engine, zip_bomb, rss_watch):
+    app = build_deploy_app(published, tiny_engine, builder_password="pw", ingest=_ingest)
+    bomb = zip_bomb("report.docx", inflated_mb=150).read_bytes()
+    with TestClient(app) as client:
+        before = _stored(published)
+        with rss_watch() as watch:
+            r = client.post("/builder/test/documents", auth=("b", "pw"),
+                            files=[("files", ("report.docx", bomb, "application/octet-stream"))])
+        print(f"HTTP bomb refusal: {watch.elapsed_s:.3f} s, +{watch.extra_mb:.0f} MB peak RSS")
+        assert r.status_code == 400 and "archive bomb" in r.json()["error"]["message"], r.text
+        assert _stored(published) == before
+        assert watch.elapsed_s < 1.0 and watch.extra_mb < 200
+
+
+def test_http_upload_failing_at_parse_stores_nothing(published, tiny_engine, sample_docs):
+    app = build_deploy_app(published, tiny_engine, builder_password="pw", ingest=_ingest)
+    with TestClient(app) as client:
+        before = _stored(published)
+        r = client.post("/builder/test/documents", auth=("b", "pw"),
+                        files=[("files", ("faq.md", (sample_docs / "faq.md").read_bytes(), "text/markdown")),
+                               ("files", ("blank.md", b"   \n\n \t \n", "text/markdown"))])
+        assert r.status_code == 400, r.text
+        message = r.json()["error"]["message"]
+        assert "nothing was stored" in message and "blank.md" in message and "\n" not in message
+        assert _stored(published) == before
+        leftovers = [p.name for sub in ("documents", "chunks") for p in published.path(sub).iterdir()]
+        assert not [n for n in leftovers if n.startswith(".")]

@@ -1,0 +1,120 @@
+"""The ingest gate on the CLI and library paths: bombs, links out of the folder, all-or-nothing, concurrent ingests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.cli import main
+from ragtune.errors import BadInputError
+from retrieval.documents import all_chunks, list_documents
+from retrieval.ingest import ingest_paths
+
+REPO = Path(__file__).resolve().parents[2]
+# Safety bounds, not speed targets: today's main spent 91 s and 16 GB on a DOCX bomb.
+REFUSAL_S = 1.0
+REFUSAL_EXTRA_MB = 200
+
+
+def _json(capsys, argv) -> tuple[int, dict]:
+    code = main(argv)
+    return code, json.loads(capsys.readouterr().out)
+
+
+def _stored_files(ws) -> set[str]:
+    return {p.name for sub in ("documents", "chunks") for p in ws.path(sub).iterdir()}
+
+
+def test_cli_refuses_a_docx_bomb_in_under_a_second(capsys, workspace, sample_docs, zip_bomb, rss_watch):
+    ws = ["--workspace", str(workspace.root)]
+    code, _ = _json(capsys, ["ingest", str(sample_docs / "faq.md"), "--json", *ws])  # warm: tokenizer loaded
+    assert code == 0
+    before = _stored_files(workspace)
+    bomb = zip_bomb("report.docx", inflated_mb=150)
+    assert bomb.stat().st_size < 400_000
+    with rss_watch() as watch:
+        code, out = _json(capsys, ["ingest", str(bomb), "--json", *ws])
+    print(f"CLI bomb refusal: {watch.elapsed_s:.3f} s, +{watch.extra_mb:.0f} MB peak RSS")
+    (result,) = out["results"]
+    assert code == 1 and result["status"] == "failed", result
+    assert "archive bomb" in result["reason"] and "\n" not in result["reason"]
+    assert [d["name"] for d in list_documents(workspace)] == ["faq.md"]
+    assert _stored_files(workspace) == before
+    assert watch.elapsed_s < REFUSAL_S and watch.extra_mb < REFUSAL_EXTRA_MB
+
+
+@pytest.mark.parametrize("name,member", [("deck.pptx", "ppt/slides/slide1.xml"), ("sheet.xlsx", "xl/worksheets/sheet1.xml"),
+                                         ("book.epub", "OEBPS/chapter1.xhtml"), ("notes.txt", "notes.txt")])
+def test_every_zip_based_file_is_screened_before_parsing(workspace, zip_bomb, name, member):
+    (result,) = ingest_paths(workspace, [zip_bomb(name, inflated_mb=40, member=member)])
+    assert result.status == "failed" and "archive bomb" in result.reason, result
+
+
+def test_links_out_of_the_folder_and_special_files_are_refused(capsys, workspace, sample_docs, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.md").write_text("# Salaries\n\nTOP SECRET: the CEO earns 9,999,999 a year.\n")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    shutil.copy(sample_docs / "faq.md", docs / "faq.md")
+    (docs / "passwd.txt").symlink_to("/etc/passwd")
+    (docs / "salaries.md").symlink_to(outside / "secret.md")
+    (docs / "faq_again.md").symlink_to(docs / "faq.md")  # a link that stays inside is fine
+    (docs / "more").symlink_to(outside, target_is_directory=True)
+    os.mkfifo(docs / "pipe.txt")  # reading it would block forever
+
+    code, out = _json(capsys, ["ingest", str(docs), "--json", "--workspace", str(workspace.root)])
+    status = {r["name"]: (r["status"], r["reason"] or "") for r in out["results"]}
+    assert code == 1
+    assert status["faq.md"][0] == "added" and status["faq_again.md"][0] == "duplicate"
+    for name in ("passwd.txt", "salaries.md", "more"):
+        assert status[name][0] == "failed" and "outside the folder" in status[name][1], (name, status[name])
+    assert status["pipe.txt"][0] == "failed" and "not a regular file" in status["pipe.txt"][1]
+    # Named directly, a link is judged against its own folder.
+    code, out = _json(capsys, ["ingest", str(docs / "passwd.txt"), "--json", "--workspace", str(workspace.root)])
+    assert code == 1 and "outside the folder" in out["results"][0]["reason"]
+    text = " ".join(c.text for c in all_chunks(workspace))
+    assert "root:" not in text and "TOP SECRET" not in text
+    assert [d["name"] for d in list_documents(workspace)] == ["faq.md"]
+
+
+def test_all_or_nothing_includes_the_parse_stage(workspace, sample_docs, tmp_path):
+    blank = tmp_path / "blank.md"
+    blank.write_bytes(b"   \n\n \t \n")  # passes every upload check, has no text to parse
+    with pytest.raises(BadInputError, match=r"nothing was stored: 'blank.md': no text was found") as err:
+        ingest_paths(workspace, [sample_docs / "faq.md", sample_docs / "travel_policy.docx", blank],
+                     all_or_nothing=True)
+    assert "\n" not in str(err.value)
+    assert list_documents(workspace) == [] and _stored_files(workspace) == set()
+    results = ingest_paths(workspace, [sample_docs / "faq.md", sample_docs / "travel_policy.docx"], all_or_nothing=True)
+    assert [r.status for r in results] == ["added", "added"]
+    assert len(_stored_files(workspace)) == 4  # two originals, two parsed-block files, no temporary left
+
+
+def test_concurrent_ingests_of_one_folder_report_duplicates(tmp_path, sample_docs):
+    from ragtune.workspace import Workspace
+
+    ws = Workspace.create("shared", root=tmp_path / "home" / "workspaces")
+    env = {**os.environ, "RAGTUNE_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "app.cli", "ingest", str(sample_docs), "--workspace", "shared", "--json"]
+    runs = [subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outs = [run.communicate(timeout=300) for run in runs]
+    for run, (out, err) in zip(runs, outs):
+        assert run.returncode == 0, err[-2000:]
+        assert "IntegrityError" not in out + err
+    per_file: dict[str, list[str]] = {}
+    for out, _ in outs:
+        for r in json.loads(out)["results"]:
+            per_file.setdefault(r["name"], []).append(r["status"])
+    assert len(per_file) == 8
+    assert all(sorted(s) == ["added", "duplicate"] for s in per_file.values()), per_file
+    docs = list_documents(ws)
+    assert sorted(d["name"] for d in docs) == sorted(per_file) and all(d["chunks"] > 0 for d in docs)
+    assert len(_stored_files(ws)) == 16
