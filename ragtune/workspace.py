@@ -11,6 +11,7 @@ files 0600, whatever the umask (older workspaces are tightened when opened).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -131,9 +132,15 @@ class Workspace:
     def connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=30000")
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")  # creates the -wal and -shm files: the first write
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if is_disk_full(exc):
+                raise disk_full_error(self.name) from None
+            raise
         return conn
 
     @contextmanager
@@ -169,7 +176,8 @@ class Workspace:
                 # executescript() would commit mid-transaction, so statements run one by one.
                 for statement in ([migration] if isinstance(migration, str) else migration):
                     conn.execute(statement)
-            conn.execute("INSERT OR REPLACE INTO schema_versions VALUES (?, ?)", (component, len(migrations)))
+            if version != len(migrations):  # opening a current workspace writes nothing (a full disk still opens)
+                conn.execute("INSERT OR REPLACE INTO schema_versions VALUES (?, ?)", (component, len(migrations)))
         return len(migrations)
 
     def schema_version(self, component: str) -> int:
@@ -192,6 +200,24 @@ class Workspace:
 
     def __repr__(self) -> str:
         return f"Workspace({self.name!r}, {str(self.root)!r})"
+
+
+_DISK_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC, or SQLite's SQLITE_FULL, or the SQLITE_IOERR it reports when its WAL cannot grow."""
+    if isinstance(exc, OSError):
+        return exc.errno in _DISK_FULL_ERRNOS
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        return "database or disk is full" in text or "disk i/o error" in text
+    return False
+
+
+def disk_full_error(name: str) -> WorkspaceError:
+    return WorkspaceError(f"The disk holding workspace '{name}' is full or cannot be written, so nothing was "
+                          "stored; free some space and try again.")
 
 
 def _restrict(path: Path, mode: int) -> None:

@@ -16,17 +16,16 @@ in the workspace with different content replaces the older version.
 
 from __future__ import annotations
 
-import errno
 import functools
 import os
-import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ragtune.errors import BadInputError, RagtuneError, WorkspaceError
+from ragtune.errors import BadInputError, RagtuneError
 from ragtune.ingest_gate import Found, IngestLimits, gather, read_found, screen_bytes
+from ragtune.workspace import disk_full_error, is_disk_full
 
 from .chunking import ChunkingConfig, TokenCounter, chunk_blocks
 from .documents import blocks_path, content_hash, open_store, part_path, replace_chunks
@@ -34,7 +33,6 @@ from .formats import ParsedDocument, parse_file
 from .settings import RetrievalSettings, load_settings
 
 __all__ = ["IngestLimits", "IngestResult", "ingest_paths", "describe"]
-_DISK_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 @dataclass
@@ -79,8 +77,19 @@ def chunking_config(settings: RetrievalSettings) -> ChunkingConfig:
 def ingest_paths(ws, paths, *, limits: IngestLimits | None = None,
                  progress: Callable[[int, int, str], None] | None = None,
                  all_or_nothing: bool = False) -> list[IngestResult]:
-    """Ingest files and folders (recursively); returns one result per file, in order."""
-    limits = limits or IngestLimits()
+    """Ingest files and folders (recursively); returns one result per file, in order.
+
+    A full disk stops the whole batch with one WorkspaceError sentence; what was not committed is removed.
+    """
+    try:
+        return _ingest(ws, paths, limits or IngestLimits(), progress, all_or_nothing)
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(ws.name) from None
+        raise
+
+
+def _ingest(ws, paths, limits: IngestLimits, progress, all_or_nothing: bool) -> list[IngestResult]:
     open_store(ws)
     settings = load_settings(ws)
     counter = functools.cache(lambda: counter_for(settings))  # loaded once a file passes the gate
@@ -108,12 +117,9 @@ def ingest_paths(ws, paths, *, limits: IngestLimits | None = None,
                 continue
             except RagtuneError:
                 raise
-            except OSError as exc:
-                if exc.errno in _DISK_FULL_ERRNOS:
-                    raise _disk_full(ws) from None
-                results[i] = IngestResult(item.name, "failed", f"unexpected error while reading it ({type(exc).__name__}: {exc})")
-                continue
             except Exception as exc:  # a parser bug must not stop the batch; say what happened
+                if is_disk_full(exc):
+                    raise
                 results[i] = IngestResult(item.name, "failed", f"unexpected error while reading it ({type(exc).__name__}: {exc})")
                 continue
             if isinstance(outcome, IngestResult):
@@ -209,13 +215,11 @@ def _store(ws, items: list[_Prepared], settings: RetrievalSettings) -> list[Inge
                 n = replace_chunks(conn, item.doc_id, item.drafts, signature)
                 notes = parsed.warnings + (["replaced the previous version of this file"] if older else [])
                 results.append(IngestResult(item.name, "added", "; ".join(notes) or None, item.doc_id, n))
-    except BaseException as exc:
+    except BaseException:
         for item in items:  # nothing was committed: the copies go
             for p in item.parts:
                 p.unlink(missing_ok=True)
             item.parts.clear()
-        if isinstance(exc, (OSError, sqlite3.OperationalError)) and _is_disk_full(exc):
-            raise _disk_full(ws) from None
         raise
     for item, result in zip(items, results):
         if result.status == "added":
@@ -227,18 +231,6 @@ def _store(ws, items: list[_Prepared], settings: RetrievalSettings) -> list[Inge
     for p in replaced:
         Path(p).unlink(missing_ok=True)
     return results
-
-
-def _is_disk_full(exc: BaseException) -> bool:
-    if isinstance(exc, OSError):
-        return exc.errno in _DISK_FULL_ERRNOS
-    text = str(exc).lower()
-    return "database or disk is full" in text or "disk i/o error" in text
-
-
-def _disk_full(ws) -> WorkspaceError:
-    return WorkspaceError(f"The disk holding workspace '{ws.name}' is full, so nothing was stored; "
-                          "free some space and add the files again.")
 
 
 def describe(parsed, name: str) -> str:
