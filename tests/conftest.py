@@ -114,16 +114,36 @@ def serve_asgi():
 
 # ------------------------------------------------------------------ hostile files (ingest gate tests)
 
-def write_zip_bomb(path: Path, inflated_mb: int = 150, member: str = "word/document.xml") -> Path:
-    """A zip-based document whose one part inflates to `inflated_mb` MB of zeros (about 1000x smaller on disk)."""
+_BOMB_TYPES = ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+               '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+               '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+               '<Default Extension="xml" ContentType="application/xml"/>'
+               '<Override PartName="/word/document.xml" '
+               'ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>')
+_BOMB_RELS = ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+              '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+              '<Relationship Id="rId1" Target="word/document.xml" '
+              'Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument"/></Relationships>')
+
+
+def write_zip_bomb(path: Path, inflated_mb: int = 40, member: str = "word/document.xml") -> Path:
+    """A zip-based document (a real DOCX package) whose one part inflates to `inflated_mb` MB of zeros.
+
+    About 1000x smaller on disk. Today's main reads the whole part before its XML parser fails: a
+    400 MB one cost 23 s and 0.8 GB there.
+    """
     import zipfile
 
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("[Content_Types].xml", "<Types/>")
+        z.writestr("[Content_Types].xml", _BOMB_TYPES)
+        z.writestr("_rels/.rels", _BOMB_RELS)
         with z.open(member, "w", force_zip64=True) as f:
+            f.write(b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><w:document xmlns:w='
+                    b'"http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body><w:p><w:r><w:t>')
             block = b"\0" * (1 << 20)
             for _ in range(inflated_mb):
                 f.write(block)
+            f.write(b"</w:t></w:r></w:p></w:body></w:document>")
     return path
 
 
@@ -173,8 +193,14 @@ class RssWatch:
 
 @pytest.fixture
 def zip_bomb(tmp_path):
-    """zip_bomb(name="bomb.docx", inflated_mb=150, member=...) -> path of a fresh archive bomb."""
+    """zip_bomb(name="bomb.docx", inflated_mb=40, member=...) -> path of a fresh archive bomb."""
     return lambda name="bomb.docx", **kw: write_zip_bomb(tmp_path / name, **kw)
+
+
+@pytest.fixture(scope="session")
+def docx_bomb(tmp_path_factory) -> Path:
+    """report.docx: about 400 KB on disk, 400 MB once inflated (the size of the review's app finding)."""
+    return write_zip_bomb(tmp_path_factory.mktemp("bomb") / "report.docx", inflated_mb=400)
 
 
 @pytest.fixture
