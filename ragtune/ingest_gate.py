@@ -359,7 +359,7 @@ def gather(paths: Iterable[str | Path]) -> list[Found]:
     found: list[Found] = []
     for given in paths:
         given = Path(given).expanduser()
-        if given.is_dir() and not given.is_symlink():
+        if given.is_dir():  # a folder named by the user, even through a link, is the folder being ingested
             root = given.resolve()
             for top, dirs, names in os.walk(given):
                 kept = []

@@ -76,6 +76,10 @@ def test_links_out_of_the_folder_and_special_files_are_refused(capsys, workspace
     for name in ("passwd.txt", "salaries.md", "more"):
         assert status[name][0] == "failed" and "outside the folder" in status[name][1], (name, status[name])
     assert status["pipe.txt"][0] == "failed" and "not a regular file" in status["pipe.txt"][1]
+    # A link to a folder, named by the user, is that folder: what it holds goes in.
+    (tmp_path / "docs_link").symlink_to(docs, target_is_directory=True)
+    code, out = _json(capsys, ["ingest", str(tmp_path / "docs_link"), "--json", "--workspace", str(workspace.root)])
+    assert {r["name"]: r["status"] for r in out["results"]}["faq.md"] == "duplicate"
     # Named directly, a link is judged against its own folder.
     code, out = _json(capsys, ["ingest", str(docs / "passwd.txt"), "--json", "--workspace", str(workspace.root)])
     assert code == 1 and "outside the folder" in out["results"][0]["reason"]
@@ -118,3 +122,25 @@ def test_concurrent_ingests_of_one_folder_report_duplicates(tmp_path, sample_doc
     docs = list_documents(ws)
     assert sorted(d["name"] for d in docs) == sorted(per_file) and all(d["chunks"] > 0 for d in docs)
     assert len(_stored_files(ws)) == 16
+
+
+def test_concurrent_ingests_in_one_process_report_duplicates(workspace, sample_docs):
+    """The builder app and the deploy server ingest from several threads of one process."""
+    import threading
+
+    barrier, outcomes = threading.Barrier(3), []
+
+    def run():
+        barrier.wait()
+        outcomes.append(ingest_paths(workspace, [sample_docs]))
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(outcomes) == 3
+    for name in {r.name for r in outcomes[0]}:
+        statuses = sorted(r.status for results in outcomes for r in results if r.name == name)
+        assert statuses == ["added", "duplicate", "duplicate"], (name, statuses)
+    assert len(list_documents(workspace)) == 8 and len(_stored_files(workspace)) == 16
