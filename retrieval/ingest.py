@@ -17,6 +17,7 @@ in the workspace with different content replaces the older version.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -182,8 +183,6 @@ def _write_synced(path: Path, data: bytes) -> None:
 
 def _store(ws, items: list[_Prepared], settings: RetrievalSettings) -> list[IngestResult]:
     """Store prepared files in one transaction: blocks written, rows committed, then files renamed."""
-    import json
-
     if not items:
         return []
     signature = settings.chunking_signature()
