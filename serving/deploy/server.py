@@ -41,11 +41,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from starlette.concurrency import run_in_threadpool
 
 from ragtune import feedback as feedback_store
-from ragtune import ingest_gate
 from ragtune.errors import BadInputError, RagtuneError, ServerUnavailableError, WorkspaceError
 from ragtune.workspace import META_FILE, NAME_RE, Workspace, list_workspaces
 
-from . import deployments, keys, metrics, page
+from . import deployments, keys, metrics, page, upload_safety
 from .ratelimit import RateLimiter
 
 log = logging.getLogger("ragtune.deploy")
@@ -151,18 +150,17 @@ class _Workspaces:
 # ------------------------------------------------------------------ the app
 
 def build_deploy_app(target, engine, *, limits: DeployLimits | None = None,
-                     upload_limits: ingest_gate.UploadLimits | None = None,
+                     upload_limits: upload_safety.UploadLimits | None = None,
                      builder_password: str | None = None, ingest: Callable | None = None,
                      build_index: Callable | None = None, assistant_factory: Callable | None = None) -> FastAPI:
     """The deploy server for one workspace (a Workspace) or for every workspace under a folder.
 
     `engine` answers for all of them (one base model; adapters loaded by name). `ingest(ws, paths)`
     and `build_index(ws)` are the document pipeline for the builder upload route (passed in by the
-    caller so serving does not depend on retrieval; `ingest` stores all of `paths` or none, raising
-    BadInputError); without them that route answers 501.
+    caller so serving does not depend on retrieval); without them that route answers 501.
     """
     limits = limits or DeployLimits()
-    upload_limits = upload_limits or ingest_gate.UploadLimits()
+    upload_limits = upload_limits or upload_safety.UploadLimits()
     password = builder_password if builder_password is not None else env_builder_password()
     spaces = _Workspaces(target)
     limiter = RateLimiter()
@@ -634,7 +632,7 @@ def build_deploy_app(target, engine, *, limits: DeployLimits | None = None,
         declared = request.headers.get("content-length")
         if not declared or not declared.isdigit():
             raise ApiError(411, "Uploads must declare their size (Content-Length).", "invalid_request_error")
-        if int(declared) > upload_limits.max_total_mb * ingest_gate.MB + overhead:
+        if int(declared) > upload_limits.max_total_mb * upload_safety.MB + overhead:
             raise ApiError(413, f"This upload is over the {upload_limits.max_total_mb:.0f} MB limit per upload; "
                                 "nothing was stored.", "upload_refused")
         try:
@@ -646,7 +644,7 @@ def build_deploy_app(target, engine, *, limits: DeployLimits | None = None,
             uploads = [f for f in form.getlist("files") if hasattr(f, "filename")]
             files = []
             for f in uploads:
-                data = await run_in_threadpool(ingest_gate.read_limited, f.file, upload_limits.max_file_bytes,
+                data = await run_in_threadpool(upload_safety.read_limited, f.file, upload_limits.max_file_bytes,
                                                f.filename or "file")
                 files.append((f.filename or "", data))
         except BadInputError as exc:
@@ -654,14 +652,14 @@ def build_deploy_app(target, engine, *, limits: DeployLimits | None = None,
         finally:
             await form.close()
         try:
-            checked = await run_in_threadpool(ingest_gate.check_batch, files, upload_limits)
+            checked = await run_in_threadpool(upload_safety.check_batch, files, upload_limits)
         except BadInputError as exc:
             log.info("upload refused ws=%s files=%d", ws.name, len(files))
             raise ApiError(400, str(exc), "upload_refused") from None
 
         def store() -> dict:
             with tempfile.TemporaryDirectory(prefix="ragtune-upload-") as tmp:
-                paths = ingest_gate.stage_files(checked, [d for _, d in files], Path(tmp))
+                paths = upload_safety.stage_files(checked, [d for _, d in files], Path(tmp))
                 results = ingest(ws, paths)
             rows = [asdict(r) if is_dataclass(r) else dict(r) for r in results]
             index = None
