@@ -376,8 +376,7 @@ def gather(paths: Iterable[str | Path]) -> list[Found]:
                     path = Path(top) / n
                     found.append(Found(path, n, _judge(path, root)))
         else:
-            parent = given.parent.resolve() if given.parent != Path("") else Path.cwd()
-            found.append(Found(given, given.name, _judge(given, parent)))
+            found.append(Found(given, given.name, _judge(given, given.parent.resolve())))
     return found
 
 
