@@ -2,7 +2,9 @@
 
 One model, one generation at a time (a lock), LoRA adapters loaded by name with peft and switched
 per request; the base model answers inside ``disable_adapter()``. Streaming runs ``generate`` in a
-worker thread and reads its tokens from a queue.
+worker thread and reads its tokens from a queue, decoding each new token against a short window
+(as TGI and vLLM do) rather than the whole answer again. A cancelled request stops waiting for the
+model at once and stops the model at its next token.
 """
 
 from __future__ import annotations
@@ -15,14 +17,39 @@ from typing import Iterator
 from ragtune.errors import BadInputError, ModelNotFoundError
 from ragtune.models import DEFAULT_LLM, resolve_llm
 
-from .engine import (Generation, Message, SamplingOptions, StopTextFilter, Timer, check_messages, collect,
-                     completion_budget)
+from .engine import (BaseEngine, CancelToken, Generation, GenerationCancelled, Message, SamplingOptions,
+                     StopTextFilter, Timer, check_messages, completion_budget)
 
 DEFAULT_MAX_MODEL_LEN = 2048
+POLL_S = 0.05  # how often a waiting request looks at its cancel token
 _DONE = object()
 
 
-class EmbeddedEngine:
+class IncrementalDecoder:
+    """The text of a growing list of token ids, one delta per token, decoding a few tokens each time.
+
+    The window starts one token before the new ones so tokenizers that drop a leading space at the
+    start of a decode give the same text as decoding everything; a half multi-byte character waits.
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.prefix = 0  # window start
+        self.read = 0    # tokens already turned into text
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        decode = self.tokenizer.decode
+        before = decode(self.ids[self.prefix:self.read], skip_special_tokens=True)
+        after = decode(self.ids[self.prefix:], skip_special_tokens=True)
+        if len(after) <= len(before) or after.endswith("\ufffd"):
+            return ""
+        self.prefix, self.read = self.read, len(self.ids)
+        return after[len(before):]
+
+
+class EmbeddedEngine(BaseEngine):
     kind = "embedded"
 
     def __init__(self, model: str = DEFAULT_LLM, *, dtype: str = "float32", max_model_len: int | None = None,
@@ -109,24 +136,29 @@ class EmbeddedEngine:
         return BadInputError(f"Unknown adapter '{name}' on this engine (loaded: {known}).")
 
     # ------------------------------------------------------------ generation
-    def generate(self, messages: list[Message], options: SamplingOptions | None = None,
-                 adapter: str | None = None) -> Generation:
-        return collect(self.stream(messages, options, adapter))
-
     def stream(self, messages: list[Message], options: SamplingOptions | None = None,
-               adapter: str | None = None) -> Iterator[str | Generation]:
+               adapter: str | None = None, cancel: CancelToken | None = None) -> Iterator[str | Generation]:
         options = options or SamplingOptions()
         if adapter is not None and adapter not in self._adapters:
             raise self._unknown_adapter(adapter)
         ids = self.prompt_ids(messages)
         budget = completion_budget(len(ids), options.max_tokens, self.max_model_len)
-        return self._run(ids, budget, options, adapter)
+        return self._run(ids, budget, options, adapter, cancel or CancelToken())
 
-    def _run(self, ids: list[int], budget: int, options: SamplingOptions, adapter: str | None):
+    def _acquire(self, cancel: CancelToken) -> None:
+        """The model lock, unless the request is cancelled while it waits its turn."""
+        while not self._lock.acquire(timeout=POLL_S):
+            cancel.check()
+        if cancel.cancelled:
+            self._lock.release()
+            raise GenerationCancelled()
+
+    def _run(self, ids: list[int], budget: int, options: SamplingOptions, adapter: str | None,
+             cancel: CancelToken):
         import torch
 
         tokens: queue.Queue = queue.Queue()
-        cancel = threading.Event()
+        finished = threading.Event()  # the consumer stopped reading (done, cancelled or failed)
         result: dict = {}
         stops = StopTextFilter(options.stop)
         stop_texts = stops.stops
@@ -148,7 +180,7 @@ class EmbeddedEngine:
         tokenizer = self.tokenizer
 
         def stop_now(input_ids, scores, **kwargs):
-            if cancel.is_set():
+            if finished.is_set() or cancel.cancelled:
                 return torch.ones(input_ids.shape[0], dtype=torch.bool)
             if stop_texts:
                 tail = tokenizer.decode(input_ids[0, n_prompt:][-32:], skip_special_tokens=True)
@@ -192,7 +224,7 @@ class EmbeddedEngine:
                 tokens.put(_DONE)
 
         timer = Timer()
-        self._lock.acquire()
+        self._acquire(cancel)
         thread = threading.Thread(target=work, name="embedded-generate", daemon=True)
         try:
             thread.start()
@@ -200,24 +232,26 @@ class EmbeddedEngine:
             self._lock.release()
             raise
         generated: list[int] = []
-        text = ""
+        decoder = IncrementalDecoder(tokenizer)
         try:
             while True:
-                item = tokens.get()
+                try:
+                    item = tokens.get(timeout=POLL_S)
+                except queue.Empty:
+                    cancel.check()
+                    continue
                 if item is _DONE:
                     break
+                cancel.check()
                 timer.mark_first()
                 generated.append(item)
                 if item in self.stop_token_ids:
                     continue
-                decoded = tokenizer.decode(generated, skip_special_tokens=True)
-                if decoded.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
-                    continue
-                delta, text = decoded[len(text):], decoded
-                out = stops.feed(delta)
+                out = stops.feed(decoder.push(item))
                 if out:
                     yield out
             thread.join()
+            cancel.check()
             if "error" in result:
                 raise result["error"]
             tail = stops.flush()
@@ -231,7 +265,7 @@ class EmbeddedEngine:
                              latency_s=latency, tokens_per_s=rate, finish_reason=finish,
                              model=self.model_name, adapter=adapter)
         finally:
-            cancel.set()  # a consumer that stops reading early frees the model at the next token
+            finished.set()  # a consumer that stops reading early frees the model at the next token
 
     def close(self) -> None:
         self.model = None

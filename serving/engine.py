@@ -8,6 +8,7 @@ process) and ``serving.vllm_engine.VLLMEngine`` (an OpenAI-compatible vLLM serve
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,6 +58,49 @@ class Generation:
         return asdict(self)
 
 
+class GenerationCancelled(Exception):
+    """The caller cancelled the generation (its client went away); not a failure of the engine."""
+
+
+class CancelToken:
+    """Set by whoever serves the answer when its client goes away; engines stop at the next step.
+
+    Callbacks let an engine stop a wait that does not poll (the vLLM engine closes its HTTP stream).
+    """
+
+    def __init__(self):
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list = []
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._event.is_set():
+                return
+            self._event.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def on_cancel(self, callback) -> None:
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
+
+    def wait(self, timeout: float) -> bool:
+        return self._event.wait(timeout)
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise GenerationCancelled()
+
+
 @runtime_checkable
 class Engine(Protocol):
     kind: str  # "embedded" | "vllm"
@@ -67,7 +111,7 @@ class Engine(Protocol):
                  adapter: str | None = None) -> Generation: ...
 
     def stream(self, messages: list[Message], options: SamplingOptions | None = None,
-               adapter: str | None = None) -> Iterator[str | Generation]: ...
+               adapter: str | None = None, cancel: CancelToken | None = None) -> Iterator[str | Generation]: ...
 
     def load_adapter(self, name: str, path: str | Path) -> None: ...
 
@@ -78,6 +122,29 @@ class Engine(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
     def close(self) -> None: ...
+
+
+class BaseEngine:
+    """What both engines share; each implements ``stream`` (text deltas, then one Generation)."""
+
+    kind = ""
+    model_name = ""
+    max_model_len = 0
+
+    def generate(self, messages: list[Message], options: SamplingOptions | None = None,
+                 adapter: str | None = None, cancel: CancelToken | None = None) -> Generation:
+        # Streaming underneath gives the time to the first token; the text is the same.
+        return collect(self.stream(messages, options, adapter, cancel=cancel))
+
+    def stream(self, messages: list[Message], options: SamplingOptions | None = None,
+               adapter: str | None = None, cancel: CancelToken | None = None) -> Iterator[str | Generation]:
+        raise NotImplementedError
+
+    def adapter_path(self, name: str) -> str | None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.model_name!r})"
 
 
 def check_messages(messages: list[Message]) -> list[Message]:

@@ -106,10 +106,16 @@ class Assistant:
 
     def stream(self, question: str, variant: str = "rag", adapter: str | None = None,
                history: list[dict] | None = None, options: SamplingOptions | None = None,
-               k: int | None = None) -> Iterator[str | Answer]:
-        """Text deltas as they come, then the Answer. Bad input raises before the first item."""
+               k: int | None = None, cancel=None) -> Iterator[str | Answer]:
+        """Text deltas as they come, then the Answer. Bad input raises before the first item.
+
+        ``cancel`` (a ``serving.engine.CancelToken``) stops the generation, even one still waiting
+        for the model: the stream then raises ``GenerationCancelled``.
+        """
         prep = self._prepare(question, variant, adapter, history, options, k)
-        deltas = self.engine.stream(prep.messages, prep.options, adapter=prep.engine_adapter)
+        deltas = (self.engine.stream(prep.messages, prep.options, adapter=prep.engine_adapter, cancel=cancel)
+                  if cancel is not None else
+                  self.engine.stream(prep.messages, prep.options, adapter=prep.engine_adapter))
         return self._stream(prep, deltas)
 
     def _stream(self, prep: _Prepared, deltas) -> Iterator[str | Answer]:

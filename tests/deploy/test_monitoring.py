@@ -16,7 +16,7 @@ from .conftest import auth, chat_body
 def test_metrics_and_summary_per_variant(published, tiny_engine, artifacts_dir):
     key = keys.create_key(published, "app", 1000)
     # Wired as `ragtune deploy` wires it, so a rag answer reaches the (missing) index and fails there.
-    with TestClient(build_deploy_app(published, tiny_engine, assistant_factory=make_assistant)) as client:
+    with TestClient(build_deploy_app(published, tiny_engine, assistant_factory=make_assistant), base_url="http://localhost") as client:
         answers = [client.post("/v1/chat/completions", json=chat_body(f"Question {i}?"), headers=auth(key)).json()
                    for i in range(2)]
         streamed = client.post("/v1/chat/completions", json=chat_body("Streamed?", stream=True), headers=auth(key))

@@ -30,7 +30,7 @@ def test_requests_without_valid_key_of_this_workspace_are_refused(two_workspaces
     key_b = keys.create_key(b, "b-app", 100)
     revoked = keys.create_key(a, "old", 100)
     keys.revoke_key(a, "old")
-    with TestClient(build_deploy_app(root, tiny_engine)) as client:
+    with TestClient(build_deploy_app(root, tiny_engine), base_url="http://localhost") as client:
         r = client.post("/v1/chat/completions", json=chat_body())
         assert r.status_code == 401 and "API key is required" in r.json()["error"]["message"]
         r = client.post("/v1/chat/completions", json=chat_body(), headers=auth(revoked))
@@ -53,7 +53,7 @@ def test_requests_without_valid_key_of_this_workspace_are_refused(two_workspaces
         r = client.post("/v1/feedback", json={"message_id": msg_a, "rating": "up"}, headers=auth(key_a))
         assert r.status_code == 200
     # Single-workspace mode: a key of another workspace does not exist here at all.
-    with TestClient(build_deploy_app(a, tiny_engine)) as client:
+    with TestClient(build_deploy_app(a, tiny_engine), base_url="http://localhost") as client:
         assert client.post("/v1/chat/completions", json=chat_body(), headers=auth(key_b)).status_code == 401
         assert client.post("/v1/chat/completions", json=chat_body(), headers=auth(key_a)).status_code == 200
 
@@ -61,7 +61,7 @@ def test_requests_without_valid_key_of_this_workspace_are_refused(two_workspaces
 def test_rate_limits_hold_per_key(published, tiny_engine):
     slow = keys.create_key(published, "slow", 3)
     other = keys.create_key(published, "other", 3)
-    with TestClient(build_deploy_app(published, tiny_engine)) as client:
+    with TestClient(build_deploy_app(published, tiny_engine), base_url="http://localhost") as client:
         codes = [client.post("/v1/chat/completions", json=chat_body(), headers=auth(slow)).status_code
                  for _ in range(5)]
         assert codes == [200, 200, 200, 429, 429]
@@ -74,7 +74,7 @@ def test_rate_limits_hold_per_key(published, tiny_engine):
 def test_page_sessions_are_per_workspace_and_rate_limited(two_workspaces, tiny_engine):
     root, a, b = two_workspaces
     limits = DeployLimits(page_rate_per_min=2)
-    with TestClient(build_deploy_app(root, tiny_engine, limits=limits)) as client:
+    with TestClient(build_deploy_app(root, tiny_engine, limits=limits), base_url="http://localhost") as client:
         assert client.post("/chat/alpha/api/chat", json=chat_body(), headers=PAGE).status_code == 401
         page = client.get("/chat/alpha")
         assert page.status_code == 200 and "builder" not in page.text.lower()
@@ -96,7 +96,7 @@ def test_page_sessions_are_per_workspace_and_rate_limited(two_workspaces, tiny_e
 def test_prompt_output_and_body_limits(published, tiny_engine):
     key = keys.create_key(published, "app", 1000)
     limits = DeployLimits(max_message_chars=200, max_prompt_chars=300, max_tokens=6, max_body_kb=8)
-    with TestClient(build_deploy_app(published, tiny_engine, limits=limits)) as client:
+    with TestClient(build_deploy_app(published, tiny_engine, limits=limits), base_url="http://localhost") as client:
         r = client.post("/v1/chat/completions", json=chat_body("x" * 201), headers=auth(key))
         assert r.status_code == 400 and "limit is 200" in r.json()["error"]["message"]
         long_chat = {"messages": [{"role": "user", "content": "q" * 150}, {"role": "assistant", "content": "a" * 150},
@@ -117,7 +117,7 @@ def test_prompt_output_and_body_limits(published, tiny_engine):
 
 def test_builder_routes_need_the_builder_password_not_a_key(published, tiny_engine):
     key = keys.create_key(published, "app", 100)
-    with TestClient(build_deploy_app(published, tiny_engine, builder_password="s3cret")) as client:
+    with TestClient(build_deploy_app(published, tiny_engine, builder_password="s3cret"), base_url="http://localhost") as client:
         assert client.get("/builder/test/deployments").status_code == 401
         assert client.get("/builder/test/deployments", headers=auth(key)).status_code == 401
         assert client.get("/metrics").status_code == 401
@@ -129,7 +129,7 @@ def test_builder_routes_need_the_builder_password_not_a_key(published, tiny_engi
 
 def test_unpublished_assistant_answers_503(workspace, tiny_engine):
     key = keys.create_key(workspace, "app", 100)
-    with TestClient(build_deploy_app(workspace, tiny_engine)) as client:
+    with TestClient(build_deploy_app(workspace, tiny_engine), base_url="http://localhost") as client:
         r = client.post("/v1/chat/completions", json=chat_body(), headers=auth(key))
         assert r.status_code == 503 and "not published" in r.json()["error"]["message"]
         assert client.get("/chat/test").status_code == 404
@@ -139,7 +139,7 @@ def test_logs_hold_no_key_and_no_text(published, tiny_engine, caplog):
     key = keys.create_key(published, "app", 100)
     question = "What is the secret launch codename of project Zephyr?"
     caplog.set_level(logging.DEBUG)
-    with TestClient(build_deploy_app(published, tiny_engine)) as client:
+    with TestClient(build_deploy_app(published, tiny_engine), base_url="http://localhost") as client:
         r = client.post("/v1/chat/completions", json=chat_body(question), headers=auth(key))
         answer = r.json()["choices"][0]["message"]["content"]
         client.post("/v1/feedback", json={"message_id": r.json()["ragtune"]["message_id"], "rating": "down",

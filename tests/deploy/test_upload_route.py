@@ -30,7 +30,7 @@ def test_bad_uploads_are_refused_and_nothing_is_lost(published, tiny_engine, sam
     limits = UploadLimits(max_file_mb=1, max_files=3, max_uncompressed_mb=5)
     app = build_deploy_app(published, tiny_engine, builder_password="pw", ingest=_ingest, upload_limits=limits)
     pdf = (sample_docs / "product_manual_k7.pdf").read_bytes()
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost", headers={"X-Ragtune-Builder": "1"}) as client:
         key = keys.create_key(published, "app", 100)
         r = client.post("/builder/test/documents", files={"files": ("manual.pdf", pdf, "application/pdf")},
                         headers={"Authorization": f"Bearer {key}"})

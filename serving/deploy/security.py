@@ -1,0 +1,157 @@
+"""Defences shared by the deploy server and the Gradio builder app against other sites and guessers.
+
+- ``HostGuard``: an ASGI middleware that answers only for the host names the server was started
+  for (DNS rebinding sends ``Host: attacker.example``), and refuses state-changing requests from
+  other sites: a browser marks them with ``Origin`` / ``Sec-Fetch-Site``, which a page cannot
+  forge; where the routes are ours (the deploy server's /builder), they also need a custom header
+  that a cross-site form cannot send and a cross-site script cannot send without a CORS preflight
+  that this server never grants.
+- ``LoginThrottle``: after a few wrong builder passwords, further attempts wait, doubling each time.
+- ``SessionSigner``: the chat page's session cookie, signed and timed with itsdangerous.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from typing import Callable, Iterable
+from urllib.parse import urlsplit
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+LOCAL_NAMES = ("127.0.0.1", "localhost", "::1")
+ALLOWED_HOSTS_ENV = "RAGTUNE_ALLOWED_HOSTS"
+BUILDER_HEADER = "x-ragtune-builder"  # value "1"; sent by ragtune's own builder clients
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+SAME_SITE_FETCH = frozenset({"same-origin", "none"})  # "none": typed in the address bar, a bookmark
+
+
+def allowed_hosts(bind_host: str = "127.0.0.1", extra: Iterable[str] | None = None) -> set[str]:
+    """Host names a server bound to `bind_host` answers for: loopback names, the bound address, the
+    names in $RAGTUNE_ALLOWED_HOSTS (comma-separated; ``*`` allows any) and `extra`."""
+    hosts = {*LOCAL_NAMES, bind_host.strip("[]").lower()}
+    if bind_host in ("0.0.0.0", "::", ""):  # every interface: the machine's own names too
+        hosts |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    configured = os.environ.get(ALLOWED_HOSTS_ENV, "")
+    hosts |= {h.strip().lower() for h in [*configured.split(","), *(extra or [])] if h and h.strip()}
+    return {h for h in hosts if h}
+
+
+def host_name(value: str) -> str:
+    """The host name of a Host header or an Origin ("[::1]:8000" -> "::1")."""
+    value = (value or "").strip().lower()
+    if "://" in value:
+        return (urlsplit(value).hostname or "").lower()
+    if value.startswith("["):
+        return value[1:].partition("]")[0]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class HostGuard:
+    """ASGI middleware: known hosts only; for unsafe methods on `protected` paths, same-origin only.
+
+    ``hosts`` is a set the owner may extend after start (the deploy server adds the address it bound).
+    ``require_header`` names a header that protected unsafe requests must carry with the value "1".
+    ``refuse(status, message, code)`` builds the error response.
+    """
+
+    def __init__(self, app, hosts: set[str], refuse: Callable, protected: Callable[[str], bool] = lambda _p: True,
+                 require_header: str | None = None):
+        self.app, self.hosts, self.refuse = app, hosts, refuse
+        self.protected, self.require_header = protected, require_header
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        problem = self.problem(scope, headers)
+        if problem is None:
+            return await self.app(scope, receive, send)
+        status, message, code = problem
+        if scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008})
+        return await self.refuse(status, message, code)(scope, receive, send)
+
+    def problem(self, scope, headers: dict) -> tuple[int, str, str] | None:
+        host = host_name(headers.get("host", ""))
+        if "*" not in self.hosts and host not in self.hosts:
+            return 421, (f"This server does not answer for the host '{host or '(none)'}'; add it to "
+                         f"{ALLOWED_HOSTS_ENV} if it is yours."), "unknown_host"
+        method = scope.get("method", "")
+        if scope["type"] == "http" and (method not in UNSAFE_METHODS or not self.protected(scope.get("path", ""))):
+            return None
+        site = headers.get("sec-fetch-site")
+        if site is not None and site.lower() not in SAME_SITE_FETCH:
+            return 403, f"Refused: this request came from another site (Sec-Fetch-Site: {site}).", "cross_site_request"
+        origin = headers.get("origin")
+        if origin is not None and not self._same_origin(origin, headers.get("host", "")):
+            return 403, "Refused: this request came from another site (Origin does not match).", "cross_site_request"
+        if self.require_header and scope["type"] == "http" and headers.get(self.require_header) != "1":
+            return 403, (f"Builder requests must carry the header '{self.require_header}: 1' (a web page of "
+                         "another site cannot send it)."), "cross_site_request"
+        return None
+
+    @staticmethod
+    def _same_origin(origin: str, host_header: str) -> bool:
+        """The page's origin is this very host and port (the host itself was checked already)."""
+        return origin != "null" and urlsplit(origin).netloc.lower() == host_header.strip().lower()
+
+
+class LoginThrottle:
+    """Wrong passwords per client: after `free` failures each attempt waits 2^n seconds (capped)."""
+
+    def __init__(self, free: int = 5, max_wait_s: float = 300.0, clock: Callable[[], float] = time.monotonic):
+        self.free, self.max_wait_s, self.clock = free, max_wait_s, clock
+        self._lock = threading.Lock()
+        self._state: dict[str, tuple[int, float]] = {}  # client -> (failures, not before)
+
+    def wait_s(self, client: str) -> float:
+        """Seconds before `client` may try again (0: now)."""
+        with self._lock:
+            _, not_before = self._state.get(client, (0, 0.0))
+        return max(0.0, not_before - self.clock())
+
+    def failed(self, client: str) -> float:
+        with self._lock:
+            failures = self._state.get(client, (0, 0.0))[0] + 1
+            wait = 0.0 if failures < self.free else min(self.max_wait_s, 2.0 ** (failures - self.free))
+            self._state[client] = (failures, self.clock() + wait)
+            if len(self._state) > 10_000:  # bounded memory under a spray of clients
+                self._state.pop(next(iter(self._state)))
+        return wait
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._state.pop(client, None)
+
+
+class SessionSigner:
+    """Signed, timed tokens for the chat page's cookie (a fresh secret per server run)."""
+
+    def __init__(self, secret: bytes, ttl_s: int):
+        self._serializer = URLSafeTimedSerializer(secret, salt="ragtune-page-session",
+                                                  serializer=_CompactJSON)
+        self.ttl_s = ttl_s
+
+    def sign(self, payload: dict) -> str:
+        return self._serializer.dumps(payload)
+
+    def unsign(self, token: str) -> dict | None:
+        try:
+            payload = self._serializer.loads(token or "", max_age=self.ttl_s)
+        except BadSignature:  # also SignatureExpired
+            return None
+        return payload if isinstance(payload, dict) else None
+
+
+class _CompactJSON:
+    @staticmethod
+    def dumps(obj) -> str:
+        return json.dumps(obj, separators=(",", ":"))
+
+    @staticmethod
+    def loads(data):
+        return json.loads(data)
