@@ -9,45 +9,42 @@ reusable core, also used by the deployment server.
 
 from __future__ import annotations
 
-import json
-import time
-import uuid
 from typing import Iterator
+
+from starlette.requests import Request  # module level: FastAPI reads the endpoint's annotations here
 
 from ragtune import __version__
 from ragtune import adapters as adapter_registry
 from ragtune.errors import BadInputError, ModelNotFoundError, RagtuneError, ServerUnavailableError
 
-from .engine import SamplingOptions, check_messages
+from .engine import SamplingOptions
+from .openai_format import DONE_EVENT, CompletionFormat, RequestError, error_event, parse_chat_request, usage
+from .openai_format import error_body as openai_error_body
 from .variants import Answer, Assistant, format_variant, parse_variant
 
 
 def parse_request(body: dict, assistant: Assistant) -> dict:
     """Validate an OpenAI chat request; returns what Assistant.answer/stream takes."""
-    if not isinstance(body, dict):
-        raise BadInputError("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise BadInputError("Name the assistant in `model`: base, rag, ft:<adapter> or ft+rag:<adapter>.")
-    if model.strip() == assistant.engine.model_name:
+    request = parse_chat_request(body)
+    model = (request.model or "").strip()
+    if not model:
+        raise RequestError("Name the assistant in `model`: base, rag, ft:<adapter> or ft+rag:<adapter>.", "model",
+                           "missing_required_parameter")
+    if model == assistant.engine.model_name:
         model = "base"
     variant, adapter = parse_variant(model)
-    messages = check_messages(body.get("messages"))
-    turns = [m for m in messages if m["role"] != "system"]
-    if int(body.get("n") or 1) != 1:
-        raise BadInputError("Only n=1 is supported.")
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or SamplingOptions.max_tokens
-    temperature = body.get("temperature")
-    top_p = body.get("top_p")
-    try:
-        options = SamplingOptions(max_tokens=int(max_tokens), temperature=float(0.0 if temperature is None else temperature),
-                                  top_p=float(1.0 if top_p is None else top_p), stop=body.get("stop"),
-                                  seed=body.get("seed"))
-    except (TypeError, ValueError):
-        raise BadInputError("max_tokens, temperature and top_p must be numbers.") from None
-    extra = body.get("ragtune") or {}
+    turns = [m for m in _clean(request.messages) if m["role"] != "system"]
+    options = request.sampling(request.requested_max_tokens or SamplingOptions.max_tokens)
     return {"question": turns[-1]["content"], "variant": variant, "adapter": adapter, "history": turns[:-1],
-            "options": options, "k": extra.get("k") if isinstance(extra, dict) else None}
+            "options": options, "k": request.ragtune.k if request.ragtune else None,
+            "stream": request.stream,
+            "include_usage": bool(request.stream_options and request.stream_options.include_usage)}
+
+
+def _clean(messages):
+    from .engine import check_messages
+
+    return check_messages(messages)
 
 
 def _ragtune_field(answer: Answer) -> dict:
@@ -56,70 +53,60 @@ def _ragtune_field(answer: Answer) -> dict:
     return d
 
 
-def _usage(answer: Answer) -> dict:
-    return {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
-            "total_tokens": answer.prompt_tokens + answer.completion_tokens}
-
-
-def chat_completion_response(body: dict, assistant: Assistant) -> dict | Iterator[str]:
+def chat_completion_response(body: dict, assistant: Assistant, cancel=None) -> dict | Iterator[str]:
     """A chat.completion dict, or (``stream: true``) an iterator of SSE lines ending in ``[DONE]``.
 
     Bad requests (unknown variant or adapter, over-long prompt...) raise RagtuneError before any
     line is produced; a failure mid-stream becomes an ``error`` event, then ``[DONE]``.
     """
     request = parse_request(body, assistant)
-    completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-    created = int(time.time())
-    model = format_variant(request["variant"], request["adapter"])
-    if not body.get("stream"):
+    stream, include_usage = request.pop("stream"), request.pop("include_usage")
+    if not stream:
         answer = assistant.answer(**request)
-        return {"id": completion_id, "object": "chat.completion", "created": created,
-                "model": format_variant(answer.variant, answer.adapter),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
-                             "finish_reason": answer.finish_reason or "stop", "logprobs": None}],
-                "usage": _usage(answer), "ragtune": _ragtune_field(answer)}
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    items = assistant.stream(**request)
-    return _sse(items, completion_id, created, model, include_usage)
+        fmt = CompletionFormat(format_variant(answer.variant, answer.adapter))
+        return fmt.completion(answer.text, answer.finish_reason, answer.prompt_tokens, answer.completion_tokens,
+                              ragtune=_ragtune_field(answer))
+    items = assistant.stream(**request, cancel=cancel)
+    return _sse(items, CompletionFormat(format_variant(request["variant"], request["adapter"])), include_usage)
 
 
-def _sse(items, completion_id: str, created: int, model: str, include_usage: bool) -> Iterator[str]:
-    def chunk(delta: dict | None, finish=None, **extra) -> str:
-        body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish,
-                                                      "logprobs": None}], **extra}
-        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
-
-    yield chunk({"role": "assistant", "content": ""})
+def _sse(items, fmt: CompletionFormat, include_usage: bool) -> Iterator[str]:
+    yield fmt.first_chunk()
     try:
         for item in items:
             if isinstance(item, Answer):
-                model = format_variant(item.variant, item.adapter)
-                yield chunk({}, item.finish_reason or "stop", ragtune=_ragtune_field(item))
+                fmt.model = format_variant(item.variant, item.adapter)
+                yield fmt.chunk({}, item.finish_reason or "stop", ragtune=_ragtune_field(item))
                 if include_usage:
-                    yield chunk(None, usage=_usage(item))
+                    yield fmt.chunk(None, usage=usage(item.prompt_tokens, item.completion_tokens))
             elif item:
-                yield chunk({"content": item})
+                yield fmt.chunk({"content": item})
     except Exception as exc:  # the response has started: report in-band, keep the server up
         status, error = error_body(exc)
-        yield f"data: {json.dumps(error, ensure_ascii=False)}\n\n"
-    yield "data: [DONE]\n\n"
+        yield error_event(status, error["error"]["message"], error["error"]["code"])
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()  # a client that went away stops the generation
+    yield DONE_EVENT
 
 
 def error_body(exc: Exception) -> tuple[int, dict]:
     """HTTP status and OpenAI-style error object for an exception."""
+    param = getattr(exc, "param", None)
+    code = getattr(exc, "code", None) if isinstance(exc, RequestError) else None
     if isinstance(exc, ServerUnavailableError):
-        status, kind = 503, "server_unavailable"
+        status, code = 503, "server_unavailable"
     elif isinstance(exc, ModelNotFoundError):
-        status, kind = 404, "model_not_found"
+        status, code = 404, "model_not_found"
     elif isinstance(exc, BadInputError):
-        status, kind = 400, "invalid_request_error"
+        status, code = 400, code or "invalid_request"
     elif isinstance(exc, RagtuneError):
-        status, kind = 500, "ragtune_error"
+        status, code = 500, "ragtune_error"
     else:
-        status, kind = 500, "internal_error"
+        status, code = 500, "internal_error"
     message = str(exc) if isinstance(exc, RagtuneError) else f"Internal error ({type(exc).__name__}: {exc})."
-    return status, {"error": {"message": message, "type": kind, "param": None, "code": status}}
+    return status, openai_error_body(status, message, code, param)
 
 
 def list_models(ws, engine) -> list[str]:
@@ -141,15 +128,28 @@ def build_app(ws, engine, assistant: Assistant | None = None):
     """
     from fastapi import Body, FastAPI
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, StreamingResponse
+    from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
+
+    from .engine import CancelToken
+    from .streaming import sse_response, watch_disconnect
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     assistant = assistant or Assistant(ws, engine)
     app = FastAPI(title="ragtune", version=__version__, docs_url=None, redoc_url=None)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, exc):
-        status, body = error_body(BadInputError("The request body must be a JSON object with `model` and `messages`."))
+        status, body = error_body(RequestError("The request body must be a JSON object with `model` and `messages`.",
+                                               code="invalid_json"))
         return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc):
+        what = {404: ("No such route", "not_found"), 405: ("Method not allowed", "method_not_allowed")}
+        text, code = what.get(exc.status_code, (str(exc.detail), str(exc.status_code)))
+        return JSONResponse(openai_error_body(exc.status_code, f"{text}: {request.method} {request.url.path}.", code),
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.get("/health")
     def health():
@@ -164,15 +164,15 @@ def build_app(ws, engine, assistant: Assistant | None = None):
                                             "root": engine.model_name} for name in list_models(ws, engine)]}
 
     @app.post("/v1/chat/completions")
-    def chat_completions(body: dict = Body(...)):
+    async def chat_completions(request: Request, body: dict = Body(...)):
+        cancel = CancelToken()
         try:
-            result = chat_completion_response(body, assistant)
+            result = await run_in_threadpool(chat_completion_response, body, assistant, cancel)
         except Exception as exc:
             status, error = error_body(exc)
             return JSONResponse(error, status_code=status)
         if isinstance(result, dict):
             return JSONResponse(result)
-        return StreamingResponse(result, media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return sse_response(result, cancel, watch_disconnect(request, cancel))
 
     return app

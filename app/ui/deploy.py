@@ -6,7 +6,6 @@ loaded model, and reads the current deployment on every request: publishing take
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -21,23 +20,8 @@ from .common import VARIANT_LABELS, VARIANTS, adapter_names, guarded, open_ws
 HISTORY_COLUMNS = ["Version", "Answers with", "Fine-tuned model", "Published", "Note", "Live"]
 
 
-def _free(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-            return True
-        except OSError:
-            return False
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-class DeployServer:
-    """The end-user server, started on first use in a background thread."""
+class EndUserServer:
+    """The end-user server of this app, started on first use (``serving.deploy.server.DeployServer``)."""
 
     def __init__(self, ctx, host: str, port: int | None):
         self.ctx, self.host, self.port = ctx, host, port
@@ -52,8 +36,7 @@ class DeployServer:
         with self._lock:
             if self._server is not None:
                 return self.url
-            import uvicorn
-            from serving.deploy.server import build_deploy_app
+            from serving.deploy.server import DeployServer, build_deploy_app
 
             from retrieval.index import build_index
             from retrieval.ingest import ingest_paths
@@ -62,14 +45,12 @@ class DeployServer:
                                    assistant_factory=lambda ws, engine: self.ctx.assistant(ws),
                                    ingest=lambda ws, paths: ingest_paths(ws, paths, all_or_nothing=True),
                                    build_index=lambda ws: build_index(ws, progress=False))
-            self.port = self.port if self.port and _free(self.host, self.port) else _free_port(self.host)
-            server = uvicorn.Server(uvicorn.Config(app, host=self.host, port=self.port, log_level="warning"))
-            threading.Thread(target=server.run, name="ragtune-deploy-server", daemon=True).start()
-            deadline = time.time() + 30
-            while not server.started:
-                if time.time() > deadline or (server.should_exit and not server.started):
-                    raise ServerUnavailableError(f"The assistant server could not start on port {self.port}.")
-                time.sleep(0.1)
+            server = DeployServer(app, host=self.host, port=self.port or 0, fallback=True)
+            self.port = server.port
+            try:
+                server.start()
+            except ServerUnavailableError:
+                raise ServerUnavailableError(f"The assistant server could not start on port {self.port}.") from None
             self._server = server
             return self.url
 
@@ -96,7 +77,7 @@ def history_table(ws) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
 
-def deploy_view(server: DeployServer, ws_name, key=None, start=False):
+def deploy_view(server: EndUserServer, ws_name, key=None, start=False):
     from serving.deploy.deployments import current
 
     if not ws_name:
@@ -133,7 +114,7 @@ def suggested_variant(ws_name):
     return "rag"
 
 
-def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks, server: DeployServer) -> None:
+def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks, server: EndUserServer) -> None:
     gr.Markdown("Publish the assistant your users will chat with. Publishing again replaces it at once; "
                 "every version is kept so you can roll back.")
     with gr.Row():

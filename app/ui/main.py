@@ -43,7 +43,7 @@ TABS = [
 
 
 def build_app(ctx: AppContext, host: str = "127.0.0.1", deploy_port: int | None = None) -> gr.Blocks:
-    server = deploy.DeployServer(ctx, host, deploy_port)
+    server = deploy.EndUserServer(ctx, host, deploy_port)
     with gr.Blocks(title="ragtune") as demo:
         with gr.Row(elem_classes="rt-header"):
             gr.Markdown("# ragtune\nTeach a model your documents, compare, ship.", scale=3)
@@ -88,7 +88,7 @@ def build_app(ctx: AppContext, host: str = "127.0.0.1", deploy_port: int | None 
 
 def launch(model: str = DEFAULT_LLM, host: str = "127.0.0.1", port: int = 7860, workspace: str | None = None,
            engine_kind: str = "embedded", engine_url: str | None = None, deploy_port: int | None = None) -> None:
-    from serving.deploy.server import gradio_auth
+    from serving.deploy.server import builder_app_middleware, gradio_auth
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -101,6 +101,8 @@ def launch(model: str = DEFAULT_LLM, host: str = "127.0.0.1", port: int = 7860, 
           + ("; log in with the builder password" if auth else "") + ")", flush=True)
     demo.launch(server_name=host, server_port=port, share=False, show_error=True, inbrowser=False,
                 css=CSS, theme=gr.themes.Soft(), footer_links=[], quiet=True, auth=auth,
+                # its own host names only (DNS rebinding), no state change from another site
+                app_kwargs={"middleware": builder_app_middleware(host)},
                 auth_message="Enter the builder password (RAGTUNE_BUILDER_PASSWORD); any user name." if auth else None)
 
 

@@ -7,14 +7,12 @@ so the in-flight gauge and the cancelled count stay true under load.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Iterator
 
-import anyio.to_thread
 from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ragtune import feedback as feedback_store
@@ -22,6 +20,7 @@ from ragtune.errors import RagtuneError, ServerUnavailableError
 from serving.engine import CancelToken, GenerationCancelled
 from serving.openai_format import DONE_EVENT, ChatCompletionRequest, CompletionFormat, error_event, \
     parse_chat_request
+from serving.streaming import sse_response, watch_disconnect
 
 from . import deployments, metrics
 from .errors import ApiError, error_response
@@ -131,7 +130,8 @@ def answer_events(state: DeployState, ws, d: deployments.Deployment, messages: l
         if status != "ok":
             try:
                 metrics.record_request(ws, model=model, channel=channel, status=status, deployment_version=d.version,
-                                       latency_s=time.perf_counter() - started, error=error_reason)
+                                       latency_s=time.perf_counter() - started, ttft_s=ttft,
+                                       completion_tokens=len(parts), error=error_reason)
             except Exception:  # noqa: BLE001 - the log write must not mask the original error
                 log.warning("could not record a failed request for ws=%s", ws.name)
 
@@ -190,7 +190,7 @@ async def chat(state: DeployState, request: Request, ws, body: dict, *, client: 
     chat_request = parse_chat_request(body)
     d = await run_in_threadpool(live_deployment, ws)
     cancel = CancelToken()
-    watcher = asyncio.ensure_future(_watch_disconnect(request, cancel))
+    watcher = watch_disconnect(request, cancel)
     try:
         result = await run_in_threadpool(_response, state, ws, d, chat_request, channel=channel, client=client,
                                          cancel=cancel)
@@ -201,39 +201,7 @@ async def chat(state: DeployState, request: Request, ws, body: dict, *, client: 
         watcher.cancel()
         return result
     _fmt, lines = result
-    return StreamingResponse(_until_done(lines, cancel, watcher), media_type="text/event-stream",
-                             headers={"X-Accel-Buffering": "no", "Cache-Control": "no-store"})
-
-
-async def _watch_disconnect(request: Request, cancel: CancelToken) -> None:
-    """Cancel the answer as soon as the server hears that the client disconnected."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            cancel.cancel()
-            return
-
-
-async def _until_done(lines: Iterator[str], cancel: CancelToken, watcher: asyncio.Future):
-    """Send a blocking stream from worker threads; closing or cancelling it stops the generation.
-
-    Starlette drops a sync iterator on disconnect without closing it; here the cancel token
-    stops the engine (also while it waits for the model) and the iterator is closed at once.
-    """
-    done = object()
-    finished = False
-    try:
-        while True:
-            line = await anyio.to_thread.run_sync(next, lines, done)
-            if line is done:
-                finished = True
-                break
-            yield line
-    finally:
-        watcher.cancel()
-        if not finished:
-            cancel.cancel()
-        lines.close()
+    return sse_response(lines, cancel, watcher)
 
 
 def _chain(first, rest):

@@ -113,3 +113,140 @@ def run_load(base_url: str, key: str | None, *, clients: int = 32, per_client: i
     """Run `clients` concurrent streaming clients, each sending `per_client` requests one after another."""
     questions = questions or ["What does the product do?", "How do I reset it?", "Who do I call for support?"]
     return asyncio.run(_run(base_url.rstrip("/"), key, clients, per_client, questions, max_tokens, timeout_s, path))
+
+
+# ------------------------------------------------------------------ clients that go away
+
+@dataclass
+class DropResult:
+    """`clients` concurrent streams of which `dropped` close mid-stream; the rest must all succeed."""
+    clients: int
+    dropped: int
+    ok: int
+    failed: int
+    wall_s: float
+    drop_to_cancelled_s: list[float]  # per dropped stream: its drop until the server counted it cancelled
+    drop_to_in_flight_true_s: float | None  # the last drop until in-flight equals the live streams (or 0)
+    in_flight_max_excess: float  # most in-flight seen above the streams still open after the drops settled
+    in_flight_end: float | None
+    cancelled_counted: float
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_metrics(text: str) -> tuple[float, float]:
+    """(in-flight now, cancelled requests so far) summed over workspaces, from /metrics text."""
+    in_flight = cancelled = 0.0
+    for line in text.splitlines():
+        if line.startswith("ragtune_deploy_in_flight{"):
+            in_flight += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("ragtune_deploy_requests_total{") and 'status="cancelled"' in line:
+            cancelled += float(line.rsplit(" ", 1)[1])
+    return in_flight, cancelled
+
+
+async def _run_drops(base_url: str, key: str | None, clients: int, drop: int, drop_after: int, max_tokens: int,
+                     timeout_s: float, path: str, builder_auth: tuple | None, question: str) -> DropResult:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8)
+    state = {"live": 0, "drops_left": drop, "drop_times": [], "samples": []}
+    results: list[dict] = []
+    body = {"messages": [{"role": "user", "content": question}], "max_tokens": max_tokens, "stream": True,
+            "temperature": 1.0, "seed": 7}  # sampled: the tiny models do not stop early
+
+    async with httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(timeout_s), limits=limits) as client, \
+            httpx.AsyncClient(base_url=base_url, timeout=10, auth=builder_auth) as probe:
+        async def metrics_now() -> tuple[float, float]:
+            r = await probe.get("/metrics")
+            r.raise_for_status()
+            return parse_metrics(r.text)
+
+        _, cancelled_before = await metrics_now()
+
+        async def stream_one():
+            state["live"] += 1
+            content = 0
+            try:
+                async with client.stream("POST", path, json=body, headers=headers) as response:
+                    if response.status_code != 200:
+                        text = (await response.aread()).decode(errors="replace")[:200]
+                        return {"ok": False, "error": f"HTTP {response.status_code}: {text}"}
+                    async for line in response.aiter_lines():
+                        if not line.startswith("data:") or line.endswith("[DONE]"):
+                            if line.endswith("[DONE]"):
+                                return {"ok": True}
+                            continue
+                        chunk = json.loads(line[5:])
+                        if "error" in chunk:
+                            return {"ok": False, "error": chunk["error"].get("message", "error chunk")}
+                        if (chunk.get("choices") or [{}])[0].get("delta", {}).get("content"):
+                            content += 1
+                        if content >= drop_after and state["drops_left"] > 0:
+                            state["drops_left"] -= 1
+                            state["live"] -= 1  # before the close: the server may count it at once
+                            state["drop_times"].append(time.perf_counter())
+                            return {"dropped": True}  # leaving the block closes the connection
+                return {"ok": False, "error": "stream ended without [DONE]"}
+            except (httpx.HTTPError, json.JSONDecodeError) as exc:
+                return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+        async def one():
+            outcome = await stream_one()
+            if not outcome.get("dropped"):
+                state["live"] -= 1
+            results.append(outcome)
+
+        async def sample():
+            while True:
+                live = state["live"]  # read first: streams only end after this, so in-flight can only fall
+                in_flight, cancelled = await metrics_now()
+                state["samples"].append((time.perf_counter(), in_flight, cancelled - cancelled_before, live))
+                await asyncio.sleep(0.05)
+
+        sampler = asyncio.ensure_future(sample())
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(one() for _ in range(clients))), timeout=timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        wall = time.perf_counter() - started
+        deadline = time.perf_counter() + 30  # the cancelled ones may still be unwinding on the server
+        while time.perf_counter() < deadline:
+            in_flight_end, cancelled = await metrics_now()
+            state["samples"].append((time.perf_counter(), in_flight_end, cancelled - cancelled_before, 0))
+            if in_flight_end == 0 and cancelled - cancelled_before >= len(state["drop_times"]):
+                break
+            await asyncio.sleep(0.05)
+        sampler.cancel()
+
+    samples = sorted(state["samples"])
+    drop_times = state["drop_times"]
+    to_cancelled = []
+    for i, t in enumerate(drop_times):
+        seen = next((s[0] for s in samples if s[0] >= t and s[2] >= i + 1), None)
+        to_cancelled.append(None if seen is None else seen - t)
+    last_drop = drop_times[-1] if drop_times else started
+    true_at = next((s[0] for s in samples if s[0] >= last_drop and s[1] <= s[3]), None)
+    settled = max([t for t in to_cancelled if t is not None] or [0.0]) + last_drop
+    excess = max([s[1] - s[3] for s in samples if s[0] > settled] or [0.0])
+    ok = sum(1 for r in results if r.get("ok"))
+    errors = [r["error"] for r in results if "error" in r]
+    expected = clients - len(drop_times)
+    if len(results) < clients:
+        errors.append(f"{clients - len(results)} streams did not finish within {timeout_s:.0f} s")
+    return DropResult(clients=clients, dropped=len(drop_times), ok=ok, failed=expected - ok, wall_s=wall,
+                      drop_to_cancelled_s=[t for t in to_cancelled if t is not None],
+                      drop_to_in_flight_true_s=None if true_at is None else true_at - last_drop,
+                      in_flight_max_excess=excess, in_flight_end=samples[-1][1] if samples else None,
+                      cancelled_counted=samples[-1][2] if samples else 0.0, errors=errors[:20])
+
+
+def run_drops(base_url: str, key: str | None, *, clients: int = 64, drop: int = 3, drop_after: int = 3,
+              max_tokens: int = 64, timeout_s: float = 300, path: str = "/v1/chat/completions",
+              builder_auth: tuple | None = None, question: str = "Tell me everything about the product.") -> DropResult:
+    """`clients` concurrent streams; the first `drop` to receive `drop_after` chunks of text close their
+    connection. Watches /metrics (``builder_auth``: user and builder password, when one is set)."""
+    return asyncio.run(_run_drops(base_url.rstrip("/"), key, clients, drop, drop_after, max_tokens, timeout_s,
+                                  path, builder_auth, question))

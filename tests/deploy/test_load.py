@@ -42,3 +42,23 @@ def test_an_abandoned_stream_is_cancelled_not_an_error(published, tiny_engine):
         assert after.status_code == 200
     (base,) = metrics.summary(published)["variants"]
     assert (base["requests"], base["errors"], base["cancelled"]) == (2, 0, 1)
+
+
+def test_streams_dropped_under_load_stop_and_metrics_return_to_zero(published, tiny_engine):
+    from serving.deploy.loadtest import run_drops
+    from serving.deploy.server import DeployLimits
+
+    key = keys.create_key(published, "load", 10_000)
+    budget = 200
+    app = build_deploy_app(published, tiny_engine, limits=DeployLimits(max_tokens=budget))
+    with DeployServer(app) as server:
+        result = run_drops(server.url, key, clients=8, drop=3, drop_after=3, max_tokens=budget, timeout_s=300)
+    assert result.failed == 0 and result.ok == 5, result.errors
+    assert result.dropped == 3 and result.cancelled_counted == 3
+    assert result.in_flight_end == 0 and result.in_flight_max_excess == 0
+    with published.db() as conn:
+        rows = conn.execute("SELECT status, completion_tokens FROM deploy_requests").fetchall()
+    cancelled = [tokens for status, tokens in rows if status == "cancelled"]
+    assert sorted(status for status, _ in rows) == ["cancelled"] * 3 + ["ok"] * 5
+    # Each dropped answer stopped within a few tokens of its client leaving, not at its budget.
+    assert all(tokens is not None and tokens < 3 + 30 for tokens in cancelled), cancelled
