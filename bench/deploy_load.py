@@ -1,4 +1,4 @@
-"""Load test of the deployed assistant on loopback: 32 concurrent streaming clients.
+"""Load test of the deployed assistant on loopback: concurrent streaming clients, then clients that go away.
 
 Starts the deploy server (embedded engine by default, or vLLM) on 127.0.0.1 in a scratch
 RAGTUNE_HOME, publishes a variant, and measures first one client alone (the baseline, same
@@ -6,9 +6,15 @@ process and run) and then N concurrent streaming clients. Bounded: --requests pe
 --timeout in seconds. Prints p50/p95 latency, time to first token, throughput and failures, the
 throughput ratio against the single-client baseline, and writes bench/results/deploy_load.json.
 
+Then (``--drop``, default 3) the streams that go away: N concurrent streams of which 3 close
+mid-stream, and after that burst 3 streams that all close mid-stream. For each it prints the
+failures among the others, the time from each drop until the server counted it cancelled, the
+time until in-flight equals the streams still open, and in-flight at the end (must be 0).
+
     python bench/deploy_load.py                          # tiny-llama, embedded, 32 clients
     python bench/deploy_load.py --model gemma-3-270m --max-tokens 48
     python bench/deploy_load.py --engine vllm --model gemma-3-270m
+    python bench/deploy_load.py --clients 64 --requests 1 --drop 3           # the issue-14 drop test
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ def parse_args():
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--max-model-len", type=int, help="context window (tiny models: 1024)")
     p.add_argument("--timeout", type=float, default=600, help="seconds before the run is cut short")
+    p.add_argument("--drop", type=int, default=3, help="streams that close mid-stream (0: skip that phase)")
+    p.add_argument("--drop-max-tokens", type=int, default=256, help="answer budget in the drop phases")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "deploy_load.json"))
     return p.parse_args()
 
@@ -60,7 +68,8 @@ def run(args) -> int:
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     from ragtune.workspace import Workspace
     from serving.deploy import deployments, keys
-    from serving.deploy.loadtest import run_load
+    from serving.deploy.loadtest import run_drops, run_load
+    from serving.deploy.server import DeployLimits
     from serving.deploy.server import DeployServer, build_deploy_app
     from serving.factory import close_all, get_engine
 
@@ -82,7 +91,8 @@ def run(args) -> int:
         from app.assistants import make_assistant as factory
     except ImportError:
         pass
-    app = build_deploy_app(ws, engine, assistant_factory=factory)
+    app = build_deploy_app(ws, engine, assistant_factory=factory,
+                           limits=DeployLimits(max_tokens=max(512, args.drop_max_tokens)))
     questions = [r["question"] for r in map(json.loads, (REPO / "datasets" / "sample_qa.jsonl").read_text().splitlines()
                                              if (REPO / "datasets" / "sample_qa.jsonl").exists() else [])
                  ] or None
@@ -93,12 +103,19 @@ def run(args) -> int:
                                 max_tokens=args.max_tokens, timeout_s=args.timeout)
             loaded = run_load(server.url, key, clients=args.clients, per_client=args.requests, questions=questions,
                               max_tokens=args.max_tokens, timeout_s=args.timeout)
+            drops = {}
+            if args.drop:
+                drops["during_burst"] = run_drops(server.url, key, clients=args.clients, drop=args.drop,
+                                                  max_tokens=args.drop_max_tokens, timeout_s=args.timeout)
+                drops["after_burst"] = run_drops(server.url, key, clients=args.drop, drop=args.drop,
+                                                 max_tokens=args.drop_max_tokens, timeout_s=args.timeout)
     finally:
         close_all()
     ratio = loaded.requests_per_s / baseline.requests_per_s if baseline.requests_per_s else None
     report = {"model": args.model, "engine": args.engine, "variant": args.variant, "max_tokens": args.max_tokens,
               "cpu_count": os.cpu_count(), "engine_load_s": load_s, "baseline_1_client": baseline.to_dict(),
               "concurrent": loaded.to_dict(), "throughput_ratio_vs_1_client": ratio,
+              "drops": {name: r.to_dict() for name, r in drops.items()},
               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
@@ -115,7 +132,17 @@ def run(args) -> int:
     print(f"wrote {args.out}")
     for err in loaded.errors[:5]:
         print("error:", err)
-    return 0 if loaded.failed == 0 else 1
+    for name, r in drops.items():
+        worst = max(r.drop_to_cancelled_s) if r.drop_to_cancelled_s else None
+        print(f"drops {name:<13} {r.clients} streams, {r.dropped} dropped: others {r.ok} ok, failed {r.failed}; "
+              f"drop -> counted cancelled: max {worst if worst is None else round(worst, 3)} s "
+              f"({r.cancelled_counted:.0f} counted); drop -> in-flight true: "
+              f"{r.drop_to_in_flight_true_s if r.drop_to_in_flight_true_s is None else round(r.drop_to_in_flight_true_s, 3)} s; "
+              f"in-flight above open streams after: {r.in_flight_max_excess:.0f}; in-flight at the end: {r.in_flight_end:.0f}")
+        for err in r.errors[:3]:
+            print("error:", err)
+    drops_ok = all(r.failed == 0 and r.in_flight_end == 0 and r.dropped == args.drop for r in drops.values())
+    return 0 if loaded.failed == 0 and drops_ok else 1
 
 
 if __name__ == "__main__":

