@@ -84,32 +84,18 @@ def artifacts_dir() -> Path:
 def serve_asgi():
     """start(app) serves an ASGI app with uvicorn on a free loopback port in this process and
     returns its base URL; every server started is stopped when the test ends."""
-    import socket
-    import threading
-    import time
-
-    import uvicorn
+    from serving.deploy.server import DeployServer
 
     started = []
 
     def start(app) -> str:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        started.append((server, thread))
-        deadline = time.time() + 30
-        while not server.started:
-            assert time.time() < deadline, "the test server did not start within 30 s"
-            time.sleep(0.1)
-        return f"http://127.0.0.1:{port}"
+        server = DeployServer(app).start()
+        started.append(server)
+        return server.url
 
     yield start
-    for server, thread in started:
-        server.should_exit = True
-        thread.join(30)
+    for server in started:
+        server.stop()
 
 
 # ------------------------------------------------------------------ hostile files (ingest gate tests)

@@ -1,12 +1,11 @@
 """The optional LLM judge: score parsing, and a real round trip to an OpenAI-compatible endpoint."""
 
-import socket
-
 import pytest
 
 from evaluation.judge import JUDGE_PROMPT, JudgeConfig, judge_answer, parse_score
 from evaluation.runner import run_eval
 from ragtune.errors import ServerUnavailableError
+from ragtune.net import free_port
 from serving.engine import SamplingOptions
 
 
@@ -19,14 +18,8 @@ def test_parse_score():
     assert "{question}" in JUDGE_PROMPT and "{reference}" in JUDGE_PROMPT and "{answer}" in JUDGE_PROMPT
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_dead_judge_endpoint_is_a_clear_error():
-    config = JudgeConfig(f"http://127.0.0.1:{_free_port()}/v1", "base", timeout_s=2, max_retries=0)
+    config = JudgeConfig(f"http://127.0.0.1:{free_port()}/v1", "base", timeout_s=2, max_retries=0)
     with pytest.raises(ServerUnavailableError, match="cannot be reached"):
         judge_answer(config, "q", "r", "a")
 

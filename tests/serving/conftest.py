@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
+
+from ragtune.net import free_port
 
 # Distinctive facts no base model knows: an adapter that learned them answers differently.
 FACTS = [
@@ -78,12 +79,6 @@ def indexed_workspace(tmp_path_factory, sample_docs):
     assert all(r.status == "added" for r in results), [r.to_dict() for r in results]
     build_index(ws, progress=False)
     return ws
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
