@@ -1,10 +1,12 @@
 """Serving: one engine interface (embedded transformers or a vLLM server), the four assistant
 variants built on it (base, rag, ft, ft+rag), editable prompts, and an OpenAI-compatible API.
 
-- ``serving.engine``: SamplingOptions, Generation, the Engine protocol.
+- ``serving.engine``: SamplingOptions, Generation, the Engine protocol, BaseEngine, CancelToken.
 - ``serving.embedded`` / ``serving.vllm_engine``: the two engines; ``serving.factory.get_engine``.
 - ``serving.variants``: Assistant, Answer, parse_variant.
 - ``serving.prompts``: prompt templates with per-workspace overrides.
+- ``serving.openai_format``: the OpenAI wire format (request model, answers, chunks, errors).
 - ``serving.openai_api``: build_app, chat_completion_response.
+- ``serving.streaming``: server-sent answers that stop when their client goes away.
 - ``serving.deploy``: end-user deployments (keys, versions, feedback).
 """
