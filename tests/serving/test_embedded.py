@@ -132,3 +132,20 @@ def test_an_abandoned_stream_frees_the_engine(tiny_engine):
     threading.Thread(target=lambda: (tiny_engine.generate(Q, SamplingOptions(max_tokens=2)), done.set()),
                      daemon=True).start()
     assert done.wait(60), "the engine stayed locked after a client stopped reading"
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "gemma-3-270m"])
+def test_incremental_decoding_gives_the_text_of_a_full_decode(model):
+    from transformers import AutoTokenizer
+
+    from ragtune.models import resolve_llm
+    from serving.embedded import IncrementalDecoder
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_llm(model, progress=False).path)
+    text = ("The K7 carries 120 kg.  Naïve café, 日本語のテキスト, emoji 🤖🚀 and\nnew lines,\ttabs, "
+            "  leading spaces and the end.")
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    decoder = IncrementalDecoder(tokenizer)
+    deltas = [decoder.push(t) for t in ids]
+    assert "".join(deltas) == tokenizer.decode(ids, skip_special_tokens=True)
+    assert sum(1 for d in deltas if d) > len(ids) // 2  # streamed token by token, not at the end
