@@ -12,18 +12,18 @@ import time
 from typing import Iterator
 
 from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ragtune import feedback as feedback_store
 from ragtune.errors import RagtuneError, ServerUnavailableError
 from serving.engine import CancelToken, GenerationCancelled
 from serving.openai_format import DONE_EVENT, ChatCompletionRequest, CompletionFormat, error_event, \
-    parse_chat_request
+    parse_chat_request, usage
 from serving.streaming import sse_response, watch_disconnect
 
 from . import deployments, metrics
-from .errors import ApiError, error_response
+from .errors import HTTP_CODES, ApiError, error_response
 from .state import DeployState
 
 log = logging.getLogger("ragtune.deploy")
@@ -138,7 +138,7 @@ def answer_events(state: DeployState, ws, d: deployments.Deployment, messages: l
 
 def _response(state: DeployState, ws, d, request: ChatCompletionRequest, *, channel: str, client: str,
               cancel: CancelToken):
-    """Blocking part (a worker thread): a JSONResponse, or the first event and the rest for a stream."""
+    """Blocking part (a worker thread): a JSONResponse, or (streaming) the SSE lines once the first text is there."""
     messages, max_tokens = check_chat(request, state.limits)
     fmt = CompletionFormat(f"{ws.name}/{d.model}")
     events = answer_events(state, ws, d, messages, request.sampling(max_tokens), channel=channel, client=client,
@@ -149,14 +149,14 @@ def _response(state: DeployState, ws, d, request: ChatCompletionRequest, *, chan
                               else "The assistant returned nothing.", "cancelled" if cancel.cancelled else None)
     if "error" in first:  # failed before any text: a real HTTP error, not a broken stream
         events.close()
-        return error_response(first["status"], first["error"], "service_error")
+        return error_response(first["status"], first["error"])
     if request.stream:
-        return fmt, _sse(fmt, first, events)
+        return _sse(fmt, first, events)
     final = None
     try:
         for event in _chain(first, events):
             if "error" in event:
-                return error_response(event["status"], event["error"], "service_error")
+                return error_response(event["status"], event["error"])
             if event.get("final"):
                 final = event
     finally:
@@ -175,11 +175,11 @@ def _sse(fmt: CompletionFormat, first: dict, events) -> Iterator[str]:
             if "delta" in event:
                 yield fmt.chunk({"content": event["delta"]})
             elif "error" in event:
-                yield error_event(event["status"], event["error"], "service_error")
+                yield error_event(event["status"], event["error"], HTTP_CODES.get(event["status"]))
             else:
-                usage = {"prompt_tokens": event["prompt_tokens"], "completion_tokens": event["completion_tokens"],
-                         "total_tokens": event["prompt_tokens"] + event["completion_tokens"]}
-                yield fmt.chunk({}, event["finish_reason"], usage=usage, ragtune=event["ragtune"])
+                yield fmt.chunk({}, event["finish_reason"], usage=usage(event["prompt_tokens"],
+                                                                         event["completion_tokens"]),
+                                ragtune=event["ragtune"])
     finally:
         events.close()
     yield DONE_EVENT
@@ -197,11 +197,10 @@ async def chat(state: DeployState, request: Request, ws, body: dict, *, client: 
     except BaseException:
         watcher.cancel()
         raise
-    if not isinstance(result, tuple):
+    if isinstance(result, Response):
         watcher.cancel()
         return result
-    _fmt, lines = result
-    return sse_response(lines, cancel, watcher)
+    return sse_response(result, cancel, watcher)
 
 
 def _chain(first, rest):
