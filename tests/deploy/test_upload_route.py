@@ -72,7 +72,7 @@ def test_http_upload_refuses_a_docx_bomb_in_under_a_second(published, tiny_engin
     app = build_deploy_app(published, tiny_engine, builder_password="pw", ingest=_ingest)
     # 400 MB declared: refused from the zip directory; 60 MB: under the budget, refused by its ratio while streaming.
     bombs = [docx_bomb, zip_bomb("minutes.docx", inflated_mb=60)]
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost", headers={"X-Ragtune-Builder": "1"}) as client:
         before = _stored(published)
         for bomb in bombs:
             with rss_watch() as watch:
@@ -86,7 +86,7 @@ def test_http_upload_refuses_a_docx_bomb_in_under_a_second(published, tiny_engin
 
 def test_http_upload_failing_at_parse_stores_nothing(published, tiny_engine, sample_docs):
     app = build_deploy_app(published, tiny_engine, builder_password="pw", ingest=_ingest)
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost", headers={"X-Ragtune-Builder": "1"}) as client:
         before = _stored(published)
         r = client.post("/builder/test/documents", auth=("b", "pw"),
                         files=[("files", ("faq.md", (sample_docs / "faq.md").read_bytes(), "text/markdown")),
