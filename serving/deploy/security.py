@@ -33,8 +33,12 @@ def allowed_hosts(bind_host: str = "127.0.0.1", extra: Iterable[str] | None = No
     """Host names a server bound to `bind_host` answers for: loopback names, the bound address, the
     names in $RAGTUNE_ALLOWED_HOSTS (comma-separated; ``*`` allows any) and `extra`."""
     hosts = {*LOCAL_NAMES, bind_host.strip("[]").lower()}
-    if bind_host in ("0.0.0.0", "::", ""):  # every interface: the machine's own names too
+    if bind_host in ("0.0.0.0", "::", ""):  # every interface: the machine's own names and addresses too
         hosts |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+        try:
+            hosts |= set(socket.gethostbyname_ex(socket.gethostname())[2])
+        except OSError:
+            pass
     configured = os.environ.get(ALLOWED_HOSTS_ENV, "")
     hosts |= {h.strip().lower() for h in [*configured.split(","), *(extra or [])] if h and h.strip()}
     return {h for h in hosts if h}
