@@ -164,7 +164,8 @@ def list_jobs(ws, kind: str | None = None) -> list[Job]:
 
 
 def cancel_job(ws, job_id: str) -> Job:
-    """Ask a job to stop: it sees the CANCEL file at its next step; SIGTERM wakes it if idle."""
+    """Ask a job to stop: the CANCEL file, and SIGTERM, which the job turns into the same clean stop
+    (a training job checks before every layer, so it stops mid-step and during evaluation too)."""
     job = get_job(ws, job_id)
     if job.finished:
         return job
@@ -218,14 +219,18 @@ class CancelWatcher:
     def __init__(self, job_dir: str | Path):
         self.dir = Path(job_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._terminated = False
         signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigterm(self, *_):
+        # Only mark it: the work checks often (a training job before every layer) and stops at a point where
+        # its checkpoint is whole; raising here could cut a checkpoint write in half.
+        self._terminated = True
         (self.dir / "CANCEL").touch()
 
     @property
     def cancel_requested(self) -> bool:
-        return (self.dir / "CANCEL").exists()
+        return self._terminated or (self.dir / "CANCEL").exists()
 
     def check_cancel(self) -> None:
         if self.cancel_requested:

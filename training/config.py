@@ -14,6 +14,7 @@ from ragtune.errors import BadInputError
 from ragtune.models import DEFAULT_LLM, canonical_name
 
 METHODS = ("lora", "qlora", "full")
+DEFAULT_CPU_BUDGET_MIN = 20.0  # a coffee break: long enough to learn a few hundred facts on a 2-core CPU
 # Attention and MLP projections: the standard LoRA targets for Gemma, Llama, Mistral, Qwen.
 PROJECTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -21,7 +22,7 @@ PROJECTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_p
 @dataclass
 class TrainConfig:
     base_model: str = DEFAULT_LLM
-    method: str = "lora"  # "lora" (bf16), "qlora" (4-bit NF4 base), "full" (every weight)
+    method: str = "lora"  # "lora" (low-rank adapters), "qlora" (4-bit NF4 base + adapters), "full" (every weight)
     dataset: str | None = None  # a dataset version of the workspace ("v3"), or a .jsonl/.csv file
     adapter_name: str | None = None  # default: "<model>-<method>-<dataset>-<time>"
     epochs: float = 3.0
@@ -39,13 +40,19 @@ class TrainConfig:
     lr_scheduler: str = "cosine"
     max_steps: int = -1  # > 0 overrides epochs
     assistant_only_loss: bool = True  # learn the answers, not the questions
-    bf16: bool | None = None  # None: autocast to bf16 where supported (CPU and recent GPUs)
+    bf16: bool | None = field(default=None, metadata={"help": (
+        "bf16 mixed precision: true, false or auto (None). Auto: on CPU the faster of fp32 and bf16 autocast, "
+        "timed on a few real steps before the run; on a GPU bf16 where supported")})
     gradient_checkpointing: bool = False  # on CPU it costs ~36% time for little memory
     eval_each_epoch: bool = True
     early_stopping_patience: int | None = None  # epochs without a better eval loss before stopping
     save_steps: int = 50  # checkpoint interval, for resume after a crash
     seed: int = 42
-    num_threads: int | None = None  # torch threads in the job process; None: torch's default
+    num_threads: int | None = field(default=None, metadata={"help": (
+        "CPU threads for the job; None: the fastest of 1, half and all cores, timed before the run")})
+    time_budget: float | None = field(default=None, metadata={"help": (
+        "minutes the whole job may take; the most useful rows (and epochs) that fit are kept. "
+        "None: 20 on CPU, no limit on a GPU; 0: no limit")})
     accelerate_config: str | None = None  # an `accelerate launch` YAML (multi-GPU: DDP, DeepSpeed, FSDP)
 
     def validate(self) -> "TrainConfig":
@@ -59,6 +66,8 @@ class TrainConfig:
             (self.max_length is None or self.max_length >= 16, "max_length must be at least 16 tokens"),
             (self.batch_size >= 1 and self.grad_accum >= 1, "batch size and gradient accumulation must be >= 1"),
             (self.save_steps >= 1, "save_steps must be >= 1"),
+            (self.time_budget is None or self.time_budget >= 0, "the time budget must be >= 0 minutes"),
+            (self.num_threads is None or self.num_threads >= 1, "num_threads must be >= 1"),
             (bool(self.target_modules) or self.method == "full", "LoRA needs at least one target module"),
         ]
         for ok, message in checks:
@@ -70,6 +79,11 @@ class TrainConfig:
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise BadInputError("Invalid training configuration: early_stopping_patience must be >= 1 or unset.")
         return self
+
+    def budget_seconds(self, on_gpu: bool) -> float | None:
+        """The time budget in seconds: the set one, else 20 minutes on CPU and none on a GPU; 0 means none."""
+        minutes = self.time_budget if self.time_budget is not None else (None if on_gpu else DEFAULT_CPU_BUDGET_MIN)
+        return minutes * 60 if minutes else None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from filelock import FileLock
@@ -173,6 +173,7 @@ class TrainingData:
     validation: list[dict]
     data_hash: str
     skipped: list[tuple[int, str]]
+    train_meta: list[dict] = field(default_factory=list)  # question, answer, fact, doc per training row
 
 
 def resolve_training_data(ws, dataset: str | None, *, seed: int = 0) -> TrainingData:
@@ -186,21 +187,30 @@ def resolve_training_data(ws, dataset: str | None, *, seed: int = 0) -> Training
         n_val = len(rows) // 10 if len(rows) >= 20 else 0
         val = [rows[i] for i in order[:n_val]]
         train = [rows[i] for i in order[n_val:]]
-        return TrainingData(path.name, train, val, rows_hash(train, val), errors)
+        return TrainingData(path.name, train, val, rows_hash(train, val), errors, [_meta(r) for r in train])
     version = get_dataset(ws, dataset) if dataset else latest_dataset(ws)
     if version is None:
         raise BadInputError(
             f"Workspace '{ws.name}' has no training data yet: run `ragtune synth` (after ingesting documents) "
             "or pass a chat JSONL / CSV file as the dataset."
         )
-    train = [_messages_only(r) for r in version.rows("train")]
+    train_rows = version.rows("train")
+    train = [_messages_only(r) for r in train_rows]
     val = [_messages_only(r) for r in version.rows("validation")]
     bad = [i for i, r in enumerate(train, 1) if check_messages(r["messages"])]
     if bad:
         raise BadInputError(f"Dataset {version.name} has malformed training rows (lines {bad[:5]}); make a new version.")
     if not train:
         raise BadInputError(f"Dataset {version.name} has an empty training split.")
-    return TrainingData(version.name, train, val, rows_hash(train, val), [])
+    return TrainingData(version.name, train, val, rows_hash(train, val), [], [_meta(r) for r in train_rows])
+
+
+def _meta(row: dict) -> dict:
+    """What choosing rows needs: the question, the answer, and the fact and document they come from."""
+    messages = row.get("messages") or []
+    return {"question": row.get("question") or first_user_text(messages),
+            "answer": row.get("answer") or last_assistant_text(messages),
+            "fact": row.get("fact"), "doc": row.get("doc")}
 
 
 def _messages_only(row: dict) -> dict:

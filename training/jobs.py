@@ -77,5 +77,6 @@ def resume_training(ws, job_id: str) -> Job:
 
 
 def cancel_training(ws, job_id: str) -> Job:
-    """Ask the job to stop; it saves a checkpoint at its next step, so it can be resumed."""
+    """Ask the job to stop: within a fraction of a second, also mid-step or during evaluation; it saves
+    a checkpoint of the last finished step first, so it can be resumed."""
     return cancel_job(ws, job_id)

@@ -15,6 +15,7 @@ import resource
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ragtune.adapters import AdapterInfo, adapter_path, register_adapter, validate_adapter_name
@@ -25,13 +26,21 @@ from ragtune.models import SERVING_TEMPLATE, resolve_llm
 
 from .config import TrainConfig
 from .dataset_store import resolve_training_data
+from .plan import TrainPlan, make_plan
+from .precision import choose_precision
 
 CHECKPOINTS = "checkpoints"
-METHOD_LABELS = {
-    "lora": "LoRA (bf16 mixed precision)",
-    "qlora": "QLoRA (4-bit NF4 base via bitsandbytes, bf16 adapters)",
-    "full": "full fine-tuning (every weight)",
-}
+PLAN = "plan.json"
+
+
+def method_label(method: str, bf16: bool) -> str:
+    """What ran, in words: the method and the precision the trainer used."""
+    precision = "bf16 mixed precision" if bf16 else "fp32"
+    if method == "qlora":
+        return f"QLoRA (4-bit NF4 base via bitsandbytes, bf16 compute), {precision} adapters"
+    if method == "full":
+        return f"full fine-tuning (every weight), {precision}"
+    return f"LoRA, {precision}"
 
 
 def memory_mb() -> tuple[float, float]:
@@ -49,13 +58,15 @@ def memory_mb() -> tuple[float, float]:
 
 
 def _use_bf16(config: TrainConfig) -> bool:
+    """The precision of a run whose config was not resolved by measurement (benches, direct callers):
+    the set flag, else bf16 on a GPU that supports it and fp32 on CPU (the safe one; ``train`` measures)."""
     import torch
 
     if config.bf16 is not None:
         return config.bf16
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    return True  # CPU autocast to bf16: about twice as fast as fp32 on recent x86
+    return False
 
 
 def load_base_model(model_path: Path, config: TrainConfig):
@@ -77,7 +88,7 @@ def load_base_model(model_path: Path, config: TrainConfig):
     elif config.method == "lora" and torch.cuda.is_available() and _use_bf16(config):
         kwargs["dtype"] = torch.bfloat16  # frozen base in bf16 halves GPU memory
     else:
-        kwargs["dtype"] = torch.float32  # CPU: fp32 weights, bf16 autocast in the trainer
+        kwargs["dtype"] = torch.float32  # CPU: fp32 weights (bf16 autocast in the trainer when chosen)
     try:
         return AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     except ImportError as exc:
@@ -264,17 +275,31 @@ def _elapsed_so_far(job_dir: Path) -> float:
 
 
 def train(ws, config: TrainConfig, reporter: JobReporter | None = None, job_dir: Path | None = None) -> dict:
-    """Run one training to the end (or to a cancel) and register the result. Returns the job result."""
+    """Run one training to the end (or to a cancel) and register the result. Returns the job result.
+
+    Before training: measure precision and threads (CPU), make the plan (rows, epochs, steps, expected
+    time within the time budget) and log both; a resumed job reuses its plan, so it trains the same rows."""
     import torch
+
+    threads_before = torch.get_num_threads()
+    try:
+        return _train(ws, config, reporter, job_dir)
+    finally:
+        torch.set_num_threads(threads_before)  # in-process callers (tests, benches) keep their setting
+
+
+def _train(ws, config: TrainConfig, reporter: JobReporter | None, job_dir: Path | None) -> dict:
+    import torch
+    from transformers import AutoTokenizer
     from transformers.trainer_utils import get_last_checkpoint
 
+    started = time.time()
     config.validate()
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
     name = validate_adapter_name(config.adapter_name or f"adapter-{time.strftime('%Y%m%d-%H%M%S')}")
     job_dir = Path(job_dir or (reporter.dir if reporter else ws.path("jobs", f"train-{name}")))
     job_dir.mkdir(parents=True, exist_ok=True)
     log = reporter.log if reporter else (lambda **_: None)
+    check_cancel = reporter.check_cancel if reporter else (lambda: None)
 
     data = resolve_training_data(ws, config.dataset, seed=config.seed)
     previous = read_json(job_dir / "data.json")
@@ -289,46 +314,96 @@ def train(ws, config: TrainConfig, reporter: JobReporter | None = None, job_dir:
     model = resolve_llm(config.base_model, progress=False)
     output_dir = job_dir / CHECKPOINTS
     checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    device = f"cuda x{torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
-    log(event="start", method=config.method, method_label=METHOD_LABELS[config.method], base_model=config.base_model,
-        dataset=data.name, data_hash=data.data_hash, train_rows=len(data.train), validation_rows=len(data.validation),
-        device=device, resume_checkpoint=Path(checkpoint).name if checkpoint else None)
-    if reporter:
-        reporter.check_cancel()
+    on_gpu = torch.cuda.is_available()
+    device = f"cuda x{torch.cuda.device_count()}" if on_gpu else "cpu"
+    check_cancel()
 
-    from transformers import AutoTokenizer
-
-    lengths = row_lengths(AutoTokenizer.from_pretrained(model.path), data.train + data.validation)
-    max_length = config.max_length or fit_max_length(lengths)
-    too_long = sum(n > max_length for n in lengths)
+    tokenizer = AutoTokenizer.from_pretrained(model.path)
+    if not tokenizer.chat_template:
+        raise BadInputError(f"{config.base_model} has no chat template, so chat rows cannot be formatted for it.")
+    lengths = row_lengths(tokenizer, data.train)
+    val_lengths = row_lengths(tokenizer, data.validation)
+    max_length = config.max_length or fit_max_length(lengths + val_lengths)
+    too_long = sum(n > max_length for n in lengths + val_lengths)
     log(event="sequence_length", max_length=max_length, auto=config.max_length is None,
-        longest_row=max(lengths, default=0), truncated_rows=too_long)
+        longest_row=max(lengths + val_lengths, default=0), truncated_rows=too_long)
     if too_long:
         log(event="warning", message=f"{too_long} rows are longer than max_length={max_length} tokens and will be "
                                      "cut off; raise --max-length (or use auto) to keep them whole.")
+
+    saved = read_json(job_dir / PLAN) if checkpoint else None
+    if saved:  # a resume trains the same rows at the same precision, or its checkpoint's step count is wrong
+        plan, choice = TrainPlan(**saved["plan"]), saved["precision"]
+    else:
+        if not on_gpu:
+            log(event="measuring", message="timing a few training steps in fp32 and bf16 autocast to pick the "
+                                           "fastest precision and thread count")
+        load_s: list[float] = []
+
+        def fresh_model():
+            t = time.time()
+            trainable = trainable_model(model.path, config)
+            load_s.append(time.time() - t)
+            if reporter:
+                add_cancel_check(trainable, reporter)
+            return trainable
+
+        precision = choose_precision(fresh_model, probe_batch(tokenizer, data.train, max_length, config.batch_size),
+                                     bf16=config.bf16, threads=config.num_threads, log=log)
+        choice = precision.to_dict()
+        setup_s = time.time() - started + (load_s[0] if load_s else 5.0)  # the trainer loads the model once more
+        plan = make_plan(data.train_meta or [{} for _ in data.train], lengths, val_lengths, epochs=config.epochs,
+                         max_length=max_length, batch_size=config.batch_size, grad_accum=config.grad_accum,
+                         tokens_per_s=precision.tokens_per_s, budget_s=config.budget_seconds(on_gpu),
+                         setup_s=setup_s, eval_each_epoch=config.eval_each_epoch, seed=config.seed)
+        if config.max_steps > 0 and plan.train_s is not None:
+            plan.train_s = round(plan.train_s * config.max_steps / plan.steps, 1)
+            plan.steps = config.max_steps
+        atomic_write_json(job_dir / PLAN, {"plan": plan.to_dict(), "precision": choice})
+    use_bf16, threads = bool(choice["bf16"]), choice.get("threads")
+    if threads:
+        torch.set_num_threads(threads)
+    label = method_label(config.method, use_bf16)
+    log(event="precision", bf16=use_bf16, threads=threads, label="bf16 mixed precision" if use_bf16 else "fp32",
+        tokens_per_s=choice.get("tokens_per_s"), reason=choice.get("reason"))
+    log(event="plan", summary=plan.summary(), **{k: v for k, v in plan.to_dict().items() if k not in ("kept", "eval_kept")})
+    check_cancel()
+
+    run_config = replace(config, bf16=use_bf16, num_threads=threads, epochs=plan.epochs)
+    train_rows = [data.train[i] for i in plan.kept]
+    val_rows = [data.validation[i] for i in plan.eval_kept]
+    log(event="start", method=config.method, method_label=label, base_model=config.base_model,
+        dataset=data.name, data_hash=data.data_hash, train_rows=len(train_rows), validation_rows=len(val_rows),
+        device=device, resume_checkpoint=Path(checkpoint).name if checkpoint else None)
     callbacks = _make_callbacks(reporter, config, _elapsed_so_far(job_dir) if checkpoint else 0.0)
-    trainer = build_trainer(config, model.path, data.train, data.validation, output_dir, callbacks, max_length)
+    trainer = build_trainer(run_config, model.path, train_rows, val_rows, output_dir, callbacks, max_length)
     callbacks[0].accelerator = trainer.accelerator
-    if reporter:
-        reporter.check_cancel()
+    if reporter and trainer.accelerator.num_processes == 1:
+        # Checked before every layer, in training and evaluation alike: a cancel stops mid-step within a
+        # fraction of a second. With several ranks the step-end check stops all of them at the same step.
+        add_cancel_check(trainer.model, reporter)
+    check_cancel()
     try:
         output = trainer.train(resume_from_checkpoint=checkpoint)
+        if callbacks[0].cancelled:
+            raise JobCancelled()
+        metrics = {"train_loss": output.training_loss, "steps": trainer.state.global_step,
+                   "epochs": round(trainer.state.epoch or 0.0, 3),
+                   "train_runtime_s": output.metrics.get("train_runtime"), "estimated_train_s": plan.train_s,
+                   "tokens_seen": trainer.state.num_input_tokens_seen}
+        if trainer.eval_dataset is not None:
+            last_eval = next((h for h in reversed(trainer.state.log_history) if "eval_loss" in h), None)
+            if last_eval is not None and last_eval.get("step") == trainer.state.global_step:
+                metrics["eval_loss"] = last_eval["eval_loss"]  # the epoch-end evaluation already measured it
+            else:
+                metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
+    except JobCancelled:
+        checkpoint_on_cancel(trainer, output_dir, log)
+        raise
     except ValueError as exc:
         if "target module" in str(exc).lower() or "chat template" in str(exc).lower():
             raise BadInputError(str(exc)) from None
         raise
-    if callbacks[0].cancelled:
-        raise JobCancelled()
-
-    metrics = {"train_loss": output.training_loss, "steps": trainer.state.global_step,
-               "epochs": round(trainer.state.epoch or 0.0, 3), "train_runtime_s": output.metrics.get("train_runtime"),
-               "tokens_seen": trainer.state.num_input_tokens_seen}
-    if trainer.eval_dataset is not None:
-        last_eval = next((h for h in reversed(trainer.state.log_history) if "eval_loss" in h), None)
-        if last_eval is not None and last_eval.get("step") == trainer.state.global_step:
-            metrics["eval_loss"] = last_eval["eval_loss"]  # the epoch-end evaluation already measured it
-        else:
-            metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     if losses:
         metrics["first_loss"], metrics["last_loss"] = losses[0], losses[-1]
@@ -338,18 +413,76 @@ def train(ws, config: TrainConfig, reporter: JobReporter | None = None, job_dir:
     metrics["peak_memory_mb"] = round(memory_mb()[1], 1)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     metrics["cpu_time_s"] = round(usage.ru_utime + usage.ru_stime, 1)  # this session; wall time varies with load
+    metrics["precision"] = "bf16" if use_bf16 else "fp32"
+    metrics["threads"] = threads
+    metrics["rows_trained"], metrics["rows_left_out"] = plan.rows, plan.rows_total - plan.rows
 
     folder = save_trained(ws, trainer, config, name, model.path, job_dir / "final")
     if folder is None:  # not the main process of a multi-GPU run: rank 0 registers the adapter
         return {}
     info = register_adapter(ws, AdapterInfo(
         name=name, path=str(folder), base_model=config.base_model, method=config.method, dataset=data.name,
-        data_hash=data.data_hash, metrics=metrics, config=config.to_dict(), created_at=time.time()))
-    log(event="saved", adapter=name, path=str(folder))
+        data_hash=data.data_hash, metrics=metrics, config=run_config.to_dict(), created_at=time.time()))
+    log(event="saved", adapter=name, path=str(folder), wall_s=round(time.time() - started, 1))
     shutil.rmtree(output_dir, ignore_errors=True)  # the adapter is saved; checkpoints were only for resume
-    return {"adapter": info.name, "path": str(folder), "method": config.method,
-            "method_label": METHOD_LABELS[config.method], "base_model": config.base_model,
+    return {"adapter": info.name, "path": str(folder), "method": config.method, "method_label": label,
+            "precision": choice.get("reason"), "plan": plan.summary(), "base_model": config.base_model,
             "dataset": data.name, "data_hash": data.data_hash, "metrics": metrics}
+
+
+def trainable_model(model_path: Path, config: TrainConfig):
+    """The model as training sees it (LoRA applied for lora/qlora): what the precision probe times."""
+    model = load_base_model(model_path, config)
+    if config.method in ("lora", "qlora"):
+        from peft import get_peft_model
+
+        model = get_peft_model(model, _lora_config(config, model))
+    return model
+
+
+def probe_batch(tokenizer, rows: list[dict], max_length: int, batch_size: int):
+    """A batch of real training tokens at the run's sequence length, as packing fills it."""
+    import torch
+
+    ids: list[int] = []
+    for row in rows[:2000]:
+        ids += tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=False)
+        if len(ids) >= max_length * batch_size:
+            break
+    need = max_length * batch_size
+    ids = (ids * (need // max(len(ids), 1) + 1))[:need]
+    return torch.tensor(ids, dtype=torch.long).view(batch_size, max_length)
+
+
+def add_cancel_check(model, watcher: CancelWatcher, every_s: float = 0.1) -> list:
+    """Forward pre-hooks that raise JobCancelled once a cancel is requested (looked at most every `every_s`)."""
+    last = [0.0]
+
+    def check(*_):
+        now = time.monotonic()
+        if now - last[0] >= every_s:
+            last[0] = now
+            if watcher.cancel_requested:
+                raise JobCancelled()
+
+    return [m.register_forward_pre_hook(check) for m in model.modules() if not list(m.children())]
+
+
+def checkpoint_on_cancel(trainer, output_dir: Path, log) -> None:
+    """Save the state after the last finished step, so a resume loses nothing of the work done.
+    A step cut short never reached the optimizer, so the weights and the step count agree."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    step = trainer.state.global_step
+    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if step <= 0 or (last and Path(last).name == f"checkpoint-{step}"):
+        return
+    try:
+        trainer._save_checkpoint(trainer.model, trial=None)
+        log(event="checkpoint", step=step, reason="cancelled")
+    except Exception as exc:  # noqa: BLE001  (the previous checkpoint still resumes)
+        log(event="warning", message=f"no checkpoint at step {step} on cancel ({exc}); resume starts from "
+                                     f"{Path(last).name if last else 'the beginning'}")
 
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")

@@ -48,13 +48,16 @@ _TRAIN_FLAGS = {
     "lr_scheduler": (str, "learning-rate schedule (cosine, linear, constant...)"),
     "max_steps": (int, "stop after this many steps (overrides epochs when > 0)"),
     "assistant_only_loss": (_bool, "learn only the answers (true/false)"),
-    "bf16": (_optional_bool, "bf16 mixed precision: true, false or auto"),
+    "bf16": (_optional_bool, "bf16 mixed precision: true, false or auto (CPU: the faster of the two, timed "
+                             "on a few real steps before the run; GPU: bf16 where supported)"),
     "gradient_checkpointing": (_bool, "trade compute for memory (true/false)"),
     "eval_each_epoch": (_bool, "evaluation loss on the validation split each epoch"),
     "early_stopping_patience": (_optional_int, "stop after N epochs without a better eval loss (none: off)"),
     "save_steps": (int, "checkpoint every N steps (for resume)"),
     "seed": (int, "random seed"),
-    "num_threads": (_optional_int, "CPU threads for the job (none: torch default)"),
+    "num_threads": (_optional_int, "CPU threads for the job (none: the fastest of 1, half and all cores, timed)"),
+    "time_budget": (float, "minutes the whole job may take: the most useful rows and epochs that fit are kept "
+                           "(default: 20 on CPU, none on a GPU; 0: no limit)"),
     "accelerate_config": (str, "run under `accelerate launch` with this YAML (examples/accelerate/)"),
 }
 
@@ -95,7 +98,7 @@ def register(sub) -> None:
     p.add_argument("--base-model", "--model", dest="base_model", default="gemma-3-270m",
                    help="base model: gemma-3-270m, tiny-llama, a local folder or a Hugging Face id (default: %(default)s)")
     p.add_argument("--method", choices=["lora", "qlora", "full"], default="lora",
-                   help="lora: bf16 adapters; qlora: 4-bit NF4 base + adapters; full: every weight (default: %(default)s)")
+                   help="lora: low-rank adapters; qlora: 4-bit NF4 base + adapters; full: every weight (default: %(default)s)")
     p.add_argument("--dataset", help="dataset version (e.g. v2) or a .jsonl/.csv file (default: newest version)")
     p.add_argument("--adapter-name", "--name", dest="adapter_name", help="name of the adapter to save")
     p.add_argument("--target-modules", help="comma-separated module names for LoRA")
@@ -267,7 +270,7 @@ def _train(args):
         print_json(job.to_dict())
         return 0
     print(f"started training job {job.id}: {config.method} on {config.base_model} -> adapter "
-          f"'{job.config['adapter_name']}' (log: {job.log_path})")
+          f"'{job.config['adapter_name']}' (log: {job.log_path}); it first measures speed and prints the plan")
     if args.detach:
         print(f"follow it with `ragtune jobs show {job.id} -f -w {args.workspace}`; cancel with `ragtune jobs cancel {job.id}`")
         return 0
@@ -302,6 +305,23 @@ def follow_job(ws, job_id: str, json_out: bool = False) -> int:
                     post["mem"] = f"{row['memory_mb']:.0f}MB"
                 if post:
                     bar.set_postfix(post)
+                if row.get("event") == "measuring":
+                    bar.write(f"measuring: {row.get('message')}")
+                if row.get("event") == "precision_probe":
+                    bar.write(f"  {row.get('setting')}: " + (f"{row['tokens_per_s']} tokens/s" if row.get("tokens_per_s")
+                                                           else "over 2x slower than the best, stopped"))
+                if row.get("event") == "precision":
+                    bar.write(f"precision: {row.get('label')}" + (f", {row['threads']} threads" if row.get("threads") else "")
+                              + f" ({row.get('reason')})")
+                if row.get("event") == "plan":
+                    bar.write(row.get("summary", ""))
+                    left = row.get("left_out") or {}
+                    if left.get("rows"):
+                        bar.write(f"left out to fit the budget: {left['rows']} rows ({left.get('facts')} facts)"
+                                  + (f"; documents with no rows kept: {', '.join(left['documents_without_rows'])}"
+                                     if left.get("documents_without_rows") else ""))
+                if row.get("event") == "checkpoint":
+                    bar.write(f"checkpoint saved at step {row.get('step')} ({row.get('reason')})")
                 if row.get("event") == "start":
                     bar.write(f"{row.get('method_label')} on {row.get('device')}: {row.get('train_rows')} training rows"
                               + (f", resuming from {row['resume_checkpoint']}" if row.get("resume_checkpoint") else ""))
@@ -331,6 +351,8 @@ def follow_job(ws, job_id: str, json_out: bool = False) -> int:
         print(f"done: {r.get('method_label', r.get('method'))}; adapter '{r.get('adapter')}' at {r.get('path')}")
         print(f"loss {m.get('first_loss', float('nan')):.3f} -> {m.get('last_loss', float('nan')):.3f}, "
               f"eval loss {m.get('eval_loss')}, {m.get('steps')} steps, {m.get('tokens_per_s')} tokens/s")
+        if m.get("train_runtime_s") and m.get("estimated_train_s"):
+            print(f"training took {m['train_runtime_s'] / 60:.1f} min (estimated {m['estimated_train_s'] / 60:.1f} min)")
     else:
         print(f"job {job_id} {job.status}: {job.error}", file=sys.stderr)
         if job.status in ("cancelled", "stopped", "failed"):

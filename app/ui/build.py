@@ -84,6 +84,18 @@ def _loss_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(points, columns=LOSS_COLUMNS)
 
 
+def _plan_lines(rows: list[dict]) -> list[str]:
+    """What the job chose before training: its precision (and why) and its plan (rows, steps, expected time)."""
+    lines = []
+    for r in rows:
+        if r.get("event") == "precision":
+            threads = f", {r['threads']} threads" if r.get("threads") else ""
+            lines.append(f"Precision: {r.get('label')}{threads} ({r.get('reason')})")
+        elif r.get("event") == "plan" and r.get("summary"):
+            lines.append(r["summary"][:1].upper() + r["summary"][1:])
+    return lines[-2:]
+
+
 def _status_html(job, rows: list[dict]) -> str:
     if job is None:
         return "<div id='train-state' data-status='none'>No fine-tune started in this workspace yet.</div>"
@@ -99,12 +111,14 @@ def _status_html(job, rows: list[dict]) -> str:
     starting = job.status == "running" and not steps
     label = "Starting (loading the model and data)" if starting else {"running": "Running", "succeeded": "Finished", "failed": "Failed", "cancelled": "Cancelled",
              "stopped": "Stopped", "queued": "Starting"}.get(job.status, job.status)
-    extra = ""
+    extra = "".join(f"<div class='rt-plan'>{esc(text)}</div>" for text in _plan_lines(rows))
+    if starting and not extra:
+        label = "Starting (measuring the fastest precision, then the plan)"
     if job.status == "succeeded":
         adapter = (job.result or {}).get("adapter")
-        extra = f"<div>Fine-tuned model <b>{esc(adapter)}</b> is ready: try it on the Chat tab as <i>ft</i>.</div>"
+        extra += f"<div>Fine-tuned model <b>{esc(adapter)}</b> is ready: try it on the Chat tab as <i>ft</i>.</div>"
     elif job.error:
-        extra = f"<div class='rt-error'>{esc(job.error)}</div>"
+        extra += f"<div class='rt-error'>{esc(job.error)}</div>"
     return (
         f"<div id='train-state' data-status='{esc(job.status)}' data-job='{esc(job.id)}' data-step='{esc(step)}'>"
         f"<div><b>{label}</b> - job <code>{esc(job.id)}</code></div>"
