@@ -53,7 +53,7 @@ _FUNCTION = set("the a an our your its their his her my every each all any some 
                 "i it he she after before during if when once unless within for in on from without outside since "
                 "through until between under above below at by with to of one two three new full standard remote "
                 "business client approved carried working travel parental sick default hotel".split())
-_SUBORDINATE = set("if when where while although because though unless once as after before during within for in "
+_SUBORDINATE = set("if when where while although because though unless once as after before during within for in upon "
                    "on from without since until between under above below at by with to of through via please "
                    "and or but so".split())
 _DETERMINERS = {"your", "the", "a", "an", "all", "every", "any", "each", "our", "both"}

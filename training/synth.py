@@ -102,6 +102,40 @@ def support(answer: str, chunk_text: str) -> float:
     return sum(w in chunk_words for w in words) / len(words)
 
 
+def _line_key(line: str) -> str:
+    return re.sub(r"\d+", "#", re.sub(r"\s+", " ", line.strip().lower()))
+
+
+def without_page_furniture(views: list[ChunkView]) -> list[ChunkView]:
+    """Running headers and footers out of the text, and out of the section names that PDF parsing took
+    from them: a short line (or section name) repeated on many chunks of one document ("Protocol v3 |
+    Page 7 of 40", "Date: 1 August 2023") is page furniture, not content. Numbers count as equal, so page
+    numbers do not hide the repetition."""
+    by_doc: dict[str, list[ChunkView]] = {}
+    for v in views:
+        by_doc.setdefault(v.doc, []).append(v)
+    # Boilerplate shared by many documents (a legal notice printed on every report) teaches nothing about any
+    # one of them and would fill the set with copies of the same question.
+    doc_lines = Counter(k for doc_views in by_doc.values()
+                        for k in {_line_key(ln) for v in doc_views for ln in v.text.splitlines() if ln.strip()})
+    shared = {k for k, n in doc_lines.items() if len(by_doc) >= 4 and n >= max(3, 0.25 * len(by_doc))}
+    out: dict[str, ChunkView] = {}
+    for doc_views in by_doc.values():
+        threshold = max(3, 0.25 * len(doc_views))
+        line_counts = Counter(k for v in doc_views for k in {_line_key(ln) for ln in v.text.splitlines()
+                                                             if ln.strip() and len(ln.strip()) <= 120})
+        section_counts = Counter(_line_key(v.section.split(">")[-1]) for v in doc_views if v.section)
+        furniture = shared | {k for k, n in line_counts.items() if n >= threshold and len(doc_views) >= 4}
+        for v in doc_views:
+            text = "\n".join(ln for ln in v.text.splitlines() if _line_key(ln) not in furniture or not ln.strip())
+            section = v.section
+            if (section and len(doc_views) >= 4
+                    and section_counts[_line_key(section.split(">")[-1])] >= max(threshold, 0.4 * len(doc_views))):
+                section = None
+            out[v.chunk_id] = ChunkView(v.chunk_id, v.doc, text, v.page, section)
+    return [out[v.chunk_id] for v in views if out[v.chunk_id].text.strip()]
+
+
 def _norm_question(q: str) -> str:
     return " ".join(_words(q))
 
@@ -131,6 +165,7 @@ def synthesize(ws, config: SynthConfig | None = None, progress: Callable[[int, i
     if not views:
         raise BadInputError(f"Workspace '{ws.name}' has no document chunks: ingest documents first "
                             "(`ragtune ingest PATH`), then run `ragtune synth`.")
+    views = without_page_furniture(views)
     teacher = teacher or make_teacher(config)
     by_id = {v.chunk_id: v for v in views}
 
@@ -146,10 +181,20 @@ def synthesize(ws, config: SynthConfig | None = None, progress: Callable[[int, i
                 progress(i, len(views), view.doc)
 
     dropped = Counter()
+    # An answer found in many documents is boilerplate (a legal notice on every report), whatever the layout.
+    answer_docs: dict[str, set[str]] = {}
+    for view, facts in results:
+        for fact in facts:
+            answer_docs.setdefault(_line_key(fact.answer), set()).add(view.doc)
+    n_docs = len({v.doc for v in views})
+    boilerplate = {k for k, docs in answer_docs.items() if n_docs >= 4 and len(docs) >= max(3, 0.25 * n_docs)}
     seen: set[str] = set()
     items = []  # one per question
     for view, facts in results:
         for fact in facts:
+            if _line_key(fact.answer) in boilerplate:
+                dropped["boilerplate"] += len(fact.questions)
+                continue
             if not (config.min_answer_chars <= len(fact.answer) <= config.max_answer_chars):
                 dropped["answer_length"] += len(fact.questions)
                 continue

@@ -72,7 +72,8 @@ _UNIT_WH = [
     (r"months?", "how many months"),
     (r"years?", "how many years"),
     (r"percent|%", "what percentage"),
-    (r"°C|degrees", "what temperature"),
+    (r"°C|°F|degrees (?:Celsius|Fahrenheit)", "what temperature"),
+    (r"degrees?", "how many degrees"),
     (r"mm|cm|metres?|meters?|m\b|km", "what distance"),
     (r"characters?", "how many characters"),
     (r"kWh|Ah|V|W|kW|GHz|dBm", "what value"),
@@ -89,6 +90,20 @@ _SPAN_PATTERNS: list[tuple[str, str]] = [
 ]
 _COPULA = r"is|are|was|were|has|have|must|can|may|will|should|gets?|receives?|takes?|costs?|lasts?|needs?|comes?"
 _SKIP_LINE = re.compile(r"^\s*(?:[|=*_#-]{3,}\s*$|\|)")  # rules, underlines, table rows
+# Table-of-contents entries ("3.2 Dosing ........ 14", "11.3 Informed Consent Process 29"), page numbers
+# ("12", "Page 3 of 40", "- 7 -"): navigation, not facts.
+_TOC_LINE = re.compile(r"\.{5,}|…{2,}|(?:\s\.){4,}|^\d+(?:\.\d+)*\.?\s+[A-Z][^.!?]{2,80}?\s\d{1,3}$")
+_PAGE_LINE = re.compile(r"^\W*(?:page\s*)?\d{1,4}(?:\s*(?:of|/)\s*\d{1,4})?\W*$", re.I)
+_CONTENTS = re.compile(r"(?i)\b(?:table of contents|contents|index|list of (?:tables|figures|abbreviations))\b")
+_REFERENCES = re.compile(r"(?i)\b(?:references?|bibliography|literature cited|works cited)\s*$")
+# A reference entry: author lists ("Akan S, Kocaderelli I,"), "et al." with a year, journal volume/pages, DOIs.
+_REFERENCE_ENTRY = re.compile(
+    r"(?:^|\s)[A-Z][a-z\'-]+\s[A-Z]{1,2},\s[A-Z][a-z\'-]+\s[A-Z]{1,2}\b|\bet al\.?,?\s\(?\d{4}|"
+    r"\b(?:19|20)\d{2};\s?\d+|\bdoi:|\bPMID\b|https?://|\bpp?\.\s?\d+|\bJournal of\b|,\s\d+,\sp\.?\s*$|"
+    r"\b[01]\s?=?\s?No;?\s[01]\s?=?\s?Yes\b")  # the last one: a form's answer scale "0 No; 1 Yes"
+# Citation markers "(6)", "[6]", "(6,9-12)", "[3, 4]": the number names a reference, not a fact.
+_CITATION = re.compile(r"\s?(?:\((?:\d{1,3}(?:\s?[,–-]\s?)?)+\)|\[(?:\d{1,3}(?:\s?[,–-]\s?)?)+\])")
+_ENUMERATOR = re.compile(r"^(?:\d{1,3}(?:\.\d{1,3})*[.)-]?\s*)+(?=[A-Z])")  # "19 Once ...", "13.Akan", "8.Statistical"
 _BULLET = re.compile(r"^(?:[-*+•]|\d+[.)])\s+")
 
 
@@ -105,12 +120,15 @@ def split_sentences(text: str) -> list[str]:
     def flush():
         if paragraph:
             joined = _clean(" ".join(paragraph))
-            out.extend(s.strip() for s in re.split(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])", joined) if s.strip())
+            for sentence in re.split(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])", joined):
+                sentence = _ENUMERATOR.sub("", _CITATION.sub("", sentence).strip()).strip()
+                if sentence:
+                    out.append(sentence)
             paragraph.clear()
 
     for line in text.splitlines():
         stripped = line.strip()
-        if not stripped or _SKIP_LINE.match(stripped):
+        if not stripped or _SKIP_LINE.match(stripped) or _TOC_LINE.search(stripped) or _PAGE_LINE.match(stripped):
             flush()
             continue
         if stripped.startswith("#"):
@@ -134,10 +152,27 @@ def _score(sentence: str) -> int:
     return score
 
 
+_FINITE = rf"{_COPULA}|will|shall|would|could|might|\w+ing|\w+ed"
+
+
 def _is_fact_sentence(s: str) -> bool:
     words = s.split()
     if re.search(r"\bpage \d+ of \d+\b", s, re.I):  # running headers and footers
         return False
+    numbers = re.findall(r"(?<![\w.])[\d.,%()]*\d[\d.,%()]*(?![\w])", s)
+    if len(numbers) >= 3 and len(numbers) >= 0.3 * len(words):  # a table row without its headers
+        return False
+    if re.search(r"(?:\b\d[\d.,%]*\s+){3,}\d", s):  # a run of bare numbers: table cells
+        return False
+    if len(re.findall(r"(?:^|\s)[A-Z][\w/().,-]*(?:\s[\w/().,-]+){0,4}:\s", s)) >= 2 and not _record(s):
+        return False  # a form laid out in columns ("Rated Power: 160 hp Operator: Maxair"): labels and values mixed
+    capitalised = sum(w[:1].isupper() for w in words if w.isalpha() and len(w) > 3)
+    if not s.endswith((".", "!")) and capitalised >= 0.6 * max(1, sum(w.isalpha() and len(w) > 3 for w in words)):
+        return False  # a heading, not a statement
+    if _REFERENCE_ENTRY.search(s):
+        return False
+    if not s.endswith((".", "!")) and not re.search(rf"\b(?:{_FINITE})\b", s):
+        return False  # a label or a cell ("Successful completion of treatment 1-4 years"), not a statement
     return (25 <= len(s) <= 320 and len(words) >= 5 and not s.endswith(("?", ":"))
             and re.search(rf"\b(?:{_COPULA}|\w+s|\w+ed)\b", s) is not None)
 
@@ -153,22 +188,46 @@ def _wh_for_unit(span: str) -> str:
 def find_value_spans(sentence: str) -> list[tuple[int, int, str]]:
     """Every value of the sentence, most specific kind first, without overlaps: [(start, end, wh-phrase)]."""
     spans: list[tuple[int, int, str]] = []
-    for pattern, wh in _SPAN_PATTERNS:
+    for pattern, kind in _SPAN_PATTERNS:
         for m in re.finditer(pattern, sentence):
+            wh = kind
             if sentence[m.end():m.end() + 1] == "/" or sentence[max(0, m.start() - 1):m.start()] == "/":
                 continue  # "24/7", "3/4": a ratio, not a value to ask for
+            if wh != "which code" and _part_of_name_or_range(sentence, m.start(), m.end(), wh):
+                continue
+            if wh == "which code" and re.search(r"(?:(?<=\w )[A-Z][a-z]+|\b[Aa]n?)\s$", sentence[:m.start()]):
+                continue  # a model name after its make ("a Piper PA-28-140", "an RV-8"), not a code to look up
+            if wh == "how many" and re.fullmatch(r"\d{4}", m.group()) and re.match(
+                    r"^\s(?:\w+\s){0,2}time\b|^\s?(?:hours?|hrs|UTC|local)\b", sentence[m.end():]):
+                wh = "what time"  # "1145 central daylight time"
             if all(m.end() <= a or m.start() >= b for a, b, _ in spans):
                 spans.append((m.start(), m.end(), _wh_for_unit(m.group()) if wh == "unit" else wh))
     return spans
 
 
+def _part_of_name_or_range(sentence: str, start: int, end: int, wh: str = "") -> bool:
+    """A number that is part of a name ("interleukin-2", "SPSS 26.0", "Visit 1", "Grade 3 or 4") or one end
+    of a range or list ("1-4 years", "1 and 3 months"): asking "interleukin-how many?" makes no sense."""
+    before, after = sentence[:start], sentence[end:]
+    name_before = re.search(r"(?<=\w )([A-Z][a-z]+)\s$", before)  # "the Cessna 152" (not "In 2019" at the start)
+    if name_before and not re.fullmatch(_MONTHS, name_before.group(1)):
+        return True
+    return bool(re.search(r"[A-Za-z][-–]?$|\b[A-Z]{2,}\s$", before)  # "CDK4", "IL-2", "SPSS 26"
+                or re.search(r"\b(?:version|v|visit|grade|stage|phase|cycle|arm|day|week|step|"
+                          r"table|figure|section|appendix|item|question|level|type|class|model|no|number|runway|title|part|"
+                          r"route|flight|room|ward|building|site|protocol)\.?\s?$",
+                          before, re.I)
+                or re.match(r"^\s(?:[A-Z]{2,}|(?:[A-Z]\.){2,})", after)  # "49 U.S.C.", "14 CFR": a statute
+                or re.match(r"^[A-Za-z]|^\.\d|^[-–]\d|^[-–][A-Za-z]|^\s?[-–]\s?\d|^\s(?:or|and|-)\s\d", after)
+                # "10:00 to 15:00", "EUR 5 to EUR 9": the question rules ask for the whole range
+                or (wh not in ("what time", "what date", "how much") and re.match(r"^\s(?:to)\s\d", after))
+                or re.search(r"\d\s?[-–]\s?$|\d\s(?:or|and|to)\s$", before))
+
+
 def find_answer_span(sentence: str) -> tuple[int, int, str] | None:
     """(start, end, wh-phrase) of the most specific value in the sentence (amount, date, code, number)."""
-    for pattern, wh in _SPAN_PATTERNS:
-        m = re.search(pattern, sentence)
-        if m:
-            return m.start(), m.end(), _wh_for_unit(m.group()) if wh == "unit" else wh
-    return None
+    spans = find_value_spans(sentence)
+    return spans[0] if spans else None
 
 
 _FUNCTION_WORDS = set("the a an our your its their his her my every each all any some this that these those "
@@ -198,7 +257,7 @@ def _in_place_question(sentence: str, span: tuple[int, int, str]) -> str | None:
 def _fronted_question(sentence: str) -> str | None:
     s = sentence.rstrip(" .!")
     m = re.match(r"^(?P<subj>(?:The|A|An|Our|Its|Each|Every)\s[^,;]{3,70}?)\s(?P<verb>is|are|was|were)\s(?P<rest>.{2,})$", s)
-    if m and not re.match(r"\w+(?:ed|en)\b|(?:in|on|at|by|for|from|to|with|of)\b", m["rest"]):
+    if m and not re.match(r"\w+(?:ed|en|ing)\b|(?:in|on|at|by|for|from|to|with|of)\b", m["rest"]):
         return f"What {m['verb']} {_lower_first(m['subj'])}?"  # not for passives: "What was the company?"
     m = re.match(r"^(?P<subj>[^,;]{3,60}?)\s(?:has|have)\s(?:a|an)\s(?P<attr>[^,;]{3,50}?)\sof\s(?P<val>.+)$", s)
     if m:
@@ -212,10 +271,22 @@ def _topic(sentence: str, chunk: ChunkView) -> str | None:
     if m and not re.search(r"\b(?:it|this|that|these|those|they)\b", m["subj"], re.I):
         subject = m["subj"].strip(" ,.:;'")
         return _lower_first(subject.replace('"', "") if subject.count('"') % 2 else subject)
-    if not chunk.section:
+    return _section_topic(chunk.section)
+
+
+_DANGLING = set("and or of the a an to in on for with by from at as vs".split())
+
+
+def _section_topic(section: str | None) -> str | None:
+    """A heading fit to ask about: words, not numbers, dates, versions or a heading cut off mid-phrase."""
+    if not section:
         return None
-    section = re.sub(r"^[\d.]+\s*", "", chunk.section.split(">")[-1].strip()).strip()
-    return _lower_first(section) if len(section.split()) <= 8 and section else None
+    name = re.sub(r"^[\d.]+\s*", "", section.split(">")[-1].strip()).strip(" .:")
+    words = name.split()
+    if (not name or len(words) > 8 or re.search(r"\d|[:|;,]", name) or words[-1].lower() in _DANGLING
+            or _CONTENTS.search(name) or _REFERENCES.search(name) or not re.search(r"[A-Za-z]{3}", name)):
+        return None
+    return _lower_first(name)
 
 
 def _doc_label(chunk: ChunkView) -> str:
@@ -272,6 +343,16 @@ def _record_questions(pairs: list[tuple[str, str]]) -> list[str]:
     return questions
 
 
+def worth_asking_about(chunk: ChunkView) -> bool:
+    """False for a table of contents, an index or a reference list: no facts a user would ask for."""
+    heading = (chunk.section or "").split(">")[-1]
+    if _CONTENTS.search(heading) or _REFERENCES.search(heading.strip(" .:")):
+        return False
+    lines = [ln.strip() for ln in chunk.text.splitlines() if ln.strip()]
+    navigation = sum(bool(_TOC_LINE.search(ln)) for ln in lines)
+    return not (lines and navigation >= max(3, 0.3 * len(lines)))
+
+
 class ExtractiveTeacher:
     """Deterministic questions from fact-bearing sentences; answers quote the source sentence."""
 
@@ -281,6 +362,8 @@ class ExtractiveTeacher:
         self.seed = seed
 
     def facts(self, chunk: ChunkView, questions_per_fact: int = 3, max_facts: int = 6) -> list[Fact]:
+        if not worth_asking_about(chunk):
+            return []
         rng = random.Random(f"{self.seed}:{chunk.chunk_id}")
         facts: list[Fact] = []
         faq = _faq_pairs(chunk.text)
