@@ -158,10 +158,11 @@ def make_plan(meta: list[dict], lengths: list[int], val_lengths: list[int], *, e
             evaluations = max(1, math.ceil(epochs))
             mean = sum(val_lengths) / len(val_lengths)
             affordable = EVAL_SHARE * budget_s * tokens_per_s / EVAL_COST / evaluations / max(mean, 1)
-            n = min(n, int(affordable))
-            if n < MIN_EVAL_ROWS:
-                n = 0
-                note = "; ".join(x for x in (note, "validation skipped: the budget is tight") if x)
+            if affordable < n:
+                n = int(affordable)
+                if n < MIN_EVAL_ROWS:
+                    n = 0
+                    note = "; ".join(x for x in (note, "validation skipped: the budget is tight") if x)
         eval_kept = sorted(order[:n])
         if tokens_per_s and eval_kept:
             eval_s = sum(val_lengths[i] for i in eval_kept) * EVAL_COST / tokens_per_s * max(1, math.ceil(epochs))

@@ -119,7 +119,7 @@ def choose_precision(model_factory: Callable[[], object], input_ids, *, bf16: bo
     # as soon as it is clearly slower.
     for use_bf16 in precisions:
         for n in (counts if best is None or not use_bf16 else [best.threads]):
-            limit = None if best is None else 2.0 * best.step_s
+            limit = None if best is None else 1.5 * best.step_s
             seconds = time_steps(model, input_ids, bf16=use_bf16, threads=n, steps=steps, give_up_after=limit)
             m = Measurement(use_bf16, n, seconds, round(tokens / seconds, 1) if seconds else None)
             results.append(m)
@@ -134,7 +134,7 @@ def choose_precision(model_factory: Callable[[], object], input_ids, *, bf16: bo
     others = [m for m in results if m is not best]
     if others:
         compared = "; ".join(f"{m.label}: {m.tokens_per_s} tokens/s" if m.tokens_per_s
-                             else f"{m.label}: over 2x slower, stopped" for m in others)
+                             else f"{m.label}: over 1.5x slower, stopped" for m in others)
         reason = f"measured fastest: {best.label} at {best.tokens_per_s} tokens/s ({compared})"
     else:
         reason = f"set by the user: {best.label}, measured {best.tokens_per_s} tokens/s"

@@ -349,7 +349,7 @@ def _train(ws, config: TrainConfig, reporter: JobReporter | None, job_dir: Path 
             return trainable
 
         precision = choose_precision(fresh_model, probe_batch(tokenizer, data.train, max_length, config.batch_size),
-                                     bf16=config.bf16, threads=config.num_threads, log=log)
+                                     bf16=config.bf16, threads=config.num_threads, steps=1, log=log)
         choice = precision.to_dict()
         setup_s = time.time() - started + (load_s[0] if load_s else 5.0)  # the trainer loads the model once more
         plan = make_plan(data.train_meta or [{} for _ in data.train], lengths, val_lengths, epochs=config.epochs,
@@ -440,10 +440,15 @@ def trainable_model(model_path: Path, config: TrainConfig):
     return model
 
 
+PROBE_LENGTH = 256  # cost per token barely depends on length at these sizes (the vocabulary projection dominates)
+
+
 def probe_batch(tokenizer, rows: list[dict], max_length: int, batch_size: int):
-    """A batch of real training tokens at the run's sequence length, as packing fills it."""
+    """A batch of real training tokens at the run's batch size and sequence length (up to PROBE_LENGTH,
+    so that timing a slow precision on a slow CPU costs seconds, not minutes)."""
     import torch
 
+    max_length = min(max_length, PROBE_LENGTH)
     ids: list[int] = []
     for row in rows[:2000]:
         ids += tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=False)

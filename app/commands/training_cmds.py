@@ -309,7 +309,7 @@ def follow_job(ws, job_id: str, json_out: bool = False) -> int:
                     bar.write(f"measuring: {row.get('message')}")
                 if row.get("event") == "precision_probe":
                     bar.write(f"  {row.get('setting')}: " + (f"{row['tokens_per_s']} tokens/s" if row.get("tokens_per_s")
-                                                           else "over 2x slower than the best, stopped"))
+                                                           else "over 1.5x slower than the best, stopped"))
                 if row.get("event") == "precision":
                     bar.write(f"precision: {row.get('label')}" + (f", {row['threads']} threads" if row.get("threads") else "")
                               + f" ({row.get('reason')})")

@@ -1,0 +1,115 @@
+"""A cancel that stops: in the middle of a slow step and during evaluation, by the CANCEL file or SIGTERM.
+
+The job runs in its own process (the real ``training.run`` main) with a forward hook that makes the chosen
+phase slow, so a step or an evaluation takes far longer than the 5 seconds a cancel may take.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ragtune.jobs import get_job, read_log, start_job, wait_job
+from training.config import defaults_for
+from training.jobs import KIND, resume_training
+
+from .conftest import FACTS
+
+pytestmark = pytest.mark.timeout(300)
+
+SLOW_JOB = '''
+import os, sys, time
+from pathlib import Path
+import training.run as run
+
+PHASE = os.environ["SLOW_PHASE"]  # "train" or "eval"
+real_build = run.build_trainer
+
+
+def slow_build(*args, **kwargs):
+    trainer = real_build(*args, **kwargs)
+    job_dir = Path(sys.argv[sys.argv.index("--job-dir") + 1])
+
+    def slow(module, _inputs):
+        if module.training == (PHASE == "train"):
+            (job_dir / f"IN_{PHASE.upper()}").touch()
+            time.sleep(0.3)
+
+    for module in trainer.model.modules():
+        if not list(module.children()):
+            module.register_forward_pre_hook(slow)
+    return trainer
+
+
+run.build_trainer = slow_build
+sys.exit(run.main())
+'''
+
+
+def _rows_file(tmp_path: Path) -> Path:
+    """20 rows, so the file's own 10% validation split is not empty and each epoch ends with an evaluation."""
+    path = tmp_path / "rows.jsonl"
+    rows = [(f"{q} ({n})", a) for n in range(4) for q, a in FACTS]
+    path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": q},
+                                                     {"role": "assistant", "content": a}]}) + "\n" for q, a in rows))
+    return path
+
+
+def _start_slow_job(workspace, tmp_path, phase: str, name: str):
+    (tmp_path / "slow_training_job.py").write_text(SLOW_JOB)
+    config = defaults_for("tiny-llama", "lora", dataset=str(_rows_file(tmp_path)), adapter_name=name,
+                          num_threads=1, max_steps=8, save_steps=100)
+    env = {"SLOW_PHASE": phase, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    args = ["--workspace", str(workspace.root), "--config-json", config.to_json()]
+    return start_job(workspace, KIND, "slow_training_job", args, config=config.to_dict(), env=env)
+
+
+def _wait_for(path: Path, job, workspace, timeout=120):
+    deadline = time.time() + timeout
+    while not path.exists():
+        current = get_job(workspace, job.id)
+        assert not current.finished, f"job ended before the slow phase: {current.status} {current.error}"
+        assert time.time() < deadline, f"{path.name} never appeared"
+        time.sleep(0.05)
+
+
+def _assert_stopped_and_resumable(workspace, job, requested_at: float):
+    job = wait_job(workspace, job.id, timeout=60, poll=0.05)
+    took = time.time() - requested_at
+    assert job.status == "cancelled", job.error
+    assert took < 5, f"the job took {took:.1f} s to stop"
+    rows, _ = read_log(job.log_path)
+    assert [r["status"] for r in rows if r.get("event") == "end"] == ["cancelled"]
+    # Resume runs the ordinary recipe from the checkpoint the cancel left, to the end.
+    resumed = wait_job(workspace, resume_training(workspace, job.id).id, timeout=180)
+    assert resumed.status == "succeeded", resumed.error
+    assert resumed.result["metrics"]["steps"] == 8
+    return rows
+
+
+def test_cancel_file_stops_a_job_in_the_middle_of_a_slow_step(workspace, tmp_path):
+    job = _start_slow_job(workspace, tmp_path, "train", "cancel-mid-step")
+    _wait_for(job.dir / "IN_TRAIN", job, workspace)
+    time.sleep(1.0)  # well inside the first step, which takes about 10 s here
+    requested = time.time()
+    (job.dir / "CANCEL").touch()  # what `ragtune jobs cancel` and the UI write (they also send SIGTERM)
+    rows = _assert_stopped_and_resumable(workspace, job, requested)
+    assert not [r for r in rows if r.get("loss") is not None], "the slow first step should not have finished"
+
+
+def test_sigterm_stops_a_job_during_evaluation_and_keeps_a_resumable_checkpoint(workspace, tmp_path):
+    job = _start_slow_job(workspace, tmp_path, "eval", "sigterm-eval")
+    _wait_for(job.dir / "IN_EVAL", job, workspace)
+    requested = time.time()
+    os.kill(job.pid, signal.SIGTERM)
+    rows = _assert_stopped_and_resumable(workspace, job, requested)
+    saved = [r for r in rows if r.get("event") == "checkpoint"]
+    assert saved and saved[0]["reason"] == "cancelled" and saved[0]["step"] >= 1
+    begins = [r for r in read_log(job.log_path)[0] if r.get("event") == "train_begin"]
+    assert begins[-1]["resumed_from_step"] == saved[0]["step"]  # the resume started where the cancel saved

@@ -1,0 +1,158 @@
+"""Precision by measurement and the plan of a run: which rows fit a time budget, what is left out, what is refused."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ragtune.errors import BadInputError
+from ragtune.models import resolve_llm
+from training.config import defaults_for
+from training.plan import MIN_EVAL_ROWS, make_plan, useful_order
+from training.precision import choose_precision, time_steps
+from training.run import method_label, probe_batch, trainable_model
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _slowed(slow_when_bf16: bool, seconds: float = 0.02):
+    """A tiny trainable model whose every layer sleeps when the precision under test is the slow one."""
+    import torch
+
+    config = defaults_for("tiny-llama", "lora")
+    model = trainable_model(resolve_llm("tiny-llama", progress=False).path, config)
+
+    def sleep(*_):
+        if torch.is_autocast_enabled("cpu") == slow_when_bf16:
+            time.sleep(seconds)
+
+    for module in model.modules():
+        if not list(module.children()):
+            module.register_forward_pre_hook(sleep)
+    return model
+
+
+def _batch():
+    import torch
+
+    return torch.randint(3, 200, (2, 64))
+
+
+@pytest.mark.parametrize("slow_bf16", [True, False])
+def test_the_precision_chooser_picks_the_faster_one_when_the_other_is_made_slower(slow_bf16):
+    logged = []
+    choice = choose_precision(lambda: _slowed(slow_when_bf16=slow_bf16), _batch(), threads=1,
+                              log=lambda **row: logged.append(row))
+    assert choice.bf16 is (not slow_bf16)
+    assert choice.threads == 1 and choice.tokens_per_s > 0
+    assert [r["setting"] for r in logged] == ["fp32, 1 thread", "bf16 autocast, 1 thread"]
+    winner, loser = ("fp32", "bf16 autocast") if slow_bf16 else ("bf16 autocast", "fp32")
+    assert choice.reason.startswith(f"measured fastest: {winner}, 1 thread")
+    assert f"({loser}, 1 thread: " in choice.reason  # the loser is named, with its speed or as stopped
+
+
+def test_a_much_slower_precision_is_given_up_mid_step():
+    model = _slowed(slow_when_bf16=True, seconds=0.2)
+    fast = time_steps(model, _batch(), bf16=False, threads=1, steps=1)
+    started = time.perf_counter()
+    assert time_steps(model, _batch(), bf16=True, threads=1, steps=1, give_up_after=2 * fast) is None
+    assert time.perf_counter() - started < 20 * fast + 1  # it did not sit through the slow steps
+
+
+def test_set_flags_are_overrides_not_candidates():
+    logged = []
+    choice = choose_precision(lambda: _slowed(slow_when_bf16=True), _batch(), bf16=True, threads=1,
+                              log=lambda **row: logged.append(row))
+    assert choice.bf16 is True and [r["setting"] for r in logged] == ["bf16 autocast, 1 thread"]
+    assert choice.reason.startswith("set by the user")
+
+
+def test_method_labels_name_the_precision_that_ran():
+    assert method_label("lora", False) == "LoRA, fp32"
+    assert method_label("lora", True) == "LoRA, bf16 mixed precision"
+    assert "fp32" in method_label("full", False) and "bf16" not in method_label("full", False)
+    assert method_label("qlora", False).startswith("QLoRA (4-bit NF4")
+
+
+def test_probe_batch_is_real_tokens_at_the_run_length():
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_llm("tiny-llama", progress=False).path)
+    rows = [{"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]}]
+    batch = probe_batch(tok, rows, 128, 2)
+    assert tuple(batch.shape) == (2, 128)
+
+
+# ------------------------------------------------------------------ plan
+
+def _meta(n_docs=3, facts_per_doc=10, wordings=2):
+    meta = []
+    for d in range(n_docs):
+        for f in range(facts_per_doc):
+            answer = f"Doc {d} fact {f} holds {100 + f} items." if f % 2 == 0 else f"Doc {d} fact {f} is green."
+            for w in range(wordings):
+                meta.append({"question": f"q{w} about {d}/{f}?", "answer": answer, "fact": f"{d}#{f}",
+                             "doc": f"doc{d}.pdf"})
+    return meta
+
+
+def _plan(meta, budget_s, tokens_per_s=100.0, epochs=2.0, val=None, setup_s=0.0):
+    return make_plan(meta, [50] * len(meta), val or [], epochs=epochs, max_length=256, batch_size=1, grad_accum=1,
+                     tokens_per_s=tokens_per_s, budget_s=budget_s, setup_s=setup_s, eval_each_epoch=True)
+
+
+def test_without_a_budget_every_row_is_kept_and_the_estimate_is_tokens_over_speed():
+    meta = _meta()
+    plan = _plan(meta, None)
+    assert plan.rows == plan.rows_total == 60 and plan.left_out == {}
+    assert plan.train_s == pytest.approx(60 * 50 * 2 / 100.0)
+    assert plan.steps == 2 * 12  # 60 rows of 50 tokens, five to a 256-token pack, two epochs
+
+
+def test_a_budget_keeps_whole_fact_bearing_facts_spread_over_documents_and_says_what_was_left_out():
+    meta = _meta()
+    plan = _plan(meta, budget_s=60.0)  # room for about 28 rows at 2 epochs
+    kept = [meta[i] for i in plan.kept]
+    assert 16 <= plan.rows < 60 and plan.rows % 2 == 0
+    facts = {m["fact"] for m in kept}
+    assert all(sum(m["fact"] == f for m in kept) == 2 for f in facts)  # every wording of a kept fact
+    assert all(any(ch.isdigit() for ch in m["answer"].split("holds")[-1]) for m in kept)  # numbers first
+    assert {m["doc"] for m in kept} == {"doc0.pdf", "doc1.pdf", "doc2.pdf"}  # spread over the documents
+    assert plan.left_out["rows"] == 60 - plan.rows and plan.left_out["reason"] == "time budget"
+    assert plan.total_s <= 60.0
+    assert "of 60 rows" in plan.summary()
+
+
+def test_duplicates_are_dropped_and_reported():
+    meta = _meta(n_docs=1, facts_per_doc=4)
+    meta.append(dict(meta[0]))  # the same question and answer again
+    groups = useful_order(meta)
+    assert sum(len(g) for g in groups) == 8
+    assert _plan(meta, None).left_out == {"duplicates": 1}
+
+
+def test_a_budget_that_fits_nothing_useful_is_refused_before_training():
+    with pytest.raises(BadInputError, match="No useful training fits in the time budget"):
+        _plan(_meta(), budget_s=20.0, tokens_per_s=5.0)
+    with pytest.raises(BadInputError, match="used up before training starts"):
+        _plan(_meta(), budget_s=30.0, setup_s=60.0)
+
+
+def test_validation_is_a_sample_and_is_skipped_when_the_budget_is_tight():
+    meta = _meta()
+    roomy = _plan(meta, budget_s=None, val=[50] * 500)
+    assert 0 < roomy.eval_rows <= 64
+    tight = _plan(meta, budget_s=60.0, val=[200] * 500)
+    assert tight.eval_rows == 0 and "validation skipped" in tight.note
+    few = _plan(meta, budget_s=600.0, val=[50] * (MIN_EVAL_ROWS - 2))
+    assert few.eval_rows == MIN_EVAL_ROWS - 2  # a small validation split is used whole
+
+
+def test_the_default_budget_is_20_minutes_on_cpu_and_none_on_a_gpu():
+    config = defaults_for("tiny-llama", "lora")
+    assert config.budget_seconds(on_gpu=False) == 1200 and config.budget_seconds(on_gpu=True) is None
+    assert defaults_for("tiny-llama", "lora", time_budget=0).budget_seconds(on_gpu=False) is None
+    assert defaults_for("tiny-llama", "lora", time_budget=5).budget_seconds(on_gpu=True) == 300
+    with pytest.raises(BadInputError):
+        defaults_for("tiny-llama", "lora", time_budget=-1)
