@@ -1,6 +1,11 @@
 """Does fine-tuning teach Gemma 3 270M the sample documents? Base vs tuned, in the same run.
 
     python bench/training_heldout.py [--epochs 4] [--lr 1e-3] [--json bench/results/training_heldout.json]
+    python bench/training_heldout.py --paraphrase WORKSPACE --adapter NAME [--max-test 80]
+
+The second form scores an adapter trained by `ragtune train` on a `ragtune synth --split-by paraphrase`
+set: the test split's held-out wordings of the facts that run actually trained on (its plan may have
+left facts out to fit the time budget), base vs tuned, fact hit with the paired interval.
 
 1. ingest datasets/sample into a scratch workspace, `synthesize` a Q&A set (extractive teacher,
    split by source chunk);
@@ -123,6 +128,51 @@ def evaluate(dataset, adapter: Path, args) -> dict:
             "dataset": dataset.to_dict() | {"split_chunks": None}, "results": results}
 
 
+def trained_fact_questions(ws, adapter_name: str, limit: int, seed: int = 0) -> tuple[list[dict], dict]:
+    """Test rows (held-out wordings) whose fact the adapter's training run kept, with values to check."""
+    import random
+
+    from ragtune.adapters import get_adapter
+    from ragtune.atomic import read_json
+    from ragtune.jobs import list_jobs
+    from training.synth import get_dataset
+
+    info = get_adapter(ws, adapter_name)
+    dataset = get_dataset(ws, info.dataset)
+    job = next(j for j in list_jobs(ws, kind="train") if (j.result or {}).get("adapter") == adapter_name)
+    plan = read_json(job.dir / "plan.json")["plan"]
+    train = dataset.rows("train")
+    trained = {train[i]["fact"] for i in plan["kept"]}
+    rows = [r for r in dataset.rows("test") if r.get("fact") in trained and key_values(r["answer"])]
+    random.Random(seed).shuffle(rows)
+    about = {"dataset": dataset.name, "split_by": dataset.manifest.get("split_by"), "trained_rows": len(plan["kept"]),
+             "trained_facts": len(trained), "heldout_questions_about_trained_facts": len(rows),
+             "job": job.id, "job_metrics": job.result.get("metrics"), "plan": job.result.get("plan")}
+    return rows[:limit], about
+
+
+def evaluate_paraphrase(ws, adapter_name: str, args) -> dict:
+    from ragtune.adapters import get_adapter
+    from ragtune.models import resolve_llm
+
+    rows, about = trained_fact_questions(ws, adapter_name, args.max_test)
+    if about["split_by"] != "paraphrase":
+        print("warning: the dataset was not split by paraphrase; its test questions are about held-out text")
+    model_path = resolve_llm(get_adapter(ws, adapter_name).base_model, progress=False).path
+    questions, refs = [r["question"] for r in rows], [r["answer"] for r in rows]
+    t = time.time()
+    base = generate_all(model_path, None, questions, max_new_tokens=args.max_new_tokens)
+    tuned = generate_all(model_path, Path(get_adapter(ws, adapter_name).path), questions,
+                         max_new_tokens=args.max_new_tokens)
+    result = {"base": score(base, refs), "tuned": score(tuned, refs), "tuned_minus_base": paired(tuned, base, refs)}
+    d = result["tuned_minus_base"]["fact_hit"]
+    print(f"held-out wordings of trained facts (n={len(rows)}): fact hit base {result['base']['fact_hit']} tuned "
+          f"{result['tuned']['fact_hit']}, difference {d['mean_diff']} [{d['ci_low']}, {d['ci_high']}], p={d['p_value']}")
+    return {**about, "adapter": adapter_name, "generation_s": round(time.time() - t, 1), "result": result,
+            "examples": [{"q": q, "gold": g, "base": b, "tuned": tt}
+                         for q, g, b, tt in list(zip(questions, refs, base, tuned))[:20]]}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=float, default=None)
@@ -136,10 +186,24 @@ def main() -> int:
     ap.add_argument("--json", default=str(REPO / "bench" / "results" / "training_heldout.json"))
     ap.add_argument("--keep", action="store_true", help="keep the scratch workspace")
     ap.add_argument("--eval-only", metavar="WORKSPACE", help="skip training: evaluate --adapter on this workspace's newest dataset")
-    ap.add_argument("--adapter", help="adapter folder for --eval-only (a finished adapter or a checkpoint)")
+    ap.add_argument("--adapter", help="adapter folder for --eval-only (a finished adapter or a checkpoint); "
+                                      "adapter name for --paraphrase")
+    ap.add_argument("--paraphrase", metavar="WORKSPACE",
+                    help="score --adapter on held-out wordings of the facts its run trained on")
+    ap.add_argument("--max-new-tokens", type=int, default=48)
     args = ap.parse_args()
 
     import torch
+
+    if args.paraphrase:
+        torch.set_num_threads(args.threads)
+        from ragtune.workspace import Workspace
+
+        report = evaluate_paraphrase(Workspace(Path(args.paraphrase)), args.adapter, args)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+        print(f"wrote {args.json}")
+        return 0
 
     if args.eval_only:
         torch.set_num_threads(args.threads)

@@ -4,7 +4,9 @@
     python bench/training_throughput.py --methods lora,qlora      # on a GPU: QLoRA memory vs LoRA
 
 Both train one epoch of LoRA on the same rows (datasets/sample_train_qa.jsonl, repeated to --rows)
-with the same model, rank, learning rate and bf16 autocast. ragtune: trl SFTTrainer, best-fit
+with the same model, rank, learning rate and precision: the one ragtune measures fastest on this machine
+(``training.precision``: fp32 vs bf16 autocast timed on real steps, in a subprocess of its own before
+both runs), or the one --precision names. ragtune: trl SFTTrainer, best-fit
 packing into padding-free sequences (no pad tokens, no attention over padding), assistant-only loss.
 Baseline: the usual recipe, rows padded to the longest in each batch. Each run is its own
 subprocess, so peak memory is per run. Reported: non-padding tokens per second, wall time, peak memory.
@@ -46,13 +48,30 @@ def peak_memory_mb() -> float:
 SEQUENCE_LENGTH = 512  # the same cap for both sides; ragtune packs rows up to it, the baseline pads per batch
 
 
-def run_ragtune(model: str, rows: list[dict], method: str, batch: int, out: Path) -> dict:
+def run_probe(model: str, rows: list[dict], method: str, batch: int, threads: int) -> dict:
+    """The precision ragtune's own measurement picks for this model, at this thread count."""
+    from transformers import AutoTokenizer
+
+    from ragtune.models import resolve_llm
+    from training.config import defaults_for
+    from training.precision import choose_precision
+    from training.run import probe_batch, trainable_model
+
+    path = resolve_llm(model, progress=False).path
+    config = defaults_for(model, method, batch_size=batch)
+    choice = choose_precision(lambda: trainable_model(path, config),
+                              probe_batch(AutoTokenizer.from_pretrained(path), rows, SEQUENCE_LENGTH, batch),
+                              threads=threads, steps=1)
+    return {"bf16": choice.bf16, "reason": choice.reason}
+
+
+def run_ragtune(model: str, rows: list[dict], method: str, batch: int, out: Path, bf16: bool) -> dict:
     from ragtune.models import resolve_llm
     from training.config import defaults_for
     from training.run import build_trainer
 
     config = defaults_for(model, method, epochs=1, batch_size=batch, save_steps=10**6, eval_each_epoch=False,
-                          max_length=SEQUENCE_LENGTH)
+                          max_length=SEQUENCE_LENGTH, bf16=bf16)
     trainer = build_trainer(config, resolve_llm(model, progress=False).path, rows, [], out)
     t = time.time()
     trainer.train()
@@ -60,7 +79,7 @@ def run_ragtune(model: str, rows: list[dict], method: str, batch: int, out: Path
     return {"tokens": trainer.state.num_input_tokens_seen, "wall_s": wall, "steps": trainer.state.global_step}
 
 
-def run_baseline(model: str, rows: list[dict], method: str, batch: int, out: Path) -> dict:
+def run_baseline(model: str, rows: list[dict], method: str, batch: int, out: Path, bf16: bool) -> dict:
     """The common recipe: chat template -> tokenize -> pad per batch -> Trainer on a peft model."""
     import torch
     from datasets import Dataset
@@ -92,7 +111,7 @@ def run_baseline(model: str, rows: list[dict], method: str, batch: int, out: Pat
     peft_model = get_peft_model(base, LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                                                  target_modules=config.target_modules, task_type="CAUSAL_LM"))
     args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=batch, num_train_epochs=1,
-                             learning_rate=config.lr, bf16=True, use_cpu=not torch.cuda.is_available(),
+                             learning_rate=config.lr, bf16=bf16, use_cpu=not torch.cuda.is_available(),
                              logging_steps=10, save_strategy="no", report_to="none", disable_tqdm=True,
                              include_num_input_tokens_seen="non_padding", dataloader_pin_memory=False)
     trainer = Trainer(model=peft_model, args=args, train_dataset=data,
@@ -108,11 +127,15 @@ def child(args) -> None:
 
     torch.set_num_threads(args.threads)
     rows = load_rows(args.rows)
+    if args.variant == "probe":
+        print("RESULT " + json.dumps(run_probe(args.model, rows, args.method, args.batch_ragtune, args.threads)),
+              flush=True)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         fn = run_ragtune if args.variant == "ragtune" else run_baseline
         result = fn(args.model, rows, args.method, args.batch_ragtune if args.variant == "ragtune" else args.batch_baseline,
-                    Path(tmp))
-    result.update(variant=args.variant, method=args.method, peak_memory_mb=round(peak_memory_mb(), 1),
+                    Path(tmp), args.precision == "bf16")
+    result.update(variant=args.variant, method=args.method, precision=args.precision, peak_memory_mb=round(peak_memory_mb(), 1),
                   tokens_per_s=round(result["tokens"] / result["wall_s"], 1),
                   device="cuda" if torch.cuda.is_available() else "cpu")
     print("RESULT " + json.dumps(result), flush=True)
@@ -128,6 +151,8 @@ def main() -> int:
     ap.add_argument("--batch-ragtune", type=int, default=None, help="packed sequences per step (default: per model)")
     ap.add_argument("--batch-baseline", type=int, default=8, help="rows per step for the padded baseline")
     ap.add_argument("--json", default=str(REPO / "bench" / "results" / "training_throughput.json"))
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="auto: the faster of fp32 and bf16 autocast as ragtune measures it (default)")
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     ap.add_argument("--method", default="lora", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -139,21 +164,34 @@ def main() -> int:
         child(args)
         return 0
 
-    results = []
+    def run_child(variant: str, method: str, precision: str) -> dict | None:
+        cmd = [sys.executable, __file__, "--variant", variant, "--method", method, "--model", args.model,
+               "--rows", str(args.rows), "--threads", str(args.threads), "--precision", precision,
+               "--batch-ragtune", str(args.batch_ragtune), "--batch-baseline", str(args.batch_baseline)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if line is None:
+            print(f"{variant}/{method} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+            return None
+        return json.loads(line[7:])
+
+    results, precisions = [], {}
     for method in args.methods.split(","):
+        precision = args.precision
+        if precision == "auto":
+            probe = run_child("probe", method, "auto")
+            if probe is None:
+                return 1
+            precision = "bf16" if probe["bf16"] else "fp32"
+            print(f"{method}: precision {precision} for both sides ({probe['reason']})", flush=True)
+            precisions[method] = {"precision": precision, "reason": probe["reason"]}
         for _ in range(args.repeats):
             for variant in ("ragtune", "baseline"):
-                cmd = [sys.executable, __file__, "--variant", variant, "--method", method, "--model", args.model,
-                       "--rows", str(args.rows), "--threads", str(args.threads),
-                       "--batch-ragtune", str(args.batch_ragtune), "--batch-baseline", str(args.batch_baseline)]
-                proc = subprocess.run(cmd, capture_output=True, text=True)
-                line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-                if line is None:
-                    print(f"{variant}/{method} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+                r = run_child(variant, method, precision)
+                if r is None:
                     return 1
-                r = json.loads(line[7:])
                 results.append(r)
-                print(f"{method:6s} {variant:9s} {r['tokens_per_s']:8.1f} tok/s  {r['wall_s']:7.1f} s  "
+                print(f"{method:6s} {variant:9s} {r['precision']:5s} {r['tokens_per_s']:8.1f} tok/s  {r['wall_s']:7.1f} s  "
                       f"{r['steps']:4d} steps  peak {r['peak_memory_mb']:.0f} MB ({r['device']})", flush=True)
 
     def mean(method, variant, key):
@@ -172,7 +210,8 @@ def main() -> int:
         print(f"QLoRA / LoRA peak memory (ragtune) = {ratio:.2f}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"model": args.model, "rows": args.rows, "threads": args.threads,
-                                           "runs": results, "summary": summary}, indent=2))
+                                           "precision": precisions or args.precision, "runs": results,
+                                           "summary": summary}, indent=2))
     print(f"wrote {args.json}")
     return 0
 

@@ -23,6 +23,7 @@ MAX_EVAL_ROWS = 64
 MIN_EVAL_ROWS = 8
 EVAL_COST = 1 / 3  # a forward pass without backward costs about a third of a training step per token
 SAVE_S = 10.0  # writing the adapter and registering it
+MARGIN = 0.08  # of the training time, kept free so that a run planned to fit does fit
 
 
 @dataclass
@@ -124,7 +125,8 @@ def make_plan(meta: list[dict], lengths: list[int], val_lengths: list[int], *, e
     note = ""
     train_budget = None
     if budget_s and tokens_per_s:
-        train_budget = (budget_s - setup_s - SAVE_S) * (1 - EVAL_SHARE)
+        # What is left after setup, saving and evaluation, less a margin for a machine that gets busier.
+        train_budget = (budget_s * (1 - EVAL_SHARE) - setup_s - SAVE_S) * (1 - MARGIN)
         if train_budget <= 0:
             raise BadInputError(
                 f"The time budget of {budget_s / 60:.1f} min is used up before training starts (loading and "

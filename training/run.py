@@ -26,7 +26,7 @@ from ragtune.models import SERVING_TEMPLATE, resolve_llm
 
 from .config import TrainConfig
 from .dataset_store import resolve_training_data
-from .plan import TrainPlan, make_plan
+from .plan import SAVE_S, TrainPlan, make_plan
 from .precision import choose_precision
 
 CHECKPOINTS = "checkpoints"
@@ -124,7 +124,10 @@ def _lora_config(config: TrainConfig, model):
                       bias="none", task_type="CAUSAL_LM")
 
 
-def _make_callbacks(reporter: JobReporter | None, config: TrainConfig, elapsed_before: float):
+def _make_callbacks(reporter: JobReporter | None, config: TrainConfig, elapsed_before: float,
+                    deadline: float | None = None):
+    """`deadline` (a time.time()): the last moment a training step may end so that the job, evaluation and
+    saving included, stays within its time budget when the machine turns out slower than measured."""
     from transformers import TrainerCallback
 
     class JobLog(TrainerCallback):
@@ -154,6 +157,15 @@ def _make_callbacks(reporter: JobReporter | None, config: TrainConfig, elapsed_b
                 self.cancelled = True
                 control.should_save = True
                 control.should_training_stop = True
+            elif deadline is not None and state.global_step < state.max_steps:
+                steps = state.global_step - self.step0
+                per_step = (time.time() - self.t0) / steps if steps > 0 else 0.0
+                if time.time() + per_step > deadline:  # the next step would end past the budget
+                    control.should_training_stop = True
+                    if reporter:
+                        reporter.log(event="budget_stop", step=state.global_step, total_steps=state.max_steps,
+                                     message=f"stopped after {state.global_step} of {state.max_steps} steps to stay "
+                                             "within the time budget: the machine ran slower than measured")
 
         def on_log(self, args, state, control, logs=None, **kw):
             if not reporter or not logs or not state.is_world_process_zero:
@@ -375,7 +387,11 @@ def _train(ws, config: TrainConfig, reporter: JobReporter | None, job_dir: Path 
     log(event="start", method=config.method, method_label=label, base_model=config.base_model,
         dataset=data.name, data_hash=data.data_hash, train_rows=len(train_rows), validation_rows=len(val_rows),
         device=device, resume_checkpoint=Path(checkpoint).name if checkpoint else None)
-    callbacks = _make_callbacks(reporter, config, _elapsed_so_far(job_dir) if checkpoint else 0.0)
+    budget_s = config.budget_seconds(on_gpu)
+    deadline = None
+    if budget_s and not checkpoint:  # a resumed job has already spent part of its budget elsewhere
+        deadline = started + budget_s - SAVE_S - (plan.eval_s or 0.0) / max(1.0, plan.epochs)
+    callbacks = _make_callbacks(reporter, config, _elapsed_so_far(job_dir) if checkpoint else 0.0, deadline)
     trainer = build_trainer(run_config, model.path, train_rows, val_rows, output_dir, callbacks, max_length)
     callbacks[0].accelerator = trainer.accelerator
     if reporter and trainer.accelerator.num_processes == 1:
@@ -440,12 +456,12 @@ def trainable_model(model_path: Path, config: TrainConfig):
     return model
 
 
-PROBE_LENGTH = 256  # cost per token barely depends on length at these sizes (the vocabulary projection dominates)
+PROBE_LENGTH = 512  # longer sequences are timed at 512 tokens: the cost per token barely grows beyond it
 
 
 def probe_batch(tokenizer, rows: list[dict], max_length: int, batch_size: int):
     """A batch of real training tokens at the run's batch size and sequence length (up to PROBE_LENGTH,
-    so that timing a slow precision on a slow CPU costs seconds, not minutes)."""
+    so that timing a slow precision on a slow CPU does not take minutes)."""
     import torch
 
     max_length = min(max_length, PROBE_LENGTH)

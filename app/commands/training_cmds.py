@@ -311,7 +311,9 @@ def follow_job(ws, job_id: str, json_out: bool = False) -> int:
                     bar.write(f"  {row.get('setting')}: " + (f"{row['tokens_per_s']} tokens/s" if row.get("tokens_per_s")
                                                            else "over 1.5x slower than the best, stopped"))
                 if row.get("event") == "precision":
-                    bar.write(f"precision: {row.get('label')}" + (f", {row['threads']} threads" if row.get("threads") else "")
+                    threads = row.get("threads")
+                    bar.write(f"precision: {row.get('label')}" + (f", {threads} thread{'s' if threads > 1 else ''}"
+                                                                   if threads else "")
                               + f" ({row.get('reason')})")
                 if row.get("event") == "plan":
                     bar.write(row.get("summary", ""))
@@ -320,6 +322,8 @@ def follow_job(ws, job_id: str, json_out: bool = False) -> int:
                         bar.write(f"left out to fit the budget: {left['rows']} rows ({left.get('facts')} facts)"
                                   + (f"; documents with no rows kept: {', '.join(left['documents_without_rows'])}"
                                      if left.get("documents_without_rows") else ""))
+                if row.get("event") == "budget_stop":
+                    bar.write(row.get("message", ""))
                 if row.get("event") == "checkpoint":
                     bar.write(f"checkpoint saved at step {row.get('step')} ({row.get('reason')})")
                 if row.get("event") == "start":

@@ -89,7 +89,8 @@ def _plan_lines(rows: list[dict]) -> list[str]:
     lines = []
     for r in rows:
         if r.get("event") == "precision":
-            threads = f", {r['threads']} threads" if r.get("threads") else ""
+            n = r.get("threads")
+            threads = f", {n} thread{'s' if n > 1 else ''}" if n else ""
             lines.append(f"Precision: {r.get('label')}{threads} ({r.get('reason')})")
         elif r.get("event") == "plan" and r.get("summary"):
             lines.append(r["summary"][:1].upper() + r["summary"][1:])
