@@ -476,7 +476,10 @@ def probe_batch(tokenizer, rows: list[dict], max_length: int, batch_size: int):
 
 
 def add_cancel_check(model, watcher: CancelWatcher, every_s: float = 0.1) -> list:
-    """Forward pre-hooks that raise JobCancelled once a cancel is requested (looked at most every `every_s`)."""
+    """Hooks that raise JobCancelled once a cancel is requested (looked at most every `every_s`): before each
+    layer's forward, and as each layer's gradient arrives in the backward pass (the longer part of a step)."""
+    import torch
+
     last = [0.0]
 
     def check(*_):
@@ -486,7 +489,12 @@ def add_cancel_check(model, watcher: CancelWatcher, every_s: float = 0.1) -> lis
             if watcher.cancel_requested:
                 raise JobCancelled()
 
-    return [m.register_forward_pre_hook(check) for m in model.modules() if not list(m.children())]
+    def on_output(_module, _inputs, output):
+        if torch.is_grad_enabled() and isinstance(output, torch.Tensor) and output.requires_grad:
+            output.register_hook(check)  # an exception raised in the backward pass comes out of .backward()
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    return [m.register_forward_pre_hook(check) for m in leaves] + [m.register_forward_hook(on_output) for m in leaves]
 
 
 def checkpoint_on_cancel(trainer, output_dir: Path, log) -> None:
