@@ -28,7 +28,7 @@ import os, sys, time
 from pathlib import Path
 import training.run as run
 
-PHASE = os.environ["SLOW_PHASE"]  # "train" or "eval"
+PHASE = os.environ["SLOW_PHASE"]  # "train" (forward), "backward" or "eval"
 real_build = run.build_trainer
 
 
@@ -36,14 +36,22 @@ def slow_build(*args, **kwargs):
     trainer = real_build(*args, **kwargs)
     job_dir = Path(sys.argv[sys.argv.index("--job-dir") + 1])
 
+    def sleep(*_):
+        (job_dir / f"IN_{PHASE.upper()}").touch()
+        time.sleep(0.3)
+
     def slow(module, _inputs):
-        if module.training == (PHASE == "train"):
-            (job_dir / f"IN_{PHASE.upper()}").touch()
-            time.sleep(0.3)
+        if PHASE != "backward" and module.training == (PHASE == "train"):
+            sleep()
+
+    def slow_gradient(module, _inputs, output):
+        if PHASE == "backward" and module.training and getattr(output, "requires_grad", False):
+            output.register_hook(sleep)
 
     for module in trainer.model.modules():
         if not list(module.children()):
             module.register_forward_pre_hook(slow)
+            module.register_forward_hook(slow_gradient)
     return trainer
 
 
@@ -93,9 +101,11 @@ def _assert_stopped_and_resumable(workspace, job, requested_at: float):
     return rows
 
 
-def test_cancel_file_stops_a_job_in_the_middle_of_a_slow_step(workspace, tmp_path):
-    job = _start_slow_job(workspace, tmp_path, "train", "cancel-mid-step")
-    _wait_for(job.dir / "IN_TRAIN", job, workspace)
+@pytest.mark.parametrize("phase", ["train", "backward"])
+def test_cancel_file_stops_a_job_in_the_middle_of_a_slow_step(workspace, tmp_path, phase):
+    """Slow in the forward pass, or in the backward pass (where most of a step's time goes)."""
+    job = _start_slow_job(workspace, tmp_path, phase, f"cancel-mid-{phase}")
+    _wait_for(job.dir / f"IN_{phase.upper()}", job, workspace)
     time.sleep(1.0)  # well inside the first step, which takes about 10 s here
     requested = time.time()
     (job.dir / "CANCEL").touch()  # what `ragtune jobs cancel` and the UI write (they also send SIGTERM)

@@ -156,3 +156,24 @@ def test_the_default_budget_is_20_minutes_on_cpu_and_none_on_a_gpu():
     assert defaults_for("tiny-llama", "lora", time_budget=5).budget_seconds(on_gpu=True) == 300
     with pytest.raises(BadInputError):
         defaults_for("tiny-llama", "lora", time_budget=-1)
+
+
+def test_training_stops_at_the_budget_deadline_when_steps_run_slower_than_planned(tmp_path):
+    from transformers import TrainerControl, TrainerState
+
+    from ragtune.jobs import JobReporter, read_log
+    from training.run import _make_callbacks
+
+    with JobReporter(tmp_path) as reporter:
+        log_cb = _make_callbacks(reporter, defaults_for("tiny-llama", "lora"), 0.0, deadline=time.time() + 0.5)[0]
+        state, control = TrainerState(global_step=0, max_steps=100), TrainerControl()
+        log_cb.on_train_begin(None, state, control)
+        for step in range(1, 100):
+            time.sleep(0.1)  # a "step"
+            state.global_step = step
+            log_cb.on_step_end(None, state, control)
+            if control.should_training_stop:
+                break
+    assert control.should_training_stop and 3 <= state.global_step <= 5
+    stops = [r for r in read_log(tmp_path / "log.jsonl")[0] if r.get("event") == "budget_stop"]
+    assert stops and stops[0]["step"] == state.global_step and "time budget" in stops[0]["message"]
