@@ -94,7 +94,9 @@ def _plan_lines(rows: list[dict]) -> list[str]:
             lines.append(f"Precision: {r.get('label')}{threads} ({r.get('reason')})")
         elif r.get("event") == "plan" and r.get("summary"):
             lines.append(r["summary"][:1].upper() + r["summary"][1:])
-    return lines[-2:]
+        elif r.get("event") == "budget_stop":
+            lines.append(r.get("message", ""))
+    return lines[-3:]
 
 
 def _status_html(job, rows: list[dict]) -> str:

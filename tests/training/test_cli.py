@@ -44,10 +44,15 @@ def test_train_jobs_adapters_commands(workspace, facts_file, capsys, tmp_path):
     assert "line 1: invalid JSON" in capsys.readouterr().err
 
     code = main(["train", "-w", ws, "--model", "tiny-llama", "--dataset", str(facts_file), "--name", "cli",
-                 "--max-steps", "4", "--rank", "4", "--lr", "0.005", "--packing", "false", "--num-threads", "1"])
+                 "--max-steps", "4", "--rank", "4", "--lr", "0.005", "--packing", "false", "--num-threads", "1",
+                 "--bf16", "false"])
     out = capsys.readouterr()
     assert code == 0, out.err
-    assert "adapter 'cli'" in out.out and "LoRA" in out.out
+    assert "adapter 'cli'" in out.out and "done: LoRA, fp32;" in out.out and "bf16" not in out.out.split("done:")[1]
+    # Before the first step: the precision (with why) and the plan, with the measured speed and the budget.
+    assert "precision: fp32, 1 thread (set by the user: fp32, 1 thread, measured" in out.out
+    assert "plan: 5 of 5 rows" in out.out and "tokens/s measured" in out.out and "(budget 20.0 min)" in out.out
+    assert out.out.index("plan:") < out.out.index("done:")
 
     assert main(["adapters", "list", "-w", ws, "--json"]) == 0
     adapters = json.loads(capsys.readouterr().out)
