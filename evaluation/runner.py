@@ -127,18 +127,6 @@ def cache_key(question: str, variant: dict, model: str, index_version: str | Non
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def make_assistant(ws, engine, needs_retrieval: bool):
-    """serving.variants.Assistant wired to this workspace's retriever (only when a variant retrieves)."""
-    from serving.variants import Assistant
-
-    if not needs_retrieval:
-        return Assistant(ws, engine)
-    from retrieval.prompt import build_rag_messages
-    from retrieval.search import Retriever
-
-    return Assistant(ws, engine, retriever=Retriever.for_workspace(ws), prompt_builder=build_rag_messages)
-
-
 def _index_version(assistant) -> str | None:
     retriever = getattr(assistant, "retriever", None)
     if retriever is None:
@@ -216,7 +204,9 @@ def _answer_all(ws, run: EvalRun, engine, *, progress, judge, assistant, concurr
         return
     needs_retrieval = any(v["kind"] in RETRIEVING for v in variants)
     if assistant is None:
-        assistant = make_assistant(ws, engine, needs_retrieval)
+        from .assistants import make_assistant
+
+        assistant = make_assistant(ws, engine)
     index_version = _index_version(assistant) if needs_retrieval else None
     if finished:
         _check_unchanged(ws, run, index_version)

@@ -70,6 +70,14 @@ _cache: dict[str, "Retriever"] = {}
 _cache_lock = threading.Lock()
 
 
+def forget_workspace(ws) -> None:
+    """Drop the cached retriever of a workspace that was renamed or deleted."""
+    folder = str(index_dir(ws))
+    with _cache_lock:
+        for old in [k for k in _cache if k.startswith(f"{folder}:")]:
+            del _cache[old]
+
+
 class Retriever:
     def __init__(self, folder, manifest: dict, settings: RetrievalSettings):
         import faiss

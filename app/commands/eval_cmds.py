@@ -6,6 +6,10 @@ import sys
 
 from ragtune.errors import BadInputError
 
+from evaluation.service import EvalConfig
+from ragtune.config_args import add_dataclass_arguments, dataclass_from_args
+from ragtune.progress import progress_bar
+
 from .common import add_json_arg, add_workspace_arg, open_workspace, print_json
 
 TABLE_METRICS = ("token_f1", "semantic_similarity", "fact_hit", "exact_match", "judge_score", "groundedness",
@@ -23,18 +27,9 @@ def _add_engine_args(p) -> None:
 def register(sub) -> None:
     p = sub.add_parser("eval", help="score base / rag / ft / ft+rag on a test set, with intervals and a recommendation")
     add_workspace_arg(p)
-    p.add_argument("--qa", help="test set: JSONL/CSV with question, answer (or truth/reference), optional doc, page; "
-                                "default: the held-out split of the newest generated training set")
-    p.add_argument("--variants", default="base,rag",
-                   help="comma-separated: base, rag, ft, ft+rag (ft:ADAPTER names an adapter) (default: %(default)s)")
-    p.add_argument("--adapter", help="adapter for ft / ft+rag (default: the newest)")
-    _add_engine_args(p)
-    p.add_argument("--limit", type=int, help="use only the first N questions")
-    p.add_argument("--k", type=int, help="passages retrieved per question (default: the workspace setting)")
+    add_dataclass_arguments(p, EvalConfig)
     p.add_argument("--resume", metavar="RUN_ID", help="finish an interrupted run (only missing answers are computed)")
     p.add_argument("--report", choices=["md", "html"], help="also write a report with plots and a CSV of answers")
-    p.add_argument("--judge-url", help="OpenAI-compatible endpoint for an optional LLM judge (e.g. http://127.0.0.1:8001/v1)")
-    p.add_argument("--judge-model", help="model name at the judge endpoint")
     p.add_argument("--list", action="store_true", help="list this workspace's evaluation runs and exit")
     add_json_arg(p)
     p.set_defaults(func=_eval)
@@ -75,13 +70,9 @@ def _engine(args):
 
 
 def _eval(args):
-    from tqdm.auto import tqdm
-
-    from evaluation.job import load_rows
-    from evaluation.judge import JudgeConfig
     from evaluation.report import export_report
-    from evaluation.runner import list_runs, new_run_id, run_eval
-    from serving.engine import SamplingOptions
+    from evaluation.runner import list_runs, new_run_id
+    from evaluation.service import evaluate
 
     ws = open_workspace(args)
     if args.list:
@@ -92,42 +83,36 @@ def _eval(args):
             print(f"{r['run_id']}  {r['status']:<11} {r['answered']}/{r['expected']} answers  "
                   f"{','.join(r['variants'])}  {r.get('source') or ''}")
         return 0
-    rows, errors = None, []
-    source = ""
-    if not args.resume:
-        rows, errors, source = load_rows(ws, args.qa or "held-out", args.limit)
+    config = dataclass_from_args(EvalConfig, args).validate()
+    skipped: list = []
+
+    def loaded(rows, errors, source):
+        skipped.extend(errors)
         for line, reason in errors[:20]:
             print(f"skipped line {line}: {reason}", file=sys.stderr)
         if len(errors) > 20:
             print(f"... and {len(errors) - 20} more skipped lines", file=sys.stderr)
-    if bool(args.judge_url) != bool(args.judge_model):
-        raise BadInputError("An LLM judge needs both --judge-url and --judge-model.")
-    judge = JudgeConfig(args.judge_url, args.judge_model) if args.judge_url else None
-    engine = _engine(args)
+
     run_id = args.resume or new_run_id()
-    bar = tqdm(total=0, unit="answer", desc="evaluating", disable=None, file=sys.stderr)
+    bar = progress_bar(unit="answer", desc="evaluating")
 
     def progress(done, total, label):
-        bar.total = total
-        bar.n = done
-        bar.set_postfix_str(label[:40], refresh=False)
-        bar.refresh()
+        bar.update_to(done, total, label)
 
     try:
-        run = run_eval(ws, rows, args.variants, engine, adapter=args.adapter, progress=progress, run_id=run_id,
-                       judge=judge, options=SamplingOptions(max_tokens=args.max_tokens), k=args.k, source=source,
-                       concurrency=4 if args.engine == "vllm" else 1)
+        run = evaluate(ws, config, run_id=run_id, resume=bool(args.resume), progress=progress, on_loaded=loaded)
     except KeyboardInterrupt:
         bar.close()
-        print(f"interrupted: every answer so far is saved; finish with `ragtune eval --resume {run_id}`",
+        print(f"interrupted: every answer so far is saved; finish with `ragtune eval -w {ws.name} --resume {run_id}`",
               file=sys.stderr)
         return 130
     bar.close()
     summary = run.summary
+    engine = run.config.get("engine")
     report = str(export_report(ws, run.run_id, args.report)) if args.report else None
     if args.json:
         out = {"run_id": run.run_id, "n": summary["n"], "computed": run.computed, "cached": run.cached,
-               "skipped_rows": [{"line": ln, "reason": r} for ln, r in errors],
+               "engine": engine, "skipped_rows": [{"line": ln, "reason": r} for ln, r in skipped],
                "variants": {k: {"metrics": v["metrics"], "cost": v["cost"], "adapter": v["adapter"]}
                             for k, v in summary["variants"].items()},
                "paired": summary["paired"], "recommendation": summary["recommendation"]}
@@ -136,7 +121,8 @@ def _eval(args):
         print_json(out)
         return 0
     _print_summary(summary)
-    print(f"\nrun {run.run_id}: {run.computed} answers generated, {run.cached} reused from the cache")
+    print(f"\nrun {run.run_id} on the {engine} engine: {run.computed} answers generated, "
+          f"{run.cached} reused from the cache")
     if report:
         print(f"report: {report}")
     return 0
@@ -179,12 +165,12 @@ def _report(args):
 
 def _battle(args):
     from evaluation.arena import new_battle
-    from evaluation.runner import make_assistant
+    from evaluation.assistants import make_assistant
     from serving.engine import SamplingOptions
 
     ws = open_workspace(args)
     variants = [v for v in args.variants.split(",") if v.strip()]
-    assistant = make_assistant(ws, _engine(args), any(v.strip().split(":")[0].endswith("rag") for v in variants))
+    assistant = make_assistant(ws, _engine(args))
     battle = new_battle(ws, assistant, args.question, variants, options=SamplingOptions(max_tokens=args.max_tokens))
     if args.json:
         print_json(battle)

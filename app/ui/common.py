@@ -143,7 +143,6 @@ class AppContext:
     _engine_error: str | None = None
     _engine_ready: threading.Event = field(default_factory=threading.Event)
     _loading_started: float | None = None
-    _retrievers: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # ------------------------------------------------------------ engine
@@ -190,49 +189,29 @@ class AppContext:
 
     # ------------------------------------------------------------ retrieval
     def retriever(self, ws: Workspace, required: bool = True):
-        """The workspace's retriever, rebuilt when its index folder is replaced."""
+        """The workspace's retriever from the library's cache (reopened when the index is rebuilt)."""
         from retrieval.search import Retriever
 
-        index = index_manifest_path(ws)
         try:
-            st = index.stat()
-            key = (str(ws.root), st.st_ino, st.st_mtime_ns)
-        except FileNotFoundError:
-            key = (str(ws.root), None, None)
-        with self._lock:
-            cached = self._retrievers.get(str(ws.root))
-        if cached and cached[0] == key:
-            return cached[1]
-        try:
-            retriever = Retriever.for_workspace(ws)
+            return Retriever.for_workspace(ws)
         except BadInputError:
             if required:
                 raise
             return None
-        with self._lock:
-            self._retrievers[str(ws.root)] = (key, retriever)
-        return retriever
 
     def forget_retriever(self, ws: Workspace) -> None:
-        with self._lock:
-            self._retrievers.pop(str(ws.root), None)
+        from retrieval.search import forget_workspace
+
+        forget_workspace(ws)
 
     def assistant(self, ws: Workspace, variants=None):
-        """An Assistant on the shared engine; the retriever is only opened by variants that search."""
-        from retrieval.prompt import build_rag_messages
-        from serving.variants import Assistant
+        """The one assistant factory on the shared engine; the index opens only for variants that search."""
+        from evaluation.assistants import make_assistant
 
-        return Assistant(ws, self.engine(), prompt_builder=build_rag_messages,
-                         retriever_factory=lambda: self.retriever(ws))
+        return make_assistant(ws, self.engine())
 
 
 def index_manifest_path(ws) -> Path:
     from retrieval.index import index_dir
 
     return index_dir(ws) / "manifest.json"
-
-
-def sample_questions_path() -> Path:
-    from ragtune.paths import repo_datasets_dir
-
-    return repo_datasets_dir() / "sample_qa.jsonl"

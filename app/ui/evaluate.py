@@ -10,7 +10,9 @@ import pandas as pd
 
 from ragtune.errors import BadInputError
 
-from .common import VARIANTS, adapter_names, guarded, open_ws, sample_questions_path
+from evaluation.service import HELD_OUT, SAMPLE, EvalConfig
+
+from .common import VARIANTS, adapter_names, esc, fmt_seconds, guarded, log, open_ws
 
 QA_HELD_OUT = "Held-out questions of the newest training set"
 QA_SAMPLE = "Sample questions (Lumora Robotics demo)"
@@ -20,24 +22,17 @@ HEADLINE_METRICS = ("token_f1", "semantic_similarity", "fact_hit", "groundedness
                     "latency_s")
 
 
-def load_questions(ws, source, upload) -> tuple[list[dict], str]:
-    from evaluation.qa_sets import held_out_rows, load_qa_file
-
-    if source == QA_HELD_OUT:
-        return held_out_rows(ws)
+def eval_config(ctx, source, upload, variants, adapter, limit, max_tokens) -> EvalConfig:
+    """The screen's choices as the EvalConfig the CLI builds from its flags."""
     if source == QA_UPLOAD:
         if not upload:
             raise BadInputError("Choose a questions file (JSONL or CSV with question and answer).")
-        path = Path(upload if isinstance(upload, str) else upload.name)
+        qa = str(upload if isinstance(upload, str) else upload.name)
     else:
-        path = sample_questions_path()
-    rows, errors = load_qa_file(path)
-    if not rows:
-        first = f" First problem: line {errors[0][0]}: {errors[0][1]}" if errors else ""
-        raise BadInputError(f"No usable questions in {path.name}.{first}")
-    if errors:
-        gr.Warning(f"{len(errors)} line(s) of {path.name} were skipped (e.g. line {errors[0][0]}: {errors[0][1]}).")
-    return rows, path.name
+        qa = HELD_OUT if source == QA_HELD_OUT else SAMPLE
+    return EvalConfig(qa=qa, variants=",".join(v for v in (variants or []) if v), adapter=adapter or None,
+                      engine=ctx.engine_kind, model=ctx.model, url=ctx.engine_url,
+                      limit=int(limit) if limit and int(limit) > 0 else None, max_tokens=int(max_tokens))
 
 
 def _metric_rows(summary: dict) -> list[list]:
@@ -97,30 +92,74 @@ def show_run(ws, run_id: str):
     return table, gr.update(value=bars, title=f"Mean {main} by variant"), _box_figure(ws, run_id, main or "token_f1"), rec_md
 
 
-def run_evaluation(ctx, ws_name, source, upload, variants, adapter, limit, max_tokens, progress=gr.Progress()):
-    from evaluation.runner import run_eval
-    from serving.engine import SamplingOptions
+def start_evaluation(ctx, ws_name, source, upload, variants, adapter, limit, max_tokens):
+    from evaluation.service import start_evaluation as start
 
     ws = open_ws(ws_name)
-    variants = [v for v in (variants or []) if v]
-    if not variants:
-        raise BadInputError("Pick at least one variant to evaluate.")
-    rows, label = load_questions(ws, source, upload)
-    if limit and int(limit) > 0:
-        rows = rows[: int(limit)]
-    progress(0, desc="Loading the model...")
-    engine = ctx.engine()
-    if any(v.endswith("rag") for v in variants):
-        ctx.retriever(ws)  # a clear "build the index first" before any answer is generated
+    config = eval_config(ctx, source, upload, variants, adapter, limit, max_tokens)
+    if config.retrieves:
+        ctx.retriever(ws)  # a clear "build the index first" before the job starts
+    job = start(ws, config)
+    gr.Info(f"Evaluation {job.id} started. You can leave or reload this page; it keeps running.")
+    return evaluation_view(ws_name, None)
 
-    def report(done, total, *rest):
-        progress((done, total), desc=f"Answering question {done}/{total}")
 
-    run = run_eval(ws, rows, variants, engine, adapter=adapter or None, progress=report, source=label,
-                   assistant=ctx.assistant(ws), model=ctx.model, options=SamplingOptions(max_tokens=int(max_tokens)))
-    run_id = run.run_id
-    gr.Info(f"Evaluation {run_id} finished: {len(rows)} questions from {label}.")
-    return (*show_run(ws, run_id), run_id, gr.update(interactive=True))
+def cancel_evaluation(ws_name, _shown=None):
+    from evaluation.service import cancel_evaluation as cancel, latest_evaluation
+
+    ws = open_ws(ws_name)
+    job = latest_evaluation(ws)
+    if job is None or job.finished:
+        raise BadInputError("No evaluation is running.")
+    cancel(ws, job.id)
+    gr.Info("Cancelling: the evaluation stops after the current answer; every answer so far is kept.")
+    return evaluation_view(ws_name, _shown)
+
+
+def resume_evaluation(ws_name, _shown=None):
+    from evaluation.service import latest_evaluation, resume_evaluation as resume
+
+    ws = open_ws(ws_name)
+    job = latest_evaluation(ws)
+    if job is None:
+        raise BadInputError("There is no stopped evaluation to resume.")
+    resume(ws, job.id)
+    gr.Info(f"Resuming evaluation {job.id}: only the missing answers are computed.")
+    return evaluation_view(ws_name, _shown)
+
+
+def _state_html(job, progress: dict) -> str:
+    if job is None:
+        return "<div id='eval-state' data-status='none'>No evaluation started in this workspace yet.</div>"
+    done, total = progress["done"], progress["total"]
+    pct = min(100, int(100 * done / total)) if total else 0
+    starting = job.status == "running" and not total
+    label = "Starting (loading the model and the questions)" if starting else {
+        "running": "Answering", "succeeded": "Finished", "failed": "Failed", "cancelled": "Cancelled",
+        "stopped": "Stopped", "queued": "Starting"}.get(job.status, job.status)
+    rate = f" | {progress['rate']:.2f} answers/s" if progress.get("rate") else ""
+    eta = f" | remaining {fmt_seconds(progress['eta_s'])}" if job.status == "running" and progress.get("eta_s") else ""
+    skipped = f" | {progress['skipped']} line(s) of the file skipped" if progress.get("skipped") else ""
+    extra = f"<div class='rt-error'>{esc(job.error)}</div>" if job.error and job.status != "succeeded" else ""
+    return (f"<div id='eval-state' data-status='{esc(job.status)}' data-job='{esc(job.id)}' data-done='{done}' "
+            f"data-total='{total}'><div><b>{label}</b> - evaluation <code>{esc(job.id)}</code></div>"
+            f"<div class='rt-bar'><div style='width:{pct}%'></div></div>"
+            f"<div>{done}/{total or '?'} answers ({pct}%){rate}{eta}{skipped}</div>{extra}</div>")
+
+
+def evaluation_view(ws_name, shown_run):
+    """The newest evaluation job: state, buttons, and its results once it succeeded (same for every browser)."""
+    from evaluation.service import evaluation_progress, latest_evaluation
+
+    ws = open_ws(ws_name) if ws_name else None
+    job = latest_evaluation(ws) if ws else None
+    running = job is not None and not job.finished
+    resumable = job is not None and job.status in ("cancelled", "stopped", "failed")
+    controls = (_state_html(job, evaluation_progress(job)), gr.update(interactive=running),
+                gr.update(interactive=resumable), gr.update(interactive=not running))
+    if job is not None and job.status == "succeeded" and job.id != shown_run:
+        return (*controls, *show_run(ws, job.id), job.id, gr.update(interactive=True))
+    return (*controls, *(gr.skip() for _ in range(6)))
 
 
 def download_report(ws_name, run_id, fmt):
@@ -203,7 +242,11 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks) -> None:
         limit = gr.Number(value=10, precision=0, minimum=0, label="Questions to use (0 = all)", elem_id="eval-limit")
     with gr.Accordion("Advanced", open=False, elem_id="eval-advanced"):
         max_tokens = gr.Slider(16, 1024, value=256, step=16, label="Longest answer (tokens)", elem_id="eval-max-tokens")
-    run_btn = gr.Button("Run evaluation", variant="primary", elem_id="eval-run")
+    with gr.Row():
+        run_btn = gr.Button("Run evaluation", variant="primary", elem_id="eval-run")
+        cancel_btn = gr.Button("Cancel", variant="stop", interactive=False, elem_id="eval-cancel")
+        resume_btn = gr.Button("Resume", interactive=False, elem_id="eval-resume")
+    state = gr.HTML(elem_id="eval-status")
     recommendation = gr.Markdown(elem_id="eval-recommendation")
     table = gr.Dataframe(headers=TABLE_COLUMNS, label="Results (95% intervals)", interactive=False, elem_id="eval-table")
     with gr.Row():
@@ -235,9 +278,22 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks) -> None:
     battle_id = gr.State(None)
 
     source.change(lambda s: gr.update(visible=s == QA_UPLOAD), [source], [upload], show_progress="hidden")
-    run_fn = guarded(lambda *a, progress=gr.Progress(): run_evaluation(ctx, *a, progress=progress))
-    run_btn.click(run_fn, [ws_select, source, upload, variants, adapter, limit, max_tokens],
-                  [table, bars, box, recommendation, run_id, report_btn], api_visibility="private")
+    results = [table, bars, box, recommendation, run_id, report_btn]
+    view_outputs = [state, cancel_btn, resume_btn, run_btn, *results]
+    run_btn.click(guarded(lambda *a: start_evaluation(ctx, *a)),
+                  [ws_select, source, upload, variants, adapter, limit, max_tokens], view_outputs,
+                  api_visibility="private")
+    cancel_btn.click(guarded(cancel_evaluation), [ws_select, run_id], view_outputs, api_visibility="private")
+    resume_btn.click(guarded(resume_evaluation), [ws_select, run_id], view_outputs, api_visibility="private")
+
+    def tick(ws_name, shown):
+        try:
+            return evaluation_view(ws_name, shown)
+        except Exception:  # noqa: BLE001 - a toast every second would drown the page; the next tick retries
+            log.debug("evaluation view refresh failed", exc_info=True)
+            return tuple(gr.skip() for _ in view_outputs)
+
+    gr.Timer(1.0).tick(tick, [ws_select, run_id], view_outputs, show_progress="hidden", api_visibility="private")
     report_btn.click(guarded(download_report), [ws_select, run_id, fmt], [report_file])
     battle_btn.click(guarded(lambda *a: new_battle(ctx, *a)), [ws_select, arena_q, arena_variants, adapter],
                      [battle_id, left, right, arena_msg, *vote_btns], api_visibility="private")
@@ -245,26 +301,24 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks) -> None:
         btn.click(guarded(lambda ws, b, key=key: vote(ws, b, key)), [ws_select, battle_id],
                   [battle_id, arena_msg, board, *vote_btns], api_visibility="private")
     for trigger in (ws_select.change, demo.load):
-        trigger(guarded(latest_run), [ws_select], [table, bars, box, recommendation, run_id, report_btn],
-                show_progress="hidden")
+        trigger(guarded(latest_run), [ws_select], results, show_progress="hidden")
         trigger(guarded(leaderboard_table), [ws_select], [board], show_progress="hidden")
         trigger(guarded(lambda n: gr.update(choices=[("newest", "")] + [(a, a) for a in adapter_names(open_ws(n))] if n else [("newest", "")], value="")),
                 [ws_select], [adapter], show_progress="hidden")
 
     def evaluate(workspace: str, variants: list[str], limit: int = 5, source: str = QA_SAMPLE,
                  max_tokens: int = 256) -> dict:
-        """Run an evaluation on the sample (or held-out) questions; returns the summary and recommendation."""
-        from evaluation.recommend import recommend
-        from evaluation.runner import run_eval, summarize
+        """Run an evaluation on the sample (or held-out) questions; returns the summary and recommendation.
+
+        Same EvalConfig and service as the screen's job, run in this request on the app's loaded model.
+        """
+        from evaluation.runner import summarize
+        from evaluation.service import evaluate as run
 
         ws = open_ws(workspace)
-        rows, _ = load_questions(ws, source, None)
-        from serving.engine import SamplingOptions
-
-        run = run_eval(ws, rows[: int(limit)] if limit else rows, list(variants), ctx.engine(),
-                       assistant=ctx.assistant(ws), model=ctx.model, source=source,
-                       options=SamplingOptions(max_tokens=int(max_tokens)))
-        summary = summarize(run)
-        return {"run_id": run.run_id, "summary": summary, "recommendation": summary.get("recommendation") or recommend(summary)}
+        config = eval_config(ctx, source, None, variants, None, limit, max_tokens)
+        result = run(ws, config, engine=ctx.engine(), assistant=ctx.assistant(ws))
+        summary = summarize(result)
+        return {"run_id": result.run_id, "summary": summary, "recommendation": summary["recommendation"]}
 
     gr.api(guarded(evaluate), api_name="eval")

@@ -1,14 +1,18 @@
 """An evaluation as a background job: its own process, progress in the log, the run in the workspace."""
 
-from evaluation.job import start_eval_job
+import pytest
+
+from ragtune.errors import BadInputError
+
 from evaluation.runner import load_run
+from evaluation.service import EvalConfig, start_evaluation
 from ragtune.jobs import read_log, wait_job
 
 
 def test_eval_job_runs_in_background_and_stores_the_run(workspace, tiny_llm):
     rows = [{"question": "What is the K7 top speed?", "answer": "2.3 m/s"},
             {"question": "How long is the warranty?", "answer": "24 months"}]
-    job = start_eval_job(workspace, rows=rows, variants="base", model="tiny-llama", max_tokens=4)
+    job = start_evaluation(workspace, EvalConfig(variants="base", model="tiny-llama", max_tokens=4), rows=rows)
     done = wait_job(workspace, job.id, timeout=300)
     assert done.status == "succeeded", (done.error, (job.dir / "output.log").read_text()[-2000:])
     assert done.result["run_id"] == job.id and done.result["computed"] == 2
@@ -18,3 +22,66 @@ def test_eval_job_runs_in_background_and_stores_the_run(workspace, tiny_llm):
     run = load_run(workspace, job.id)
     assert run.status == "succeeded" and len(run.results) == 2
     assert run.summary["recommendation"]["verdict"] == "neither"  # only the base model was evaluated
+
+
+def _wait_for_answers(job, at_least: int, timeout: float = 120) -> int:
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        steps = [r["step"] for r in read_log(job.log_path)[0] if "step" in r]
+        if steps and steps[-1] >= at_least:
+            return steps[-1]
+        time.sleep(0.2)
+    raise AssertionError((job.dir / "output.log").read_text()[-2000:])
+
+
+def test_eval_job_cancel_then_resume_computes_only_the_missing_answers(workspace, tiny_llm):
+    from evaluation.service import cancel_evaluation, resume_evaluation, running_evaluation
+
+    rows = [{"question": f"What is part {i} of the K7?", "answer": f"part {i}"} for i in range(40)]
+    job = start_evaluation(workspace, EvalConfig(variants="base", model="tiny-llama", max_tokens=48), rows=rows)
+    _wait_for_answers(job, 1)
+    # a second evaluation is refused while this one runs: one rule, for the CLI's jobs and the UI
+    with pytest.raises(BadInputError, match="already running"):
+        start_evaluation(workspace, EvalConfig(variants="base", model="tiny-llama"), rows=rows)
+    assert running_evaluation(workspace).id == job.id
+    cancel_evaluation(workspace, job.id)
+    cancelled = wait_job(workspace, job.id, timeout=120)
+    assert cancelled.status == "cancelled", cancelled.error
+    answered = load_run(workspace, job.id)
+    kept = len(answered.results)
+    assert 1 <= kept < 40 and answered.status == "interrupted"
+
+    resume_evaluation(workspace, job.id)
+    done = wait_job(workspace, job.id, timeout=300)
+    assert done.status == "succeeded", (done.error, (job.dir / "output.log").read_text()[-2000:])
+    assert done.result["run_id"] == job.id and done.result["engine"] == "embedded"
+    assert done.result["computed"] + done.result["cached"] == 40 - kept
+    assert len(load_run(workspace, job.id).results) == 40
+
+
+def test_eval_config_refuses_bad_settings_in_one_sentence():
+    for bad, message in ((EvalConfig(variants=""), "at least one variant"),
+                         (EvalConfig(variants="base,turbo"), "Unknown variant"),
+                         (EvalConfig(judge_url="http://127.0.0.1:1/v1"), "both --judge-url and --judge-model"),
+                         (EvalConfig(max_tokens=0), "at least 1"),
+                         (EvalConfig(url="http://127.0.0.1:1/v1"), "use it with --engine vllm")):
+        with pytest.raises(BadInputError, match=message):
+            bad.validate()
+
+
+def test_eval_flags_come_from_the_config_and_round_trip():
+    import argparse
+    import dataclasses
+
+    from ragtune.config_args import add_dataclass_arguments, dataclass_from_args
+
+    parser = argparse.ArgumentParser()
+    add_dataclass_arguments(parser, EvalConfig)
+    config = EvalConfig(qa="sample", variants="base,ft:a1", limit=3, max_tokens=16, engine="vllm",
+                        url="http://127.0.0.1:9/v1", k=2)
+    assert dataclass_from_args(EvalConfig, parser.parse_args(config.to_argv())) == config
+    assert dataclass_from_args(EvalConfig, parser.parse_args([])) == EvalConfig()
+    help_text = parser.format_help()
+    assert all(f"--{f.name.replace('_', '-')}" in help_text for f in dataclasses.fields(EvalConfig))

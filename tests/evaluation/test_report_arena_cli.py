@@ -9,7 +9,8 @@ from app.cli import main as cli
 from evaluation.arena import leaderboard, list_battles, new_battle, record_vote
 from evaluation.qa_sets import load_qa_file
 from evaluation.report import export_report
-from evaluation.runner import make_assistant, run_eval
+from evaluation.assistants import make_assistant
+from evaluation.runner import run_eval
 from ragtune.errors import BadInputError
 from serving.engine import SamplingOptions
 
@@ -40,7 +41,7 @@ def test_markdown_and_html_reports_render_with_plots(workspace, finished_run):
 
 
 def test_arena_hides_variants_until_the_vote(workspace, tiny_engine, tiny_adapter):
-    assistant = make_assistant(workspace, tiny_engine, needs_retrieval=False)
+    assistant = make_assistant(workspace, tiny_engine)
     battle = new_battle(workspace, assistant, "What is the K7 top speed?", ["base", "ft"],
                         options=SamplingOptions(max_tokens=8))
     assert set(battle) == {"battle_id", "question", "left_text", "right_text"}

@@ -1,0 +1,247 @@
+"""Evaluation as one use case: one config, validated once, run in this process or as a job.
+
+``ragtune eval`` runs ``evaluate`` in its own process; the UI calls ``start_evaluation`` and
+tails the job (``python -m evaluation.job``), which runs the same ``evaluate``: a page reload or
+another browser finds the job from the workspace's ``jobs/`` folder, cancel stops it keeping
+every answer, and resume restarts it under the same run id so only the missing answers are
+computed. CLI flags are derived from ``EvalConfig`` (``ragtune.config_args``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from ragtune.errors import BadInputError
+
+JOB_KIND = "eval"
+HELD_OUT = "held-out"
+SAMPLE = "sample"
+ENGINES = ("embedded", "vllm")
+
+
+@dataclass
+class EvalConfig:
+    """What an evaluation answers, with what, and how long the answers may be."""
+
+    qa: str = field(default=HELD_OUT, metadata={"help": (
+        "test set: JSONL/CSV with question, answer (or truth/reference), optional doc, page; 'held-out' (the test "
+        "split of the newest generated training set) or 'sample' (the Lumora demo questions)")})
+    variants: str = field(default="base,rag", metadata={"help": (
+        "comma-separated: base, rag, ft, ft+rag (ft:ADAPTER names an adapter)")})
+    adapter: str | None = field(default=None, metadata={"help": "adapter for ft / ft+rag (default: the newest)"})
+    engine: str = field(default="embedded", metadata={"choices": ENGINES, "help": (
+        "embedded: transformers in this process; vllm: one vLLM server answering several questions at once")})
+    model: str | None = field(default=None, metadata={"help": "base model (default: gemma-3-270m)"})
+    url: str | None = field(default=None, metadata={"help": "use a vLLM server already running at this URL"})
+    limit: int | None = field(default=None, metadata={"help": "use only the first N questions"})
+    max_tokens: int = field(default=256, metadata={"help": "longest answer in tokens"})
+    k: int | None = field(default=None, metadata={"help": "passages retrieved per question (default: the workspace "
+                                                          "setting)"})
+    judge_url: str | None = field(default=None, metadata={"help": (
+        "OpenAI-compatible endpoint for an optional LLM judge (e.g. http://127.0.0.1:8001/v1)")})
+    judge_model: str | None = field(default=None, metadata={"help": "model name at the judge endpoint"})
+
+    def __post_init__(self):
+        if not isinstance(self.variants, str):
+            self.variants = ",".join(self.variants)
+        self.qa = str(self.qa or HELD_OUT)
+        if self.qa in ("heldout", "test-split"):
+            self.qa = HELD_OUT
+
+    @property
+    def variant_list(self) -> list[str]:
+        return [v.strip() for v in self.variants.split(",") if v.strip()]
+
+    def validate(self) -> "EvalConfig":
+        from .runner import parse_variant
+
+        if not self.variant_list:
+            raise BadInputError("Pick at least one variant to evaluate: base, rag, ft or ft+rag.")
+        for v in self.variant_list:
+            parse_variant(v)
+        if self.engine not in ENGINES:
+            raise BadInputError(f"Unknown engine '{self.engine}': use embedded or vllm.")
+        if self.url and self.engine != "vllm":
+            raise BadInputError("--url names a vLLM server: use it with --engine vllm.")
+        if bool(self.judge_url) != bool(self.judge_model):
+            raise BadInputError("An LLM judge needs both --judge-url and --judge-model.")
+        if self.max_tokens < 1:
+            raise BadInputError(f"--max-tokens must be at least 1 (got {self.max_tokens}).")
+        if self.limit is not None and self.limit < 0:
+            raise BadInputError(f"--limit must be 0 (all) or more (got {self.limit}).")
+        return self
+
+    @property
+    def retrieves(self) -> bool:
+        return any(v.split(":")[0].strip().lower().endswith("rag") for v in self.variant_list)
+
+    @property
+    def concurrency(self) -> int:
+        """vLLM batches concurrent requests; the embedded engine answers one at a time."""
+        return 8 if self.engine == "vllm" else 1
+
+    def sampling_options(self):
+        from serving.engine import SamplingOptions
+
+        return SamplingOptions(max_tokens=self.max_tokens)
+
+    def judge(self):
+        from .judge import JudgeConfig
+
+        return JudgeConfig(self.judge_url, self.judge_model) if self.judge_url else None
+
+    def to_argv(self) -> list[str]:
+        """The flags that rebuild this config (``ragtune.config_args``), for the job process."""
+        argv = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                argv += ["--" + f.name.replace("_", "-"), str(value)]
+        return argv
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sample_questions_path() -> Path:
+    from ragtune.paths import repo_datasets_dir
+
+    return repo_datasets_dir() / "sample_qa.jsonl"
+
+
+def load_questions(ws, config: EvalConfig) -> tuple[list[dict], list[tuple[int, str]], str]:
+    """(rows, skipped lines, source label) for the config's test set, cut to ``limit``."""
+    from .qa_sets import held_out_rows, load_qa_file
+
+    if config.qa == HELD_OUT:
+        rows, source = held_out_rows(ws)
+        errors = []
+    else:
+        path = sample_questions_path() if config.qa == SAMPLE else Path(config.qa)
+        rows, errors = load_qa_file(path)
+        source = SAMPLE if config.qa == SAMPLE else path.name
+        if not rows:
+            first = f" First problem: line {errors[0][0]}: {errors[0][1]}" if errors else ""
+            raise BadInputError(f"No usable questions in {path.name}.{first}")
+    if config.limit:
+        rows = rows[: config.limit]
+    return rows, errors, source
+
+
+def evaluation_engine(config: EvalConfig):
+    from ragtune.models import DEFAULT_LLM
+    from serving.factory import get_engine
+
+    return get_engine(config.engine, model=config.model or DEFAULT_LLM, url=config.url)
+
+
+def evaluate(ws, config: EvalConfig, *, run_id: str | None = None, resume: bool = False, progress=None,
+             engine=None, assistant=None, on_loaded=None):
+    """Run (or, with ``resume``, finish) an evaluation in this process; returns the EvalRun.
+
+    ``engine``/``assistant`` let a caller that already holds a model (the app) share it.
+    ``on_loaded(rows, skipped, source)`` hears what the test set held before any answer.
+    """
+    from .assistants import make_assistant
+    from .runner import new_run_id, run_eval
+
+    config.validate()
+    rows, errors, source = (None, [], "")
+    if resume and run_id:
+        from . import store
+
+        store.open_store(ws)
+        resume = store.get_run_record(ws, run_id) is not None  # cancelled before its first answer: start it
+    if not resume:
+        rows, errors, source = load_questions(ws, config)
+    if on_loaded:
+        on_loaded(rows, errors, source)
+    engine = engine or evaluation_engine(config)
+    if assistant is None:
+        assistant = make_assistant(ws, engine)
+    if config.retrieves:
+        assistant.retriever  # noqa: B018 - "build the index first" before any answer is generated
+    return run_eval(ws, rows, config.variant_list, engine, adapter=config.adapter, progress=progress,
+                    run_id=run_id or new_run_id(), judge=config.judge(), assistant=assistant,
+                    options=config.sampling_options(), k=config.k, source=source, concurrency=config.concurrency,
+                    model=config.model)
+
+
+# ------------------------------------------------------------------ as a job
+
+def start_evaluation(ws, config: EvalConfig, *, rows: list[dict] | None = None):
+    """Start an evaluation in its own process; returns the Job (its id is the run id).
+
+    Questions typed in (``rows``) or an uploaded file are copied into the workspace first, so
+    a resume days later still finds them.
+    """
+    from ragtune.atomic import atomic_write_bytes, atomic_write_jsonl
+    from ragtune.jobs import start_job
+
+    from .runner import new_run_id
+
+    config.validate()
+    running = running_evaluation(ws)
+    if running is not None:
+        raise BadInputError(f"An evaluation is already running ({running.id}); cancel it or wait for it to finish.")
+    run_id = new_run_id()
+    if rows is not None:
+        config.qa = str(atomic_write_jsonl(ws.path("evals", f"{run_id}.jsonl"), rows))
+    elif config.qa not in (HELD_OUT, SAMPLE):
+        source = Path(config.qa)
+        if not source.is_file():
+            raise BadInputError(f"Test set not found: {source}.")
+        kept = ws.path("evals", f"{run_id}-{source.name}")
+        atomic_write_bytes(kept, source.read_bytes())
+        config.qa = str(kept)
+    if config.qa != HELD_OUT:
+        load_questions(ws, config)  # a bad file fails here, in a sentence, not later in the job
+    args = ["--workspace", str(ws.root), "--run-id", run_id, *config.to_argv()]
+    return start_job(ws, JOB_KIND, "evaluation.job", args, config={"run_id": run_id, "eval": config.to_dict(),
+                                                                      "args": args}, job_id=run_id)
+
+
+def resume_evaluation(ws, job_id: str):
+    """Restart a cancelled or stopped evaluation job under the same run id: only missing answers run."""
+    from ragtune.jobs import get_job, start_job
+
+    job = get_job(ws, job_id)
+    if not job.finished or job.status == "succeeded":
+        raise BadInputError(f"Evaluation {job_id} is {job.status}: only a cancelled, stopped or failed one resumes.")
+    args = [a for a in job.config["args"]]
+    if "--resume" not in args:
+        args.append("--resume")
+    return start_job(ws, JOB_KIND, "evaluation.job", args, config=job.config, job_id=job_id)
+
+
+def cancel_evaluation(ws, job_id: str):
+    from ragtune.jobs import cancel_job
+
+    return cancel_job(ws, job_id)
+
+
+def latest_evaluation(ws):
+    from ragtune.jobs import list_jobs
+
+    jobs = list_jobs(ws, kind=JOB_KIND)
+    return jobs[0] if jobs else None
+
+
+def running_evaluation(ws):
+    from ragtune.jobs import list_jobs
+
+    return next((j for j in list_jobs(ws, kind=JOB_KIND) if not j.finished), None)
+
+
+def evaluation_progress(job) -> dict:
+    """Done/total answers, rate and what the job is doing, from its log (for any screen)."""
+    from ragtune.jobs import read_log
+
+    rows = read_log(job.log_path)[0] if job is not None else []
+    steps = [r for r in rows if r.get("step") is not None]
+    last = steps[-1] if steps else {}
+    loaded = next((r for r in reversed(rows) if r.get("event") == "loaded"), {})
+    return {"done": last.get("step", 0), "total": last.get("total_steps") or 0, "label": last.get("label", ""),
+            "rate": last.get("rate"), "eta_s": last.get("eta_s"), "skipped": len(loaded.get("skipped") or []),
+            "questions": loaded.get("rows")}
