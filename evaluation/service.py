@@ -245,3 +245,19 @@ def evaluation_progress(job) -> dict:
     return {"done": last.get("step", 0), "total": last.get("total_steps") or 0, "label": last.get("label", ""),
             "rate": last.get("rate"), "eta_s": last.get("eta_s"), "skipped": len(loaded.get("skipped") or []),
             "questions": loaded.get("rows")}
+
+
+def suggested_variant(ws, default: str = "rag") -> str:
+    """What to publish: the variant the newest finished evaluation recommended, else ``default``.
+
+    The Deploy screen preselects it; `ragtune eval` and `ragtune deploy` print it.
+    """
+    from .runner import KINDS, list_runs, load_run, summarize
+
+    run_id = next((r["run_id"] for r in list_runs(ws) if r["status"] == "succeeded"), None)
+    if run_id is None:
+        return default
+    run = load_run(ws, run_id)
+    rec = (run.summary or summarize(run)).get("recommendation") or {}
+    kind = str(rec.get("choice") or "").partition(":")[0]
+    return kind if kind in KINDS and kind != "base" and rec.get("verdict") != "neither" else default

@@ -82,10 +82,14 @@ class Workspace:
                 return cls(folder)
             if create:
                 return cls.create(name_or_path, root=root)
-        raise WorkspaceError(
-            f"No workspace '{name_or_path}'. Create it with `ragtune workspace create {name_or_path}` "
-            "or pass an existing workspace folder."
-        )
+        if isinstance(name_or_path, str) and NAME_RE.match(name_or_path):
+            raise WorkspaceError(f"No workspace '{name_or_path}'. Create it with `ragtune workspace create "
+                                 f"{name_or_path}` or pass an existing workspace folder.")
+        # A folder path is not a workspace name: suggest a name that `workspace create` accepts.
+        slug = re.sub(r"[^A-Za-z0-9_-]+", "-", candidate.name).strip("-_")[:64] or "my-project"
+        slug = slug if NAME_RE.match(slug) else "my-project"
+        raise WorkspaceError(f"No workspace at {candidate}. Create one with `ragtune workspace create {slug}`, "
+                             f"then pass `-w {slug}`.")
 
     @property
     def name(self) -> str:

@@ -189,3 +189,24 @@ def build_index(ws, *, progress: bool = True, settings: RetrievalSettings | None
 
 def index_status(ws) -> dict | None:
     return read_json(index_dir(ws) / "manifest.json")
+
+
+def index_state(ws) -> dict:
+    """Whether the index exists and still covers the workspace's documents (the rule every screen shows).
+
+    Stale when documents were added or deleted since the build: the chunk ids it was built from
+    differ from the workspace's now. Returns {"built", "stale", "documents", "manifest"}.
+    """
+    from .documents import list_documents
+
+    manifest = index_status(ws)
+    documents = len(list_documents(ws))
+    if not manifest:
+        return {"built": False, "stale": documents > 0, "documents": documents, "manifest": None}
+    built_from = (manifest.get("fingerprint") or {}).get("chunks")
+    if built_from is not None:
+        chunk_ids = "\n".join(c.chunk_id for c in all_chunks(ws))
+        stale = hashlib.sha256(chunk_ids.encode()).hexdigest() != built_from
+    else:  # an index from before fingerprints: compare the document count
+        stale = manifest.get("documents") is not None and manifest["documents"] != documents
+    return {"built": True, "stale": stale, "documents": documents, "manifest": manifest}

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from ragtune.adapters import adapter_path, validate_adapter_name
 from ragtune.errors import BadInputError, JobError
-from ragtune.jobs import Job, cancel_job, get_job, start_job
+from ragtune.jobs import Job, cancel_job, get_job, list_jobs, start_job
 from ragtune.models import canonical_name
 
 from .config import TrainConfig
@@ -56,10 +56,21 @@ def _env(config: TrainConfig) -> dict:
 
 
 def start_training(ws, config: TrainConfig) -> Job:
-    """Start a training job in its own process; returns at once with the Job (tail ``job.log_path``)."""
+    """Start a training job in its own process; returns at once with the Job (tail ``job.log_path``).
+
+    One fine-tune at a time per workspace: two would fight over the CPU/GPU and the adapter folder.
+    """
+    running = running_training(ws)
+    if running is not None:
+        raise JobError(f"A fine-tune is already running ({running.id}); cancel it with "
+                       f"`ragtune jobs cancel {running.id} -w {ws.name}` or wait for it to finish.")
     config = prepare(ws, config)
     module, args = _module_and_args(ws, config)
     return start_job(ws, KIND, module, args, config=config.to_dict(), env=_env(config))
+
+
+def running_training(ws) -> Job | None:
+    return next((j for j in list_jobs(ws, kind=KIND) if not j.finished), None)
 
 
 def resume_training(ws, job_id: str) -> Job:
@@ -69,6 +80,9 @@ def resume_training(ws, job_id: str) -> Job:
         raise JobError(f"Job {job_id} is a '{job.kind}' job, not a training job.")
     if job.status == "running":
         raise JobError(f"Job {job_id} is still running.")
+    running = running_training(ws)
+    if running is not None:
+        raise JobError(f"A fine-tune is already running ({running.id}); cancel it or wait for it to finish.")
     if job.status == "succeeded":
         raise JobError(f"Job {job_id} already finished and saved adapter '{job.result.get('adapter')}'.")
     config = TrainConfig.from_dict(job.config)

@@ -98,7 +98,10 @@ def _deploy(args) -> int:
         dep = deployments.publish(ws, args.variant, args.adapter, note=args.note)
         print(f"published version {dep.version}: {dep.model}", file=sys.stderr)
     elif deployments.current(ws) is None:
-        raise BadInputError(f"Nothing is published in workspace '{ws.name}': pass --variant (e.g. --variant rag).")
+        from evaluation.service import suggested_variant
+
+        raise BadInputError(f"Nothing is published in workspace '{ws.name}': pass --variant (the newest evaluation "
+                            f"suggests `ragtune deploy -w {ws.name} --variant {suggested_variant(ws)}`).")
     ingest, build_index = _document_pipeline()
     engine = engine_from_args(args)
     app = build_deploy_app(workspaces_root() if args.all_workspaces else ws, engine,

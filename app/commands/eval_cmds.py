@@ -125,6 +125,10 @@ def _eval(args):
           f"{run.cached} reused from the cache")
     if report:
         print(f"report: {report}")
+    if summary["recommendation"].get("verdict") != "neither":
+        from evaluation.service import suggested_variant
+
+        print(f"to publish it: `ragtune deployments publish {suggested_variant(ws)} -w {ws.name}`")
     return 0
 
 

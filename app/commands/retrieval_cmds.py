@@ -23,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("--embedder", help="sentence-transformers model name, folder or HF id (saved in the workspace)")
     p.add_argument("--chunk-tokens", type=int, help="chunk size in embedder tokens (saved)")
     p.add_argument("--overlap-tokens", type=int, help="overlap between chunks in tokens (saved)")
+    p.add_argument("--status", action="store_true",
+                   help="only say whether the index is built and still covers the documents (exit 1 if not)")
     add_workspace_arg(p)
     add_json_arg(p)
     p.set_defaults(func=_index)
@@ -118,6 +120,8 @@ def _index(args):
     from retrieval.settings import save_settings
 
     ws = open_workspace(args)
+    if args.status:
+        return _index_state(ws, args)
     changes = {"embedder": args.embedder, "chunk_tokens": args.chunk_tokens, "overlap_tokens": args.overlap_tokens}
     if any(v is not None for v in changes.values()):
         save_settings(ws, **{k: v for k, v in changes.items() if v is not None})
@@ -127,6 +131,21 @@ def _index(args):
     else:
         state = "unchanged" if result.get("unchanged") else f"{result['embedded']} chunks embedded"
         print(f"index {result['version']}: {result['chunks']} chunks, {result['kind']} search, {state}")
+
+
+def _index_state(ws, args) -> int:
+    from retrieval.index import index_state
+
+    state = index_state(ws)
+    if args.json:
+        print_json(state)
+    elif not state["built"]:
+        print(f"no index yet ({state['documents']} documents): build it with `ragtune index -w {ws.name}`")
+    else:
+        m = state["manifest"]
+        print(f"index {m['version']}: {m['chunks']} chunks from {m.get('documents', '?')} documents, {m['kind']} search"
+              + (f"; STALE: documents changed since the build, run `ragtune index -w {ws.name}`" if state["stale"] else ""))
+    return 0 if state["built"] and not state["stale"] else 1
 
 
 def _list(args):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from ragtune.errors import BadInputError
 
+from ragtune.progress import progress_bar
+
 from .common import add_json_arg, add_workspace_arg, open_workspace, print_json
 
 
@@ -152,15 +154,6 @@ def register(sub) -> None:
 
 # ------------------------------------------------------------------ synth
 
-def workspace_chunks(ws) -> list:
-    """The workspace's document chunks, from retrieval (the app layer joins the two areas)."""
-    try:
-        from retrieval.documents import all_chunks
-    except ImportError as exc:
-        raise BadInputError(f"Document storage is not available ({exc}); ingest documents first.") from None
-    return all_chunks(ws)
-
-
 def local_teacher(model: str | None):
     """The local engine behind the same chat-teacher path as an OpenAI-compatible server."""
     from serving.engine import SamplingOptions
@@ -178,16 +171,15 @@ def local_teacher(model: str | None):
 def _synth(args):
     import os
 
-    from tqdm.auto import tqdm
-
+    from app.training_data import dataset_from_documents, dataset_from_file
     from training.chat_data import describe_errors
-    from training.dataset_store import import_chat_file
-    from training.synth import SynthConfig, synthesize
+    from training.synth import SynthConfig
 
     ws = open_workspace(args)
     if args.from_file:
-        version, errors = import_chat_file(ws, args.from_file, validation_fraction=args.validation_fraction,
-                                           test_fraction=args.test_fraction, seed=args.seed)
+        split = SynthConfig(validation_fraction=args.validation_fraction, test_fraction=args.test_fraction,
+                            seed=args.seed)
+        version, errors = dataset_from_file(ws, args.from_file, split)
         if errors:
             print(f"skipped {len(errors)} malformed rows: {describe_errors(errors, limit=10)}", file=sys.stderr)
         return _print_dataset(version, args)
@@ -201,18 +193,13 @@ def _synth(args):
         validation_fraction=args.validation_fraction, test_fraction=args.test_fraction,
         split_by=args.split_by, seed=args.seed)
     teacher = local_teacher(args.teacher_model) if teacher_kind == "local" else None
-    chunks = workspace_chunks(ws)
-    if not chunks:
-        raise BadInputError(f"Workspace '{ws.name}' has no documents: ingest documents first "
-                            f"(`ragtune ingest PATH -w {ws.name}`), then run `ragtune synth`.")
-    bar = tqdm(total=len(chunks), desc=f"Writing questions ({teacher_kind})", unit="chunk", disable=args.json)
+    bar = progress_bar(desc=f"Writing questions ({teacher_kind})", unit="chunk", disable=args.json)
 
     def progress(i, n, doc):
-        bar.update(i - bar.n)
-        bar.set_postfix_str(doc[-30:])
+        bar.update_to(i, n, doc[-30:])
 
     try:
-        version = synthesize(ws, config, progress, chunks=chunks, teacher=teacher)
+        version = dataset_from_documents(ws, config, progress, teacher=teacher)
     finally:
         bar.close()
     return _print_dataset(version, args)

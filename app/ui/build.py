@@ -12,11 +12,10 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from ragtune.atomic import atomic_write_bytes, read_json
 from ragtune.errors import BadInputError
 from ragtune.jobs import list_jobs, read_log
 
-from .common import esc, fmt_seconds, guarded, index_manifest_path, log, open_ws
+from .common import esc, fmt_seconds, guarded, log, open_ws
 
 DATA_GENERATE = "Generate questions and answers from my documents"
 DATA_UPLOAD = "Use my own Q&A or chat file"
@@ -28,17 +27,15 @@ LOSS_COLUMNS = ["step", "loss", "curve"]
 def index_status(ws_name) -> str:
     if not ws_name:
         return "No workspace open."
-    from retrieval.documents import list_documents
+    from retrieval.index import index_state
 
-    ws = open_ws(ws_name)
-    docs = len(list_documents(ws))
-    manifest = read_json(index_manifest_path(ws))
-    if not manifest:
+    state = index_state(open_ws(ws_name))
+    manifest, docs = state["manifest"], state["documents"]
+    if not state["built"]:
         return ("**Index: not built yet.** " + (f"{docs} document(s) waiting: build it." if docs
                                                else "Add documents on the Documents tab, then build it."))
     built = time.strftime("%Y-%m-%d %H:%M", time.localtime(manifest["built_at"])) if manifest.get("built_at") else ""
-    stale = ("\n\n**Documents changed since this build: build again so answers use them.**"
-             if manifest.get("documents") is not None and manifest["documents"] != docs else "")
+    stale = "\n\n**Documents changed since this build: build again so answers use them.**" if state["stale"] else ""
     return (f"**Index ready**: {manifest.get('chunks', '?')} passages from {manifest.get('documents', '?')} "
             f"documents ({manifest.get('kind', '?')} search), version `{manifest.get('version', '?')}`, built {built}."
             + stale)
@@ -143,47 +140,40 @@ def training_view(ws_name):
 
 
 def _dataset_for(ws, source, upload, progress):
+    """The same versioned dataset as `ragtune synth` (or `ragtune synth --from-file`), test split kept aside."""
+    from app.training_data import dataset_from_documents, dataset_from_file
+
     if source == DATA_UPLOAD:
         if not upload:
             raise BadInputError("Choose a Q&A or chat file to train on (JSONL or CSV).")
-        from training.chat_data import load_chat_file
+        from training.chat_data import describe_errors
 
-        path = Path(upload if isinstance(upload, str) else upload.name)
-        rows, errors = load_chat_file(path)
-        if not rows:
-            first = f" First problem: line {errors[0][0]}: {errors[0][1]}" if errors else ""
-            raise BadInputError(f"No usable training rows in {path.name}.{first}")
+        dataset, errors = dataset_from_file(ws, Path(upload if isinstance(upload, str) else upload.name))
         if errors:
-            gr.Warning(f"{len(errors)} line(s) of {path.name} were skipped (e.g. line {errors[0][0]}: {errors[0][1]}).")
-        target = ws.path("datasets", "uploads", path.name)
-        atomic_write_bytes(target, path.read_bytes())
-        return str(target)
-    from training.synth import SynthConfig, synthesize
+            gr.Warning(f"{len(errors)} line(s) of the file were skipped ({describe_errors(errors, limit=2)}).")
+    else:
+        def report(i, n, label=""):
+            progress((i, n), desc=f"Writing practice questions from your documents ({i}/{n})")
 
-    def report(i, n, label=""):
-        progress((i, n), desc=f"Writing practice questions from your documents ({i}/{n})")
-
-    from retrieval.documents import all_chunks
-
-    dataset = synthesize(ws, SynthConfig(), report, chunks=all_chunks(ws))
+        dataset = dataset_from_documents(ws, progress=report)
     counts = ", ".join(f"{n} {split}" for split, n in (dataset.counts or {}).items())
     gr.Info(f"Training set {dataset.name} written ({counts}); its test questions are kept aside for evaluation.")
     return dataset.name
 
 
-def start_finetune(ws_name, source, upload, adapter_name, base_model, method, rank, epochs, lr,
+def start_finetune(ws_name, source, upload, adapter_name, base_model, method, rank, alpha, epochs, lr,
                    progress=gr.Progress()):
     from training.config import defaults_for
-    from training.jobs import start_training
+    from training.jobs import running_training, start_training
 
     ws = open_ws(ws_name)
-    current = _latest_train_job(ws)
-    if current is not None and current.status == "running":
-        raise BadInputError(f"A fine-tune is already running ({current.id}); cancel it or wait for it to finish.")
+    running = running_training(ws)  # before spending minutes on the data; start_training checks again
+    if running is not None:
+        raise BadInputError(f"A fine-tune is already running ({running.id}); cancel it or wait for it to finish.")
     dataset = _dataset_for(ws, source, upload, progress)
     name = (adapter_name or "").strip() or None
     config = defaults_for(base_model, method, dataset=dataset, adapter_name=name, rank=int(rank),
-                          alpha=2 * int(rank), epochs=float(epochs), lr=float(lr))
+                          alpha=int(alpha), epochs=float(epochs), lr=float(lr))
     job = start_training(ws, config)
     gr.Info(f"Fine-tune started (job {job.id}). You can leave this page; it keeps running.")
     return training_view(ws_name)
@@ -194,7 +184,7 @@ def model_defaults(base_model, method):
     from training.config import defaults_for
 
     config = defaults_for(base_model or "gemma-3-270m", method or "lora")
-    return config.rank, config.epochs, config.lr
+    return config.rank, config.alpha, config.epochs, config.lr
 
 
 def cancel_finetune(ws_name):
@@ -248,6 +238,8 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks, tab: gr.Tab | None = Non
                                          info="Must match the model the app serves, to chat with the result.")
                 method = gr.Radio(["lora", "qlora"], value="lora", label="Method (QLoRA uses less memory)")
                 rank = gr.Slider(2, 64, value=16, step=2, label="LoRA rank", elem_id="lora-rank")
+                alpha = gr.Slider(1, 256, value=32, step=1, label="LoRA alpha (scale = alpha / rank)",
+                                  elem_id="lora-alpha")
                 epochs = gr.Number(value=3, label="Epochs", minimum=0.1, elem_id="train-epochs")
                 lr = gr.Number(value=2e-4, label="Learning rate", elem_id="train-lr")
             with gr.Row():
@@ -265,7 +257,7 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks, tab: gr.Tab | None = Non
     index_btn.click(guarded(build_index_now), [ws_select, *advanced], [index_md], concurrency_id="index",
                     api_name="build_index")
     start_btn.click(guarded(start_finetune), [ws_select, source, upload, adapter_name, base_model, method, rank,
-                                              epochs, lr], view_outputs)
+                                              alpha, epochs, lr], view_outputs)
     cancel_btn.click(guarded(cancel_finetune), [ws_select], view_outputs)
     resume_btn.click(guarded(resume_finetune), [ws_select], view_outputs)
     def tick(ws_name):
@@ -277,7 +269,7 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks, tab: gr.Tab | None = Non
 
     timer.tick(tick, [ws_select], view_outputs, show_progress="hidden", api_visibility="private")
     for trigger in (base_model.change, demo.load):
-        trigger(guarded(model_defaults), [base_model, method], [rank, epochs, lr], show_progress="hidden")
+        trigger(guarded(model_defaults), [base_model, method], [rank, alpha, epochs, lr], show_progress="hidden")
     if tab is not None:  # documents may have changed on another tab
         tab.select(guarded(index_status), [ws_select], [index_md], show_progress="hidden", api_visibility="private")
     for trigger in (ws_select.change, demo.load):

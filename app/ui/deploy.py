@@ -15,7 +15,7 @@ import pandas as pd
 from ragtune.errors import BadInputError, ServerUnavailableError
 from ragtune.paths import workspaces_root
 
-from .common import VARIANT_LABELS, VARIANTS, adapter_names, guarded, open_ws
+from .common import VARIANT_LABELS, VARIANTS, adapter_names, guarded, log, open_ws
 
 HISTORY_COLUMNS = ["Version", "Answers with", "Fine-tuned model", "Published", "Note", "Live"]
 
@@ -98,20 +98,14 @@ def deploy_view(server: EndUserServer, ws_name, key=None, start=False):
 
 
 def suggested_variant(ws_name):
-    """Preselect what the newest evaluation recommended."""
-    try:
-        from evaluation.runner import list_runs, load_run, summarize
+    """Preselect what the newest evaluation recommended (evaluation.service.suggested_variant)."""
+    from evaluation.service import suggested_variant as suggest
 
-        ws = open_ws(ws_name)
-        run_id = next((r["run_id"] for r in list_runs(ws) if r["status"] == "succeeded"), None)
-        if run_id:
-            rec = summarize(load_run(ws, run_id)).get("recommendation") or {}
-            kind = str(rec.get("choice") or "").partition(":")[0]
-            if kind in VARIANTS and rec.get("verdict") != "neither":
-                return kind
-    except Exception:  # noqa: BLE001 - only a preselection
-        pass
-    return "rag"
+    try:
+        return suggest(open_ws(ws_name))
+    except Exception:  # noqa: BLE001 - only a preselection: a broken run store must not block publishing
+        log.debug("no deploy suggestion", exc_info=True)
+        return "rag"
 
 
 def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks, server: EndUserServer) -> None:

@@ -1,0 +1,105 @@
+"""Rules the CLI and the Build/Deploy screens share, each in one place (docs/app.md lists where)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ragtune.errors import JobError, WorkspaceError
+from ragtune.workspace import Workspace
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN_QA = REPO / "datasets" / "sample_train_qa.jsonl"
+SAMPLE = REPO / "datasets" / "sample"
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _cli(*args, home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAGTUNE_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=240)
+
+
+def test_a_second_finetune_is_refused_while_one_runs(workspace, tiny_llm):
+    from ragtune.jobs import get_job, wait_job
+    from training.config import defaults_for
+    from training.jobs import cancel_training, running_training, start_training
+
+    config = defaults_for("tiny-llama", dataset=str(TRAIN_QA), max_steps=500, num_threads=1)
+    job = start_training(workspace, config)
+    try:
+        assert running_training(workspace).id == job.id
+        with pytest.raises(JobError, match="already running"):
+            start_training(workspace, config)
+    finally:
+        cancel_training(workspace, job.id)
+        wait_job(workspace, job.id, timeout=120)
+    assert get_job(workspace, job.id).finished and running_training(workspace) is None
+
+
+def test_train_on_my_file_makes_the_same_versioned_dataset_as_synth_from_file(tmp_path):
+    from app.training_data import dataset_from_file
+
+    home = tmp_path / "home"
+    ws = Workspace.create("files", root=home / "workspaces")
+    ui_version, errors = dataset_from_file(ws, TRAIN_QA)  # what the Build screen calls
+    assert errors == []
+    done = _cli("synth", "--from-file", str(TRAIN_QA), "-w", "files", "--json", home=home)
+    assert done.returncode == 0, done.stderr
+    import json
+
+    cli_version = json.loads(done.stdout)
+    assert ui_version.counts == cli_version["counts"] and ui_version.counts["test"] > 0
+    assert ui_version.name != cli_version["name"]  # two versions, side by side
+
+
+def test_index_staleness_is_one_library_rule_the_cli_shows_too(tmp_path):
+    from retrieval.index import build_index, index_state
+    from retrieval.ingest import ingest_paths
+
+    home = tmp_path / "home"
+    ws = Workspace.create("stale", root=home / "workspaces")
+    assert index_state(ws) == {"built": False, "stale": False, "documents": 0, "manifest": None}
+    ingest_paths(ws, [SAMPLE / "faq.md"])
+    build_index(ws, progress=False)
+    assert index_state(ws)["stale"] is False
+    ingest_paths(ws, [SAMPLE / "employee_handbook.md"])
+    state = index_state(ws)
+    assert state["built"] and state["stale"] and state["documents"] == 2
+    shown = _cli("index", "--status", "-w", "stale", home=home)
+    assert shown.returncode == 1 and "STALE" in shown.stdout and "ragtune index -w stale" in shown.stdout
+
+
+def test_deploy_suggestion_follows_the_newest_evaluation(workspace, tiny_llm):
+    from evaluation.runner import run_eval
+    from evaluation.service import suggested_variant
+    from serving.engine import SamplingOptions
+    from serving.factory import get_engine
+
+    assert suggested_variant(workspace) == "rag"  # no evaluation yet: the default
+    run_eval(workspace, [{"question": "What is the K7 top speed?", "answer": "2.3 m/s"}], "base",
+             get_engine("embedded", model="tiny-llama"), options=SamplingOptions(max_tokens=4))
+    assert suggested_variant(workspace) == "rag"  # only the base model was scored: nothing earned its cost
+
+
+def test_missing_workspace_hint_is_a_command_that_works(tmp_path):
+    folder = tmp_path / "My Project"
+    with pytest.raises(WorkspaceError) as info:
+        Workspace.open(str(folder))
+    message = str(info.value)
+    command = message.split("`")[1]
+    assert command.startswith("ragtune workspace create ")
+    home = tmp_path / "home"
+    done = _cli(*command.split()[1:], home=home)
+    assert done.returncode == 0, done.stderr
+    name = command.split()[-1]
+    assert f"-w {name}" in message
+    assert Workspace.open(name, root=home / "workspaces").name == name
+    # a plain name gets the same hint, with that name
+    with pytest.raises(WorkspaceError, match="`ragtune workspace create nosuch`"):
+        Workspace.open("nosuch")
