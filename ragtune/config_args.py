@@ -51,11 +51,14 @@ def flag_name(field: dataclasses.Field) -> str:
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, *, exclude: tuple[str, ...] = (),
-                            defaults_to_none: bool = False, group: str | None = None) -> list[str]:
+                            defaults_to_none: bool = False, group: str | None = None,
+                            helps: dict[str, str] | None = None, default_note: str = "") -> list[str]:
     """Add one flag per field of ``cls``; returns the field names added.
 
     ``defaults_to_none``: every flag defaults to None, for commands that start from computed
     defaults and apply only what was given (``ragtune train`` over ``defaults_for(model)``).
+    ``helps`` adds help for fields whose metadata has none (a field without either still gets
+    its flag, described by its name); ``default_note`` ends every help, e.g. "(default: per model)".
     """
     hints = typing.get_type_hints(cls)
     target = parser.add_argument_group(group) if group else parser
@@ -65,9 +68,11 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, *, exclude: tu
             continue
         meta = f.metadata
         default = None if defaults_to_none else _default(f)
-        help_text = meta.get("help", "")
+        help_text = meta.get("help") or (helps or {}).get(f.name) or f.name.replace("_", " ")
         if not defaults_to_none and default is not None:
             help_text += " (default: %(default)s)"
+        elif default_note:
+            help_text += f" {default_note}"
         kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": help_text}
         choices = meta.get("choices")
         if choices is None and typing.get_origin(hints[f.name]) is typing.Literal:

@@ -145,9 +145,9 @@ def embed_cached(ws, embedder: Embedder, texts: list[str], *, batch_size: int = 
             missing[k] = t
     if missing:
         todo_keys, todo_texts = list(missing), list(missing.values())
-        from tqdm.auto import tqdm
+        from ragtune.progress import progress_bar
 
-        bar = tqdm(total=len(todo_texts), desc="embedding chunks", unit="chunk", disable=not progress)
+        bar = progress_bar(total=len(todo_texts), desc="embedding chunks", unit="chunk", disable=not progress)
         step = max(batch_size * 4, 256)
         for i in range(0, len(todo_texts), step):
             vecs = embedder.encode(todo_texts[i:i + step], batch_size=batch_size)

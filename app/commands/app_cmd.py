@@ -31,9 +31,8 @@ def register(sub) -> None:
 
 def prepare_sample(name: str = SAMPLE_WORKSPACE) -> Workspace:
     """Create the sample workspace, add datasets/sample and build its index, showing progress here."""
-    from tqdm.auto import tqdm
-
     from app.ui.common import index_manifest_path
+    from ragtune.progress import progress_bar
 
     ws = Workspace.create(name, exist_ok=True)
     from retrieval.documents import list_documents
@@ -44,16 +43,8 @@ def prepare_sample(name: str = SAMPLE_WORKSPACE) -> Workspace:
 
         source = repo_datasets_dir() / "sample"
         print(f"Adding the sample documents from {source} to workspace '{name}'...", flush=True)
-        bar = tqdm(total=None, unit="file", desc="reading")
-
-        def progress(i, n, file_name):
-            bar.total = n
-            bar.n = i
-            bar.set_postfix_str(str(file_name)[-40:])
-            bar.refresh()
-
-        results = ingest_paths(ws, [source], progress=progress)
-        bar.n = bar.total or len(results)
+        bar = progress_bar(unit="file", desc="reading")
+        results = ingest_paths(ws, [source], progress=lambda i, n, file_name: bar.update_to(i, n, str(file_name)[-40:]))
         bar.close()
         for r in results:
             print(f"  {r.name}: {r.status}" + (f" ({r.chunks} chunks)" if r.status == "added" else f" - {r.reason}" if r.reason else ""))

@@ -67,16 +67,10 @@ def register(sub) -> None:
 
 
 def _bar(desc: str):
-    from tqdm.auto import tqdm
+    from ragtune.progress import progress_bar
 
-    bar = tqdm(total=0, desc=desc, unit="file")
-
-    def update(i, n, name):
-        bar.total = n
-        bar.n = i
-        bar.set_postfix_str(name[:40])
-        bar.refresh()
-    return bar, update
+    bar = progress_bar(desc=desc, unit="file")
+    return bar, bar.update_to
 
 
 def _ingest(args):

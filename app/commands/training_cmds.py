@@ -2,66 +2,45 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 from ragtune.errors import BadInputError
 
+from ragtune.config_args import add_dataclass_arguments, given_fields
 from ragtune.progress import progress_bar
+from training.config import TrainConfig
 
 from .common import add_json_arg, add_workspace_arg, open_workspace, print_json
 
 
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
-
-
-def _optional_int(text: str) -> int | None:
-    return None if text.lower() in ("none", "off", "") else int(text)
-
-
-def _length(text: str) -> int | None:
-    return None if text.lower() in ("auto", "none") else int(text)
-
-
-def _optional_bool(text: str) -> bool | None:
-    return None if text.lower() in ("auto", "none") else _bool(text)
-
-
-# Flags for every TrainConfig field (except base_model/method/dataset/adapter_name, named below).
-_TRAIN_FLAGS = {
-    "epochs": (float, "number of passes over the training split"),
-    "lr": (float, "peak learning rate"),
-    "rank": (int, "LoRA rank"),
-    "alpha": (int, "LoRA alpha (scale = alpha / rank)"),
-    "dropout": (float, "LoRA dropout"),
-    "max_length": (_length, "tokens per (packed) sequence (auto: the shortest of 128..2048 that holds every row)"),
-    "packing": (_bool, "pack short rows into padding-free sequences (true/false)"),
-    "batch_size": (int, "sequences per device per step"),
-    "grad_accum": (int, "gradient accumulation steps"),
-    "warmup_ratio": (float, "share of steps spent warming up the learning rate"),
-    "weight_decay": (float, "AdamW weight decay"),
-    "lr_scheduler": (str, "learning-rate schedule (cosine, linear, constant...)"),
-    "max_steps": (int, "stop after this many steps (overrides epochs when > 0)"),
-    "assistant_only_loss": (_bool, "learn only the answers (true/false)"),
-    "bf16": (_optional_bool, "bf16 mixed precision: true, false or auto (CPU: the faster of the two, timed "
-                             "on a few real steps before the run; GPU: bf16 where supported)"),
-    "gradient_checkpointing": (_bool, "trade compute for memory (true/false)"),
-    "eval_each_epoch": (_bool, "evaluation loss on the validation split each epoch"),
-    "early_stopping_patience": (_optional_int, "stop after N epochs without a better eval loss (none: off)"),
-    "save_steps": (int, "checkpoint every N steps (for resume)"),
-    "seed": (int, "random seed"),
-    "num_threads": (_optional_int, "CPU threads for the job (none: the fastest of 1, half and all cores, timed)"),
-    "time_budget": (float, "minutes the whole job may take: the most useful rows and epochs that fit are kept "
-                           "(default: 20 on CPU, none on a GPU; 0: no limit)"),
-    "accelerate_config": (str, "run under `accelerate launch` with this YAML (examples/accelerate/)"),
+# Help for TrainConfig fields without metadata help; the flags themselves come from the dataclass, so a new
+# field is a new flag.
+_TRAIN_HELP = {
+    "epochs": "number of passes over the training split",
+    "lr": "peak learning rate",
+    "rank": "LoRA rank",
+    "alpha": "LoRA alpha (scale = alpha / rank)",
+    "dropout": "LoRA dropout",
+    "max_length": "tokens per (packed) sequence (auto: the shortest of 128..2048 that holds every row)",
+    "packing": "pack short rows into padding-free sequences (true/false)",
+    "batch_size": "sequences per device per step",
+    "grad_accum": "gradient accumulation steps",
+    "warmup_ratio": "share of steps spent warming up the learning rate",
+    "weight_decay": "AdamW weight decay",
+    "lr_scheduler": "learning-rate schedule (cosine, linear, constant...)",
+    "max_steps": "stop after this many steps (overrides epochs when > 0)",
+    "assistant_only_loss": "learn only the answers (true/false)",
+    "gradient_checkpointing": "trade compute for memory (true/false)",
+    "eval_each_epoch": "evaluation loss on the validation split each epoch",
+    "early_stopping_patience": "stop after N epochs without a better eval loss (none: off)",
+    "save_steps": "checkpoint every N steps (for resume)",
+    "seed": "random seed",
+    "accelerate_config": "run under `accelerate launch` with this YAML (examples/accelerate/)",
 }
+# Named explicitly below (aliases, choices, a comma list).
+_TRAIN_NAMED = ("base_model", "method", "dataset", "adapter_name", "target_modules")
 
 
 def register(sub) -> None:
@@ -104,9 +83,8 @@ def register(sub) -> None:
     p.add_argument("--dataset", help="dataset version (e.g. v2) or a .jsonl/.csv file (default: newest version)")
     p.add_argument("--adapter-name", "--name", dest="adapter_name", help="name of the adapter to save")
     p.add_argument("--target-modules", help="comma-separated module names for LoRA")
-    for name, (kind, text) in _TRAIN_FLAGS.items():
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
-                       help=f"{text} (default: per model)")
+    add_dataclass_arguments(p, TrainConfig, exclude=_TRAIN_NAMED, defaults_to_none=True, helps=_TRAIN_HELP,
+                            default_note="(default: per model)")
     p.add_argument("--detach", action="store_true", help="start the job and return at once")
     add_json_arg(p)
     p.set_defaults(func=_train)
@@ -239,7 +217,7 @@ def _datasets(args):
 def build_train_config(args):
     from training.config import defaults_for
 
-    overrides = {name: getattr(args, name) for name in _TRAIN_FLAGS if getattr(args, name) is not None}
+    overrides = {name: value for name, value in given_fields(TrainConfig, args).items() if name not in _TRAIN_NAMED}
     if args.target_modules:
         overrides["target_modules"] = [m.strip() for m in args.target_modules.split(",") if m.strip()]
     overrides["dataset"] = args.dataset
@@ -265,22 +243,19 @@ def _train(args):
 
 
 def follow_job(ws, job_id: str, json_out: bool = False) -> int:
-    """A tqdm bar over the job's JSONL log until the job ends; Ctrl-C leaves the job running."""
-    from tqdm.auto import tqdm
-
+    """A progress bar (a line every 10 s when redirected) over the job's JSONL log until the job ends;
+    Ctrl-C leaves the job running."""
     from ragtune.jobs import get_job, read_log
 
     job = get_job(ws, job_id)
-    bar = tqdm(total=None, desc="training", unit="step", disable=json_out)
+    bar = progress_bar(desc="training", unit="step", disable=json_out)
     offset = 0
     try:
         while True:
             rows, offset = read_log(job.log_path, offset)
             for row in rows:
-                if row.get("total_steps"):
-                    bar.total = row["total_steps"]
                 if row.get("step") is not None:
-                    bar.n = row["step"]
+                    bar.update_to(row["step"], row.get("total_steps") or bar.total)
                 post = {}
                 if row.get("loss") is not None:
                     post["loss"] = f"{row['loss']:.3f}"
@@ -291,7 +266,7 @@ def follow_job(ws, job_id: str, json_out: bool = False) -> int:
                 if row.get("memory_mb"):
                     post["mem"] = f"{row['memory_mb']:.0f}MB"
                 if post:
-                    bar.set_postfix(post)
+                    bar.set_postfix(post, refresh=False)
                 if row.get("event") == "measuring":
                     bar.write(f"measuring: {row.get('message')}")
                 if row.get("event") == "precision_probe":
@@ -323,7 +298,6 @@ def follow_job(ws, job_id: str, json_out: bool = False) -> int:
                     bar.write(f"warning: {row.get('message')}")
                 if row.get("event") == "skipped_rows":
                     bar.write(f"skipped {row['count']} malformed rows: {row.get('lines', [])[:5]}")
-                bar.refresh()
             job = get_job(ws, job_id)
             if job.finished:
                 rows, offset = read_log(job.log_path, offset)

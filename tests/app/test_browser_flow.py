@@ -1,12 +1,17 @@
 """The whole builder flow in Debian's Chromium, on the sample data with the tiny model.
 
-One app process and one browser page go through the steps in order (each test builds on the
-previous one), saving a screenshot of every screen to test-artifacts/screenshots/.
+One app process and one browser page go through the steps, saving a screenshot of every screen
+to test-artifacts/screenshots/. In file order each step finds what the previous one built; run
+alone or shuffled, a test first makes what it needs (``_lumora``: the sample documents and their
+index, through the CLI on the app's home), so every test stands alone.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -41,6 +46,34 @@ def ui(browser, running_app, artifacts_dir):
     context.close()
 
 
+def _cli(app, *args) -> None:
+    env = {**os.environ, "RAGTUNE_HOME": str(app.home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _lumora(ui, docs: bool = True, index: bool = True) -> None:
+    """Open the workspace 'lumora' with the sample documents (and a current index), making what is missing."""
+    from retrieval.index import index_state
+    from ragtune.workspace import Workspace
+
+    folder = ui.app.home / "workspaces" / "lumora"
+    state = index_state(Workspace.open(folder)) if (folder / "workspace.json").exists() else None
+    if state is None and not docs:
+        _cli(ui.app, "workspace", "create", "lumora")
+    if docs and (state is None or not state["documents"]):
+        _cli(ui.app, "ingest", str(SAMPLE), "-w", "lumora")
+    if index and (state is None or not state["built"] or state["stale"]):
+        _cli(ui.app, "index", "-w", "lumora")
+    page = ui.page
+    if page.locator("#workspace-select input").input_value() != "lumora":
+        page.reload()
+        page.locator("#workspace-select input").click()
+        page.get_by_role("option", name="lumora", exact=True).click()
+        page.wait_for_function("() => document.querySelector('#workspace-select input').value === 'lumora'")
+
+
 def _set_slider(page, accordion_id, slider_id, value):
     page.locator(f"#{accordion_id}").get_by_text("Advanced").first.click()
     box = page.locator(f"#{slider_id} input[type=number]")
@@ -56,10 +89,11 @@ def _no_stack_trace(page):
 def test_workspace_create_and_open(ui):
     page = ui.page
     ui.tab("Workspaces")
-    page.locator("#ws-new-name textarea, #ws-new-name input").first.fill("lumora")
+    name = "lumora" if not (ui.app.home / "workspaces" / "lumora").exists() else "lumora-again"
+    page.locator("#ws-new-name textarea, #ws-new-name input").first.fill(name)
     page.locator("#ws-create").click()
-    page.wait_for_function("() => document.querySelector('#workspace-select input').value === 'lumora'")
-    page.wait_for_function("() => document.querySelector('#ws-table').innerText.includes('lumora (open)')")
+    page.wait_for_function("n => document.querySelector('#workspace-select input').value === n", arg=name)
+    page.wait_for_function("n => document.querySelector('#ws-table').innerText.includes(n + ' (open)')", arg=name)
     # a bad name is refused with a plain message, not a stack trace
     page.locator("#ws-new-name textarea, #ws-new-name input").first.fill("no spaces allowed")
     page.locator("#ws-create").click()
@@ -70,6 +104,7 @@ def test_workspace_create_and_open(ui):
 
 def test_upload_documents_with_per_file_results(ui):
     page = ui.page
+    _lumora(ui, docs=False, index=False)
     ui.tab("Documents")
     files = sorted(str(p) for p in SAMPLE.iterdir()) + [str(BAD_FILE)]
     page.locator("#upload-files input[type=file]").set_input_files(files)
@@ -77,7 +112,8 @@ def test_upload_documents_with_per_file_results(ui):
     # every file gets its own row with a final result
     page.wait_for_function(
         "n => { const t = document.querySelector('#ingest-results').innerText;"
-        " return (t.match(/\\badded\\b/g) || []).length >= n && /failed/.test(t) && !/reading|waiting/.test(t); }",
+        " return (t.match(/\\b(added|already there)\\b/g) || []).length >= n && /failed/.test(t)"
+        " && !/reading|waiting/.test(t); }",
         arg=len(files) - 1, timeout=300_000)
     assert "corrupt.pdf" in results.inner_text()
     # the documents table follows once the batch is done
@@ -99,6 +135,7 @@ def test_upload_documents_with_per_file_results(ui):
 
 def test_build_index(ui):
     page = ui.page
+    _lumora(ui, index=False)
     ui.tab("Build")
     page.locator("#build-index").click()
     page.wait_for_function("() => document.querySelector('#index-status').innerText.includes('Index ready')",
@@ -113,6 +150,7 @@ def _train_state(page) -> dict:
 
 def test_finetune_live_loss_survives_reload_cancel_resume(ui):
     page = ui.page
+    _lumora(ui, docs=False, index=False)
     ui.tab("Build")
     page.get_by_label("Use my own Q&A or chat file").check()
     page.locator("#train-file input[type=file]").set_input_files(str(TRAIN_QA))
@@ -156,6 +194,7 @@ def test_finetune_live_loss_survives_reload_cancel_resume(ui):
 
 def test_chat_streams_with_clickable_citations(ui):
     page = ui.page
+    _lumora(ui)
     ui.tab("Chat")
     _set_slider(page, "chat-advanced", "chat-max-tokens", 48)  # the tiny model rambles: keep answers short
     page.locator("#chat-input textarea").fill("What is the maximum payload of the K7 Pallet Pilot?")
@@ -178,6 +217,7 @@ def test_chat_streams_with_clickable_citations(ui):
 
 def test_evaluate_and_arena(ui):
     page = ui.page
+    _lumora(ui)
     ui.tab("Evaluate")
     limit = page.locator("#eval-limit input")
     limit.fill("3")
@@ -205,6 +245,7 @@ def test_evaluate_and_arena(ui):
 
 def test_deploy_shows_live_url_and_api_example(ui):
     page = ui.page
+    _lumora(ui)
     ui.tab("Deploy")
     page.locator("#deploy-publish").click()
     link = page.locator("#deploy-url")
@@ -229,6 +270,7 @@ def test_deploy_shows_live_url_and_api_example(ui):
 
 def test_rename_and_delete_workspace(ui):
     page = ui.page
+    _lumora(ui, docs=False, index=False)
     ui.tab("Workspaces")
     page.locator("#ws-new-name textarea, #ws-new-name input").first.fill("scratch")
     page.locator("#ws-create").click()

@@ -103,3 +103,29 @@ def test_missing_workspace_hint_is_a_command_that_works(tmp_path):
     # a plain name gets the same hint, with that name
     with pytest.raises(WorkspaceError, match="`ragtune workspace create nosuch`"):
         Workspace.open("nosuch")
+
+
+def test_train_and_eval_flags_are_derived_from_their_config_dataclasses():
+    import dataclasses
+
+    from app.cli import build_parser
+    from app.commands.training_cmds import build_train_config
+    from evaluation.service import EvalConfig
+    from training.config import TrainConfig
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    train_flags = {o for a in sub.choices["train"]._actions for o in a.option_strings}
+    eval_flags = {o for a in sub.choices["eval"]._actions for o in a.option_strings}
+    for f in dataclasses.fields(TrainConfig):
+        assert "--" + f.name.replace("_", "-") in train_flags, f.name
+    for f in dataclasses.fields(EvalConfig):
+        assert "--" + f.name.replace("_", "-") in eval_flags, f.name
+    # the old spellings still parse, and only what was given overrides the per-model defaults
+    args = parser.parse_args(["train", "--model", "tiny-llama", "--name", "a1", "--rank", "4", "--alpha", "12",
+                              "--packing", "false", "--max-length", "64", "--bf16", "auto", "--target-modules",
+                              "q_proj,v_proj"])
+    config = build_train_config(args)
+    assert (config.base_model, config.adapter_name, config.rank, config.alpha, config.packing, config.max_length) == \
+        ("tiny-llama", "a1", 4, 12, False, 64)
+    assert config.bf16 is None and config.target_modules == ["q_proj", "v_proj"] and config.lr == 1e-2
