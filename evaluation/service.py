@@ -195,8 +195,7 @@ def start_evaluation(ws, config: EvalConfig, *, rows: list[dict] | None = None):
         kept = ws.path("evals", f"{run_id}-{source.name}")
         atomic_write_bytes(kept, source.read_bytes())
         config.qa = str(kept)
-    if config.qa != HELD_OUT:
-        load_questions(ws, config)  # a bad file fails here, in a sentence, not later in the job
+    load_questions(ws, config)  # a bad file or no held-out split fails here, in a sentence, not in the job
     args = ["--workspace", str(ws.root), "--run-id", run_id, *config.to_argv()]
     return start_job(ws, JOB_KIND, "evaluation.job", args, config={"run_id": run_id, "eval": config.to_dict(),
                                                                       "args": args}, job_id=run_id)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from ragtune.errors import BadInputError
-
 from evaluation.service import EvalConfig
 from ragtune.config_args import add_dataclass_arguments, dataclass_from_args
+from ragtune.errors import BadInputError
 from ragtune.progress import progress_bar
 
 from .common import add_json_arg, add_workspace_arg, open_workspace, print_json

@@ -6,8 +6,6 @@ import sys
 import time
 from pathlib import Path
 
-from ragtune.errors import BadInputError
-
 from ragtune.config_args import add_dataclass_arguments, given_fields
 from ragtune.progress import progress_bar
 from training.config import TrainConfig

@@ -3,14 +3,11 @@ the blind arena with a leaderboard, and the report download."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gradio as gr
 import pandas as pd
 
-from ragtune.errors import BadInputError
-
 from evaluation.service import HELD_OUT, SAMPLE, EvalConfig
+from ragtune.errors import BadInputError
 
 from .common import VARIANTS, adapter_names, esc, fmt_seconds, guarded, log, open_ws
 
@@ -30,8 +27,11 @@ def eval_config(ctx, source, upload, variants, adapter, limit, max_tokens) -> Ev
         qa = str(upload if isinstance(upload, str) else upload.name)
     else:
         qa = HELD_OUT if source == QA_HELD_OUT else SAMPLE
+    url = ctx.engine_url
+    if ctx.engine_kind == "vllm" and not url:
+        url = getattr(ctx.engine(), "url", None)  # the app's own vLLM server: the job shares it, no second one
     return EvalConfig(qa=qa, variants=",".join(v for v in (variants or []) if v), adapter=adapter or None,
-                      engine=ctx.engine_kind, model=ctx.model, url=ctx.engine_url,
+                      engine=ctx.engine_kind, model=ctx.model, url=url,
                       limit=int(limit) if limit and int(limit) > 0 else None, max_tokens=int(max_tokens))
 
 
@@ -147,6 +147,13 @@ def _state_html(job, progress: dict) -> str:
             f"<div>{done}/{total or '?'} answers ({pct}%){rate}{eta}{skipped}</div>{extra}</div>")
 
 
+def _newest_run(ws) -> str | None:
+    """The newest finished run, whether the screen's job or `ragtune eval` made it."""
+    from evaluation.runner import list_runs
+
+    return next((r["run_id"] for r in list_runs(ws) if r["status"] == "succeeded"), None)
+
+
 def evaluation_view(ws_name, shown_run):
     """The newest evaluation job: state, buttons, and its results once it succeeded (same for every browser)."""
     from evaluation.service import evaluation_progress, latest_evaluation
@@ -157,7 +164,7 @@ def evaluation_view(ws_name, shown_run):
     resumable = job is not None and job.status in ("cancelled", "stopped", "failed")
     controls = (_state_html(job, evaluation_progress(job)), gr.update(interactive=running),
                 gr.update(interactive=resumable), gr.update(interactive=not running))
-    if job is not None and job.status == "succeeded" and job.id != shown_run:
+    if job is not None and job.status == "succeeded" and job.id != shown_run and _newest_run(ws) == job.id:
         return (*controls, *show_run(ws, job.id), job.id, gr.update(interactive=True))
     return (*controls, *(gr.skip() for _ in range(6)))
 
@@ -171,17 +178,12 @@ def download_report(ws_name, run_id, fmt):
 
 
 def latest_run(ws_name):
-    from evaluation.runner import list_runs
-
     empty = (pd.DataFrame(columns=TABLE_COLUMNS), None, None,
              "No evaluation yet.", None, gr.update(interactive=False))
     if not ws_name:
         return empty
     ws = open_ws(ws_name)
-    runs = list_runs(ws)
-    if not runs:
-        return empty
-    run_id = next((r["run_id"] for r in runs if r["status"] == "succeeded"), None)
+    run_id = _newest_run(ws)
     if run_id is None:
         return empty
     try:
