@@ -154,7 +154,8 @@ def test_finetune_live_loss_survives_reload_cancel_resume(ui):
     ui.tab("Build")
     page.get_by_label("Use my own Q&A or chat file").check()
     page.locator("#train-file input[type=file]").set_input_files(str(TRAIN_QA))
-    page.locator("#train-file").get_by_text("sample_train_qa.jsonl").first.wait_for()
+    # the uploaded file's row (Gradio may re-render the component's block, so look for it on the page)
+    page.get_by_text("sample_train_qa.jsonl").first.wait_for()
     page.locator("#card-finetune").get_by_text("Advanced").click()
     epochs = page.locator("#train-epochs input")
     epochs.fill("300")  # far longer than the test: it is still running after the reload; the test cancels it
