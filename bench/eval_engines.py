@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=40)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--train-steps", type=int, default=10, help="LoRA steps for the ft adapter (default: 10)")
+    parser.add_argument("--engines", default="embedded,vllm", help="engines to run (default: %(default)s)")
     parser.add_argument("--output", default=str(REPO / "bench" / "results" / "eval_engines.json"))
     args = parser.parse_args()
     import torch
@@ -89,11 +90,16 @@ def main() -> None:
         shutil.copytree(ws.root, copy)  # an empty answer cache for each engine
         results = {}
         for kind, folder in (("embedded", ws.root), ("vllm", copy)):
+            if kind not in args.engines.split(","):
+                continue
             print(f"{kind}: {args.questions} questions x {VARIANTS} ...", flush=True)
             results[kind] = run_engine(Workspace.open(folder), kind, args.model, args.questions, args.max_tokens)
             r = results[kind]
             print(f"{kind}: {r['answers']} answers in {r['wall_s']} s (start-up {r['startup_s']} s, "
                   f"{r['concurrency']} at once)", flush=True)
+        if len(results) < 2:
+            print(json.dumps({k: {m: v for m, v in r.items() if m != "texts"} for k, r in results.items()}, indent=2))
+            return
         emb, vll = results["embedded"], results["vllm"]
         same = sum(emb["texts"].get(k) == v for k, v in vll["texts"].items())
         differing = [{"question": k[0], "variant": k[1], "embedded": emb["texts"].get(k), "vllm": v}
