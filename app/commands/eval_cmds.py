@@ -29,6 +29,9 @@ def register(sub) -> None:
     add_dataclass_arguments(p, EvalConfig)
     p.add_argument("--resume", metavar="RUN_ID", help="finish an interrupted run (only missing answers are computed)")
     p.add_argument("--report", choices=["md", "html"], help="also write a report with plots and a CSV of answers")
+    p.add_argument("--detach", action="store_true",
+                   help="run as a background job (as the app does) and return at once; follow it with "
+                        "`ragtune jobs show JOB -f`")
     p.add_argument("--list", action="store_true", help="list this workspace's evaluation runs and exit")
     add_json_arg(p)
     p.set_defaults(func=_eval)
@@ -83,6 +86,16 @@ def _eval(args):
                   f"{','.join(r['variants'])}  {r.get('source') or ''}")
         return 0
     config = dataclass_from_args(EvalConfig, args).validate()
+    if args.detach:
+        from evaluation.service import start_evaluation
+
+        job = start_evaluation(ws, config)
+        if args.json:
+            print_json(job.to_dict())
+        else:
+            print(f"started evaluation job {job.id}: follow it with `ragtune jobs show {job.id} -f -w {ws.name}`, "
+                  f"cancel with `ragtune jobs cancel {job.id} -w {ws.name}`")
+        return 0
     skipped: list = []
 
     def loaded(rows, errors, source):

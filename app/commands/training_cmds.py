@@ -104,7 +104,8 @@ def register(sub) -> None:
     add_workspace_arg(p)
     p.add_argument("job_id")
     p.set_defaults(func=_jobs_cancel)
-    p = jsub.add_parser("resume", help="resume a cancelled, failed or stopped training job from its last checkpoint")
+    p = jsub.add_parser("resume", help="resume a cancelled, failed or stopped job (training: from its last checkpoint; "
+                                       "evaluation: only the missing answers)")
     add_workspace_arg(p)
     p.add_argument("job_id")
     p.add_argument("--detach", action="store_true")
@@ -246,7 +247,7 @@ def follow_job(ws, job_id: str, json_out: bool = False) -> int:
     from ragtune.jobs import get_job, read_log
 
     job = get_job(ws, job_id)
-    bar = progress_bar(desc="training", unit="step", disable=json_out)
+    bar = progress_bar(desc="training" if job.kind == "train" else job.kind, unit="step", disable=json_out)
     offset = 0
     try:
         while True:
@@ -308,6 +309,11 @@ def follow_job(ws, job_id: str, json_out: bool = False) -> int:
     bar.close()
     if json_out:
         print_json(job.to_dict())
+    elif job.status == "succeeded" and job.kind == "eval":
+        r = job.result
+        print(f"done: evaluation {r.get('run_id')} on the {r.get('engine')} engine, {r.get('computed')} answers "
+              f"generated, {r.get('cached')} reused; `ragtune report {r.get('run_id')} -w {ws.name}` exports it")
+        print(r.get("recommendation", {}).get("text", ""))
     elif job.status == "succeeded":
         r = job.result
         m = r.get("metrics", {})
@@ -319,7 +325,7 @@ def follow_job(ws, job_id: str, json_out: bool = False) -> int:
     else:
         print(f"job {job_id} {job.status}: {job.error}", file=sys.stderr)
         if job.status in ("cancelled", "stopped", "failed"):
-            print(f"resume with `ragtune jobs resume {job_id}`", file=sys.stderr)
+            print(f"resume with `ragtune jobs resume {job_id} -w {ws.name}`", file=sys.stderr)
     return 0 if job.status == "succeeded" else 1
 
 
@@ -372,10 +378,13 @@ def _jobs_cancel(args):
 
 
 def _jobs_resume(args):
+    from evaluation.service import JOB_KIND as EVAL_KIND, resume_evaluation
+    from ragtune.jobs import get_job
     from training.jobs import resume_training
 
     ws = open_workspace(args)
-    job = resume_training(ws, args.job_id)
+    resume = resume_evaluation if get_job(ws, args.job_id).kind == EVAL_KIND else resume_training
+    job = resume(ws, args.job_id)
     print(f"resumed job {job.id}")
     return 0 if args.detach else follow_job(ws, job.id)
 

@@ -85,3 +85,25 @@ def test_eval_flags_come_from_the_config_and_round_trip():
     assert dataclass_from_args(EvalConfig, parser.parse_args([])) == EvalConfig()
     help_text = parser.format_help()
     assert all(f"--{f.name.replace('_', '-')}" in help_text for f in dataclasses.fields(EvalConfig))
+
+
+def test_cli_eval_detached_is_the_same_job_and_jobs_show_follows_it(workspace, tiny_llm):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "app.cli", *args, "-w", str(workspace.root)], cwd=repo,
+                              capture_output=True, text=True, timeout=300)
+
+    started = cli("eval", "--qa", "sample", "--variants", "base", "--limit", "2", "--model", "tiny-llama",
+                  "--max-tokens", "4", "--detach", "--json")
+    assert started.returncode == 0, started.stderr
+    job_id = json.loads(started.stdout)["id"]
+    followed = cli("jobs", "show", job_id, "-f")
+    assert followed.returncode == 0, followed.stderr
+    assert f"done: evaluation {job_id} on the embedded engine, 2 answers generated" in followed.stdout
+    assert load_run(workspace, job_id).status == "succeeded"
