@@ -9,7 +9,8 @@ computed. CLI flags are derived from ``EvalConfig`` (``ragtune.config_args``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from ragtune.errors import BadInputError
@@ -181,10 +182,7 @@ def start_evaluation(ws, config: EvalConfig, *, rows: list[dict] | None = None):
 
     from .runner import new_run_id
 
-    config.validate()
-    running = running_evaluation(ws)
-    if running is not None:
-        raise BadInputError(f"An evaluation is already running ({running.id}); cancel it or wait for it to finish.")
+    config = replace(config.validate())  # the caller's config stays as it was
     run_id = new_run_id()
     if rows is not None:
         config.qa = str(atomic_write_jsonl(ws.path("evals", f"{run_id}.jsonl"), rows))
@@ -197,8 +195,27 @@ def start_evaluation(ws, config: EvalConfig, *, rows: list[dict] | None = None):
         config.qa = str(kept)
     load_questions(ws, config)  # a bad file or no held-out split fails here, in a sentence, not in the job
     args = ["--workspace", str(ws.root), "--run-id", run_id, *config.to_argv()]
-    return start_job(ws, JOB_KIND, "evaluation.job", args, config={"run_id": run_id, "eval": config.to_dict(),
-                                                                      "args": args}, job_id=run_id)
+    with _one_at_a_time(ws):
+        return start_job(ws, JOB_KIND, "evaluation.job", args, config={"run_id": run_id, "eval": config.to_dict(),
+                                                                          "args": args}, job_id=run_id)
+
+
+@contextmanager
+def _one_at_a_time(ws):
+    """One evaluation job per workspace: two would share the CPU and each take twice as long.
+
+    A file lock makes check-then-start atomic, so two clicks (or a click and the CLI) never both start.
+    """
+    from filelock import FileLock
+
+    folder = ws.path("jobs")
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder / ".eval-start.lock"), timeout=30):
+        running = running_evaluation(ws)
+        if running is not None:
+            raise BadInputError(f"An evaluation is already running ({running.id}); cancel it with "
+                                f"`ragtune jobs cancel {running.id} -w {ws.name}` or wait for it to finish.")
+        yield
 
 
 def resume_evaluation(ws, job_id: str):
@@ -211,7 +228,8 @@ def resume_evaluation(ws, job_id: str):
     args = [a for a in job.config["args"]]
     if "--resume" not in args:
         args.append("--resume")
-    return start_job(ws, JOB_KIND, "evaluation.job", args, config=job.config, job_id=job_id)
+    with _one_at_a_time(ws):
+        return start_job(ws, JOB_KIND, "evaluation.job", args, config=job.config, job_id=job_id)
 
 
 def cancel_evaluation(ws, job_id: str):
