@@ -1,7 +1,15 @@
-"""Put retrieved passages into a chat prompt with numbered citations, within a token budget."""
+"""Put retrieved passages into a chat prompt with numbered citations, within a token budget.
+
+Nothing a model can copy into an answer comes from ragtune's own text: the only worked example a
+prompt carries is built from the user's corpus (a labelled field of a passage that was not
+retrieved); serving.prompts.clean_answer drops echoed passage headers from answers. ``prompt_leaks`` finds ragtune's
+own prompt wording in an answer; the evaluation reports it and a test checks it stays empty.
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Callable
 
 DEFAULT_SYSTEM = (
@@ -11,13 +19,32 @@ DEFAULT_SYSTEM = (
 )
 
 
-# Small base models (Gemma 3 270M) shown only instructions and passages repeat the prompt instead
-# of answering; one worked example turn shows the expected shape: a short answer citing [n].
-DEMONSTRATION = [
-    {"role": "user", "content": "Passages:\n\n[1] (example.md)\nThe Lumo desk lamp runs for 8 hours on one charge "
-                                "and charges over USB-C.\n\nQuestion: How long does the Lumo desk lamp run on one charge?"},
-    {"role": "assistant", "content": "The Lumo desk lamp runs for 8 hours on one charge [1]."},
-]
+@dataclass
+class WorkedExample:
+    """One question answered from one passage of the user's own corpus, shown before the real question."""
+    passage: str
+    question: str
+    answer: str
+    source: str = ""  # the chunk it came from, for explanations
+
+    def messages(self) -> list[dict]:
+        return [{"role": "user", "content": f"Passages:\n\n[1] {self.passage}\n\nQuestion: {self.question}"},
+                {"role": "assistant", "content": self.answer}]
+
+
+# "Label: value" as forms and fact sheets write it; the label is a few words, the value short.
+_FIELD = re.compile(r"(?m)^\s*([A-Z][A-Za-z/&() -]{2,40}?):\s+([^:\n]{2,60}?)\s*$")
+
+
+def example_from_text(text: str, about: str) -> WorkedExample | None:
+    """A worked example from a passage that states a labelled field ("Location: Tallahassee, FL")."""
+    for label, value in _FIELD.findall(text or ""):
+        label, value = " ".join(label.split()), " ".join(value.split())
+        if len(label.split()) > 5 or not re.search(r"[A-Za-z0-9]", value) or value.lower() in ("none", "n/a", "yes", "no"):
+            continue
+        passage = f"{label}: {value}"
+        return WorkedExample(passage, f"What is the {label.lower()} of {about}?", f"{value} [1].")
+    return None
 
 
 def approx_tokens(text: str) -> int:
@@ -26,24 +53,25 @@ def approx_tokens(text: str) -> int:
 
 
 def passage_header(n: int, passage) -> str:
-    where = passage.citation
-    if passage.section:
-        where += f", section \"{passage.section.split(' > ')[-1]}\""
-    return f"[{n}] ({where})"
+    where = passage.doc + (f", page {passage.page}" if passage.page else "")
+    return f"[{n}] {where}:"
 
 
 def build_rag_messages(question: str, passages, *, count_tokens: Callable[[str], int] | None = None,
                        max_context_tokens: int = 1200, system: str | None = None,
-                       history: list[dict] | None = None, demonstration: bool = True) -> tuple[list[dict], list]:
+                       history: list[dict] | None = None,
+                       example: WorkedExample | None = None) -> tuple[list[dict], list]:
     """Chat messages asking `question` over `passages`; returns (messages, passages used, in citation order).
 
     Passages are taken in rank order while they fit in `max_context_tokens`; one that does not
     fit is skipped (a shorter later one may still fit). If not even the first fits, it is cut to
-    the budget, so the model always sees the best passage.
+    the budget, so the model always sees the best passage. `example`, when given, is one worked
+    turn built from the user's corpus; it comes out of the same budget.
     """
     count = count_tokens or approx_tokens
-    if demonstration:  # the example turn comes out of the same budget, so the caller's total still holds
-        max_context_tokens = max(32, max_context_tokens - sum(count(m["content"]) + 8 for m in DEMONSTRATION))
+    demo = example.messages() if example else []
+    if demo:
+        max_context_tokens = max(32, max_context_tokens - sum(count(m["content"]) + 8 for m in demo))
     used, blocks, spent = [], [], 0
     for p in passages:
         block = f"{passage_header(len(used) + 1, p)}\n{p.text.strip()}"
@@ -64,8 +92,19 @@ def build_rag_messages(question: str, passages, *, count_tokens: Callable[[str],
     context = "\n\n".join(blocks) if blocks else "(no passages were found)"
     user = f"Passages:\n\n{context}\n\nQuestion: {question.strip()}"
     messages = [{"role": "system", "content": system or DEFAULT_SYSTEM}]
-    if demonstration:
-        messages += DEMONSTRATION
+    messages += demo
     messages += [m for m in (history or []) if m.get("role") in ("user", "assistant")]
     messages.append({"role": "user", "content": user})
     return messages, used
+
+
+def prompt_leaks(answer: str, texts: list[str], words: int = 6) -> list[str]:
+    """Runs of `words` consecutive words of `texts` (ragtune's own prompt wording) that appear in `answer`."""
+    norm = lambda s: re.findall(r"[a-z0-9]+", s.lower())  # noqa: E731
+    have = norm(answer)
+    grams = {" ".join(have[i:i + words]) for i in range(len(have) - words + 1)}
+    found = []
+    for text in texts:
+        w = norm(text)
+        found += [" ".join(w[i:i + words]) for i in range(len(w) - words + 1) if " ".join(w[i:i + words]) in grams]
+    return list(dict.fromkeys(found))

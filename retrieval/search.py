@@ -15,6 +15,7 @@ from ragtune.errors import BadInputError
 from .documents import Chunk
 from .embedding import get_embedder
 from .index import bm25_tokenize, index_dir
+from .prompt import WorkedExample, example_from_text
 from .settings import MODES, RetrievalSettings, load_settings
 
 
@@ -100,6 +101,7 @@ class Retriever:
         self.embedder = get_embedder(manifest["embedder"])
         self._reranker = None
         self._title_terms = self._document_title_terms()
+        self._examples: dict | None = None
 
     @classmethod
     def for_workspace(cls, ws, **overrides) -> "Retriever":
@@ -170,6 +172,23 @@ class Retriever:
         if best < self.settings.title_min_score or sum(1 for v in scores.values() if v >= best - 1e-9) > 1:
             return []  # no title named, or several named alike: nothing to route on
         return [i for i in candidates if scores[self.chunks[i].doc_id] >= best - 1e-9]
+
+    def worked_example(self, passages) -> WorkedExample | None:
+        """A worked example from a document the question did not retrieve (its answer can never be copied
+        into this one), built from a labelled field of that document; None when the corpus has none."""
+        if not self.settings.worked_example:
+            return None
+        if self._examples is None:
+            self._examples = {}
+            for c in self.chunks:
+                if c.doc_id not in self._examples:
+                    about = " ".join((c.title or c.doc).split()[:8])
+                    found = example_from_text(c.text, about)
+                    if found is not None:
+                        found.source = c.chunk_id
+                        self._examples[c.doc_id] = found
+        retrieved = {p.doc_id for p in passages}
+        return next((e for d, e in self._examples.items() if d not in retrieved), None)
 
     # ------------------------------------------------------------ the API
     def retrieve(self, query: str, k: int | None = None, mode: str | None = None) -> list[Passage]:

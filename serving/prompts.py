@@ -6,6 +6,8 @@ what it leaves out keeps the default. An empty string means "no system prompt".
 
 from __future__ import annotations
 
+import re
+
 from ragtune.errors import BadInputError
 
 DEFAULT_PROMPTS: dict[str, str] = {
@@ -55,3 +57,21 @@ def reset_prompts(ws) -> dict[str, str]:
 def system_prompt(prompts: dict[str, str], variant: str) -> str:
     key = {"base": "base_system", "ft": "ft_system", "rag": "rag_system", "ft+rag": "rag_system"}[variant]
     return prompts.get(key, "")
+
+
+_HEADER_ECHO = re.compile(
+    r"\[(\d{1,2})\]\s*(?:\(\s*)?[^\s\[\]()]+\.(?:pdf|docx?|pptx?|html?|md|txt|csv|jsonl|eml|rtf)"
+    r"(?:#page=\d+|,\s*page\s*\d+)?(?:,\s*section\s*\"[^\"]*\")?\s*\)?\s*:?", re.I)
+_BARE_SOURCE = re.compile(
+    r"\(?\b[^\s\[\]()]+\.(?:pdf|docx?|pptx?|html?|md|txt|csv|jsonl|eml|rtf)(?:#page=\d+|,\s*page\s*\d+)"
+    r"(?:,\s*section\s*\"[^\"]*\")?\)?:?", re.I)
+
+
+def clean_answer(text: str) -> str:
+    """An answer without echoed passage headers: "[2] x.pdf, page 3: ..." keeps only the citation "[2]"."""
+    text = _HEADER_ECHO.sub(lambda m: f"[{m.group(1)}] ", text)
+    text = _BARE_SOURCE.sub("", text)
+    for marker in ("\nPassages:", "\nQuestion:"):
+        text = text.split(marker)[0]
+    text = re.sub(r"[ \t]+([.,;:])", r"\1", text)
+    return re.sub(r"[ \t]{2,}", " ", text).strip()

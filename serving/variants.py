@@ -24,7 +24,7 @@ from ragtune.errors import BadInputError
 from ragtune.models import canonical_name
 
 from .engine import Generation, SamplingOptions, adapter_key
-from .prompts import get_prompts, system_prompt
+from .prompts import clean_answer, get_prompts, system_prompt
 
 VARIANTS = ("base", "rag", "ft", "ft+rag")
 DEFAULT_K = 4
@@ -205,8 +205,12 @@ class Assistant:
             raise BadInputError(
                 f"No room left for passages: the model's window is {self.engine.max_model_len} tokens and the answer "
                 f"may use {options.max_tokens}. Ask for a shorter answer or shorten the conversation.")
+        # A worked example from the user's own corpus (never from ragtune's text), when the retriever offers one.
+        make_example = getattr(self.retriever, "worked_example", None)
+        extra = {"example": make_example(found)} if make_example is not None and not history else {}
         messages, used = self.prompt_builder(question, found, count_tokens=self.engine.count_tokens,
-                                             max_context_tokens=budget, system=system or None, history=history or None)
+                                             max_context_tokens=budget, system=system or None, history=history or None,
+                                             **extra)
         citations = [{"n": n, **{key: d[key] for key in CITATION_KEYS}}
                      for n, d in enumerate(map(_passage_dict, used), start=1)]
         passages = [_passage_dict(p) for p in found]
@@ -224,7 +228,8 @@ class Assistant:
 
     def _finish(self, prep: _Prepared, gen: Generation) -> Answer:
         ttft = None if gen.ttft_s is None else (prep.retrieval_s + gen.ttft_s)
-        return Answer(text=gen.text.strip(), variant=prep.variant, adapter=prep.adapter, model=self.engine.model_name,
+        text = clean_answer(gen.text) if prep.variant.endswith("rag") else gen.text.strip()
+        return Answer(text=text, variant=prep.variant, adapter=prep.adapter, model=self.engine.model_name,
                       citations=prep.citations, passages=prep.passages, prompt_tokens=gen.prompt_tokens,
                       completion_tokens=gen.completion_tokens, ttft_s=ttft,
                       latency_s=time.perf_counter() - prep.started, engine=self.engine.kind,

@@ -153,9 +153,10 @@ def test_prompt_numbers_passages_within_budget():
                                         history=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
     assert [p.chunk_id for p in used] == ["c1", "c3"]  # the long passage does not fit and is skipped
     user = messages[-1]["content"]
-    assert "[1] (doc1.pdf#page=1" in user and "[2] (doc3.pdf#page=2)" in user and "word word" not in user
+    assert "[1] doc1.pdf, page 1:" in user and "[2] doc3.pdf, page 2:" in user and "word word" not in user
     assert user.rstrip().endswith("Question: What is the payload?")
     assert messages[0]["role"] == "system" and [m["role"] for m in messages[1:3]] == ["user", "assistant"]
+    assert messages[1]["content"] == "hi"  # no fixed worked example before the conversation
     context = user.split("Question:")[0]
     assert count(context) <= 120 + 5
 
