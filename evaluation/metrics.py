@@ -240,11 +240,24 @@ def source_matches(doc: str | None, page, gold_doc: str | None, gold_page) -> bo
         return False
 
 
-def hit_at_k(passages: list[dict], gold_doc: str | None, gold_page=None, k: int | None = None) -> float | None:
-    if not gold_doc or passages is None:
+def gold_sources(item: dict) -> list[tuple[str, object]]:
+    """A test row's gold (doc, page) pairs: its ``gold`` list when several documents answer it, else doc/page."""
+    if item.get("gold"):
+        return [(g.get("doc"), g.get("page")) for g in item["gold"]]
+    return [(item["doc"], item.get("page"))] if item.get("doc") else []
+
+
+def _matches_any(source: dict, gold: list) -> bool:
+    return any(source_matches(source.get("doc"), source.get("page"), d, p) for d, p in gold)
+
+
+def hit_at_k(passages: list[dict], gold_doc, gold_page=None, k: int | None = None) -> float | None:
+    """Whether any of the top-k passages is a gold source; `gold_doc` is a file name or a list of (doc, page)."""
+    gold = gold_doc if isinstance(gold_doc, list) else ([(gold_doc, gold_page)] if gold_doc else [])
+    if not gold or passages is None:
         return None
     top = passages[:k] if k else passages
-    return float(any(source_matches(p.get("doc"), p.get("page"), gold_doc, gold_page) for p in top))
+    return float(any(_matches_any(p, gold) for p in top))
 
 
 def cited_sources(text: str, citations: list[dict]) -> tuple[list[dict], bool]:
@@ -259,10 +272,11 @@ def cited_sources(text: str, citations: list[dict]) -> tuple[list[dict], bool]:
     return citations[:1], False
 
 
-def citation_accuracy(citations: list[dict], gold_doc: str | None, gold_page=None) -> float | None:
-    if not gold_doc or not citations:
+def citation_accuracy(citations: list[dict], gold_doc, gold_page=None) -> float | None:
+    gold = gold_doc if isinstance(gold_doc, list) else ([(gold_doc, gold_page)] if gold_doc else [])
+    if not gold or not citations:
         return None
-    hits = [source_matches(c.get("doc"), c.get("page"), gold_doc, gold_page) for c in citations]
+    hits = [_matches_any(c, gold) for c in citations]
     return sum(hits) / len(hits)
 
 
@@ -347,8 +361,8 @@ def answer_metrics(answer: dict, item: dict, *, uses_passages: bool, k: int | No
         g = groundedness(text, passage_texts) if not m["refusal_rate"] else Groundedness(None)
         m["groundedness"] = g.score
         m["context_recall"] = context_recall(reference, passage_texts)
-        m["hit_at_k"] = hit_at_k(passages, item.get("doc"), item.get("page"), k)
+        m["hit_at_k"] = hit_at_k(passages, gold_sources(item), k=k)
         cited, explicit = cited_sources(text, answer.get("citations") or [])
         m["citation_rate"] = float(explicit)
-        m["citation_accuracy"] = citation_accuracy(cited, item.get("doc"), item.get("page"))
+        m["citation_accuracy"] = citation_accuracy(cited, gold_sources(item))
     return m

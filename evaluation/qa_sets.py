@@ -1,8 +1,11 @@
 """Test sets: the questions every variant answers, with reference answers and gold sources.
 
 Three origins: a file the user uploads (JSONL or CSV), the held-out split of a generated
-training set, or questions typed in the UI. A row is ``{"question", "answer", "doc"?, "page"?}``.
-Malformed rows are reported by line number and left out, never guessed at.
+training set, or questions typed in the UI. A row is ``{"question", "answer", "doc"?, "page"?}``,
+the same format ``ragtune eval-retrieval`` reads: ``doc`` may be a list of files (or
+"file.pdf#page=N" items) when several documents answer the question, and any of them counts.
+Malformed rows are reported by line number and left out, never guessed at; a ``doc`` value that
+cannot be read stops the load with the line named, since scoring against it would be silently wrong.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import re
 from pathlib import Path
 
 from ragtune.errors import BadInputError
+from retrieval.evaluate import parse_gold
 
 QUESTION_KEYS = ("question", "query", "prompt", "q")
 ANSWER_KEYS = ("answer", "reference", "truth", "ground_truth", "reference_answer", "expected", "answers", "a")
@@ -52,14 +56,28 @@ def normalize_row(raw: dict) -> tuple[dict | None, str | None]:
         if doc is None:
             doc, cited_page = cited[0]
             page = page if page is not None else (cited_page or None)
-    if doc is not None:
-        row["doc"] = str(doc).strip()
-    if page is not None:
+    if page is not None and not isinstance(page, list):
         try:
-            row["page"] = int(page)
+            page = int(page)
         except (TypeError, ValueError):
             return None, f"page '{page}' is not a number"
+    if doc is not None:
+        try:
+            gold = parse_gold(doc, page)
+        except ValueError as exc:
+            raise UnreadableGold(str(exc)) from None
+        row["doc"] = gold[0][0]
+        if gold[0][1] is not None:
+            row["page"] = gold[0][1]
+        if len(gold) > 1:  # several documents answer it: any of them counts
+            row["gold"] = [{"doc": d, "page": p} for d, p in gold]
+    elif page is not None:
+        row["page"] = page
     return row, None
+
+
+class UnreadableGold(ValueError):
+    """A row's gold source cannot be read; loading names the row and stops."""
 
 
 def load_qa_file(path: str | Path) -> tuple[list[dict], list[tuple[int, str]]]:
@@ -91,11 +109,14 @@ def load_qa_file(path: str | Path) -> tuple[list[dict], list[tuple[int, str]]]:
         if problem:
             errors.append((line_no, problem))
             continue
-        row, reason = normalize_row(raw)
+        try:
+            row, reason = normalize_row(raw)
+        except UnreadableGold as exc:
+            raise BadInputError(f"{path.name} line {line_no}: {exc}.") from None
         if reason:
             errors.append((line_no, reason))
             continue
-        key = (row["question"].lower(), row.get("doc"), row["answer"].lower())
+        key = (row["question"].lower(), json.dumps(row.get("gold") or row.get("doc")), row["answer"].lower())
         if key in seen:
             errors.append((line_no, "duplicate row (kept the first)"))
             continue
@@ -164,7 +185,10 @@ def rows_from_text(text: str) -> tuple[list[dict], list[tuple[int, str]]]:
             continue
         parts = [p.strip() for p in line.split("|")]
         raw = dict(zip(("question", "answer", "doc", "page"), parts))
-        row, reason = normalize_row(raw)
+        try:
+            row, reason = normalize_row(raw)
+        except UnreadableGold as exc:
+            row, reason = None, str(exc)
         if reason:
             errors.append((line_no, reason + " (write: question | reference answer)"))
         else:

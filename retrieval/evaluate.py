@@ -22,20 +22,50 @@ ANSWER_KEYS = ("answer", "truth", "reference", "ground_truth", "gold", "expected
 DOC_KEYS = ("doc", "source", "document", "file")
 
 
+def parse_gold(value, page=None) -> list[tuple[str, int | None]]:
+    """Gold sources from a row's ``doc`` value: a file name, "file.pdf#page=3", or a list of those.
+
+    ``page`` applies to every name that does not carry its own. Raises ValueError with the reason
+    when the value cannot be read (a number, an object, an empty name, a page that is not a number),
+    so that no row is silently scored against a garbled source.
+    """
+    if isinstance(value, str) and value.strip().startswith("["):  # a list written into a CSV cell, or "[a.pdf#page=2]"
+        text = value.strip()
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            if not CITATION.fullmatch(text):
+                raise ValueError(f"'doc' {text!r} is neither a file name nor a JSON list of file names") from None
+            value = text[1:-1]
+    docs = value if isinstance(value, list) else [value]
+    if not docs:
+        raise ValueError("'doc' is an empty list")
+    if page not in (None, ""):
+        try:
+            page = int(page)
+        except (TypeError, ValueError):
+            raise ValueError(f"page {page!r} is not a number") from None
+    else:
+        page = None
+    gold: list[tuple[str, int | None]] = []
+    for d in docs:
+        if not isinstance(d, str) or not d.strip():
+            raise ValueError(f"'doc' must be a file name or a list of file names, not {json.dumps(d)}")
+        m = CITATION.fullmatch(f"[{d.strip()}]")
+        if m and m.group(2):
+            gold.append((Path(m.group(1)).name, int(m.group(2))))
+        else:
+            gold.append((Path(d.strip()).name, page))
+    return list(dict.fromkeys(gold))
+
+
 def gold_of(row: dict) -> list[tuple[str, int | None]]:
     gold: list[tuple[str, int | None]] = []
     for key in DOC_KEYS:
         value = row.get(key)
-        if not value:
+        if value in (None, "", []):
             continue
-        docs = value if isinstance(value, list) else [value]
-        page = row.get("page")
-        for d in docs:
-            m = CITATION.fullmatch(f"[{d}]") if isinstance(d, str) else None
-            if m and m.group(2):
-                gold.append((Path(m.group(1)).name, int(m.group(2))))
-            else:
-                gold.append((Path(str(d)).name, int(page) if page not in (None, "") else None))
+        gold = parse_gold(value, row.get("page"))
         break
     if not gold:
         for key in ANSWER_KEYS:
@@ -50,10 +80,10 @@ def load_qa(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"No Q&A file at {path}.")
-    raw: list[dict] = []
+    raw: list[tuple[int, dict]] = []
     if path.suffix.lower() == ".csv":
         with path.open(newline="", encoding="utf-8-sig") as f:
-            raw = list(csv.DictReader(f))
+            raw = [(n, r) for n, r in enumerate(csv.DictReader(f), start=2)]
     else:
         for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
             if not line.strip():
@@ -63,11 +93,14 @@ def load_qa(path: str | Path) -> list[dict]:
             except json.JSONDecodeError:
                 continue
             if isinstance(row, dict):
-                raw.append(row)
+                raw.append((n, row))
     rows = []
-    for row in raw:
+    for n, row in raw:
         question = row.get("question") or row.get("query") or row.get("q")
-        gold = gold_of(row)
+        try:
+            gold = gold_of(row)
+        except ValueError as exc:
+            raise BadInputError(f"{path.name} line {n}: {exc}.") from None
         if question and gold:
             rows.append({"question": str(question), "gold": gold})
     if not rows:

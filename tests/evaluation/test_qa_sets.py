@@ -1,5 +1,7 @@
 """Test sets: JSONL, CSV, typed rows; bad rows reported by line and left out."""
 
+import json
+
 import pytest
 
 from evaluation.qa_sets import load_qa_file, rows_from_text
@@ -57,3 +59,39 @@ def test_typed_questions():
     rows, errors = rows_from_text("What is X? | X is 5 | x.md | 2\n\nno answer here\n")
     assert rows == [{"question": "What is X?", "answer": "X is 5", "doc": "x.md", "page": 2}]
     assert errors[0][0] == 3
+
+
+def test_several_gold_documents_in_one_row(tmp_path):
+    from evaluation.metrics import citation_accuracy, gold_sources, hit_at_k
+    from retrieval.evaluate import load_qa
+
+    path = tmp_path / "multi.jsonl"
+    path.write_text(json.dumps({"question": "Which plans cover eye exams?", "answer": "Both plans.",
+                                "doc": ["standard.pdf", "plus.pdf#page=4"], "page": 2}) + "\n", encoding="utf-8")
+    rows, errors = load_qa_file(path)
+    assert not errors
+    row = rows[0]
+    assert gold_sources(row) == [("standard.pdf", 2), ("plus.pdf", 4)]
+    # eval-retrieval reads the very same row the same way
+    assert load_qa(path)[0]["gold"] == [("standard.pdf", 2), ("plus.pdf", 4)]
+    second = [{"doc": "other.pdf", "page": 1}, {"doc": "plus.pdf", "page": 4}]
+    assert hit_at_k(second, gold_sources(row), k=2) == 1.0 and hit_at_k(second, gold_sources(row), k=1) == 0.0
+    assert citation_accuracy(second, gold_sources(row)) == 0.5
+    assert hit_at_k([{"doc": "plus.pdf", "page": 2}], gold_sources(row)) == 0.0  # plus.pdf is gold on page 4 only
+
+
+def test_unreadable_gold_document_is_an_error_naming_the_row(tmp_path):
+    from retrieval.evaluate import load_qa
+
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"question": "q1", "answer": "a", "doc": "a.pdf"}) + "\n"
+                    + json.dumps({"question": "q2", "answer": "b", "doc": ["a.pdf", 7]}) + "\n", encoding="utf-8")
+    for load in (load_qa_file, load_qa):
+        with pytest.raises(BadInputError, match="line 2"):
+            load(path)
+    csv_path = tmp_path / "bad.csv"
+    csv_path.write_text("question,answer,doc\nq1,a,\"['a.pdf', 'b.pdf']\"\n", encoding="utf-8")
+    with pytest.raises(BadInputError, match="line 2.*JSON list"):
+        load_qa_file(csv_path)
+    csv_path.write_text('question,answer,doc\nq1,a,"[""a.pdf"", ""b.pdf""]"\n', encoding="utf-8")
+    assert load_qa_file(csv_path)[0][0]["gold"] == [{"doc": "a.pdf", "page": None}, {"doc": "b.pdf", "page": None}]
