@@ -24,7 +24,7 @@ from .formats import Block
 class ChunkingConfig:
     chunk_tokens: int = 200
     overlap_tokens: int = 40
-    min_tokens: int = 0  # a section shorter than this is merged with the next one of the same page
+    min_tokens: int = 0  # a piece shorter than this is merged with its section's neighbours (see chunk_blocks)
 
 
 @dataclass
@@ -168,6 +168,13 @@ def _units(blocks: list[Block], counter: TokenCounter, limit: int) -> list[_Unit
     return units
 
 
+def _fits_back(chunks: list[DraftChunk], current: list[_Unit], counter: TokenCounter, size: int) -> bool:
+    if not chunks or chunks[-1].page != current[0].page:
+        return False
+    body = current[0].text + "".join(u.sep + u.text for u in current[1:])
+    return chunks[-1].tokens + counter.count(body) + 2 <= size
+
+
 def chunk_blocks(blocks: list[Block], counter: TokenCounter, config: ChunkingConfig | None = None) -> list[DraftChunk]:
     config = config or ChunkingConfig()
     size = max(16, config.chunk_tokens)
@@ -184,6 +191,17 @@ def chunk_blocks(blocks: list[Block], counter: TokenCounter, config: ChunkingCon
         body = current[0].text + "".join(u.sep + u.text for u in current[1:])
         text = f"{carried} {body}" if carried else body
         tokens = counter.count(text)
+        prev = chunks[-1] if chunks else None
+        if (not full and not carried and prev is not None and tokens < config.min_tokens
+                and prev.page == current[0].page):
+            # A fragment closing its page or the document (an address line, a phone number) joins the
+            # chunk before it rather than standing alone, when both fit in one chunk.
+            merged = f"{prev.text}\n\n{body}"
+            merged_tokens = counter.count(merged)
+            if merged_tokens <= size:
+                prev.text, prev.tokens = merged, merged_tokens
+                current, current_tokens = [], 0
+                return
         if carried and tokens > size:  # tokenization across the join can differ by a few tokens
             carried = overlap_tail(carried, counter, max(0, overlap - (tokens - size) - 4)) if overlap > tokens - size + 4 else ""
             text = f"{carried} {body}" if carried else body
@@ -199,7 +217,12 @@ def chunk_blocks(blocks: list[Block], counter: TokenCounter, config: ChunkingCon
             only_headings = all(u.heading for u in current)
             new_page = unit.page != current[-1].page
             new_section = unit.section != current[-1].section or unit.heading
-            if not only_headings and (new_page or (new_section and current_tokens >= config.min_tokens)):
+            boundary = not only_headings and (new_page or new_section)
+            # A fragment (under min_tokens) runs on into the next section of its page; at a page end it
+            # joins the chunk before it (in close) or, with nothing on its page to join, the next page.
+            hold = boundary and current_tokens < config.min_tokens and (
+                not new_page or not _fits_back(chunks, current, counter, size))
+            if boundary and not hold:
                 close(full=False)
             elif current_tokens + unit.tokens + (reserve if carried else 0) > size:
                 close(full=True)

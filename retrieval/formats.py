@@ -139,7 +139,7 @@ def _decode(data: bytes, partial: bool = False) -> str:
 
 # ------------------------------------------------------------------ entry point
 
-def parse_file(path: str | Path, *, max_pages: int | None = None) -> ParsedDocument:
+def parse_file(path: str | Path, *, max_pages: int | None = None, strip_repeats: bool = True) -> ParsedDocument:
     """Parse one file; raises BadInputError with the reason when it cannot be read."""
     path = Path(path)
     if not path.is_file():
@@ -150,7 +150,10 @@ def parse_file(path: str | Path, *, max_pages: int | None = None) -> ParsedDocum
         head = f.read(65536)
     kind = detect_kind(path, head)
     parser = _PARSERS[kind]
-    doc = parser(path, max_pages) if kind in ("pdf", "pptx") else parser(path)
+    if kind == "pdf":
+        doc = parser(path, max_pages, strip_repeats)
+    else:
+        doc = parser(path, max_pages) if kind == "pptx" else parser(path)
     doc.blocks = [b for b in doc.blocks if b.text.strip()]
     if not doc.blocks:
         hint = " (a scanned PDF needs OCR first)" if kind == "pdf" else ""
@@ -163,7 +166,39 @@ def parse_file(path: str | Path, *, max_pages: int | None = None) -> ParsedDocum
 _BULLET = re.compile(r"^\s*([•●▪◦‣∙·\-–*]|\(?\d{1,2}[.)]|\(?[a-z][.)])\s+")
 
 
-def parse_pdf(path: Path, max_pages: int | None = None) -> ParsedDocument:
+def _repeat_key(line: str) -> str:
+    return re.sub(r"\d+", "#", " ".join(line.lower().split()))
+
+
+def strip_repeated_lines(pages: list[str], zone: int = 3) -> tuple[list[str], int]:
+    """Drop running headers and footers: a line among the first or last `zone` lines of a page that
+    recurs (numbers aside: "Page 2 of 4 NYC08CA055") on at least half the pages, three at least.
+
+    The first page keeps its copy, since a running header often names the document ("Version 1.0,
+    September 13, 2023") and the first page is where its identity is read. Returns (pages, lines dropped).
+    """
+    if len(pages) < 3:
+        return pages, 0
+    split = [p.replace("\r\n", "\n").replace("\r", "\n").split("\n") for p in pages]
+    seen: dict[str, int] = {}
+    for lines in split:
+        filled = [ln for ln in lines if ln.strip()]
+        for key in {_repeat_key(ln) for ln in filled[:zone] + filled[-zone:]}:
+            seen[key] = seen.get(key, 0) + 1
+    repeated = {k for k, n in seen.items() if n >= max(3, len(pages) / 2) and len(k) > 1}
+    if not repeated:
+        return pages, 0
+    out, dropped = [pages[0]], 0
+    for lines in split[1:]:
+        filled = [i for i, ln in enumerate(lines) if ln.strip()]
+        edge = set(filled[:zone] + filled[-zone:])
+        keep = [ln for i, ln in enumerate(lines) if not (i in edge and _repeat_key(ln) in repeated)]
+        dropped += len(lines) - len(keep)
+        out.append("\n".join(keep))
+    return out, dropped
+
+
+def parse_pdf(path: Path, max_pages: int | None = None, strip_repeats: bool = True) -> ParsedDocument:
     import pypdfium2 as pdfium
 
     try:
@@ -177,14 +212,18 @@ def parse_pdf(path: Path, max_pages: int | None = None) -> ParsedDocument:
         n = len(pdf)
         if max_pages and n > max_pages:
             raise BadInputError(f"the PDF has {n} pages, more than the limit of {max_pages}")
-        blocks: list[Block] = []
-        section: str | None = None
+        texts = []
         for i in range(n):
             page = pdf[i]
             textpage = page.get_textpage()
-            text = textpage.get_text_bounded()
+            texts.append(textpage.get_text_bounded())
             textpage.close()
             page.close()
+        if strip_repeats:
+            texts, _ = strip_repeated_lines(texts)
+        blocks: list[Block] = []
+        section: str | None = None
+        for i, text in enumerate(texts):
             page_blocks, section = _pdf_page_blocks(text, i + 1, section)
             blocks.extend(page_blocks)
         return ParsedDocument("pdf", blocks, pages=n)

@@ -37,6 +37,9 @@ IVF_LIMIT = 500_000
 IVF_TRAIN_PER_LIST = 40        # faiss wants >= 39 training points per list
 IVF_TARGET_RECALL = 0.95       # nprobe is raised until recall@10 against exact search reaches this
 IVF_TUNE_QUERIES = 200
+# Questions made from the corpus share its words and flatter BM25: a single list must beat the best
+# fusion on them by this much (relative) to be chosen alone.
+MADE_QUESTION_MARGIN = 0.05
 
 
 def index_dir(ws):
@@ -56,6 +59,23 @@ def context_line(chunk: Chunk, settings: RetrievalSettings) -> str:
 def chunk_search_text(chunk: Chunk, settings: RetrievalSettings) -> str:
     line = context_line(chunk, settings)
     return f"{line}\n{chunk.text}" if line else chunk.text
+
+
+def with_identities(ws, chunks: list[Chunk]) -> list[Chunk]:
+    """The chunks with `title` set to their document's identity line (retrieval/identity.py)."""
+    from .identity import corpus_identities, real_title
+
+    with ws.db() as conn:
+        tables = {r["doc_id"] for r in conn.execute("SELECT doc_id FROM retrieval_documents WHERE kind IN ('csv', 'jsonl')")}
+    docs = {}
+    for c in chunks:
+        if c.doc_id not in docs:
+            blocks = [] if c.doc_id in tables else load_blocks(ws, c.doc_id)
+            docs[c.doc_id] = (c.doc, real_title(c.title, c.doc), blocks)
+    identity = corpus_identities(docs)
+    for c in chunks:
+        c.title = identity[c.doc_id]
+    return chunks
 
 
 def bm25_tokenize(texts: list[str]):
@@ -142,8 +162,14 @@ def tune_nprobe(index, vectors: np.ndarray, rng, k: int = 10) -> int:
         nprobe = min(nprobe * 2, index.nlist)
 
 
-def build_index(ws, *, progress: bool = True, settings: RetrievalSettings | None = None) -> dict:
-    """(Re)build the index from the workspace's documents; returns {"version", "chunks", "embedded", "kind"}."""
+def build_index(ws, *, progress: bool = True, settings: RetrievalSettings | None = None,
+                tuning_rows: list[dict] | None = None) -> dict:
+    """(Re)build the index from the workspace's documents; returns {"version", "chunks", "embedded", "kind", "tuned"}.
+
+    With ``settings.tune`` the fusion is chosen on `tuning_rows` (rows {"question", "gold": [(doc, page)]},
+    e.g. a user's gold set), else on the workspace's held-out generated questions, else on questions
+    made from the corpus (retrieval/tuning.py), and stored in the manifest.
+    """
     import bm25s
     import faiss
 
@@ -151,17 +177,20 @@ def build_index(ws, *, progress: bool = True, settings: RetrievalSettings | None
     settings = settings or load_settings(ws)
     rechunk_stale(ws, settings)
     chunks = all_chunks(ws)
+    if settings.identity:
+        chunks = with_identities(ws, chunks)
     texts = [chunk_search_text(c, settings) for c in chunks]
     fingerprint = {
         "embedder": settings.embedder, "context": settings.context, "exact_limit": settings.exact_limit,
-        "ivf_limit": IVF_LIMIT,
+        "ivf_limit": IVF_LIMIT, "tune": settings.tune,
         "chunks": hashlib.sha256("\n".join(c.chunk_id for c in chunks).encode()).hexdigest(),
         "texts": hashlib.sha256("\0".join(texts).encode()).hexdigest(),
     }
     version = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
     current = read_json(index_dir(ws) / "manifest.json")
-    if current and current.get("version") == version:
-        return {"version": version, "chunks": len(chunks), "embedded": 0, "kind": current["kind"], "unchanged": True}
+    if current and current.get("version") == version and not tuning_rows:
+        return {"version": version, "chunks": len(chunks), "embedded": 0, "kind": current["kind"], "unchanged": True,
+                "tuned": current.get("tuned")}
 
     embedder = get_embedder(settings.embedder)
     stats: dict = {}
@@ -182,9 +211,27 @@ def build_index(ws, *, progress: bool = True, settings: RetrievalSettings | None
             "documents": len({c.doc_id for c in chunks}), "context": settings.context,
             "built_at": time.time(), "fingerprint": fingerprint,
         }
+        if settings.tune and chunks:
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+            manifest["tuned"] = choose_fusion(ws, tmp, manifest, settings, chunks, tuning_rows)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return {"version": version, "chunks": len(chunks), "embedded": embedded, "kind": kind,
-            "computed": stats.get("computed", 0)}
+            "computed": stats.get("computed", 0), "tuned": manifest.get("tuned")}
+
+
+def choose_fusion(ws, folder, manifest: dict, settings: RetrievalSettings, chunks: list[Chunk],
+                  tuning_rows: list[dict] | None) -> dict:
+    from .search import Retriever
+    from .tuning import held_out_questions, made_questions, tune_fusion
+
+    margin = 0.0
+    if tuning_rows:
+        rows, source = tuning_rows, "the given questions"
+    elif rows := held_out_questions(ws):
+        source = "held-out generated questions"
+    else:
+        rows, source, margin = made_questions(chunks), "questions made from the corpus", MADE_QUESTION_MARGIN
+    return tune_fusion(Retriever(folder, manifest, settings), rows, source, single_margin=margin)
 
 
 def index_status(ws) -> dict | None:

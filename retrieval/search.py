@@ -102,6 +102,8 @@ class Retriever:
         self._reranker = None
         self._title_terms = self._document_title_terms()
         self._examples: dict | None = None
+        tuned = (manifest.get("tuned") or {}).get("settings") or {}
+        self.answer_k: int | None = tuned.get("k") if settings.tune else None  # passages per answer
 
     @classmethod
     def for_workspace(cls, ws, **overrides) -> "Retriever":
@@ -112,6 +114,9 @@ class Retriever:
                 f"Workspace '{ws.name}' has no search index yet: add documents with `ragtune ingest PATH` "
                 "(or the Documents tab), then build the index with `ragtune index`.")
         settings = load_settings(ws, **overrides)
+        tuned = (manifest.get("tuned") or {}).get("settings") or {}
+        if settings.tune and tuned:  # the fusion chosen for this corpus when the index was built
+            settings = load_settings(ws, **{**tuned, **overrides})
         key = f"{folder}:{manifest['version']}:{json.dumps(overrides, sort_keys=True, default=str)}"
         with _cache_lock:
             cached = _cache.get(key)
@@ -210,9 +215,10 @@ class Retriever:
                         "bm25": [i for i, _ in self.bm25_search(query, n)]}
             weights = {"dense": self.settings.dense_weight, "bm25": self.settings.bm25_weight,
                        "title": self.settings.title_weight}
-            if self.settings.title_weight:
-                fused = [i for i, _, _ in rrf_fuse(rankings, weights, self.settings.rrf_k)]
+            if self.settings.title_weight:  # the routed document's candidates, in plain fused order
+                fused = [i for i, _, _ in rrf_fuse(rankings, {"dense": 1.0, "bm25": 1.0}, self.settings.rrf_k)]
                 rankings["title"] = self.title_ranking(query, fused)
+            rankings = {name: ids for name, ids in rankings.items() if weights.get(name)}
             hits = rrf_fuse(rankings, weights, self.settings.rrf_k)
         if mode == "hybrid" and (self.settings.doc_boost or self.settings.page_boost):
             hits = self._group_boost(hits[:n])

@@ -18,7 +18,10 @@ class RetrievalSettings:
     embedder: str = DEFAULT_EMBEDDER
     chunk_tokens: int = 200        # in the embedder's tokens, title line excluded
     overlap_tokens: int = 40
-    min_chunk_tokens: int = 0      # merge sections shorter than this (same page)
+    min_chunk_tokens: int = 50     # a piece shorter than this joins its neighbours (no address-line chunks)
+    strip_repeats: bool = True     # drop running page headers and footers of PDFs (at ingest)
+    identity: bool = True          # each chunk's context line names its document (see retrieval/identity.py)
+    tune: bool = True              # fusion weights, RRF k and k chosen per corpus when the index is built
     context: str = "title"         # what is prepended to each chunk for embedding and BM25: none | title | title+section
     query_prefix: str = ""         # e.g. "Represent this sentence for searching relevant passages: " for bge
     k: int = 5

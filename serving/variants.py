@@ -190,7 +190,8 @@ class Assistant:
                                 "it: create it with app.assistants.make_assistant (or pass a retriever and "
                                 "retrieval.prompt.build_rag_messages).")
         settings = self.ws.get_setting("retrieval", {}) or {}
-        k = int(k or settings.get("k") or DEFAULT_K)
+        # Passages per answer: the caller's, else the number chosen for this corpus when its index was built.
+        k = int(k or getattr(self.retriever, "answer_k", None) or settings.get("k") or DEFAULT_K)
         if k < 1:
             raise BadInputError(f"k must be at least 1, not {k}.")
         t0 = time.perf_counter()
