@@ -1,0 +1,114 @@
+"""Same-template documents told apart, fragments merged, running headers dropped, fusion tuned per corpus."""
+
+from __future__ import annotations
+
+import pytest
+
+from retrieval.chunking import ChunkingConfig, chunk_blocks
+from retrieval.formats import Block, strip_repeated_lines
+from retrieval.identity import corpus_identities
+
+TEMPLATE = ["Page 1 of 4", "National Transportation Safety Board", "Aviation Accident Final Report"]
+PLACES = [("Tallahassee, FL", "NYC08CA055", "Piper PA-22-150"), ("Death Valley, CA", "SEA08CA049", "Beech A23"),
+          ("Belen, NM", "DEN08CA034", "Sorrell SNJ-7"), ("Wausau, WI", "CHI08CA047", "Cessna Skyhawk 172")]
+
+
+def _report(place, number, aircraft) -> list[Block]:
+    head = [Block(t, 1, None, "heading") for t in TEMPLATE]
+    return head + [Block(f"Location: {place} Accident Number: {number}", 1),
+                   Block(f"Aircraft: {aircraft} Aircraft Damage: Substantial", 1),
+                   Block("The pilot reported that the airplane touched down hard and bounced. " * 3, 1),
+                   Block("Pilot Information Certificate: Private Age: 85", 2)]
+
+
+def test_identity_names_the_facts_and_leaves_the_template_out():
+    docs = {f"d{i}": (f"2008010{i}X0000{i}.pdf", None, _report(*p)) for i, p in enumerate(PLACES)}
+    identity = corpus_identities(docs)
+    first = identity["d0"]
+    assert "Tallahassee, FL" in first and "NYC08CA055" in first and "Piper PA-22-150" in first
+    assert "National Transportation Safety Board" not in first and "Page 1 of 4" not in first
+    assert "touched down" not in first  # prose is not identity
+    assert first.startswith("20080100X00000")  # what the file name says comes first
+    assert len({v for v in identity.values()}) == len(PLACES)
+
+
+def test_a_question_naming_the_place_reaches_that_report(tmp_path):
+    """End to end on the real NTSB PDFs: four same-template reports, one question per place."""
+    from pathlib import Path
+
+    from ragtune.workspace import Workspace
+    from retrieval.index import build_index
+    from retrieval.ingest import ingest_paths
+    from retrieval.search import Retriever
+
+    corpus = Path(__file__).resolve().parents[2].parent / "shared" / "corpora" / "ntsb-reports" / "docs"
+    if not corpus.is_dir():
+        pytest.skip("the shared NTSB corpus is not here")
+    files = sorted(corpus.glob("*.pdf"))[:4]
+    ws = Workspace.create("ntsb", root=tmp_path)
+    ingest_paths(ws, files)
+    built = build_index(ws, progress=False)
+    assert built["tuned"]["settings"] and built["tuned"]["questions"] > 0
+    retriever = Retriever.for_workspace(ws)
+    for c in retriever.chunks:  # every chunk's context names its report
+        assert "Accident Number" in (c.title or "") and "National Transportation Safety Board" not in c.title
+    places = {"20071229X02007.pdf": "Tallahassee", "20071231X02009.pdf": "Death Valley",
+              "20080102X00005.pdf": "Belen", "20080104X00020.pdf": "Wausau"}
+    for doc, place in places.items():
+        if doc in {f.name for f in files}:
+            top = retriever.retrieve(f"What was the altimeter setting for the accident at {place}?", k=1)[0]
+            assert top.doc == doc, (place, top.citation)
+
+
+def test_running_headers_and_footers_are_dropped_except_on_the_first_page():
+    words = ["runway", "engine", "weather", "pilot", "wreckage"]
+    pages = [f"Page {n} of 5 NYC08CA055\nThe {words[n - 1]} section says {n * 17} feet.\nConfidential"
+             for n in range(1, 6)]
+    out, dropped = strip_repeated_lines(pages)
+    assert out[0] == pages[0]  # the first page keeps its header (it is where identity is read)
+    assert all("NYC08CA055" not in p and "Confidential" not in p for p in out[1:])
+    assert all(f"{n * 17} feet" in out[n - 1] for n in range(1, 6))
+    assert dropped == 8
+    assert strip_repeated_lines(pages[:2]) == (pages[:2], 0)  # too few pages to tell
+
+
+def test_fragments_join_their_neighbours(counter):
+    blocks = [Block("Contact", 1, "Contact", "heading"), Block("Phone: 555-0100", 1, "Contact"),
+              Block("Address", 1, "Address", "heading"), Block("1 Main Street, Springfield", 1, "Address"),
+              Block("Warranty " + "The robot is covered for 24 months from commissioning. " * 6, 1, "Warranty"),
+              Block("Footer note.", 1, "Warranty"),
+              Block("Specifications " + "The K7 lifts 1,450 kg. " * 10, 2, "Specs"),
+              Block("Last line.", 2, "Specs")]
+    plain = chunk_blocks(blocks, counter, ChunkingConfig(200, 0, 0))
+    merged = chunk_blocks(blocks, counter, ChunkingConfig(200, 0, 50))
+    assert any(c.tokens < 10 for c in plain)
+    assert all(c.tokens >= 50 for c in merged), [(c.tokens, c.text[:30]) for c in merged]
+    assert {c.page for c in merged} == {1, 2}
+    assert "".join(c.text for c in merged).replace("\n", "").replace(" ", "") == \
+        "".join(b.text for b in blocks).replace(" ", "")  # nothing lost, nothing repeated
+
+
+def test_tuning_never_chooses_worse_than_a_single_list(sample_index):
+    from retrieval.search import Retriever
+    from retrieval.tuning import made_questions, tune_fusion
+
+    retriever = Retriever.for_workspace(sample_index, tune=False)
+    rows = made_questions(retriever.chunks, n=40)
+    assert len(rows) >= 20 and all(r["gold"][0][0] for r in rows)
+    tuned = tune_fusion(retriever, rows, "test")
+    assert tuned["score"] >= max(tuned["single_scores"].values()) - 1e-9
+    assert tuned["score"] >= tuned["default_score"] - 1e-9
+    assert set(tuned["settings"]) == {"dense_weight", "bm25_weight", "title_weight", "rrf_k", "k"}
+
+
+def test_the_tuned_fusion_is_stored_with_the_index_and_used(sample_index):
+    from retrieval.index import index_status
+    from retrieval.search import Retriever
+
+    tuned = index_status(sample_index)["tuned"]
+    retriever = Retriever.for_workspace(sample_index)
+    for key in ("dense_weight", "bm25_weight", "title_weight", "rrf_k"):
+        assert getattr(retriever.settings, key) == tuned["settings"][key]
+    assert retriever.answer_k == tuned["settings"]["k"]
+    plain = Retriever.for_workspace(sample_index, tune=False)
+    assert plain.settings.rrf_k == 60 and plain.answer_k is None
