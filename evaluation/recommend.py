@@ -94,6 +94,7 @@ def recommend(summary: dict, primary: str | None = None) -> dict:
 
     n = summary.get("n")
     lines = []
+    losses: list[dict] = []
     if base is not None and base in contenders:
         verdict, choice = "neither", base
         others = [label for label in scored if label != base]
@@ -126,10 +127,53 @@ def recommend(summary: dict, primary: str | None = None) -> dict:
         if skipped:
             lines.append("Not chosen although simpler: " + ", ".join(NAMES.get(kind_of[label], label) for label in skipped)
                          + f" (not significantly better than {NAMES['base']}).")
+    if base is not None:
+        for label in scored:
+            if label != base and _significantly_better(summary, base, label, metric):
+                losses.append(explain_loss(variants[label], kind_of[label], label, compare(label, base), mname))
+        lines[1:1] = [x["text"] for x in losses]
     lines.append("Trade-offs:")
     lines.extend("- " + t for t in _tradeoffs(variants, kind_of))
     return {"verdict": verdict, "label": _label(verdict), "choice": choice, "primary_metric": metric,
-            "text": "\n".join(lines), "evidence": evidence, "comparisons": comparisons}
+            "text": "\n".join(lines), "evidence": evidence, "comparisons": comparisons, "losses": losses}
+
+
+# Retrieval that found a gold source for at least this share of questions did its part.
+RETRIEVAL_FOUND = 0.7
+
+
+def explain_loss(v: dict, kind: str, label: str, difference: str, mname: str) -> dict:
+    """Why a variant answers significantly worse than the base model, as far as its metrics tell."""
+    m = v.get("metrics", {})
+
+    def mean(key):
+        return (m.get(key) or {}).get("mean")
+
+    name = NAMES.get(kind, label)
+    text = f"Warning: {name} answers significantly WORSE than the base model on {mname}: {difference}."
+    hit, recall, grounded, cited = mean("hit_at_k"), mean("context_recall"), mean("groundedness"), mean("citation_rate")
+    if kind not in ("rag", "ft+rag"):
+        cause = "training"
+        text += (" The fine-tune itself lost ground: check the training set (held-out loss, answers in the shape of "
+                 "the test questions) before training longer.")
+    elif hit is None and recall is None:
+        cause = "unknown"
+        text += " The test set names no gold documents, so retrieval cannot be told apart from the answers."
+    elif (hit if hit is not None else recall) < RETRIEVAL_FOUND:
+        cause = "retrieval"
+        shown = f"hit@k {hit:.2f}" if hit is not None else f"context recall {recall:.2f}"
+        text += (f" Likely cause: retrieval missed the gold documents ({shown}): the passages shown did not hold the "
+                 "answer, and they crowd out what the model knows. Check `ragtune eval-retrieval` on these questions "
+                 "(document identities, chunking) before changing the model.")
+    else:
+        cause = "generation"
+        shown = f"hit@k {hit:.2f}" if hit is not None else f"context recall {recall:.2f}"
+        used = ", ".join(x for x in (f"groundedness {grounded:.2f}" if grounded is not None else "",
+                                     f"citation rate {cited:.2f}" if cited is not None else "") if x)
+        text += (f" Likely cause: retrieval found the gold documents ({shown}) but the answers did not use the "
+                 f"passages{f' ({used})' if used else ''}: the model is too small to read them. Try fewer passages "
+                 "per answer, a larger model, or a fine-tune on cited answers (ft+rag).")
+    return {"variant": label, "cause": cause, "text": text}
 
 
 def _label(verdict: str) -> str:

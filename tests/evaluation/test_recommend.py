@@ -64,3 +64,32 @@ def test_simpler_option_must_still_beat_base():
     paired = {(p["a"], p["b"]): p for p in s["paired"] if p["metric"] == "token_f1"}
     assert not paired[("rag", "base")]["significant"] and not paired[("ft+rag", "rag")]["significant"]
     assert rec["verdict"] == "both" and "Not chosen although simpler: RAG" in rec["text"]
+
+
+def _with(run, variant: str, **metrics):
+    for r in run.results:
+        if r["variant"] == variant:
+            r["metrics"].update(metrics)
+    return run
+
+
+def test_rag_worse_than_base_says_so_and_blames_retrieval_when_it_missed():
+    run = _with(make_run({"base": 0.5, "rag": 0.2}), "rag", hit_at_k=0.0, context_recall=0.1, groundedness=0.6)
+    rec = summarize(run)["recommendation"]
+    assert rec["verdict"] == "neither"
+    assert "significantly WORSE than the base model" in rec["text"]
+    assert [x["cause"] for x in rec["losses"]] == ["retrieval"]
+    assert "retrieval missed the gold documents (hit@k 0.00)" in rec["text"]
+
+
+def test_rag_worse_than_base_with_good_retrieval_blames_the_answers():
+    run = _with(make_run({"base": 0.5, "rag": 0.2}), "rag", hit_at_k=1.0, groundedness=0.1, citation_rate=0.0)
+    rec = summarize(run)["recommendation"]
+    assert [x["cause"] for x in rec["losses"]] == ["generation"]
+    assert "retrieval found the gold documents (hit@k 1.00) but the answers did not use the passages" in rec["text"]
+    assert "groundedness 0.10" in rec["text"]
+
+
+def test_no_loss_line_when_rag_is_not_worse():
+    rec = summarize(make_run({"base": 0.3, "rag": 0.6}))["recommendation"]
+    assert rec["losses"] == [] and "WORSE" not in rec["text"]
