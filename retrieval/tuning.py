@@ -157,3 +157,15 @@ def tune_fusion(retriever, rows: list[dict], source: str, single_margin: float =
 def _plainness(key) -> tuple:
     dw, bw, tw, k = key
     return (abs(math.log2(dw or 0.25)) + abs(math.log2(bw or 0.25)), abs(tw - 1), abs(k - 60))
+
+
+def describe_tuning(tuned: dict | None) -> str:
+    """One line saying which fusion the index uses and why, for `eval-retrieval` and the Build screen."""
+    if not tuned or not tuned.get("settings"):
+        return "Fusion: the default settings (not tuned for this corpus)."
+    s = tuned["settings"]
+    singles = tuned.get("single_scores") or {}
+    return (f"Fusion chosen for this corpus: dense {s['dense_weight']:g}, BM25 {s['bm25_weight']:g}, "
+            f"title {s['title_weight']:g}, RRF k {s['rrf_k']}, {s['k']} passages per answer "
+            f"(on {tuned['questions']} {tuned['source']}: score {tuned['score']:.3f} vs defaults "
+            f"{tuned['default_score']:.3f}, dense alone {singles.get('dense', 0):.3f}, BM25 alone {singles.get('bm25', 0):.3f}).")

@@ -196,6 +196,7 @@ def _eval(args):
     from retrieval.evaluate import evaluate_retriever, load_qa
     from retrieval.ingest import ingest_paths
     from retrieval.search import Retriever
+    from retrieval.tuning import describe_tuning
 
     rows = load_qa(args.qa)
     tmp = None
@@ -213,7 +214,9 @@ def _eval(args):
     else:
         ws = open_workspace(args)
     try:
-        report = evaluate_retriever(Retriever.for_workspace(ws), rows, modes=args.modes, ks=tuple(sorted(set(args.k))))
+        retriever = Retriever.for_workspace(ws)
+        report = evaluate_retriever(retriever, rows, modes=args.modes, ks=tuple(sorted(set(args.k))))
+        report["tuned"] = retriever.manifest.get("tuned")
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -224,6 +227,7 @@ def _eval(args):
         print_json(report)
         return
     print(f"{report['n']} questions")
+    print(describe_tuning(report["tuned"]))
     keys = list(report[args.modes[0]].keys())
     print(f"{'metric':16s}" + "".join(f"{m:>10s}" for m in args.modes))
     for key in keys:

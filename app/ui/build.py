@@ -28,6 +28,7 @@ def index_status(ws_name) -> str:
     if not ws_name:
         return "No workspace open."
     from retrieval.index import index_state
+    from retrieval.tuning import describe_tuning
 
     state = index_state(open_ws(ws_name))
     manifest, docs = state["manifest"], state["documents"]
@@ -37,8 +38,8 @@ def index_status(ws_name) -> str:
     built = time.strftime("%Y-%m-%d %H:%M", time.localtime(manifest["built_at"])) if manifest.get("built_at") else ""
     stale = "\n\n**Documents changed since this build: build again so answers use them.**" if state["stale"] else ""
     return (f"**Index ready**: {manifest.get('chunks', '?')} passages from {manifest.get('documents', '?')} "
-            f"documents ({manifest.get('kind', '?')} search), version `{manifest.get('version', '?')}`, built {built}."
-            + stale)
+            f"documents ({manifest.get('kind', '?')} search), version `{manifest.get('version', '?')}`, built {built}. "
+            + describe_tuning(manifest.get("tuned")) + stale)
 
 
 def load_retrieval_settings(ws_name):
