@@ -18,6 +18,7 @@ from .formats import Block
 
 MAX_WORDS = 48          # the line is repeated in every chunk: long enough to name, short enough not to drown it
 PROSE_WORDS = 30        # a longer opening block is prose, not a title, a form field or a date
+UNPAGED_LEAD_BLOCKS = 3
 LEAD_BLOCKS = 12        # opening blocks read from the first page (and the next when the first is nearly empty)
 SHARED_FRACTION = 0.3   # a line found in this share of the documents (and in 2 at least) is template
 
@@ -45,14 +46,19 @@ def lead_lines(blocks: list[Block]) -> list[str]:
         return []
     first = blocks[0].page
     lines, words = [], 0
-    for b in blocks[:LEAD_BLOCKS]:
+    # Without pages there is no cover: only the opening blocks (a title, a version line) name the
+    # document; further on, headings and FAQ questions name topics that other documents share.
+    for b in blocks[:LEAD_BLOCKS if first is not None else UNPAGED_LEAD_BLOCKS]:
         if b.page != first and (words >= 5 or b.page > (first or 0) + 1):
             break  # the first page, or the second when the first is a bare cover
         text = " ".join(b.text.split())
         if not text:
             continue
-        if len(text.split()) > PROSE_WORDS or re.search(r"[a-z]{2}[.!?]\s+[A-Z]", text):
-            continue  # running prose says what happened, not which document this is
+        # A long block keeps its first sentence when that is short (a title run on into the next line);
+        # running prose says what happened, not which document this is.
+        text = re.split(r"(?<=[a-z0-9)]{2}[.!?])\s+(?=[A-Z])", text)[0]
+        if len(text.split()) > PROSE_WORDS:
+            continue
         lines.append(text)
         words += len(text.split())
         if len(lines) >= LEAD_BLOCKS:

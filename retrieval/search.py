@@ -173,9 +173,9 @@ class Retriever:
         scores = {d: sum(v for w, v in terms.items() if w in q) for d, terms in self._title_terms.items()}
         if not scores:
             return []
-        best = max(scores.values())
-        if best < self.settings.title_min_score or sum(1 for v in scores.values() if v >= best - 1e-9) > 1:
-            return []  # no title named, or several named alike: nothing to route on
+        best, second = (sorted(scores.values(), reverse=True) + [0.0])[:2]
+        if best < self.settings.title_min_score or best - second < self.settings.title_margin:
+            return []  # no title named, or several named nearly alike: nothing to route on
         return [i for i in candidates if scores[self.chunks[i].doc_id] >= best - 1e-9]
 
     def worked_example(self, passages) -> WorkedExample | None:

@@ -34,6 +34,7 @@ class RetrievalSettings:
     page_boost: float = 0.0        # same for the chunk's page
     title_weight: float = 1.0      # weight of the "query names this document's title" ranking in RRF
     title_min_score: float = 1.5   # summed log((N+1)/df) of the title words named; below it nothing is routed
+    title_margin: float = 0.5      # ... and the best document must lead the next by this much (one rare word)
     boost_depth: int = 10          # how many top fused chunks share their score
     exact_limit: int = 50_000      # above this many vectors HNSW replaces exact search (bench/retrieval_ann.py)
     reranker: str | None = None    # a cross-encoder folder or id; None = no re-ranking
