@@ -34,6 +34,13 @@ class FreshRetriever:
     def retrieve(self, query: str, k: int | None = None, **kwargs):
         return self._open(self.ws).retrieve(query, k=k, **kwargs)
 
+    def worked_example(self, passages):
+        return self._open(self.ws).worked_example(passages)
+
+    @property
+    def answer_k(self) -> int | None:
+        return self._open(self.ws).answer_k
+
     @property
     def version(self) -> str:
         return self._open(self.ws).version
