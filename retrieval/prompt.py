@@ -26,9 +26,11 @@ class WorkedExample:
     question: str
     answer: str
     source: str = ""  # the chunk it came from, for explanations
+    where: str = ""   # "file.pdf, page 2", shown the way real passages are headed
 
     def messages(self) -> list[dict]:
-        return [{"role": "user", "content": f"Passages:\n\n[1] {self.passage}\n\nQuestion: {self.question}"},
+        head = f"[1] {self.where}:\n" if self.where else "[1] "
+        return [{"role": "user", "content": f"Passages:\n\n{head}{self.passage}\n\nQuestion: {self.question}"},
                 {"role": "assistant", "content": self.answer}]
 
 

@@ -187,10 +187,10 @@ class Retriever:
             self._examples = {}
             for c in self.chunks:
                 if c.doc_id not in self._examples:
-                    about = " ".join((c.title or c.doc).split()[:8])
-                    found = example_from_text(c.text, about)
+                    found = example_from_text(c.text, c.doc)
                     if found is not None:
                         found.source = c.chunk_id
+                        found.where = c.doc + (f", page {c.page}" if c.page else "")
                         self._examples[c.doc_id] = found
         retrieved = {p.doc_id for p in passages}
         return next((e for d, e in self._examples.items() if d not in retrieved), None)
