@@ -48,7 +48,9 @@ def lead_lines(blocks: list[Block]) -> list[str]:
     lines, words = [], 0
     # Without pages there is no cover: only the opening blocks (a title, a version line) name the
     # document; further on, headings and FAQ questions name topics that other documents share.
-    for b in blocks[:LEAD_BLOCKS if first is not None else UNPAGED_LEAD_BLOCKS]:
+    for n, b in enumerate(blocks[:LEAD_BLOCKS if first is not None else UNPAGED_LEAD_BLOCKS]):
+        if first is None and n and b.kind == "heading":
+            break  # the first section heading ends the title area
         if b.page != first and (words >= 5 or b.page > (first or 0) + 1):
             break  # the first page, or the second when the first is a bare cover
         text = " ".join(b.text.split())

@@ -54,6 +54,18 @@ def _words(text: str) -> list[str]:
     return [w for w in _WORD.findall(text.lower().replace("_", " ")) if w not in _STOP]
 
 
+_TOKEN = re.compile(r"[A-Za-z0-9][\w'’-]*")
+
+
+def _name_words(title: str) -> str:
+    """The words of a title or identity line that name something: capitalised words, codes and numbers.
+
+    An identity line may hold a sentence ("Answers to the questions our teams hear most often");
+    its lower-case words are topics other documents share, and must not route a question.
+    """
+    return " ".join(t for t in _TOKEN.findall(title) if t[0].isupper() or t[0].isdigit())
+
+
 def rrf_fuse(rankings: dict[str, list[int]], weights: dict[str, float], k: int = 60) -> list[tuple[int, float, dict]]:
     """Reciprocal rank fusion: score(d) = sum_r w_r / (k + rank_r(d))."""
     scores: dict[int, float] = {}
@@ -158,7 +170,7 @@ class Retriever:
         titles: dict[str, str] = {}
         used: dict[str, set] = {}
         for c in self.chunks:
-            titles.setdefault(c.doc_id, f"{c.title or ''} {c.doc}")
+            titles.setdefault(c.doc_id, f"{_name_words(c.title or '')} {c.doc}")
             used.setdefault(c.doc_id, set()).update(_words(c.text))
         df: dict[str, int] = {}
         for d, title in titles.items():
