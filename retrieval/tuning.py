@@ -19,7 +19,9 @@ import random
 import re
 
 WEIGHTS = (0.0, 0.5, 1.0, 2.0)
-TITLE_WEIGHTS = (0.0, 1.0, 2.0)
+# Title routing stays on in every fusion: it fires only when a question clearly names one document, and
+# made questions (which name rare identity words, not titles) cannot show what it is worth on real ones.
+TITLE_WEIGHTS = (1.0, 2.0)
 RRF_KS = (10, 30, 60)
 PASSAGE_COUNTS = (3, 4, 5, 6, 8)
 MAX_QUESTIONS = 150
@@ -128,9 +130,9 @@ def tune_fusion(retriever, rows: list[dict], source: str, single_margin: float =
 
     default = (base.dense_weight, base.bm25_weight, base.title_weight, base.rrf_k)
     results = {}
-    for dw, bw, tw, k in itertools.product(WEIGHTS, WEIGHTS, TITLE_WEIGHTS, RRF_KS):
-        if not (dw or bw):
-            continue
+    grid = [key for key in itertools.product(WEIGHTS, WEIGHTS, TITLE_WEIGHTS, RRF_KS) if key[0] or key[1]]
+    grid += [(1.0, 0.0, 0.0, k) for k in RRF_KS] + [(0.0, 1.0, 0.0, k) for k in RRF_KS]  # each list alone
+    for dw, bw, tw, k in dict.fromkeys(grid):
         results[(dw, bw, tw, k)] = evaluate(dw, bw, tw, k)
     results.setdefault(default, evaluate(*default))
     every = dict(results)
