@@ -143,8 +143,8 @@ def tune_fusion(retriever, rows: list[dict], source: str, single_margin: float =
     if best_score <= fused_best * (1 + single_margin):
         results = {key: r for key, r in results.items() if key[0] and key[1]}
         best_score = fused_best
-    # Ties (within one question's worth) keep the defaults, then the plainest weights.
-    slack = 0.5 / len(prepared)
+    # Exact ties keep the defaults, then the plainest weights.
+    slack = 1e-9
     tied = [key for key, (score, _) in results.items() if score >= best_score - slack]
     chosen = default if default in tied else min(tied, key=_plainness)
     score, hits = every[chosen]
