@@ -19,6 +19,7 @@ from .formats import Block
 MAX_WORDS = 48          # the line is repeated in every chunk: long enough to name, short enough not to drown it
 PROSE_WORDS = 30        # a longer opening block is prose, not a title, a form field or a date
 UNPAGED_LEAD_BLOCKS = 3
+UNPAGED_LINE_WORDS = 12  # ... and only short ones: a web page or a text file opens with its first paragraph
 LEAD_BLOCKS = 12        # opening blocks read from the first page (and the next when the first is nearly empty)
 SHARED_FRACTION = 0.3   # a line found in this share of the documents (and in 2 at least) is template
 
@@ -59,7 +60,7 @@ def lead_lines(blocks: list[Block]) -> list[str]:
         # A long block keeps its first sentence when that is short (a title run on into the next line);
         # running prose says what happened, not which document this is.
         text = re.split(r"(?<=[a-z0-9)]{2}[.!?])\s+(?=[A-Z])", text)[0]
-        if len(text.split()) > PROSE_WORDS:
+        if len(text.split()) > (PROSE_WORDS if first is not None else UNPAGED_LINE_WORDS):
             continue
         lines.append(text)
         words += len(text.split())
