@@ -39,7 +39,7 @@ class RetrievalSettings:
     exact_limit: int = 50_000      # above this many vectors HNSW replaces exact search (bench/retrieval_ann.py)
     reranker: str | None = None    # a cross-encoder folder or id; None = no re-ranking
     batch_size: int = 64
-    worked_example: bool = True    # show the model one answered field of another document of the corpus
+    worked_example: bool = False   # one answered field of another document: Gemma 270M copied its answer (NTSB run)
 
     def chunking_signature(self) -> str:
         key = {"embedder": self.embedder, "chunk": self.chunk_tokens, "overlap": self.overlap_tokens,
