@@ -80,6 +80,9 @@ _SPLITS = (
     re.compile(r"(?<=[.!?;])\s+(?=\S)"),
     re.compile(r"\n+"),
 )
+# A table block holds one self-contained row per line ("Header: cell; Header: cell"): rows first,
+# never at the "; " between cells.
+_TABLE_SPLITS = (re.compile(r"\n+"), re.compile(r"(?<=[.!?])\s+(?=\S)"))
 
 
 def _split_at(text: str, pattern: re.Pattern) -> list[tuple[str, str]]:
@@ -92,15 +95,16 @@ def _split_at(text: str, pattern: re.Pattern) -> list[tuple[str, str]]:
     return [(s, p) for s, p in pieces if p.strip()]
 
 
-def _split_text(text: str, counter: "TokenCounter", limit: int, level: int = 0) -> list[tuple[str, str]]:
-    if level >= len(_SPLITS):
+def _split_text(text: str, counter: "TokenCounter", limit: int, level: int = 0,
+                splits: tuple[re.Pattern, ...] = _SPLITS) -> list[tuple[str, str]]:
+    if level >= len(splits):
         return [(" " if i else "", p) for i, p in enumerate(_split_by_tokens(text, counter, limit))]
     out = []
-    for sep, piece in _split_at(text, _SPLITS[level]):
+    for sep, piece in _split_at(text, splits[level]):
         if counter.count(piece) <= limit:
             out.append((sep, piece))
         else:
-            sub = _split_text(piece, counter, limit, level + 1)
+            sub = _split_text(piece, counter, limit, level + 1, splits)
             if sub:
                 sub[0] = (sep, sub[0][1])
             out += sub
@@ -163,7 +167,8 @@ def _units(blocks: list[Block], counter: TokenCounter, limit: int) -> list[_Unit
         if n <= limit:
             units.append(_Unit(block.text, n, block.page, block.section, block.kind == "heading"))
             continue
-        for i, (sep, part) in enumerate(_split_text(block.text, counter, limit)):
+        splits = _TABLE_SPLITS if block.kind == "table" else _SPLITS
+        for i, (sep, part) in enumerate(_split_text(block.text, counter, limit, splits=splits)):
             units.append(_Unit(part, counter.count(part), block.page, block.section, False, sep if i else "\n\n"))
     return units
 

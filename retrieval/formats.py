@@ -139,7 +139,8 @@ def _decode(data: bytes, partial: bool = False) -> str:
 
 # ------------------------------------------------------------------ entry point
 
-def parse_file(path: str | Path, *, max_pages: int | None = None, strip_repeats: bool = True) -> ParsedDocument:
+def parse_file(path: str | Path, *, max_pages: int | None = None, strip_repeats: bool = True,
+               pdf_tables: bool = True) -> ParsedDocument:
     """Parse one file; raises BadInputError with the reason when it cannot be read."""
     path = Path(path)
     if not path.is_file():
@@ -151,7 +152,7 @@ def parse_file(path: str | Path, *, max_pages: int | None = None, strip_repeats:
     kind = detect_kind(path, head)
     parser = _PARSERS[kind]
     if kind == "pdf":
-        doc = parser(path, max_pages, strip_repeats)
+        doc = parser(path, max_pages, strip_repeats, pdf_tables)
     else:
         doc = parser(path, max_pages) if kind == "pptx" else parser(path)
     doc.blocks = [b for b in doc.blocks if b.text.strip()]
@@ -167,6 +168,8 @@ _BULLET = re.compile(r"^\s*([•●▪◦‣∙·\-–*]|\(?\d{1,2}[.)]|\(?[a-z]
 
 
 def _repeat_key(line: str) -> str:
+    if line.startswith(_TABLE_MARK):
+        return ""  # a table's place on its page, never a running header
     return re.sub(r"\d+", "#", " ".join(line.lower().split()))
 
 
@@ -198,7 +201,14 @@ def strip_repeated_lines(pages: list[str], zone: int = 3) -> tuple[list[str], in
     return out, dropped
 
 
-def parse_pdf(path: Path, max_pages: int | None = None, strip_repeats: bool = True) -> ParsedDocument:
+def parse_pdf(path: Path, max_pages: int | None = None, strip_repeats: bool = True,
+              tables: bool = True) -> ParsedDocument:
+    """Text layer from pypdfium2 (fast); ruled tables from pdfplumber, one line per row with its headers.
+
+    pdfplumber (pdfminer) is about 20x slower than pypdfium2, so it only looks at pages that draw
+    lines or boxes (pypdfium2 path objects): a page without any cannot hold a ruled table. The
+    text inside an accepted table is taken from the table, the rest of the page from pypdfium2.
+    """
     import pypdfium2 as pdfium
 
     try:
@@ -208,15 +218,26 @@ def parse_pdf(path: Path, max_pages: int | None = None, strip_repeats: bool = Tr
         if "password" in msg:
             raise BadInputError("the PDF is encrypted with a password; remove the password and upload it again") from None
         raise BadInputError(f"the PDF is damaged and cannot be opened ({exc})") from None
+    warnings: list[str] = []
+    plumber = None
     try:
         n = len(pdf)
         if max_pages and n > max_pages:
             raise BadInputError(f"the PDF has {n} pages, more than the limit of {max_pages}")
-        texts = []
+        texts: list[str] = []
+        page_tables: list[list[Block]] = []
         for i in range(n):
             page = pdf[i]
             textpage = page.get_textpage()
-            texts.append(textpage.get_text_bounded())
+            found: list[tuple[tuple[float, float, float, float], Block]] = []
+            if tables and _draws_lines(page):
+                if plumber is None:
+                    plumber = _open_plumber(path, warnings)
+                if plumber:
+                    found = _plumber_tables(plumber, i, warnings)
+            texts.append(_text_around(page, textpage, [bbox for bbox, _ in found]) if found
+                         else textpage.get_text_bounded())
+            page_tables.append([table for _, table in found])
             textpage.close()
             page.close()
         if strip_repeats:
@@ -224,11 +245,162 @@ def parse_pdf(path: Path, max_pages: int | None = None, strip_repeats: bool = Tr
         blocks: list[Block] = []
         section: str | None = None
         for i, text in enumerate(texts):
-            page_blocks, section = _pdf_page_blocks(text, i + 1, section)
+            page_blocks, section = _pdf_page_blocks(text, i + 1, section, page_tables[i])
             blocks.extend(page_blocks)
-        return ParsedDocument("pdf", blocks, pages=n)
+        return ParsedDocument("pdf", blocks, pages=n, warnings=warnings)
     finally:
+        if plumber:
+            plumber.close()
         pdf.close()
+
+
+_TABLE_MARK = "\x00table "  # stands for the n-th table of a page in its text, where the table was
+
+
+def _draws_lines(page) -> bool:
+    import pypdfium2.raw as pdfium_c
+
+    return next(iter(page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_PATH], max_depth=3)), None) is not None
+
+
+def _open_plumber(path: Path, warnings: list[str]):
+    import pdfplumber
+
+    try:
+        return pdfplumber.open(str(path))
+    except Exception as exc:  # pdfminer raises its own errors on PDFs pdfium accepts
+        warnings.append(f"tables were read as plain text: pdfplumber could not open the PDF ({type(exc).__name__})")
+        return False
+
+
+def _plumber_tables(plumber, index: int, warnings: list[str]) -> list[tuple[tuple[float, float, float, float], Block]]:
+    """(bbox, table block) of the ruled tables on one page that hold rows of at least two filled cells."""
+    page = plumber.pages[index]
+    try:
+        if page.rotation % 360:
+            return []  # bbox arithmetic below assumes an upright page
+        x0, top = page.bbox[0], page.bbox[1]
+        out = []
+        for table in page.find_tables():
+            rows = [[None if c is None else " ".join(c.split()) for c in row] for row in table.extract()]
+            block = table_block(rows, page=index + 1)
+            if block is not None:
+                b = table.bbox
+                out.append(((b[0] - x0, b[1] - top, b[2] - x0, b[3] - top), block))
+        return out
+    except Exception as exc:
+        warnings.append(f"tables on page {index + 1} were read as plain text ({type(exc).__name__})")
+        return []
+    finally:
+        page.close()
+
+
+def _text_around(page, textpage, boxes: list[tuple[float, float, float, float]]) -> str:
+    """The page's text outside `boxes` (top-down page coordinates), with a table mark where each box was."""
+    left, bottom, right, top = page.get_mediabox()
+    width = right - left
+
+    def text(x0: float, y0: float, x1: float, y1: float) -> str:
+        if x1 - x0 < 1 or y1 - y0 < 1:
+            return ""
+        return textpage.get_text_bounded(left=left + x0, bottom=top - y1, right=left + x1, top=top - y0).strip()
+
+    order = sorted(range(len(boxes)), key=lambda k: boxes[k][1])
+    parts, y = [], 0.0
+    for k in order:
+        x0, y0, x1, y1 = boxes[k]
+        parts.append(text(0, y, width, y0))
+        beside = not any(j != k and boxes[j][1] < y1 and boxes[j][3] > y0 for j in range(len(boxes)))
+        if beside:  # text left or right of a narrow table, unless another table shares its rows
+            parts.append(text(0, y0, x0, y1))
+        parts.append(f"{_TABLE_MARK}{k}")
+        if beside:
+            parts.append(text(x1, y0, width, y1))
+        y = max(y, y1)
+    parts.append(text(0, y, width, top - bottom))
+    return "\n".join(p for p in parts if p)
+
+
+def table_block(rows: list[list[str | None]], page: int | None = None, section: str | None = None,
+                header: bool | None = None) -> Block | None:
+    """A table as one block, a line per row that names its columns ("Header: cell; Header: cell"), so
+    any row read alone (one chunk of a long table) still says what its cells are. A first row with a
+    single filled cell is the caption: the first line, and the block's section when short. None when fewer than two rows
+    have two filled cells: a ruled box around a paragraph is not a table. ``None`` cells are spans of
+    the cell to their left (pdfplumber, merged DOCX cells). ``header``: whether the first row names
+    the columns (HTML ``<th>``); None judges it from the row (short, distinct words, no figures). A
+    table with no header row keeps its rows as "cell | cell" lines.
+    """
+    rows = [r for r in rows if any(c for c in r)]
+    caption = None
+    if len(rows) > 1 and sum(1 for c in rows[0] if c) == 1:
+        caption = next(c for c in rows[0] if c)
+        rows = rows[1:]
+    if sum(1 for r in rows if sum(1 for c in r if c) >= 2) < 2:
+        return None
+    if _is_form(rows):
+        lines = [_row_text(r) for r in rows]
+    elif header if header is not None else _looks_like_header(rows[0]):
+        lines = _header_rows(rows)
+    else:
+        lines = [" | ".join(c for c in r if c) for r in rows]
+    text = "\n".join([caption] * bool(caption) + [ln for ln in lines if ln])
+    if caption and len(caption.split()) <= 12:  # a long single cell is a row carried over, not a title
+        section = caption
+    return Block(text, page, section, "table")
+
+
+def _is_form(rows: list[list[str | None]]) -> bool:
+    """Label cells end with a colon ("Registration:", "N5921D") in most rows, or the table has two columns."""
+    width = max(sum(1 for c in r if c is not None) for r in rows)
+    labelled = sum(1 for r in rows if any(c and c.endswith(":") for c in r))
+    return width <= 2 or labelled * 2 >= len(rows)
+
+
+def _looks_like_header(row: list[str | None]) -> bool:
+    cells = [c for c in row if c]  # empty cells: spacer columns of HTML layouts
+    return (len(cells) >= 2 and len(set(cells)) == len(cells)
+            and all(len(c.split()) <= 8 and sum(ch.isdigit() for ch in c) * 3 < len(c) for c in cells))
+
+
+def _row_text(row: list[str | None]) -> str:
+    """'Label: value; Label: value' for a form row; a cell that is no label stands as it is."""
+    cells = [c for c in row if c is not None]
+    if len(cells) % 2 == 0 and any(c.endswith(":") for c in cells[::2]) or len(cells) == 2:
+        # label, value, label, value: a label printed without its colon ("Visibility") still pairs
+        return "; ".join(f"{label.rstrip(':').rstrip()}: {value}" if label else value
+                         for label, value in zip(cells[::2], cells[1::2]) if value)
+    parts, i = [], 0
+    while i < len(cells):
+        cell = cells[i]
+        nxt = cells[i + 1] if i + 1 < len(cells) else None
+        if cell.endswith(":") and nxt is not None and not nxt.endswith(":"):
+            if nxt:
+                parts.append(f"{cell.rstrip(':').rstrip()}: {nxt}")
+            i += 2
+            continue
+        if cell and not cell.endswith(":"):
+            parts.append(cell)
+        i += 1
+    return "; ".join(parts)
+
+
+def _header_rows(rows: list[list[str | None]]) -> list[str]:
+    width = max(len(r) for r in rows)
+    header: list[str] = []
+    for i in range(width):
+        cell = rows[0][i] if i < len(rows[0]) else None
+        header.append(cell if cell is not None or not header else header[-1])  # a spanned header cell
+    header = [h or f"column {i + 1}" for i, h in enumerate(header)]
+    lines = []
+    for row in rows[1:]:
+        pairs, seen = [], set()
+        for h, cell in zip(header, row):
+            if cell and (h, cell) not in seen:
+                seen.add((h, cell))
+                pairs.append(f"{h}: {cell}")
+        lines.append("; ".join(pairs))
+    return lines
 
 
 def _is_pdf_heading(line: str, next_line: str | None) -> bool:
@@ -247,8 +419,10 @@ def _is_pdf_heading(line: str, next_line: str | None) -> bool:
     return capitalised == len(words) or s.isupper()
 
 
-def _pdf_page_blocks(text: str, page: int, section: str | None) -> tuple[list[Block], str | None]:
-    """Rebuild paragraphs from wrapped PDF lines; short title-case lines become headings."""
+def _pdf_page_blocks(text: str, page: int, section: str | None,
+                     tables: list[Block] | None = None) -> tuple[list[Block], str | None]:
+    """Rebuild paragraphs from wrapped PDF lines; short title-case lines become headings; table marks
+    become the page's table blocks (their section is their caption, else the heading above them)."""
     text = text.replace("\x02", "-").replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")
     blocks: list[Block] = []
@@ -266,6 +440,11 @@ def _pdf_page_blocks(text: str, page: int, section: str | None) -> tuple[list[Bl
         nxt = lines[idx + 1] if idx + 1 < len(lines) else None
         if not line.strip():
             flush()
+            continue
+        if line.startswith(_TABLE_MARK):
+            flush()
+            table = (tables or [])[int(line[len(_TABLE_MARK):])]
+            blocks.append(Block(table.text, page, table.section or section, "table"))
             continue
         if _is_pdf_heading(line, nxt):
             flush()
@@ -316,7 +495,7 @@ def parse_docx(path: Path) -> ParsedDocument:
         elif isinstance(item, Table):
             rows = _table_rows(item)
             if rows:
-                blocks.append(Block(_markdown_table(rows), None, _path(headings), "table"))
+                blocks.append(_table_or_lines(rows, None, _path(headings)))
     return ParsedDocument("docx", _merge_lists(blocks), title=title)
 
 
@@ -337,7 +516,8 @@ def _table_rows(table) -> list[list[str]]:
     for row in table.rows:
         cells, seen = [], set()
         for cell in row.cells:
-            if id(cell._tc) in seen:  # merged cells repeat
+            if id(cell._tc) in seen:  # a merged cell repeats: a span, as pdfplumber gives it
+                cells.append(None)
                 continue
             seen.add(id(cell._tc))
             cells.append(" ".join(cell.text.split()))
@@ -346,12 +526,11 @@ def _table_rows(table) -> list[list[str]]:
     return rows
 
 
-def _markdown_table(rows: list[list[str]]) -> str:
-    width = max(len(r) for r in rows)
-    rows = [r + [""] * (width - len(r)) for r in rows]
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * width]
-    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    return "\n".join(lines)
+def _table_or_lines(rows: list[list[str | None]], page: int | None, section: str | None,
+                    header: bool | None = None) -> Block:
+    """A table block whose rows name their columns; a table of one row or one column stays as lines."""
+    return table_block(rows, page, section, header) or Block(
+        "\n".join(" | ".join(c for c in r if c) for r in rows if any(r)), page, section, "table")
 
 
 def _merge_lists(blocks: list[Block]) -> list[Block]:
@@ -387,9 +566,9 @@ def parse_pptx(path: Path, max_pages: int | None = None) -> ParsedDocument:
             if shape is title_shape:
                 continue
             if getattr(shape, "has_table", False) and shape.has_table:
-                rows = [[c.text.strip() for c in r.cells] for r in shape.table.rows]
+                rows = [[" ".join(c.text.split()) for c in r.cells] for r in shape.table.rows]
                 if rows:
-                    blocks.append(Block(_markdown_table(rows), number, title, "table"))
+                    blocks.append(_table_or_lines(rows, number, title))
             elif shape.has_text_frame:
                 paras = [p.text.strip() for p in shape.text_frame.paragraphs if p.text.strip()]
                 if paras:
@@ -442,11 +621,12 @@ def parse_html_text(html: str) -> ParsedDocument:
                     headings = [h for h in headings if h[0] < level] + [(level, text)]
                     blocks.append(Block(text, None, _path(headings), "heading"))
             elif name == "table":
-                rows = [[" ".join(c.get_text(" ", strip=True).split()) for c in tr.find_all(["td", "th"])]
-                        for tr in child.find_all("tr")]
-                rows = [r for r in rows if any(r)]
+                trs = [tr for tr in child.find_all("tr") if tr.get_text(strip=True)]
+                rows = [[" ".join(c.get_text(" ", strip=True).split()) for c in tr.find_all(["td", "th"])] for tr in trs]
                 if rows:
-                    blocks.append(Block(_markdown_table(rows), None, _path(headings), "table"))
+                    first = trs[0].find_all(["td", "th"])
+                    header = True if first and all(c.name == "th" for c in first) else None
+                    blocks.append(_table_or_lines(rows, None, _path(headings), header))
             elif name in ("ul", "ol"):
                 items = [" ".join(li.get_text(" ", strip=True).split()) for li in child.find_all("li")]
                 items = [i for i in items if i]

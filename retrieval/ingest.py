@@ -164,7 +164,8 @@ def _prepare(ws, index: int, item: Found, limits: IngestLimits, settings: Retrie
         _write_synced(part, data)
         del data
         # The copy is parsed, not the original: what is stored is exactly what passed the gate.
-        parsed = parse_file(part, max_pages=limits.max_pages, strip_repeats=settings.strip_repeats)
+        parsed = parse_file(part, max_pages=limits.max_pages, strip_repeats=settings.strip_repeats,
+                            pdf_tables=settings.pdf_tables)
         drafts = chunk_blocks(parsed.blocks, counter(), chunking_config(settings))
     except BaseException:
         part.unlink(missing_ok=True)

@@ -62,7 +62,8 @@ def test_docx_headings_lists_and_tables(sample_docs):
     kinds = {b.kind for b in doc.blocks}
     assert {"heading", "table"} <= kinds
     table = next(b for b in doc.blocks if b.kind == "table")
-    assert table.text.startswith("|") and "Rotterdam" in doc.text
+    # every row names its columns, so a row cut away from the header row still reads alone
+    assert "City: Rotterdam; Country: Netherlands; Daily per-diem rate:" in table.text
 
 
 FIXTURES = {
