@@ -37,6 +37,8 @@ CORPORA = {  # name: (documents, gold questions)
 }
 # The settings ragtune shipped before documents got identities, fragments were merged and fusion was tuned.
 PREVIOUS = {"identity": False, "min_chunk_tokens": 0, "strip_repeats": False, "tune": False}
+# The current defaults with PDF tables read from the text layer only (no pdfplumber), to measure the tables.
+CONFIGS = {"previous": PREVIOUS, "chosen": {}, "no-pdf-tables": {"pdf_tables": False}}
 
 
 def chunk_stats(ws) -> dict:
@@ -56,8 +58,8 @@ def run_one(docs: Path, qa: Path, config: str, root: Path) -> dict:
     from retrieval.settings import save_settings
 
     ws = Workspace.create(config, root=root, exist_ok=True)
-    if config == "previous":
-        save_settings(ws, **PREVIOUS)
+    if CONFIGS[config]:
+        save_settings(ws, **CONFIGS[config])
     t0 = time.perf_counter()
     ingest_paths(ws, [docs])
     built = build_index(ws, progress=False)
@@ -73,7 +75,7 @@ def run_one(docs: Path, qa: Path, config: str, root: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--corpora", default=",".join(CORPORA))
-    parser.add_argument("--configs", default="previous,chosen")
+    parser.add_argument("--configs", default="previous,chosen", help=f"comma-separated, of {', '.join(CONFIGS)}")
     parser.add_argument("--qa", nargs="*", default=[], help="NAME=FILE: another gold set for a corpus")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "retrieval_corpora.json"))
     args = parser.parse_args()
@@ -101,9 +103,10 @@ def main() -> None:
                       for m in ("dense", "bm25", "hybrid")) + (f"  tuned={r['tuned']}" if r.get("tuned") else ""),
                   flush=True)
         pair = results.get(name, {})
-        if "previous" in pair and "chosen" in pair:
-            a, b = pair["previous"]["hybrid"]["doc_hit@1"], pair["chosen"]["hybrid"]["doc_hit@1"]
-            print(f"{name}: hybrid doc_hit@1 chosen/previous = {b / a if a else float('inf'):.3f}x ({b:.3f} vs {a:.3f})")
+        for base in ("previous", "no-pdf-tables"):
+            if base in pair and "chosen" in pair:
+                a, b = pair[base]["hybrid"]["doc_hit@1"], pair["chosen"]["hybrid"]["doc_hit@1"]
+                print(f"{name}: hybrid doc_hit@1 chosen/{base} = {b / a if a else float('inf'):.3f}x ({b:.3f} vs {a:.3f})")
     Path(args.out).write_text(json.dumps(results, indent=2), encoding="utf-8")
 
 

@@ -386,19 +386,26 @@ def _row_text(row: list[str | None]) -> str:
 
 
 def _header_rows(rows: list[list[str | None]]) -> list[str]:
+    """'Header: cell; ...' for each row after the first. A cell spanning several grid columns (the
+    ``None`` cells after it) takes the header printed anywhere over its span: pdfplumber's grid often
+    puts a header one column off the cells under it."""
     width = max(len(r) for r in rows)
-    header: list[str] = []
-    for i in range(width):
-        cell = rows[0][i] if i < len(rows[0]) else None
-        header.append(cell if cell is not None or not header else header[-1])  # a spanned header cell
-    header = [h or f"column {i + 1}" for i, h in enumerate(header)]
+    top = [(rows[0][i] if i < len(rows[0]) else None) or "" for i in range(width)]
+    filled: list[str] = []
+    for i in range(width):  # a header cell spanning columns names them all
+        filled.append(top[i] or (filled[-1] if rows[0][i:i + 1] == [None] and filled else ""))
     lines = []
     for row in rows[1:]:
         pairs, seen = [], set()
-        for h, cell in zip(header, row):
-            if cell and (h, cell) not in seen:
-                seen.add((h, cell))
-                pairs.append(f"{h}: {cell}")
+        starts = [i for i, c in enumerate(row) if c is not None] + [len(row)]
+        for i, j in zip(starts, starts[1:]):
+            if not row[i]:
+                continue
+            named = [h for h in dict.fromkeys(top[i:j]) if h] or [filled[i]] if i < width else []
+            h = " / ".join(named) or f"column {i + 1}"
+            if (h, row[i]) not in seen:
+                seen.add((h, row[i]))
+                pairs.append(f"{h}: {row[i]}")
         lines.append("; ".join(pairs))
     return lines
 

@@ -54,18 +54,20 @@ def lead_lines(blocks: list[Block]) -> list[str]:
             break  # the first section heading ends the title area
         if b.page != first and (words >= 5 or b.page > (first or 0) + 1):
             break  # the first page, or the second when the first is a bare cover
-        text = " ".join(b.text.split())
-        if not text:
-            continue
-        # A long block keeps its first sentence when that is short (a title run on into the next line);
-        # running prose says what happened, not which document this is.
-        text = re.split(r"(?<=[a-z0-9)]{2}[.!?])\s+(?=[A-Z])", text)[0]
-        if len(text.split()) > (PROSE_WORDS if first is not None else UNPAGED_LINE_WORDS):
-            continue
-        lines.append(text)
-        words += len(text.split())
-        if len(lines) >= LEAD_BLOCKS:
-            break
+        # A table's rows are its lines ("Protocol Number: 3"), each read like a block of its own.
+        for row in b.text.split("\n") if b.kind == "table" else [b.text]:
+            text = " ".join(row.split())
+            if not text:
+                continue
+            # A long block keeps its first sentence when that is short (a title run on into the next
+            # line); running prose says what happened, not which document this is.
+            text = re.split(r"(?<=[a-z0-9)]{2}[.!?])\s+(?=[A-Z])", text)[0]
+            if len(text.split()) > (PROSE_WORDS if first is not None else UNPAGED_LINE_WORDS):
+                continue
+            lines.append(text)
+            words += len(text.split())
+            if len(lines) >= LEAD_BLOCKS:
+                return lines
     return lines
 
 
