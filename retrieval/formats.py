@@ -234,7 +234,7 @@ def parse_pdf(path: Path, max_pages: int | None = None, strip_repeats: bool = Tr
                 if plumber is None:
                     plumber = _open_plumber(path, warnings)
                 if plumber:
-                    found = _plumber_tables(plumber, i, warnings)
+                    found = _plumber_tables(plumber, i, page, textpage, warnings)
             texts.append(_text_around(page, textpage, [bbox for bbox, _ in found]) if found
                          else textpage.get_text_bounded())
             page_tables.append([table for _, table in found])
@@ -273,26 +273,44 @@ def _open_plumber(path: Path, warnings: list[str]):
         return False
 
 
-def _plumber_tables(plumber, index: int, warnings: list[str]) -> list[tuple[tuple[float, float, float, float], Block]]:
-    """(bbox, table block) of the ruled tables on one page that hold rows of at least two filled cells."""
-    page = plumber.pages[index]
+def _plumber_tables(plumber, index: int, page, textpage,
+                    warnings: list[str]) -> list[tuple[tuple[float, float, float, float], Block]]:
+    """(bbox, table block) of the ruled tables on one page that hold rows of at least two filled cells.
+
+    pdfplumber finds the grid; each cell's text is read by pypdfium2, which decodes accented glyphs
+    that pdfminer drops ("Fundación" came out as "Fundaci n") and keeps word spaces it merges.
+    """
+    plumber_page = plumber.pages[index]
     try:
-        if page.rotation % 360:
+        if plumber_page.rotation % 360:
             return []  # bbox arithmetic below assumes an upright page
-        x0, top = page.bbox[0], page.bbox[1]
+        x0, top = plumber_page.bbox[0], plumber_page.bbox[1]
         out = []
-        for table in page.find_tables():
-            rows = [[None if c is None else " ".join(c.split()) for c in row] for row in table.extract()]
+        for table in plumber_page.find_tables():
+            rows = [[None if cell is None else " ".join(_box_text(page, textpage, _shift(cell, x0, top)).split())
+                     for cell in row.cells] for row in table.rows]
             block = table_block(rows, page=index + 1)
             if block is not None:
-                b = table.bbox
-                out.append(((b[0] - x0, b[1] - top, b[2] - x0, b[3] - top), block))
+                out.append((_shift(table.bbox, x0, top), block))
         return out
     except Exception as exc:
         warnings.append(f"tables on page {index + 1} were read as plain text ({type(exc).__name__})")
         return []
     finally:
-        page.close()
+        plumber_page.close()
+
+
+def _shift(box, x0: float, top: float) -> tuple[float, float, float, float]:
+    return box[0] - x0, box[1] - top, box[2] - x0, box[3] - top
+
+
+def _box_text(page, textpage, box: tuple[float, float, float, float]) -> str:
+    """pypdfium2's text inside a box given top-down from the page's top-left corner."""
+    left, bottom, right, top = page.get_mediabox()
+    x0, y0, x1, y1 = box
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        return ""
+    return textpage.get_text_bounded(left=left + x0, bottom=top - y1, right=left + x1, top=top - y0).strip()
 
 
 def _text_around(page, textpage, boxes: list[tuple[float, float, float, float]]) -> str:
@@ -301,9 +319,7 @@ def _text_around(page, textpage, boxes: list[tuple[float, float, float, float]])
     width = right - left
 
     def text(x0: float, y0: float, x1: float, y1: float) -> str:
-        if x1 - x0 < 1 or y1 - y0 < 1:
-            return ""
-        return textpage.get_text_bounded(left=left + x0, bottom=top - y1, right=left + x1, top=top - y0).strip()
+        return _box_text(page, textpage, (x0, y0, x1, y1))
 
     order = sorted(range(len(boxes)), key=lambda k: boxes[k][1])
     parts, y = [], 0.0
