@@ -4,8 +4,8 @@
 
 For every corpus and configuration: ingest into a fresh workspace, build the index (the chosen
 configuration tunes its fusion on the held-out questions it is given), then doc_hit@1/@5,
-page_hit@5 and MRR of dense, BM25 and hybrid retrieval on the corpus's gold questions, plus the
-median chunk size and the share of chunks under 50 tokens. Prints a table and the hybrid@1
+page_hit@5 and MRR of dense, BM25 and hybrid retrieval on the corpus's gold questions, whether the
+hybrid top-1 / top-3 passages hold the reference answer's values, plus the median chunk size and the share of chunks under 50 tokens. Prints a table and the hybrid@1
 ratio chosen/previous per corpus; writes bench/results/retrieval_corpora.json.
 """
 
@@ -49,6 +49,35 @@ def chunk_stats(ws) -> dict:
             "share_under_50": round(sum(s < 50 for s in sizes) / max(1, len(sizes)), 3)}
 
 
+def reference_answers(qa: Path) -> dict[str, str]:
+    """{question: answer} of a JSONL gold set (retrieval's load_qa keeps only questions and sources)."""
+    out = {}
+    for line in qa.read_text(encoding="utf-8-sig").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and row.get("question") and isinstance(row.get("answer"), str):
+            out[row["question"]] = row["answer"]
+    return out
+
+
+def facts_in_passages(retriever, rows: list[dict], answers: dict[str, str]) -> dict:
+    """Whether the hybrid top-1 passage (and the top 3 together) hold every value of the reference
+    answer (evaluation.metrics.fact_hit: its figures, dates, codes), over rows whose answer has one."""
+    from evaluation.metrics import fact_hit
+
+    at1, at3 = [], []
+    for row in rows:
+        passages = retriever.retrieve(row["question"], k=3, mode="hybrid")
+        hit1 = fact_hit(passages[0].text if passages else "", answers.get(row["question"], ""))
+        if hit1 is not None:
+            at1.append(hit1)
+            at3.append(fact_hit("\n".join(p.text for p in passages), answers[row["question"]]))
+    n = len(at1)
+    return {"n": n, "fact_hit@1": round(sum(at1) / n, 3) if n else None, "fact_hit@3": round(sum(at3) / n, 3) if n else None}
+
+
 def run_one(docs: Path, qa: Path, config: str, root: Path) -> dict:
     from ragtune.workspace import Workspace
     from retrieval.evaluate import evaluate_retriever, load_qa
@@ -65,8 +94,10 @@ def run_one(docs: Path, qa: Path, config: str, root: Path) -> dict:
     built = build_index(ws, progress=False)
     index_s = time.perf_counter() - t0
     rows = load_qa(qa)
-    report = evaluate_retriever(Retriever.for_workspace(ws), rows, ks=(1, 5))
-    out = {"n": report["n"], "index_s": round(index_s, 1), "tuned": built.get("tuned"), **chunk_stats(ws)}
+    retriever = Retriever.for_workspace(ws)
+    report = evaluate_retriever(retriever, rows, ks=(1, 5))
+    out = {"n": report["n"], "index_s": round(index_s, 1), "tuned": built.get("tuned"), **chunk_stats(ws),
+           "facts": facts_in_passages(retriever, rows, reference_answers(qa))}
     for mode in ("dense", "bm25", "hybrid"):
         out[mode] = {k: v for k, v in report[mode].items() if k in ("doc_hit@1", "doc_hit@5", "page_hit@5", "mrr")}
     return out
@@ -100,7 +131,9 @@ def main() -> None:
                   f"<50={r['share_under_50']:.3f} " + "  ".join(
                       f"{m} @1 {r[m]['doc_hit@1']:.3f} @5 {r[m]['doc_hit@5']:.3f}"
                       + (f" p@5 {r[m]['page_hit@5']:.3f}" if "page_hit@5" in r[m] else "")
-                      for m in ("dense", "bm25", "hybrid")) + (f"  tuned={r['tuned']}" if r.get("tuned") else ""),
+                      for m in ("dense", "bm25", "hybrid"))
+                  + f"  answer values in hybrid top-1/top-3 {r['facts']['fact_hit@1']}/{r['facts']['fact_hit@3']} (n={r['facts']['n']})"
+                  + (f"  tuned={r['tuned']}" if r.get("tuned") else ""),
                   flush=True)
         pair = results.get(name, {})
         for base in ("previous", "no-pdf-tables"):
