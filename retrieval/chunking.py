@@ -158,18 +158,20 @@ class _Unit:
     section: str | None
     heading: bool
     sep: str = "\n\n"  # what stood between this unit and the previous one in the block
+    caption: str | None = None  # a table row's caption (its block's section), repeated atop a continued table
 
 
 def _units(blocks: list[Block], counter: TokenCounter, limit: int) -> list[_Unit]:
     counts = counter.count_many([b.text for b in blocks])
     units = []
     for block, n in zip(blocks, counts):
-        if n <= limit:
+        table = block.kind == "table"
+        if n <= (limit // 2 if table else limit):
             units.append(_Unit(block.text, n, block.page, block.section, block.kind == "heading"))
             continue
-        splits = _TABLE_SPLITS if block.kind == "table" else _SPLITS
-        for i, (sep, part) in enumerate(_split_text(block.text, counter, limit, splits=splits)):
-            units.append(_Unit(part, counter.count(part), block.page, block.section, False, sep if i else "\n\n"))
+        caption = block.section if table and block.section else None
+        for i, (sep, part) in enumerate(_split_text(block.text, counter, limit, splits=_TABLE_SPLITS if table else _SPLITS)):
+            units.append(_Unit(part, counter.count(part), block.page, block.section, False, sep if i else "\n\n", caption))
     return units
 
 
@@ -190,18 +192,21 @@ def chunk_blocks(blocks: list[Block], counter: TokenCounter, config: ChunkingCon
     current: list[_Unit] = []
     current_tokens = 0
     carried = ""  # overlap text opening the current chunk
+    joiner = " "  # between the carried text and the chunk's own: a line break after a table caption
+    carried_tokens = reserve
 
-    def close(full: bool) -> None:
-        nonlocal current, current_tokens, carried
+    def close(full: bool, caption: str | None = None) -> None:
+        nonlocal current, current_tokens, carried, joiner, carried_tokens
         body = current[0].text + "".join(u.sep + u.text for u in current[1:])
-        text = f"{carried} {body}" if carried else body
+        text = f"{carried}{joiner}{body}" if carried else body
         tokens = counter.count(text)
         prev = chunks[-1] if chunks else None
-        if (not full and not carried and prev is not None and tokens < config.min_tokens
+        captioned = bool(carried) and joiner == "\n"  # the last rows of a table, under its caption
+        if (not full and (not carried or captioned) and prev is not None and tokens < config.min_tokens
                 and prev.page == current[0].page):
-            # A fragment closing its page or the document (an address line, a phone number) joins the
-            # chunk before it rather than standing alone, when both fit in one chunk.
-            merged = f"{prev.text}\n\n{body}"
+            # A fragment closing its page or the document (an address line, a phone number, a table's
+            # last row) joins the chunk before it rather than standing alone, when both fit in one chunk.
+            merged = f"{prev.text}{chr(10) if captioned else chr(10) * 2}{body}"
             merged_tokens = counter.count(merged)
             if merged_tokens <= size:
                 prev.text, prev.tokens = merged, merged_tokens
@@ -209,12 +214,15 @@ def chunk_blocks(blocks: list[Block], counter: TokenCounter, config: ChunkingCon
                 return
         if carried and tokens > size:  # tokenization across the join can differ by a few tokens
             carried = overlap_tail(carried, counter, max(0, overlap - (tokens - size) - 4)) if overlap > tokens - size + 4 else ""
-            text = f"{carried} {body}" if carried else body
+            text = f"{carried}{joiner}{body}" if carried else body
             tokens = counter.count(text)
         first = next((u for u in current if not u.heading), current[-1])
         chunks.append(DraftChunk(text, first.page, first.section, tokens,
                                  len(carried) + 1 if carried else 0))
-        carried = overlap_tail(body, counter, overlap) if full and overlap else ""
+        # A table goes on under its caption ("Pilot Information"), so its next rows still say what they are.
+        carried = caption or (overlap_tail(body, counter, overlap) if full and overlap else "")
+        joiner = "\n" if caption else " "
+        carried_tokens = counter.count(caption) + 1 if caption else reserve
         current, current_tokens = [], 0
 
     for unit in units:
@@ -227,10 +235,14 @@ def chunk_blocks(blocks: list[Block], counter: TokenCounter, config: ChunkingCon
             # joins the chunk before it (in close) or, with nothing on its page to join, the next page.
             hold = boundary and current_tokens < config.min_tokens and (
                 not new_page or not _fits_back(chunks, current, counter, size))
+            # Rows of one table fill half a chunk at most: a chunk of a few rows matches a question
+            # about one of them better than a whole form does (NTSB gold set).
+            rows = (unit.caption is not None and unit.caption == current[-1].caption and not boundary
+                    and current_tokens >= config.min_tokens)  # never a fragment of a few rows
             if boundary and not hold:
                 close(full=False)
-            elif current_tokens + unit.tokens + (reserve if carried else 0) > size:
-                close(full=True)
+            elif current_tokens + unit.tokens + (carried_tokens if carried else 0) > (size // 2 if rows else size):
+                close(full=True, caption=unit.caption if rows else None)
         current.append(unit)
         current_tokens += unit.tokens
     if current:

@@ -65,10 +65,21 @@ def test_pdf_table_split_across_chunks_keeps_headers_on_every_row(dosing_pdf, co
     assert len(table_chunks) >= 3  # the table really was split
     for chunk in table_chunks:
         assert chunk.section == "Dosing Schedule"
+        assert chunk.text.startswith("Dosing Schedule\n")  # the caption opens every chunk of the table
+        assert chunk.tokens <= 60
         for line in chunk.text.split("\n"):
             if any(drug in line for drug in DRUGS):  # besides rows: the heading, the paragraph after
                 assert line.strip().startswith("Drug: ") and "; Dose: " in line and "; Frequency: " in line, line
     assert all(any(f"Drug: {drug};" in c.text for c in table_chunks) for drug in DRUGS)
+
+
+def test_table_chunks_repeat_only_their_caption(dosing_pdf, counter):
+    """Dropping each chunk's repeated prefix (the caption atop a continued table) gives back the text."""
+    blocks = parse_file(dosing_pdf).blocks
+    chunks = chunk_blocks(blocks, counter, ChunkingConfig(60, 10))
+    assert any(c.overlap_chars for c in chunks)
+    joined = "".join(c.text[c.overlap_chars:] for c in chunks)
+    assert "".join(joined.split()) == "".join("".join(b.text for b in blocks).split())
 
 
 def test_pdf_tables_can_be_switched_off(dosing_pdf):
