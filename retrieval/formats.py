@@ -140,7 +140,7 @@ def _decode(data: bytes, partial: bool = False) -> str:
 # ------------------------------------------------------------------ entry point
 
 def parse_file(path: str | Path, *, max_pages: int | None = None, strip_repeats: bool = True,
-               pdf_tables: bool = True) -> ParsedDocument:
+               pdf_tables: bool = False) -> ParsedDocument:
     """Parse one file; raises BadInputError with the reason when it cannot be read."""
     path = Path(path)
     if not path.is_file():
@@ -202,7 +202,7 @@ def strip_repeated_lines(pages: list[str], zone: int = 3) -> tuple[list[str], in
 
 
 def parse_pdf(path: Path, max_pages: int | None = None, strip_repeats: bool = True,
-              tables: bool = True) -> ParsedDocument:
+              tables: bool = False) -> ParsedDocument:
     """Text layer from pypdfium2 (fast); ruled tables from pdfplumber, one line per row with its headers.
 
     pdfplumber (pdfminer) is about 20x slower than pypdfium2, so it only looks at pages that draw

@@ -20,7 +20,10 @@ class RetrievalSettings:
     overlap_tokens: int = 40
     min_chunk_tokens: int = 50     # a piece shorter than this joins its neighbours (no address-line chunks)
     strip_repeats: bool = True     # drop running page headers and footers of PDFs (at ingest)
-    pdf_tables: bool = True        # ruled PDF tables read by pdfplumber, a row per line with its headers (at ingest)
+    # Ruled PDF tables read by pdfplumber, a row per line with its headers (at ingest). Off by default: on the
+    # gold sets it moved no document or page hit, cost NTSB 4 of 39 answers' values in the top 3, and parsed
+    # pages with lines ~20x slower (docs/retrieval.md).
+    pdf_tables: bool = False
     identity: bool = True          # each chunk's context line names its document (see retrieval/identity.py)
     tune: bool = True              # fusion weights, RRF k and k chosen per corpus when the index is built
     context: str = "title"         # what is prepended to each chunk for embedding and BM25: none | title | title+section

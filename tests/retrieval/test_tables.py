@@ -48,7 +48,7 @@ def dosing_pdf(tmp_path_factory):
 
 
 def test_pdf_table_rows_name_their_columns(dosing_pdf):
-    doc = parse_file(dosing_pdf)
+    doc = parse_file(dosing_pdf, pdf_tables=True)
     tables = [b for b in doc.blocks if b.kind == "table"]
     assert len(tables) == 1 and tables[0].section == "Dosing Schedule"
     lines = tables[0].text.split("\n")
@@ -60,7 +60,7 @@ def test_pdf_table_rows_name_their_columns(dosing_pdf):
 
 
 def test_pdf_table_split_across_chunks_keeps_headers_on_every_row(dosing_pdf, counter):
-    chunks = chunk_blocks(parse_file(dosing_pdf).blocks, counter, ChunkingConfig(60, 0))
+    chunks = chunk_blocks(parse_file(dosing_pdf, pdf_tables=True).blocks, counter, ChunkingConfig(60, 0))
     table_chunks = [c for c in chunks if "Drug: " in c.text]
     assert len(table_chunks) >= 3  # the table really was split
     for chunk in table_chunks:
@@ -75,7 +75,7 @@ def test_pdf_table_split_across_chunks_keeps_headers_on_every_row(dosing_pdf, co
 
 def test_table_chunks_repeat_only_their_caption(dosing_pdf, counter):
     """Dropping each chunk's repeated prefix (the caption atop a continued table) gives back the text."""
-    blocks = parse_file(dosing_pdf).blocks
+    blocks = parse_file(dosing_pdf, pdf_tables=True).blocks
     chunks = chunk_blocks(blocks, counter, ChunkingConfig(60, 10))
     assert any(c.overlap_chars for c in chunks)
     joined = "".join(c.text[c.overlap_chars:] for c in chunks)
@@ -90,7 +90,7 @@ def test_pdf_tables_can_be_switched_off(dosing_pdf):
 
 def test_form_table_keeps_labels_with_values_and_its_caption(shared_corpora, counter):
     """An NTSB report: 'Aircraft and Owner/Operator Information' is a ruled form of label/value cells."""
-    doc = parse_file(shared_corpora / "ntsb-reports" / "docs" / "20071229X02007.pdf")
+    doc = parse_file(shared_corpora / "ntsb-reports" / "docs" / "20071229X02007.pdf", pdf_tables=True)
     form = next(b for b in doc.blocks if b.kind == "table" and "Registration: N5921D" in b.text)
     assert form.section == "Aircraft and Owner/Operator Information" and form.page == 2
     assert "Aircraft Make: Piper; Registration: N5921D" in form.text.split("\n")
