@@ -51,19 +51,36 @@ def prepare_workspace(home: Path, model: str, train_steps: int):
 def run_engine(ws, engine_kind: str, model: str, questions: int, max_tokens: int) -> dict:
     from evaluation.service import EvalConfig, evaluate, evaluation_engine
     from evaluation.store import run_results
+    from serving.factory import close_engine
 
     config = EvalConfig(qa="sample", variants=VARIANTS, limit=questions, max_tokens=max_tokens, engine=engine_kind,
                         model=model)
     started = time.perf_counter()
-    engine = evaluation_engine(config)
+    engine = evaluation_engine(config, ws)
     engine.count_tokens("warm up")  # model loaded / server up before the clock for answers starts
     startup = time.perf_counter() - started
+    last = [time.perf_counter()]
+
+    def progress(done, total, label):
+        if time.perf_counter() - last[0] >= 30 or done == total:
+            last[0] = time.perf_counter()
+            print(f"  {engine_kind}: {done}/{total} answers, {last[0] - started:.0f} s", flush=True)
+
     started = time.perf_counter()
-    run = evaluate(ws, config, engine=engine)
+    run = evaluate(ws, config, engine=engine, progress=progress)
     wall = time.perf_counter() - started
-    answers = {(r["idx"], r["variant"]): (r.get("answer") or {}).get("text", "") for r in run_results(ws, run.run_id)}
+    results = run_results(ws, run.run_id)
+    answers = {(r["idx"], r["variant"]): (r.get("answer") or {}).get("text", "") for r in results}
+    server = getattr(engine, "server", None)
+    server_env = server.environment() if server else {}
+    close_engine(engine)  # each engine runs alone: no idle server or loaded model beside the next one
     return {"engine": run.config["engine"], "startup_s": round(startup, 1), "wall_s": round(wall, 1),
             "answers": len(answers), "computed": run.computed, "concurrency": config.concurrency,
+            "server": server and {"max_lora_rank": server.max_lora_rank, "kv_cache_gib": server.kv_cache_gib,
+                                  "dtype": server.dtype, "omp_bind": server_env.get("VLLM_CPU_OMP_THREADS_BIND"),
+                                  "log": str(server.log_path)},
+            "completion_tokens": sum((r.get("answer") or {}).get("completion_tokens") or 0 for r in results),
+            "prompt_tokens": sum((r.get("answer") or {}).get("prompt_tokens") or 0 for r in results),
             "texts": answers, "token_f1": {v: s["metrics"].get("token_f1", {}).get("mean")
                                            for v, s in run.summary["variants"].items()}}
 
@@ -72,9 +89,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="gemma-3-270m")
     parser.add_argument("--questions", type=int, default=40)
-    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--train-steps", type=int, default=10, help="LoRA steps for the ft adapter (default: 10)")
-    parser.add_argument("--engines", default="embedded,vllm", help="engines to run (default: %(default)s)")
+    parser.add_argument("--engines", default="embedded,vllm", help="engines to run, in this order (default: %(default)s)")
     parser.add_argument("--output", default=str(REPO / "bench" / "results" / "eval_engines.json"))
     args = parser.parse_args()
     import torch
@@ -89,9 +106,9 @@ def main() -> None:
         copy = home / "workspaces" / "bench-vllm"
         shutil.copytree(ws.root, copy)  # an empty answer cache for each engine
         results = {}
-        for kind, folder in (("embedded", ws.root), ("vllm", copy)):
-            if kind not in args.engines.split(","):
-                continue
+        folders = {"embedded": ws.root, "vllm": copy}
+        for kind in [e.strip() for e in args.engines.split(",") if e.strip()]:
+            folder = folders[kind]
             print(f"{kind}: {args.questions} questions x {VARIANTS} ...", flush=True)
             results[kind] = run_engine(Workspace.open(folder), kind, args.model, args.questions, args.max_tokens)
             r = results[kind]
@@ -102,6 +119,8 @@ def main() -> None:
             return
         emb, vll = results["embedded"], results["vllm"]
         same = sum(emb["texts"].get(k) == v for k, v in vll["texts"].items())
+        same_by_variant = {v: sum(emb["texts"].get(k) == t for k, t in vll["texts"].items() if k[1] == v)
+                           for v in VARIANTS.split(",")}
         differing = [{"question": k[0], "variant": k[1], "embedded": emb["texts"].get(k), "vllm": v}
                      for k, v in vll["texts"].items() if emb["texts"].get(k) != v]
         summary = {
@@ -112,12 +131,14 @@ def main() -> None:
             "vllm": {k: v for k, v in vll.items() if k != "texts"},
             "ratio_answers": round(emb["wall_s"] / vll["wall_s"], 2),
             "ratio_with_startup": round((emb["wall_s"] + emb["startup_s"]) / (vll["wall_s"] + vll["startup_s"]), 2),
-            "identical_answers": same, "compared_answers": len(vll["texts"]), "differing_examples": differing[:5],
+            "identical_answers": same, "compared_answers": len(vll["texts"]), "identical_by_variant": same_by_variant,
+            "differing_examples": differing[:8],
         }
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(summary, indent=2))
         print(f"vLLM / embedded: {summary['ratio_answers']}x faster on the answers "
-              f"({summary['ratio_with_startup']}x counting start-up); identical answers {same}/{len(vll['texts'])}")
+              f"({summary['ratio_with_startup']}x counting start-up); identical answers {same}/{len(vll['texts'])} "
+              f"{same_by_variant}")
         print(f"written: {args.output}")
     finally:
         from serving.factory import close_all

@@ -195,7 +195,12 @@ def _answer_all(ws, run: EvalRun, engine, *, progress, judge, assistant, concurr
                               stop=s["stop"], seed=s["seed"])
     variants = config["variants"]
     done = store.done_keys(ws, run.run_id)
-    todo = [(i, v) for i, _ in enumerate(rows) for v in variants if (i, v["label"]) not in done]
+    if concurrency <= 1:  # question by question: a stopped run still compares the variants it reached
+        todo = [(i, v) for i in range(len(rows)) for v in variants if (i, v["label"]) not in done]
+    else:
+        # Variant by variant, so a batch on the server mostly shares one adapter (or none): vLLM's CPU
+        # LoRA kernels cost every token of a batch that holds any adapter request, and skip a batch without.
+        todo = [(i, v) for v in variants for i in range(len(rows)) if (i, v["label"]) not in done]
     total = len(rows) * len(variants)
     finished = total - len(todo)
     if progress:

@@ -19,6 +19,15 @@ JOB_KIND = "eval"
 HELD_OUT = "held-out"
 SAMPLE = "sample"
 ENGINES = ("embedded", "vllm")
+# Questions in flight on vLLM: its batches grow to this, and decoding 32 answers at once costs little
+# more per step than one on a CPU (each step reads every weight once). RAG prompts are ~1,300 tokens,
+# so 32 of them need ~45k tokens of KV cache: the 2 GiB below hold ~55k for Gemma 3 270M in float32.
+VLLM_IN_FLIGHT = 32
+VLLM_KV_CACHE_GIB = 2
+# vLLM accepts these maximum LoRA ranks; its CPU LoRA kernels copy a max-rank weight slice per token,
+# so a server sized to the adapters evaluated (ragtune trains rank 16) runs them up to 4x cheaper than one
+# sized for rank 64.
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
 
 @dataclass
@@ -80,7 +89,7 @@ class EvalConfig:
     @property
     def concurrency(self) -> int:
         """vLLM batches concurrent requests; the embedded engine answers one at a time."""
-        return 8 if self.engine == "vllm" else 1
+        return VLLM_IN_FLIGHT if self.engine == "vllm" else 1
 
     def sampling_options(self):
         from serving.engine import SamplingOptions
@@ -130,11 +139,37 @@ def load_questions(ws, config: EvalConfig) -> tuple[list[dict], list[tuple[int, 
     return rows, errors, source
 
 
-def evaluation_engine(config: EvalConfig):
+def evaluation_engine(config: EvalConfig, ws=None):
+    """The engine the config names. A vLLM server ragtune starts is sized for the evaluation: KV cache
+    for ``VLLM_IN_FLIGHT`` RAG prompts and LoRA rank for the workspace's adapters that it evaluates."""
     from ragtune.models import DEFAULT_LLM
     from serving.factory import get_engine
 
-    return get_engine(config.engine, model=config.model or DEFAULT_LLM, url=config.url)
+    options = {}
+    if config.engine == "vllm" and not config.url:
+        options = {"kv_cache_gib": VLLM_KV_CACHE_GIB}
+        if ws is not None:
+            options["max_lora_rank"] = _lora_rank_needed(ws, config)
+    return get_engine(config.engine, model=config.model or DEFAULT_LLM, url=config.url, **options)
+
+
+def _lora_rank_needed(ws, config: EvalConfig) -> int:
+    """The smallest rank vLLM accepts that holds every adapter the ft variants use (16 when none)."""
+    import json
+
+    from ragtune.adapters import get_adapter
+
+    from .runner import resolve_variants
+
+    rank = 16
+    ft = [v for v in config.variant_list if v.split(":")[0].strip().lower().startswith("ft")]
+    for variant in resolve_variants(ws, ft, config.adapter) if ft else []:
+        try:
+            lora = json.loads((Path(get_adapter(ws, variant["adapter"]).path) / "adapter_config.json").read_text())
+        except (OSError, ValueError):
+            continue  # the run itself reports a missing adapter, in a sentence
+        rank = max([rank, int(lora.get("r") or 0), *map(int, (lora.get("rank_pattern") or {}).values())])
+    return next((r for r in VLLM_LORA_RANKS if r >= rank), rank)
 
 
 def evaluate(ws, config: EvalConfig, *, run_id: str | None = None, resume: bool = False, progress=None,
@@ -158,7 +193,7 @@ def evaluate(ws, config: EvalConfig, *, run_id: str | None = None, resume: bool 
         rows, errors, source = load_questions(ws, config)
     if on_loaded:
         on_loaded(rows, errors, source)
-    engine = engine or evaluation_engine(config)
+    engine = engine or evaluation_engine(config, ws)
     if assistant is None:
         assistant = make_assistant(ws, engine)
     if config.retrieves:

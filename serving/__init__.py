@@ -3,6 +3,7 @@ variants built on it (base, rag, ft, ft+rag), editable prompts, and an OpenAI-co
 
 - ``serving.engine``: SamplingOptions, Generation, the Engine protocol, BaseEngine, CancelToken.
 - ``serving.embedded`` / ``serving.vllm_engine``: the two engines; ``serving.factory.get_engine``.
+- ``serving.vllm_cpu_server``: the vLLM server ragtune starts on CPU (LoRA computed per adapter).
 - ``serving.variants``: Assistant, Answer, parse_variant.
 - ``serving.prompts``: prompt templates with per-workspace overrides.
 - ``serving.openai_format``: the OpenAI wire format (request model, answers, chunks, errors).

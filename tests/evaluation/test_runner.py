@@ -94,3 +94,33 @@ def test_bad_requests_fail_clearly(workspace, tiny_engine, rows):
         load_run(workspace, "nope")
     with pytest.raises(BadInputError, match="No evaluation run"):
         run_eval(workspace, None, None, tiny_engine, run_id="nope")
+
+
+def test_concurrent_run_answers_variant_by_variant(workspace, tiny_engine, tiny_adapter, rows):
+    """With several questions in flight the runner sends one variant's questions together (vLLM then
+    batches requests that share an adapter); one at a time it keeps question order."""
+    order = {}
+    for concurrency, max_tokens in ((1, 8), (3, 7)):  # another length: nothing comes from the cache
+        seen = []
+        run = run_eval(workspace, rows, "base,ft", tiny_engine, options=SamplingOptions(max_tokens=max_tokens),
+                       concurrency=concurrency, progress=lambda done, total, label: seen.append(label.split(":")[0]))
+        assert (run.computed, run.status) == (2 * len(rows), "succeeded")
+        assert {(r["idx"], r["variant"]) for r in run.results} == {(i, v) for i in range(len(rows)) for v in ("base", "ft")}
+        order[concurrency] = seen[1:]  # the first call says "starting"
+    assert order[1] == ["base", "ft"] * len(rows)
+    assert order[3] == ["base"] * len(rows) + ["ft"] * len(rows)
+
+
+def test_vllm_server_sized_for_the_adapters_evaluated(workspace, tiny_adapter, adapter_factory):
+    import json
+    from pathlib import Path
+
+    from evaluation.service import EvalConfig, _lora_rank_needed
+
+    assert _lora_rank_needed(workspace, EvalConfig(variants="base,rag", engine="vllm")) == 16
+    assert _lora_rank_needed(workspace, EvalConfig(variants="base,ft", engine="vllm")) == 16  # rank 4 -> 16
+    wide = adapter_factory(workspace, name="wide")
+    config_file = Path(wide.path) / "adapter_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "r": 40}))
+    assert _lora_rank_needed(workspace, EvalConfig(variants="ft:tiny-lora,ft+rag:wide", engine="vllm")) == 64
+    assert _lora_rank_needed(workspace, EvalConfig(variants="ft", adapter="tiny-lora", engine="vllm")) == 16

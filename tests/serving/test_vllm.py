@@ -237,5 +237,5 @@ def test_gpu_and_scale_out_options_pass_through(gemma_llm):
     cpu = VLLMServer("gemma-3-270m", device="cpu", kv_cache_gib=1.5)
     argv, env = cpu.argv(), cpu.environment()
     assert "--enforce-eager" in argv and "--enable-lora" in argv and "--chat-template" in argv
-    assert env["VLLM_CPU_KVCACHE_SPACE"] == "1.5" and env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "2" and env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
     assert env["HF_HUB_OFFLINE"] == "1" and env["VLLM_NO_USAGE_STATS"] == "1" and env["DO_NOT_TRACK"] == "1"
