@@ -1,6 +1,6 @@
 """`ragtune eval` on the embedded engine against one vLLM server, same questions, in one run.
 
-    flock /tmp/ragtune-heavy.lock python bench/eval_engines.py                  # Gemma 3 270M, 40 questions
+    flock /tmp/ragtune-heavy.lock python bench/eval_engines.py --max-tokens 48 --engines vllm,embedded  # recorded run
     python bench/eval_engines.py --model tiny-llama --questions 8 --max-tokens 8   # a quick check
 
 It builds one workspace (the sample documents, their index, a short LoRA fine-tune so ft and

@@ -20,8 +20,8 @@ HELD_OUT = "held-out"
 SAMPLE = "sample"
 ENGINES = ("embedded", "vllm")
 # Questions in flight on vLLM: its batches grow to this, and decoding 32 answers at once costs little
-# more per step than one on a CPU (each step reads every weight once). RAG prompts are ~1,300 tokens,
-# so 32 of them need ~45k tokens of KV cache: the 2 GiB below hold ~55k for Gemma 3 270M in float32.
+# more per step than one on a CPU (each step reads every weight once). A RAG prompt holds up to ~1,300
+# tokens, so 32 need up to ~45k tokens of KV cache: the 2 GiB below hold ~55k for Gemma 3 270M in float32.
 VLLM_IN_FLIGHT = 32
 VLLM_KV_CACHE_GIB = 2
 # vLLM accepts these maximum LoRA ranks; its CPU LoRA kernels copy a max-rank weight slice per token,
