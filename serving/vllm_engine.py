@@ -125,8 +125,9 @@ class VLLMServer:
         if self.device == "cpu":
             # vLLM reads this as a whole number of GiB (int("1.5") would stop it at start-up).
             env["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, math.ceil(self.kv_cache_gib)))
-            # "auto" binds the model's OpenMP threads to one core per worker and leaves one core to the
-            # API server, the scheduler and the caller (vLLM's CPU guide: reserve cores for serving).
+            # "auto" binds the model's OpenMP threads to a NUMA node's cores less one kept for the API
+            # server, the scheduler and the caller (vLLM's CPU guide: reserve cores for serving); on a
+            # 2-core machine the model gets core 0, as the embedded engine gets one torch thread.
             env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "auto")
         # The log then shows vLLM's throughput every 10 s (batch size, tokens/s, KV cache use). Set, not
         # defaulted: importing trl (training) puts VLLM_LOGGING_LEVEL=ERROR into this process's environment.
