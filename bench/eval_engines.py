@@ -1,6 +1,6 @@
 """`ragtune eval` on the embedded engine against one vLLM server, same questions, in one run.
 
-    flock /tmp/ragtune-heavy.lock python bench/eval_engines.py --max-tokens 48 --engines vllm,embedded  # recorded run
+    flock /tmp/ragtune-heavy.lock python bench/eval_engines.py                  # Gemma 3 270M, 40 questions
     python bench/eval_engines.py --model tiny-llama --questions 8 --max-tokens 8   # a quick check
 
 It builds one workspace (the sample documents, their index, a short LoRA fine-tune so ft and
@@ -89,9 +89,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="gemma-3-270m")
     parser.add_argument("--questions", type=int, default=40)
-    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--train-steps", type=int, default=10, help="LoRA steps for the ft adapter (default: 10)")
-    parser.add_argument("--engines", default="embedded,vllm", help="engines to run, in this order (default: %(default)s)")
+    parser.add_argument("--engines", default="vllm,embedded", help="engines to run, in this order (default: %(default)s)")
     parser.add_argument("--output", default=str(REPO / "bench" / "results" / "eval_engines.json"))
     args = parser.parse_args()
     import torch
