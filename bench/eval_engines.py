@@ -91,7 +91,8 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=40)
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--train-steps", type=int, default=10, help="LoRA steps for the ft adapter (default: 10)")
-    parser.add_argument("--engines", default="vllm,embedded", help="engines to run, in this order (default: %(default)s)")
+    parser.add_argument("--engines", default="vllm,embedded",
+                        help="engines to run, in this order (default: %(default)s)")
     parser.add_argument("--output", default=str(REPO / "bench" / "results" / "eval_engines.json"))
     args = parser.parse_args()
     import torch

@@ -105,7 +105,8 @@ def test_concurrent_run_answers_variant_by_variant(workspace, tiny_engine, tiny_
         run = run_eval(workspace, rows, "base,ft", tiny_engine, options=SamplingOptions(max_tokens=max_tokens),
                        concurrency=concurrency, progress=lambda done, total, label: seen.append(label.split(":")[0]))
         assert (run.computed, run.status) == (2 * len(rows), "succeeded")
-        assert {(r["idx"], r["variant"]) for r in run.results} == {(i, v) for i in range(len(rows)) for v in ("base", "ft")}
+        assert {(r["idx"], r["variant"]) for r in run.results} == {(i, v) for i in range(len(rows))
+                                                                    for v in ("base", "ft")}
         order[concurrency] = seen[1:]  # the first call says "starting"
     assert order[1] == ["base", "ft"] * len(rows)
     assert order[3] == ["base"] * len(rows) + ["ft"] * len(rows)
