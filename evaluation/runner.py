@@ -1,9 +1,10 @@
 """Run an evaluation: every selected variant answers every question; score and summarise.
 
 A run is resumable (``run_eval(..., run_id=old)`` computes only the missing answers) and
-cached: an answer is keyed by question + variant + model + adapter (and its training stamp) +
-index version (for variants that retrieve) + generation settings, so a new run over the same
-questions reuses what did not change.
+cached: an answer is keyed by question + variant + engine (kind and model) + adapter (and its
+training stamp) + index version (for variants that retrieve) + generation settings, so a new run
+over the same questions reuses what did not change, and one engine's answers never stand in for
+another's.
 """
 
 from __future__ import annotations
@@ -121,9 +122,12 @@ def _effective_prompts(ws) -> dict:
     return prompts
 
 
-def cache_key(question: str, variant: dict, model: str, index_version: str | None, settings: dict) -> str:
+def cache_key(question: str, variant: dict, model: str, index_version: str | None, settings: dict,
+              engine: str | None = None) -> str:
+    """The answer's identity: the same question, variant, engine kind and model, adapter, index and settings."""
     parts = {"q": question, "kind": variant["kind"], "adapter": variant["adapter"], "stamp": variant["adapter_stamp"],
-             "model": model, "index": index_version if variant["kind"] in RETRIEVING else None, "settings": settings}
+             "model": model, "engine": engine, "index": index_version if variant["kind"] in RETRIEVING else None,
+             "settings": settings}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -219,7 +223,7 @@ def _answer_all(ws, run: EvalRun, engine, *, progress, judge, assistant, concurr
 
     def produce(item):
         i, v = item
-        key = cache_key(rows[i]["question"], v, config["model"], index_version, settings_key)
+        key = cache_key(rows[i]["question"], v, config["model"], index_version, settings_key, config.get("engine"))
         hit = store.cached_answer(ws, key)
         if hit is not None:
             return i, v, key, hit, False

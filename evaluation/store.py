@@ -1,6 +1,6 @@
 """Evaluation tables in the workspace database: runs, their questions, cached answers, arena battles.
 
-Answers are stored once per cache key (question + variant + model + adapter + index version +
+Answers are stored once per cache key (question + variant + engine kind and model + adapter + index version +
 generation settings), so a rerun or another run over the same questions reuses them; a run
 only points at them. Every answer is committed as soon as it exists, so an interrupted run
 loses at most the answer being generated.

@@ -125,3 +125,26 @@ def test_vllm_server_sized_for_the_adapters_evaluated(workspace, tiny_adapter, a
     config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "r": 40}))
     assert _lora_rank_needed(workspace, EvalConfig(variants="ft:tiny-lora,ft+rag:wide", engine="vllm")) == 64
     assert _lora_rank_needed(workspace, EvalConfig(variants="ft", adapter="tiny-lora", engine="vllm")) == 16
+
+
+class _SameWeightsOtherEngine:
+    """The tiny model's engine under another engine kind (as a vLLM server serving the same weights would be)."""
+
+    kind = "vllm"
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def test_answers_of_one_engine_are_never_reused_for_another(workspace, tiny_engine, rows):
+    first = run_eval(workspace, rows[:2], ["base"], tiny_engine, options=OPTS)
+    assert (first.computed, first.config["engine"]) == (2, "embedded")
+    other = run_eval(workspace, rows[:2], ["base"], _SameWeightsOtherEngine(tiny_engine), options=OPTS)
+    assert (other.computed, other.cached, other.config["engine"]) == (2, 0, "vllm")
+    renamed = run_eval(workspace, rows[:2], ["base"], tiny_engine, options=OPTS, model="another-model")
+    assert (renamed.computed, renamed.cached) == (2, 0)  # same engine kind, another model
+    again = run_eval(workspace, rows[:2], ["base"], _SameWeightsOtherEngine(tiny_engine), options=OPTS)
+    assert (again.computed, again.cached) == (0, 2)  # the same engine and model: its own answers come back
