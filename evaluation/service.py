@@ -241,11 +241,9 @@ def _one_at_a_time(ws):
 
     A file lock makes check-then-start atomic, so two clicks (or a click and the CLI) never both start.
     """
-    from filelock import FileLock
+    from ragtune.jobs import start_lock
 
-    folder = ws.path("jobs")
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder / ".eval-start.lock"), timeout=30):
+    with start_lock(ws, JOB_KIND):
         running = running_evaluation(ws)
         if running is not None:
             raise BadInputError(f"An evaluation is already running ({running.id}); cancel it with "

@@ -22,8 +22,10 @@ import signal
 import subprocess
 import sys
 import time
+import threading
 import traceback
 import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +107,32 @@ def start_job(ws, kind: str, module: str, args: list[str], *, config: dict | Non
     job.pid = proc.pid
     _write_job(job)
     return job
+
+
+def write_job_here(ws, kind: str, module: str, args: list[str], *, config: dict | None = None) -> Job:
+    """A job folder for work this process does itself (the CLI): same files, this process's pid.
+
+    Listed, followed and cancelled like a started job; resumed in a new process with the same argv.
+    """
+    job_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    folder = jobs_dir(ws) / job_id
+    folder.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    job = Job(id=job_id, kind=kind, dir=folder, status="running", pid=os.getpid(), config=config or {},
+              argv=[sys.executable, "-m", module, *args, "--job-dir", str(folder)], created_at=now, started_at=now)
+    _write_job(job)
+    return job
+
+
+@contextmanager
+def start_lock(ws, name: str, timeout: float = 60):
+    """Makes check-then-start atomic across processes: two clicks, or a click and the CLI, never both start."""
+    from filelock import FileLock
+
+    folder = jobs_dir(ws)
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder / f".{name}-start.lock"), timeout=timeout):
+        yield
 
 
 def _write_job(job: Job) -> None:
@@ -220,7 +248,9 @@ class CancelWatcher:
         self.dir = Path(job_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._terminated = False
-        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._previous_handler = None
+        if threading.current_thread() is threading.main_thread():  # elsewhere the CANCEL file alone tells
+            self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigterm(self, *_):
         # Only mark it: the work checks often (a training job before every layer) and stops at a point where
@@ -273,4 +303,6 @@ class JobReporter(CancelWatcher):
                           {"status": status, "error": error, "ended_at": time.time(), "result": self.result})
         self.log(event="end", status=status, error=error)
         self._log.close()
+        if self._previous_handler is not None:  # work run inside the CLI: its process goes on
+            signal.signal(signal.SIGTERM, self._previous_handler)
         return exc_type is not None and status == "cancelled"

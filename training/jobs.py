@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from ragtune.adapters import adapter_path, validate_adapter_name
 from ragtune.errors import BadInputError, JobError
-from ragtune.jobs import Job, cancel_job, get_job, list_jobs, start_job
+from ragtune.jobs import Job, cancel_job, get_job, list_jobs, start_job, start_lock
 from ragtune.models import canonical_name
 
 from .config import TrainConfig
@@ -59,18 +59,27 @@ def start_training(ws, config: TrainConfig) -> Job:
     """Start a training job in its own process; returns at once with the Job (tail ``job.log_path``).
 
     One fine-tune at a time per workspace: two would fight over the CPU/GPU and the adapter folder.
+    The check and the start happen under one file lock, so of two concurrent starts (two clicks, a
+    click and the CLI) exactly one wins and the other gets the "already running" sentence.
     """
-    running = running_training(ws)
-    if running is not None:
-        raise JobError(f"A fine-tune is already running ({running.id}); cancel it with "
-                       f"`ragtune jobs cancel {running.id} -w {ws.name}` or wait for it to finish.")
+    refuse_if_training(ws)  # before preparing the data: a clear answer at once
     config = prepare(ws, config)
     module, args = _module_and_args(ws, config)
-    return start_job(ws, KIND, module, args, config=config.to_dict(), env=_env(config))
+    with start_lock(ws, KIND):
+        refuse_if_training(ws)
+        return start_job(ws, KIND, module, args, config=config.to_dict(), env=_env(config))
 
 
 def running_training(ws) -> Job | None:
     return next((j for j in list_jobs(ws, kind=KIND) if not j.finished), None)
+
+
+def refuse_if_training(ws) -> None:
+    """The rule "one fine-tune at a time per workspace", in one sentence with the command that ends the other."""
+    running = running_training(ws)
+    if running is not None:
+        raise JobError(f"A fine-tune is already running ({running.id}); cancel it with "
+                       f"`ragtune jobs cancel {running.id} -w {ws.name}` or wait for it to finish.")
 
 
 def resume_training(ws, job_id: str) -> Job:
@@ -80,14 +89,13 @@ def resume_training(ws, job_id: str) -> Job:
         raise JobError(f"Job {job_id} is a '{job.kind}' job, not a training job.")
     if job.status == "running":
         raise JobError(f"Job {job_id} is still running.")
-    running = running_training(ws)
-    if running is not None:
-        raise JobError(f"A fine-tune is already running ({running.id}); cancel it or wait for it to finish.")
     if job.status == "succeeded":
         raise JobError(f"Job {job_id} already finished and saved adapter '{job.result.get('adapter')}'.")
     config = TrainConfig.from_dict(job.config)
     module, args = _module_and_args(ws, config)
-    return start_job(ws, KIND, module, args, config=config.to_dict(), job_id=job_id, env=_env(config))
+    with start_lock(ws, KIND):
+        refuse_if_training(ws)
+        return start_job(ws, KIND, module, args, config=config.to_dict(), job_id=job_id, env=_env(config))
 
 
 def cancel_training(ws, job_id: str) -> Job:

@@ -165,12 +165,10 @@ def _dataset_for(ws, source, upload, progress):
 def start_finetune(ws_name, source, upload, adapter_name, base_model, method, rank, alpha, epochs, lr,
                    progress=gr.Progress()):
     from training.config import defaults_for
-    from training.jobs import running_training, start_training
+    from training.jobs import refuse_if_training, start_training
 
     ws = open_ws(ws_name)
-    running = running_training(ws)  # before spending minutes on the data; start_training checks again
-    if running is not None:
-        raise BadInputError(f"A fine-tune is already running ({running.id}); cancel it or wait for it to finish.")
+    refuse_if_training(ws)  # before spending minutes on the data; start_training checks again, under its lock
     dataset = _dataset_for(ws, source, upload, progress)
     name = (adapter_name or "").strip() or None
     config = defaults_for(base_model, method, dataset=dataset, adapter_name=name, rank=int(rank),

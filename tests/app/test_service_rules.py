@@ -42,6 +42,42 @@ def test_a_second_finetune_is_refused_while_one_runs(workspace, tiny_llm):
     assert get_job(workspace, job.id).finished and running_training(workspace) is None
 
 
+def test_two_concurrent_finetune_starts_one_wins_the_other_is_told(workspace, tiny_llm):
+    import threading
+
+    from ragtune.jobs import list_jobs, wait_job
+    from training.config import defaults_for
+    from training.jobs import cancel_training, start_training
+
+    config = defaults_for("tiny-llama", dataset=str(TRAIN_QA), max_steps=500, num_threads=1)
+    gate = threading.Barrier(2)
+    started, refused = [], []
+
+    def start(name):
+        gate.wait()
+        try:
+            started.append(start_training(workspace, defaults_for("tiny-llama", dataset=str(TRAIN_QA), max_steps=500,
+                                                                  num_threads=1, adapter_name=name)))
+        except JobError as exc:
+            refused.append(str(exc))
+
+    threads = [threading.Thread(target=start, args=(f"race-{n}",)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    try:
+        assert len(started) == 1 and len(refused) == 1, (started, refused)
+        assert f"already running ({started[0].id})" in refused[0]
+        assert f"ragtune jobs cancel {started[0].id} -w {workspace.name}" in refused[0]
+        assert [j.id for j in list_jobs(workspace, kind="train")] == [started[0].id]
+    finally:
+        for job in started:
+            cancel_training(workspace, job.id)
+            wait_job(workspace, job.id, timeout=120)
+    assert config.adapter_name is None  # the shared defaults were not touched
+
+
 def test_train_on_my_file_makes_the_same_versioned_dataset_as_synth_from_file(tmp_path):
     from app.training_data import dataset_from_file
 
