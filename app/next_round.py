@@ -14,6 +14,12 @@ One call, ``start_next_round(ws)``:
 
 Each round is recorded in the workspace (``list_rounds``) with its dataset, job, adapter and
 deployment, and the feedback it consumed is marked with the round id.
+
+``NEXT_ROUND`` is the same call as an operation (``ragtune.operations``): one ``NextRoundConfig``
+(``ragtune next-round`` flags are derived from it), run in the CLI's process or as a job, with the
+fine-tune's steps as its progress. Cancel stops the fine-tune too (at its last checkpoint); resume
+finds the round the job started and finishes it (the fine-tune resumes from its checkpoint), since
+its feedback is already spent.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from ragtune import feedback as feedback_store
 from ragtune.errors import BadInputError, JobError
 from ragtune.models import DEFAULT_LLM
+from ragtune.operations import Operation
 
 MIGRATIONS = [
     [
@@ -35,6 +42,31 @@ MIGRATIONS = [
         "status TEXT NOT NULL, deployment_version INTEGER, stats TEXT NOT NULL DEFAULT '{}')",
     ],
 ]
+
+
+@dataclass
+class NextRoundConfig:
+    """What the next round trains and whether it waits for the fine-tune and publishes it."""
+
+    base_model: str | None = field(default=None, metadata={"flags": ("--model",), "help": (
+        "base model (default: the live adapter's base model)")})
+    method: str = field(default="lora", metadata={"choices": ("lora", "qlora", "full"), "help": "fine-tuning method"})
+    variant: str | None = field(default=None, metadata={"choices": ("ft", "ft+rag"), "help": (
+        "variant to publish (default: the live one if ft)")})
+    adapter_name: str | None = field(default=None, metadata={"help": "name of the new adapter (default: the round id)"})
+    epochs: float | None = field(default=None, metadata={"help": "epochs (default: per model)"})
+    wait: bool = field(default=False, metadata={"switch": True, "help": "wait for the fine-tune to finish"})
+    publish: bool = field(default=False, metadata={"switch": True, "help": (
+        "publish the new adapter when done (implies --wait)")})
+
+    def validate(self) -> "NextRoundConfig":
+        if self.variant is not None and not self.variant.startswith("ft"):
+            raise BadInputError(f"A training round publishes a fine-tuned variant ('ft' or 'ft+rag'), not '{self.variant}'.")
+        if self.epochs is not None and self.epochs <= 0:
+            raise BadInputError(f"epochs must be above 0 (got {self.epochs}).")
+        if self.publish:
+            self.wait = True
+        return self
 
 
 @dataclass
@@ -167,8 +199,11 @@ def start_next_round(ws, *, base_model: str | None = None, method: str = "lora",
     return record
 
 
-def finish_next_round(ws, round_id: str, *, publish: bool = True, timeout: float = 3600, progress=None) -> NextRound:
-    """Wait for the round's fine-tune; publish its adapter when asked. Safe to call again."""
+def finish_next_round(ws, round_id: str, *, publish: bool = True, timeout: float = 3600, progress=None,
+                      on_step=None) -> NextRound:
+    """Wait for the round's fine-tune; publish its adapter when asked. Safe to call again.
+
+    ``on_step(step, total, label)`` hears each training step (it may raise to stop waiting)."""
     from ragtune.jobs import get_job, read_log
     from serving.deploy import deployments
 
@@ -179,11 +214,13 @@ def finish_next_round(ws, round_id: str, *, publish: bool = True, timeout: float
     offset = 0
     while True:
         job = get_job(ws, record.job_id)
-        if progress:
+        if progress or on_step:
             rows, offset = read_log(job.log_path, offset)
             for row in rows:
-                if "step" in row:
+                if "step" in row and progress:
                     progress(f"step {row.get('step')}/{row.get('total_steps', '?')} loss {row.get('loss')}")
+                if "step" in row and on_step:
+                    on_step(row["step"], row.get("total_steps"), f"fine-tune of {round_id}")
         if job.finished:
             break
         if time.time() > deadline:
@@ -246,3 +283,31 @@ def list_rounds(ws) -> list[NextRound]:
     with ws.db() as conn:
         rows = conn.execute("SELECT * FROM next_rounds ORDER BY created_at DESC").fetchall()
     return [_from_row(r) for r in rows]
+
+
+def _run_round(ws, config: NextRoundConfig, job) -> dict:
+    from ragtune.jobs import JobCancelled, get_job, read_log
+    from training.jobs import cancel_training, resume_training
+
+    earlier = next((r for r in read_log(job.reporter.dir / "log.jsonl")[0] if r.get("event") == "round"), None)
+    if earlier is not None:  # a resumed job: its feedback is spent, finish the round it started
+        record = get_round(ws, earlier["round_id"])
+        train = get_job(ws, record.job_id)
+        if train.status in ("cancelled", "stopped", "failed"):
+            resume_training(ws, train.id)
+    else:
+        record = start_next_round(ws, base_model=config.base_model, method=config.method, variant=config.variant,
+                                  adapter_name=config.adapter_name,
+                                  train_overrides={"epochs": config.epochs} if config.epochs else None,
+                                  progress=lambda msg: job.log(event="message", message=msg))
+        job.log(event="round", round_id=record.round_id, train_job=record.job_id)
+    if config.wait:
+        try:
+            record = finish_next_round(ws, record.round_id, publish=config.publish, on_step=job.progress)
+        except JobCancelled:
+            cancel_training(ws, record.job_id)  # the round's fine-tune stops with it, at a checkpoint
+            raise
+    return record.to_dict()
+
+
+NEXT_ROUND = Operation(kind="next-round", config=NextRoundConfig, work=_run_round, ref="app.next_round:NEXT_ROUND")

@@ -1,8 +1,9 @@
 """Command-line flags derived from a config dataclass, so a new field is a new flag everywhere at once.
 
 A field ``max_tokens: int = 256`` becomes ``--max-tokens`` (type int, default 256); its
-``metadata`` may hold ``help``, ``choices``, ``flags`` (extra spellings) and ``parse`` (a
-function from the text to the value). ``bool`` fields take true/false, optional fields also
+``metadata`` may hold ``help``, ``choices``, ``flags`` (extra spellings), ``parse`` (a
+function from the text to the value), ``switch`` (a bool set by the flag alone, no value) and
+``cli: False`` (no flag: a positional argument or an internal field). ``bool`` fields take true/false, optional fields also
 ``none``. Like transformers' HfArgumentParser, without importing transformers for ``--help``.
 """
 
@@ -73,6 +74,11 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, *, exclude: tu
             help_text += " (default: %(default)s)"
         elif default_note:
             help_text += f" {default_note}"
+        if meta.get("switch"):  # a bool given by its presence alone (``--index``), as the flag always was
+            target.add_argument(flag_name(f), *meta.get("flags", ()), dest=f.name, action="store_true",
+                                default=None if defaults_to_none else bool(default), help=meta.get("help") or f.name)
+            added.append(f.name)
+            continue
         kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": help_text}
         choices = meta.get("choices")
         if choices is None and typing.get_origin(hints[f.name]) is typing.Literal:

@@ -88,3 +88,30 @@ def progress_bar(total: int | None = None, *, desc: str = "", unit: str = "it", 
         return _Bar(tqdm(total=total, desc=desc, unit=unit, file=file, dynamic_ncols=True))
     return _Bar(LineProgress(total=total, desc=desc, unit=unit, file=file,
                              interval=DEFAULT_INTERVAL if interval is None else interval))
+
+
+class PhaseProgress:
+    """``progress(done, total, label)`` of a job with phases (files, then chunks) as one bar per phase.
+
+    A new bar starts when the total changes or the count goes back; the first is called ``desc``,
+    the next ones by their label ("embedding chunks").
+    """
+
+    def __init__(self, desc: str, unit: str = "it", disable: bool = False, file=None):
+        self.desc, self.unit, self.disable, self.file = desc, unit, disable, file
+        self.bar: _Bar | None = None
+        self.total: int | None = None
+
+    def __call__(self, done: int, total: int | None, label: str = "") -> None:
+        if self.bar is None or total != self.total or done < self.bar.n:
+            first = self.bar is None
+            self.close()
+            self.total = total
+            self.bar = progress_bar(total=total, desc=self.desc if first else (label or self.desc), unit=self.unit,
+                                    file=self.file, disable=self.disable)
+        self.bar.update_to(done, total, label if label != self.bar.desc else "")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

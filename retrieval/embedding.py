@@ -113,12 +113,14 @@ class SharedCache:
             pass
 
 
-def embed_cached(ws, embedder: Embedder, texts: list[str], *, batch_size: int = 64, progress: bool = True,
+def embed_cached(ws, embedder: Embedder, texts: list[str], *, batch_size: int = 64, progress=True,
                  shared: bool = True, stats: dict | None = None) -> tuple[np.ndarray, int]:
     """Vectors for `texts`; returns (matrix, how many were new to this workspace's cache).
 
     Looks in the workspace's cache, then in the machine-wide one, and runs the model only for the
-    rest (their number goes to ``stats["computed"]``); new vectors go to both caches.
+    rest (their number goes to ``stats["computed"]``); new vectors go to both caches, a batch at a
+    time, so an interrupted build keeps what it embedded. ``progress``: a bar (True), nothing
+    (False) or ``progress(done, total, label)`` called before each batch (it may raise to stop).
     """
     keys = [text_key(t) for t in texts]
     found: dict[str, np.ndarray] = {}
@@ -147,9 +149,13 @@ def embed_cached(ws, embedder: Embedder, texts: list[str], *, batch_size: int = 
         todo_keys, todo_texts = list(missing), list(missing.values())
         from ragtune.progress import progress_bar
 
-        bar = progress_bar(total=len(todo_texts), desc="embedding chunks", unit="chunk", disable=not progress)
+        report = progress if callable(progress) else None
+        bar = progress_bar(total=len(todo_texts), desc="embedding chunks", unit="chunk",
+                           disable=not progress or report is not None)
         step = max(batch_size * 4, 256)
         for i in range(0, len(todo_texts), step):
+            if report:
+                report(i, len(todo_texts), "embedding chunks")  # may raise to cancel: what is stored stays
             vecs = embedder.encode(todo_texts[i:i + step], batch_size=batch_size)
             with ws.db() as conn:
                 conn.executemany("INSERT OR REPLACE INTO retrieval_embeddings VALUES (?, ?, ?)",
@@ -159,6 +165,8 @@ def embed_cached(ws, embedder: Embedder, texts: list[str], *, batch_size: int = 
                 machine.put(list(zip(todo_keys[i:i + step], vecs)))
             bar.update(len(vecs))
         bar.close()
+        if report:
+            report(len(todo_texts), len(todo_texts), "embedding chunks")
     dim = next(iter(found.values())).shape[0] if found else embedder.dim
     matrix = np.zeros((len(texts), dim), dtype="float32")
     for i, k in enumerate(keys):

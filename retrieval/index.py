@@ -162,13 +162,15 @@ def tune_nprobe(index, vectors: np.ndarray, rng, k: int = 10) -> int:
         nprobe = min(nprobe * 2, index.nlist)
 
 
-def build_index(ws, *, progress: bool = True, settings: RetrievalSettings | None = None,
+def build_index(ws, *, progress=True, settings: RetrievalSettings | None = None,
                 tuning_rows: list[dict] | None = None) -> dict:
     """(Re)build the index from the workspace's documents; returns {"version", "chunks", "embedded", "kind", "tuned"}.
 
     With ``settings.tune`` the fusion is chosen on `tuning_rows` (rows {"question", "gold": [(doc, page)]},
     e.g. a user's gold set), else on the workspace's held-out generated questions, else on questions
-    made from the corpus (retrieval/tuning.py), and stored in the manifest.
+    made from the corpus (retrieval/tuning.py), and stored in the manifest. ``progress``: a bar, nothing,
+    or ``progress(done, total, label)`` (``ragtune.operations``), which may raise to stop the build: the
+    current index stays as it was and every vector embedded so far is kept for the next build.
     """
     import bm25s
     import faiss
@@ -196,6 +198,8 @@ def build_index(ws, *, progress: bool = True, settings: RetrievalSettings | None
     stats: dict = {}
     vectors, embedded = embed_cached(ws, embedder, texts, batch_size=settings.batch_size, progress=progress,
                                      stats=stats)
+    report = progress if callable(progress) else (lambda *_: None)
+    report(len(texts), len(texts), "building the search index")
     index, kind = build_faiss(vectors, settings.exact_limit, IVF_LIMIT)
     with atomic_directory(index_dir(ws)) as tmp:
         faiss.write_index(index, str(tmp / "dense.faiss"))
@@ -212,6 +216,7 @@ def build_index(ws, *, progress: bool = True, settings: RetrievalSettings | None
             "built_at": time.time(), "fingerprint": fingerprint,
         }
         if settings.tune and chunks:
+            report(len(texts), len(texts), "choosing the fusion for this corpus")
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
             manifest["tuned"] = choose_fusion(ws, tmp, manifest, settings, chunks, tuning_rows)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")

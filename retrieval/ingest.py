@@ -77,20 +77,23 @@ def chunking_config(settings: RetrievalSettings) -> ChunkingConfig:
 
 def ingest_paths(ws, paths, *, limits: IngestLimits | None = None,
                  progress: Callable[[int, int, str], None] | None = None,
-                 all_or_nothing: bool = False) -> list[IngestResult]:
+                 all_or_nothing: bool = False,
+                 on_result: Callable[[IngestResult], None] | None = None) -> list[IngestResult]:
     """Ingest files and folders (recursively); returns one result per file, in order.
+
+    ``on_result(result)`` hears each file's result as soon as it is final (stored, duplicate or failed).
 
     A full disk stops the whole batch with one WorkspaceError sentence; what was not committed is removed.
     """
     try:
-        return _ingest(ws, paths, limits or IngestLimits(), progress, all_or_nothing)
+        return _ingest(ws, paths, limits or IngestLimits(), progress, all_or_nothing, on_result)
     except Exception as exc:
         if is_disk_full(exc):
             raise disk_full_error(ws.name) from None
         raise
 
 
-def _ingest(ws, paths, limits: IngestLimits, progress, all_or_nothing: bool) -> list[IngestResult]:
+def _ingest(ws, paths, limits: IngestLimits, progress, all_or_nothing: bool, on_result=None) -> list[IngestResult]:
     open_store(ws)
     settings = load_settings(ws)
     counter = functools.cache(lambda: counter_for(settings))  # loaded once a file passes the gate
@@ -115,6 +118,8 @@ def _ingest(ws, paths, limits: IngestLimits, progress, all_or_nothing: bool) -> 
                         raise BadInputError(f"the files add up to more than the {limits.max_total_mb:g} MB limit per request")
             except BadInputError as exc:
                 results[i] = IngestResult(item.name, "failed", str(exc))
+                if on_result and not all_or_nothing:
+                    on_result(results[i])
                 continue
             except RagtuneError:
                 raise
@@ -122,6 +127,8 @@ def _ingest(ws, paths, limits: IngestLimits, progress, all_or_nothing: bool) -> 
                 if is_disk_full(exc):
                     raise
                 results[i] = IngestResult(item.name, "failed", f"unexpected error while reading it ({type(exc).__name__}: {exc})")
+                if on_result and not all_or_nothing:
+                    on_result(results[i])
                 continue
             if isinstance(outcome, IngestResult):
                 results[i] = outcome
@@ -129,6 +136,8 @@ def _ingest(ws, paths, limits: IngestLimits, progress, all_or_nothing: bool) -> 
                 waiting.append(outcome)
             else:
                 results[i] = _store(ws, [outcome], settings)[0]
+            if on_result and results[i] is not None and not all_or_nothing:
+                on_result(results[i])
         failed = [r for r in results if r is not None and r.status == "failed"]
         if all_or_nothing and failed:
             raise BadInputError("Upload refused, nothing was stored: " +

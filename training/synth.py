@@ -16,7 +16,7 @@ import random
 import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
 from ragtune.errors import BadInputError
@@ -32,30 +32,52 @@ _STOP = set("a an the of to in on at for and or is are was were be by with as it
             "you we they their can may will must not no do does how what which who when why".split())
 
 
+TEACHERS = ("extractive", "openai", "local")
+
+
 @dataclass
 class SynthConfig:
-    teacher: str = "extractive"  # "extractive" | "openai" (needs teacher_url, teacher_model) | a name for a passed teacher
-    teacher_url: str | None = None
-    teacher_model: str | None = None
-    teacher_api_key: str | None = None
-    requests_per_minute: float = 60.0
-    max_retries: int = 4
-    workers: int = 4  # parallel teacher requests (the rate limit still applies)
-    questions_per_fact: int = 3
-    max_facts_per_chunk: int = 6
-    distractors: int = 0  # RAFT: unrelated passages added to each training prompt (0: closed-book rows)
-    oracle_fraction: float = 0.8  # with distractors: share of rows whose prompt also holds the source passage
-    validation_fraction: float = 0.1
-    test_fraction: float = 0.15
-    split_by: str = "chunk"  # "chunk" (held-out text) or "paraphrase" (held-out wording of trained facts)
-    min_question_chars: int = 10
-    max_question_chars: int = 400
-    min_answer_chars: int = 2
-    max_answer_chars: int = 1200
-    min_support: float = 0.6  # share of the answer's content words found in the chunk
-    system_prompt: str | None = None
-    seed: int = 0
-    note: str = ""
+    """How a training set is made: from the documents by a teacher, or from the user's file; and its splits.
+
+    ``ragtune synth`` flags are derived from these fields (``ragtune.config_args``)."""
+
+    teacher: str | None = field(default=None, metadata={"choices": TEACHERS, "help": (
+        "who writes the questions: extractive (default, no model), openai (any OpenAI-compatible server: "
+        "--teacher-url/--teacher-model) or local (ragtune's own engine)")})
+    teacher_url: str | None = field(default=None, metadata={
+        "help": "OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1"})
+    teacher_model: str | None = field(default=None, metadata={
+        "help": "model name on that server (or the local model with --teacher local)"})
+    teacher_api_key: str | None = field(default=None, metadata={
+        "help": "API key for the teacher server (default: $OPENAI_API_KEY or none); never written to disk"})
+    requests_per_minute: float = field(default=60.0, metadata={"help": "teacher rate limit"})
+    max_retries: int = field(default=4, metadata={"help": "retries of a failed teacher request"})
+    workers: int = field(default=4, metadata={"help": "parallel teacher requests (the rate limit still applies)"})
+    questions_per_fact: int = field(default=3, metadata={"help": "paraphrased questions per fact"})
+    max_facts_per_chunk: int = field(default=6, metadata={"help": "facts asked of the teacher per passage"})
+    distractors: int = field(default=0, metadata={"help": (
+        "RAFT distractor passages per training prompt (0: closed-book rows)")})
+    oracle_fraction: float = field(default=0.8, metadata={
+        "help": "with distractors: share of prompts that also hold the source passage"})
+    validation_fraction: float = field(default=0.1, metadata={"help": "share of rows kept for the validation loss"})
+    test_fraction: float = field(default=0.15, metadata={"help": "share of rows kept aside for evaluation"})
+    split_by: str = field(default="chunk", metadata={"choices": ("chunk", "paraphrase"), "help": (
+        "hold out whole chunks (default) or one wording of each trained fact")})
+    min_question_chars: int = field(default=10, metadata={"help": "shortest question kept"})
+    max_question_chars: int = field(default=400, metadata={"help": "longest question kept"})
+    min_answer_chars: int = field(default=2, metadata={"help": "shortest answer kept"})
+    max_answer_chars: int = field(default=1200, metadata={"help": "longest answer kept"})
+    min_support: float = field(default=0.6, metadata={"help": "share of the answer's content words found in the passage"})
+    system_prompt: str | None = field(default=None, metadata={"help": "system prompt of the training rows"})
+    seed: int = field(default=0, metadata={"help": "random seed of the splits"})
+    note: str = field(default="", metadata={"help": "a note kept with the dataset version"})
+    from_file: str | None = field(default=None, metadata={"flags": (), "help": (
+        "instead of generating: import your own chat JSONL, question/answer JSONL or CSV (split the same way)")})
+    then_train: dict | None = field(default=None, metadata={"cli": False})  # a TrainConfig dict: the Build screen
+
+    def __post_init__(self):
+        if self.teacher is None:
+            self.teacher = "openai" if self.teacher_url else "extractive"
 
     def validate(self) -> "SynthConfig":
         if self.split_by not in ("chunk", "paraphrase"):
@@ -67,11 +89,16 @@ class SynthConfig:
             raise BadInputError("questions_per_fact and max_facts_per_chunk must be at least 1.")
         if self.teacher == "openai" and not (self.teacher_url and self.teacher_model):
             raise BadInputError("The OpenAI-compatible teacher needs a URL and a model name (--teacher-url, --teacher-model).")
+        if self.workers < 1 or self.requests_per_minute <= 0:
+            raise BadInputError("workers must be at least 1 and requests_per_minute above 0.")
+        if self.distractors < 0 or not 0 <= self.oracle_fraction <= 1:
+            raise BadInputError("distractors must be 0 or more and oracle_fraction in [0, 1].")
         return self
 
     def public(self) -> dict:
         d = asdict(self)
         d.pop("teacher_api_key")
+        d.pop("then_train")
         return d
 
 

@@ -31,3 +31,35 @@ def add_json_arg(parser: argparse.ArgumentParser) -> None:
 def print_json(obj) -> None:
     json.dump(obj, sys.stdout, indent=2, ensure_ascii=False, default=str)
     sys.stdout.write("\n")
+
+
+def add_detach_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--detach", action="store_true",
+                        help="run as a background job and return at once (`ragtune jobs show ID -f` follows it)")
+
+
+def run_operation(ws, op, config, args, *, desc: str, unit: str):
+    """Run a ``ragtune.operations`` operation here (a bar, or a line every 10 s when redirected), or with
+    ``--detach`` start it as a job; either way it is a job `ragtune jobs list/show/cancel/resume` knows.
+    Returns the Job; a cancelled or failed one has been reported on stderr with the command that resumes it."""
+    from ragtune import operations
+    from ragtune.progress import PhaseProgress
+
+    if getattr(args, "detach", False):
+        job = operations.start(ws, op, config)
+        if getattr(args, "json", False):
+            print_json(job.to_dict())
+        else:
+            print(f"started {op.kind} job {job.id}; follow it with `ragtune jobs show {job.id} -f -w {ws.name}`, "
+                  f"cancel it with `ragtune jobs cancel {job.id} -w {ws.name}`")
+        return job
+    bar = PhaseProgress(desc, unit=unit, disable=getattr(args, "json", False))
+    try:
+        job = operations.run_here(ws, op, config, echo=bar)
+    finally:
+        bar.close()
+    if job.status != "succeeded":
+        print(f"{op.kind} job {job.id} {job.status}: {job.error}", file=sys.stderr)
+        if op.resume_refusal is None:
+            print(f"resume with `ragtune jobs resume {job.id} -w {ws.name}`", file=sys.stderr)
+    return job

@@ -5,9 +5,11 @@ from __future__ import annotations
 import sys
 import time
 
+from app.next_round import NextRoundConfig
+from ragtune.config_args import add_dataclass_arguments, dataclass_from_args
 from ragtune.errors import BadInputError
 
-from .common import add_json_arg, add_workspace_arg, open_workspace, print_json
+from .common import add_detach_arg, add_json_arg, add_workspace_arg, open_workspace, print_json, run_operation
 
 
 def register(sub) -> None:
@@ -69,16 +71,11 @@ def register(sub) -> None:
                        "waits for the job; with --publish the new adapter goes live (roll back with "
                        "`ragtune deployments rollback`).")
     add_workspace_arg(p)
-    p.add_argument("--model", help="base model (default: the live adapter's base model)")
-    p.add_argument("--method", default="lora", choices=("lora", "qlora", "full"))
-    p.add_argument("--variant", choices=("ft", "ft+rag"), help="variant to publish (default: the live one if ft)")
-    p.add_argument("--adapter-name", help="name of the new adapter (default: the round id)")
-    p.add_argument("--epochs", type=float)
-    p.add_argument("--wait", action="store_true", help="wait for the fine-tune to finish")
-    p.add_argument("--publish", action="store_true", help="publish the new adapter when done (implies --wait)")
+    add_dataclass_arguments(p, NextRoundConfig)
     p.add_argument("--finish", nargs="?", const="latest", metavar="ROUND",
                    help="instead of starting a round: wait for ROUND (default: the newest) and publish it")
     p.add_argument("--list", action="store_true", help="list the rounds so far")
+    add_detach_arg(p)
     add_json_arg(p)
     p.set_defaults(func=_next_round)
 
@@ -215,7 +212,7 @@ def _dep_rollback(args) -> int:
 # ------------------------------------------------------------------ next round
 
 def _next_round(args) -> int:
-    from app.next_round import finish_next_round, list_rounds, start_next_round
+    from app.next_round import NEXT_ROUND, NextRound, finish_next_round, list_rounds
 
     ws = open_workspace(args)
     say = (lambda msg: print(msg, file=sys.stderr))
@@ -236,11 +233,11 @@ def _next_round(args) -> int:
             round_id = rounds[0].round_id
         record = finish_next_round(ws, round_id, publish=True, progress=say)
     else:
-        overrides = {"epochs": args.epochs} if args.epochs else None
-        wait = args.wait or args.publish
-        record = start_next_round(ws, base_model=args.model, method=args.method, variant=args.variant,
-                                  adapter_name=args.adapter_name, train_overrides=overrides, wait=wait,
-                                  publish=args.publish, progress=say)
+        job = run_operation(ws, NEXT_ROUND, dataclass_from_args(NextRoundConfig, args), args, desc="next round",
+                            unit="step")
+        if job.status != "succeeded":
+            return 0 if args.detach else 1
+        record = NextRound(**job.result)
     if args.json:
         print_json(record.to_dict())
     else:

@@ -6,25 +6,26 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .common import add_json_arg, add_workspace_arg, open_workspace, print_json
+from ragtune.config_args import add_dataclass_arguments, dataclass_from_args
+from retrieval.service import IndexConfig, IngestConfig
+
+from .common import add_detach_arg, add_json_arg, add_workspace_arg, open_workspace, print_json, run_operation
 
 
 def register(sub) -> None:
     p = sub.add_parser("ingest", help="add documents (files or folders) to a workspace")
     p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("--max-file-mb", type=float, default=None, help="refuse files larger than this (default 200)")
-    p.add_argument("--max-pages", type=int, default=None, help="refuse PDFs/slides with more pages (default 5000)")
-    p.add_argument("--index", action="store_true", help="build the search index afterwards")
+    add_dataclass_arguments(p, IngestConfig)
+    add_detach_arg(p)
     add_workspace_arg(p)
     add_json_arg(p)
     p.set_defaults(func=_ingest)
 
     p = sub.add_parser("index", help="build or update the search index (only new chunks are embedded)")
-    p.add_argument("--embedder", help="sentence-transformers model name, folder or HF id (saved in the workspace)")
-    p.add_argument("--chunk-tokens", type=int, help="chunk size in embedder tokens (saved)")
-    p.add_argument("--overlap-tokens", type=int, help="overlap between chunks in tokens (saved)")
+    add_dataclass_arguments(p, IndexConfig)
     p.add_argument("--status", action="store_true",
                    help="only say whether the index is built and still covers the documents (exit 1 if not)")
+    add_detach_arg(p)
     add_workspace_arg(p)
     add_json_arg(p)
     p.set_defaults(func=_index)
@@ -66,42 +67,29 @@ def register(sub) -> None:
     p.set_defaults(func=_eval)
 
 
-def _bar(desc: str):
-    from ragtune.progress import progress_bar
-
-    bar = progress_bar(desc=desc, unit="file")
-    return bar, bar.update_to
-
-
 def _ingest(args):
-    from retrieval.ingest import IngestLimits, ingest_paths
+    from retrieval.service import INGEST
 
     ws = open_workspace(args, create=True)
-    limits = IngestLimits()
-    if args.max_file_mb:
-        limits.max_file_mb = args.max_file_mb
-    if args.max_pages:
-        limits.max_pages = args.max_pages
-    bar, update = _bar("ingesting")
-    try:
-        results = ingest_paths(ws, args.paths, limits=limits, progress=None if args.json else update)
-    finally:
-        bar.close()
-    built = _build(ws, quiet=args.json) if args.index else None
+    config = dataclass_from_args(IngestConfig, args, paths=args.paths)
+    job = run_operation(ws, INGEST, config, args, desc="ingesting", unit="file")
+    if job.status != "succeeded":
+        return 0 if args.detach else 1
+    results, built = job.result["results"], job.result["index"]
     if args.json:
-        print_json({"workspace": ws.name, "results": [r.to_dict() for r in results], "index": built})
+        print_json({"workspace": ws.name, "results": results, "index": built, "job": job.id})
     else:
         for r in results:
-            extra = f" ({r.reason})" if r.reason else ""
-            print(f"{r.status:9s} {r.name}" + (f": {r.chunks} chunks" if r.status == "added" else "") + extra)
-        added = sum(r.status == "added" for r in results)
-        print(f"{added} added, {sum(r.status == 'duplicate' for r in results)} duplicate, "
-              f"{sum(r.status == 'failed' for r in results)} failed")
+            extra = f" ({r['reason']})" if r["reason"] else ""
+            print(f"{r['status']:9s} {r['name']}" + (f": {r['chunks']} chunks" if r["status"] == "added" else "") + extra)
+        added = sum(r["status"] == "added" for r in results)
+        print(f"{added} added, {sum(r['status'] == 'duplicate' for r in results)} duplicate, "
+              f"{sum(r['status'] == 'failed' for r in results)} failed")
         if built:
             print(f"index {built['version']}: {built['chunks']} chunks ({built['kind']}), {built['embedded']} newly embedded")
         elif added:
-            print("next: `ragtune index` to make them searchable")
-    return 1 if any(r.status == "failed" for r in results) else 0
+            print(f"next: `ragtune index -w {ws.name}` to make them searchable")
+    return 1 if any(r["status"] == "failed" for r in results) else 0
 
 
 def _build(ws, quiet=False):
@@ -111,20 +99,21 @@ def _build(ws, quiet=False):
 
 
 def _index(args):
-    from retrieval.settings import save_settings
+    from retrieval.service import INDEX
 
     ws = open_workspace(args)
     if args.status:
         return _index_state(ws, args)
-    changes = {"embedder": args.embedder, "chunk_tokens": args.chunk_tokens, "overlap_tokens": args.overlap_tokens}
-    if any(v is not None for v in changes.values()):
-        save_settings(ws, **{k: v for k, v in changes.items() if v is not None})
-    result = _build(ws, quiet=args.json)
+    job = run_operation(ws, INDEX, dataclass_from_args(IndexConfig, args), args, desc="indexing", unit="chunk")
+    if job.status != "succeeded":
+        return 0 if args.detach else 1
+    result = job.result
     if args.json:
         print_json(result)
     else:
         state = "unchanged" if result.get("unchanged") else f"{result['embedded']} chunks embedded"
         print(f"index {result['version']}: {result['chunks']} chunks, {result['kind']} search, {state}")
+    return 0
 
 
 def _index_state(ws, args) -> int:

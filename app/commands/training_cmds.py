@@ -6,11 +6,12 @@ import sys
 import time
 from pathlib import Path
 
-from ragtune.config_args import add_dataclass_arguments, given_fields
+from ragtune.config_args import add_dataclass_arguments, dataclass_from_args, given_fields
 from ragtune.progress import progress_bar
 from training.config import TrainConfig
+from training.synth import SynthConfig
 
-from .common import add_json_arg, add_workspace_arg, open_workspace, print_json
+from .common import add_detach_arg, add_json_arg, add_workspace_arg, open_workspace, print_json, run_operation
 
 
 # Help for TrainConfig fields without metadata help; the flags themselves come from the dataclass, so a new
@@ -44,26 +45,8 @@ _TRAIN_NAMED = ("base_model", "method", "dataset", "adapter_name", "target_modul
 def register(sub) -> None:
     p = sub.add_parser("synth", help="make a question/answer training set from the workspace's documents")
     add_workspace_arg(p)
-    p.add_argument("--teacher", choices=["extractive", "openai", "local"], default=None,
-                   help="who writes the questions: extractive (default, no model), openai (any OpenAI-compatible "
-                        "server: --teacher-url/--teacher-model) or local (ragtune's own engine)")
-    p.add_argument("--teacher-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
-    p.add_argument("--teacher-model", help="model name on that server (or the local model with --teacher local)")
-    p.add_argument("--teacher-api-key", help="API key for the teacher server (default: $OPENAI_API_KEY or none)")
-    p.add_argument("--requests-per-minute", type=float, default=60.0, help="teacher rate limit")
-    p.add_argument("--workers", type=int, default=4, help="parallel teacher requests")
-    p.add_argument("--questions-per-fact", type=int, default=3)
-    p.add_argument("--max-facts-per-chunk", type=int, default=6)
-    p.add_argument("--distractors", type=int, default=0, help="RAFT distractor passages per training prompt")
-    p.add_argument("--oracle-fraction", type=float, default=0.8,
-                   help="with distractors: share of prompts that also hold the source passage")
-    p.add_argument("--validation-fraction", type=float, default=0.1)
-    p.add_argument("--test-fraction", type=float, default=0.15)
-    p.add_argument("--split-by", choices=["chunk", "paraphrase"], default="chunk",
-                   help="hold out whole chunks (default) or one wording of each trained fact")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--from-file", metavar="FILE",
-                   help="instead of generating: import your own chat JSONL, question/answer JSONL or CSV")
+    add_dataclass_arguments(p, SynthConfig)
+    add_detach_arg(p)
     add_json_arg(p)
     p.set_defaults(func=_synth)
 
@@ -105,7 +88,8 @@ def register(sub) -> None:
     p.add_argument("job_id")
     p.set_defaults(func=_jobs_cancel)
     p = jsub.add_parser("resume", help="resume a cancelled, failed or stopped job (training: from its last checkpoint; "
-                                       "evaluation: only the missing answers)")
+                                       "evaluation: only the missing answers; index: only the chunks not embedded yet; "
+                                       "ingest: only the files not stored yet)")
     add_workspace_arg(p)
     p.add_argument("job_id")
     p.add_argument("--detach", action="store_true")
@@ -131,67 +115,30 @@ def register(sub) -> None:
 
 # ------------------------------------------------------------------ synth
 
-def local_teacher(model: str | None):
-    """The local engine behind the same chat-teacher path as an OpenAI-compatible server."""
-    from serving.engine import SamplingOptions
-    from serving.factory import get_engine
-    from training.teachers import ChatTeacher
-
-    engine = get_engine("embedded", model=model or "gemma-3-270m")
-
-    def complete(messages):
-        return engine.generate(messages, SamplingOptions(max_tokens=768, temperature=0.3)).text
-
-    return ChatTeacher(complete, name=f"local:{model or 'gemma-3-270m'}")
-
-
 def _synth(args):
-    import os
-
-    from app.training_data import dataset_from_documents, dataset_from_file
-    from training.chat_data import describe_errors
-    from training.synth import SynthConfig
+    from app.training_data import SYNTH
 
     ws = open_workspace(args)
-    if args.from_file:
-        split = SynthConfig(validation_fraction=args.validation_fraction, test_fraction=args.test_fraction,
-                            seed=args.seed)
-        version, errors = dataset_from_file(ws, args.from_file, split)
-        if errors:
-            print(f"skipped {len(errors)} malformed rows: {describe_errors(errors, limit=10)}", file=sys.stderr)
-        return _print_dataset(version, args)
-    teacher_kind = args.teacher or ("openai" if args.teacher_url else "extractive")
-    config = SynthConfig(
-        teacher=teacher_kind if teacher_kind != "local" else "local", teacher_url=args.teacher_url,
-        teacher_model=args.teacher_model, teacher_api_key=args.teacher_api_key or os.environ.get("OPENAI_API_KEY"),
-        requests_per_minute=args.requests_per_minute, workers=args.workers,
-        questions_per_fact=args.questions_per_fact, max_facts_per_chunk=args.max_facts_per_chunk,
-        distractors=args.distractors, oracle_fraction=args.oracle_fraction,
-        validation_fraction=args.validation_fraction, test_fraction=args.test_fraction,
-        split_by=args.split_by, seed=args.seed)
-    teacher = local_teacher(args.teacher_model) if teacher_kind == "local" else None
-    bar = progress_bar(desc=f"Writing questions ({teacher_kind})", unit="chunk", disable=args.json)
-
-    def progress(i, n, doc):
-        bar.update_to(i, n, doc[-30:])
-
-    try:
-        version = dataset_from_documents(ws, config, progress, teacher=teacher)
-    finally:
-        bar.close()
-    return _print_dataset(version, args)
+    config = dataclass_from_args(SynthConfig, args)
+    desc = "Importing your file" if config.from_file else f"Writing questions ({config.teacher})"
+    job = run_operation(ws, SYNTH, config, args, desc=desc, unit="chunk")
+    if job.status != "succeeded":
+        return 0 if args.detach else 1
+    if job.result.get("skipped"):
+        print(f"skipped {job.result['skipped']} malformed rows: {job.result['skipped_detail']}", file=sys.stderr)
+    return _print_dataset(job.result["dataset"], args)
 
 
-def _print_dataset(version, args):
+def _print_dataset(version: dict, args):
     if args.json:
-        print_json(version.to_dict())
+        print_json(version)
         return 0
-    c = version.counts
-    print(f"dataset {version.name}: {c.get('train', 0)} train / {c.get('validation', 0)} validation / "
-          f"{c.get('test', 0)} test rows (teacher: {version.teacher or 'uploaded file'}, "
-          f"split by {version.manifest.get('split_by')}) at {version.path}")
-    if version.manifest.get("dropped"):
-        print(f"dropped: {version.manifest['dropped']}")
+    c = version.get("counts") or {}
+    print(f"dataset {version['name']}: {c.get('train', 0)} train / {c.get('validation', 0)} validation / "
+          f"{c.get('test', 0)} test rows (teacher: {version.get('teacher') or 'uploaded file'}, "
+          f"split by {version.get('split_by')}) at {version['path']}")
+    if version.get("dropped"):
+        print(f"dropped: {version['dropped']}")
     return 0
 
 
@@ -314,6 +261,9 @@ def follow_job(ws, job_id: str, json_out: bool = False) -> int:
         print(f"done: evaluation {r.get('run_id')} on the {r.get('engine')} engine, {r.get('computed')} answers "
               f"generated, {r.get('cached')} reused; `ragtune report {r.get('run_id')} -w {ws.name}` exports it")
         print(r.get("recommendation", {}).get("text", ""))
+    elif job.status == "succeeded" and job.kind != "train":
+        print(f"done: {job.kind} job {job.id}")
+        print_json(job.result)
     elif job.status == "succeeded":
         r = job.result
         m = r.get("metrics", {})
@@ -379,11 +329,13 @@ def _jobs_cancel(args):
 
 def _jobs_resume(args):
     from evaluation.service import JOB_KIND as EVAL_KIND, resume_evaluation
+    from ragtune import operations
     from ragtune.jobs import get_job
-    from training.jobs import resume_training
+    from training.jobs import KIND as TRAIN_KIND, resume_training
 
     ws = open_workspace(args)
-    resume = resume_evaluation if get_job(ws, args.job_id).kind == EVAL_KIND else resume_training
+    kind = get_job(ws, args.job_id).kind
+    resume = {EVAL_KIND: resume_evaluation, TRAIN_KIND: resume_training}.get(kind, operations.resume)
     job = resume(ws, args.job_id)
     print(f"resumed job {job.id}")
     return 0 if args.detach else follow_job(ws, job.id)

@@ -49,25 +49,103 @@ def load_retrieval_settings(ws_name):
     return st.chunk_tokens, st.overlap_tokens, st.k, st.mode, st.dense_weight, st.bm25_weight
 
 
-def build_index_now(ws_name, chunk_tokens, overlap, k, mode, dense_weight, bm25_weight, progress=gr.Progress()):
-    from retrieval.index import build_index
-    from retrieval.settings import save_settings
+def index_config(chunk_tokens, overlap, k, mode, dense_weight, bm25_weight):
+    """The card's Advanced settings as the IndexConfig `ragtune index` builds from its flags."""
+    from retrieval.service import IndexConfig
 
-    ws = open_ws(ws_name)
-    settings = save_settings(ws, chunk_tokens=int(chunk_tokens), overlap_tokens=int(overlap), k=int(k), mode=mode,
-                             dense_weight=float(dense_weight), bm25_weight=float(bm25_weight))
-    progress(None, desc="Embedding passages (the first time loads the embedding model)...")
-    info = build_index(ws, progress=False, settings=settings)
-    ctx_note = f"{info.get('embedded', 0)} newly embedded" if info.get("embedded") is not None else ""
-    gr.Info(f"Index built: {info.get('chunks', '?')} passages{', ' + ctx_note if ctx_note else ''}.")
-    return index_status(ws_name)
+    return IndexConfig(chunk_tokens=int(chunk_tokens), overlap_tokens=int(overlap), k=int(k), mode=mode,
+                       dense_weight=float(dense_weight), bm25_weight=float(bm25_weight))
+
+
+def _index_job_html(job) -> str:
+    """The newest index job: a progress bar while it runs, the reason when it did not finish, else nothing."""
+    from ragtune.operations import progress_of
+
+    if job is None:
+        return "<div id='index-job' data-status='none'></div>"
+    p = progress_of(job)
+    done, total = p["done"], p["total"]
+    head = (f"<div id='index-job' data-status='{esc(job.status)}' data-job='{esc(job.id)}' data-done='{done}' "
+            f"data-total='{total}'>")
+    if job.status == "running":
+        pct = min(100, int(100 * done / total)) if total else 0
+        eta = f" | remaining {fmt_seconds(p['eta_s'])}" if p.get("eta_s") else ""
+        return (f"{head}<div><b>Building</b> - index job <code>{esc(job.id)}</code>: "
+                f"{esc(p['label'] or 'starting (loading the embedding model)')}</div>"
+                f"<div class='rt-bar'><div style='width:{pct}%'></div></div>"
+                f"<div>{done}/{total or '?'} passages{eta}</div></div>")
+    if job.status != "succeeded" and job.error:
+        return f"{head}<div class='rt-error'>Index job <code>{esc(job.id)}</code> {esc(job.status)}: {esc(job.error)}</div></div>"
+    return head + "</div>"
+
+
+def index_view(ws_name, shown: str | None = None):
+    """The index card: the newest index job's progress (a reload finds it) and, when that job's state
+    changed since ``shown``, the index state (built / stale); returns (job html, status, button, shown)."""
+    from ragtune import operations
+    from retrieval.service import INDEX
+
+    job = operations.latest(open_ws(ws_name), INDEX) if ws_name else None
+    running = job is not None and not job.finished
+    seen = f"{ws_name}:{job.id if job else ''}:{job.status if job else ''}"
+    status = index_status(ws_name) if seen != shown else gr.skip()
+    return _index_job_html(job), status, gr.update(interactive=not running), seen
+
+
+def start_index_build(ws_name, chunk_tokens, overlap, k, mode, dense_weight, bm25_weight):
+    """Start the index job (the same operation as `ragtune index`); the card follows it."""
+    from ragtune import operations
+    from retrieval.service import INDEX
+
+    job = operations.start(open_ws(ws_name), INDEX, index_config(chunk_tokens, overlap, k, mode, dense_weight,
+                                                                  bm25_weight))
+    gr.Info(f"Building the index (job {job.id}). You can leave or reload this page; it keeps going.")
+    return index_view(ws_name)
+
+
+def build_index_and_wait(workspace: str) -> str:
+    """Build the workspace's index with its saved settings and wait for it; returns the index state.
+
+    The same index job as the Build button and `ragtune index` (its own process), waited for here.
+    """
+    from ragtune import operations
+    from ragtune.jobs import wait_job
+    from retrieval.service import INDEX, IndexConfig
+
+    ws = open_ws(workspace)
+    job = wait_job(ws, operations.start(ws, INDEX, IndexConfig()).id, timeout=3600)
+    if job.status != "succeeded":
+        raise BadInputError(f"The index job {job.id} {job.status}: {job.error}")
+    return index_status(workspace)
 
 
 # ------------------------------------------------------------------ fine-tune
 
 def _latest_train_job(ws):
-    jobs = list_jobs(ws, kind="train")
+    """The newest fine-tune: its training job, or the synth job still writing its training set."""
+    jobs = [j for j in list_jobs(ws) if j.kind == "train"
+            or (j.kind == "synth" and ((j.config or {}).get("config") or {}).get("then_train") is not None)]
     return jobs[0] if jobs else None
+
+
+def _preparing_html(job) -> str:
+    """A fine-tune whose training set is still being written (or whose writing failed)."""
+    from ragtune.operations import progress_of
+
+    p = progress_of(job)
+    done, total = p["done"], p["total"]
+    warnings = [r["message"] for r in p["rows"] if r.get("event") == "warning"]
+    status = "preparing" if job.status == "running" else job.status
+    text = (f"Writing practice questions from your documents: {done}/{total} passages" if total
+            else "Preparing the training set") if job.status == "running" else {
+        "cancelled": "Cancelled while preparing the training set", "failed": "The training set could not be made",
+        "stopped": "Stopped while preparing the training set"}.get(job.status, job.status)
+    extra = "".join(f"<div class='rt-plan'>{esc(w)}</div>" for w in warnings)
+    if job.error and job.status != "succeeded":
+        extra += f"<div class='rt-error'>{esc(job.error)}</div>"
+    return (f"<div id='train-state' data-status='{esc(status)}' data-job='{esc(job.id)}' data-step='0'>"
+            f"<div><b>{esc(text)}</b> - job <code>{esc(job.id)}</code>; the fine-tune starts when it is written</div>"
+            f"{extra}</div>")
 
 
 def _loss_frame(rows: list[dict]) -> pd.DataFrame:
@@ -133,48 +211,35 @@ def _status_html(job, rows: list[dict]) -> str:
 def training_view(ws_name):
     """Status, loss curve and button states of the newest training job (survives page reloads)."""
     job = _latest_train_job(open_ws(ws_name)) if ws_name else None
-    rows = read_log(job.log_path)[0] if job else []
     running = job is not None and job.status in ("running", "queued")
+    if job is not None and job.kind == "synth":
+        return (_preparing_html(job), None, gr.update(interactive=running), gr.update(interactive=False),
+                gr.update(interactive=not running))
+    rows = read_log(job.log_path)[0] if job else []
     resumable = job is not None and job.status in ("cancelled", "stopped", "failed")
     return (_status_html(job, rows), _loss_frame(rows), gr.update(interactive=running),
             gr.update(interactive=resumable), gr.update(interactive=not running))
 
 
-def _dataset_for(ws, source, upload, progress):
-    """The same versioned dataset as `ragtune synth` (or `ragtune synth --from-file`), test split kept aside."""
-    from app.training_data import dataset_from_documents, dataset_from_file
+def start_finetune(ws_name, source, upload, adapter_name, base_model, method, rank, alpha, epochs, lr):
+    """One job writes the training set (the same operation as `ragtune synth` or `synth --from-file`: a
+    versioned dataset, its test split kept aside), then starts the fine-tune on it (`training.jobs`)."""
+    from app.training_data import SYNTH
+    from ragtune import operations
+    from training.config import defaults_for
+    from training.synth import SynthConfig
 
+    ws = open_ws(ws_name)
+    from_file = None
     if source == DATA_UPLOAD:
         if not upload:
             raise BadInputError("Choose a Q&A or chat file to train on (JSONL or CSV).")
-        from training.chat_data import describe_errors
-
-        dataset, errors = dataset_from_file(ws, Path(upload if isinstance(upload, str) else upload.name))
-        if errors:
-            gr.Warning(f"{len(errors)} line(s) of the file were skipped ({describe_errors(errors, limit=2)}).")
-    else:
-        def report(i, n, label=""):
-            progress((i, n), desc=f"Writing practice questions from your documents ({i}/{n})")
-
-        dataset = dataset_from_documents(ws, progress=report)
-    counts = ", ".join(f"{n} {split}" for split, n in (dataset.counts or {}).items())
-    gr.Info(f"Training set {dataset.name} written ({counts}); its test questions are kept aside for evaluation.")
-    return dataset.name
-
-
-def start_finetune(ws_name, source, upload, adapter_name, base_model, method, rank, alpha, epochs, lr,
-                   progress=gr.Progress()):
-    from training.config import defaults_for
-    from training.jobs import refuse_if_training, start_training
-
-    ws = open_ws(ws_name)
-    refuse_if_training(ws)  # before spending minutes on the data; start_training checks again, under its lock
-    dataset = _dataset_for(ws, source, upload, progress)
-    name = (adapter_name or "").strip() or None
-    config = defaults_for(base_model, method, dataset=dataset, adapter_name=name, rank=int(rank),
-                          alpha=int(alpha), epochs=float(epochs), lr=float(lr))
-    job = start_training(ws, config)
-    gr.Info(f"Fine-tune started (job {job.id}). You can leave this page; it keeps running.")
+        from_file = str(Path(upload if isinstance(upload, str) else upload.name))
+    train = defaults_for(base_model, method, adapter_name=(adapter_name or "").strip() or None, rank=int(rank),
+                         alpha=int(alpha), epochs=float(epochs), lr=float(lr))
+    job = operations.start(ws, SYNTH, SynthConfig(from_file=from_file, then_train=train.to_dict()))
+    gr.Info(f"Preparing the training set (job {job.id}); the fine-tune starts as soon as it is written. "
+            "You can leave this page; it keeps running.")
     return training_view(ws_name)
 
 
@@ -193,7 +258,7 @@ def cancel_finetune(ws_name):
     job = _latest_train_job(ws)
     if job is None or job.finished:
         raise BadInputError("No fine-tune is running.")
-    cancel_training(ws, job.id)
+    cancel_training(ws, job.id)  # the same CANCEL file and SIGTERM for the synth job that prepares it
     gr.Info("Cancelling: the job stops at its next step and keeps its last checkpoint.")
     return training_view(ws_name)
 
@@ -203,7 +268,7 @@ def resume_finetune(ws_name):
 
     ws = open_ws(ws_name)
     job = _latest_train_job(ws)
-    if job is None or job.status not in ("cancelled", "stopped", "failed"):
+    if job is None or job.status not in ("cancelled", "stopped", "failed") or job.kind != "train":
         raise BadInputError("There is no stopped fine-tune to resume.")
     resume_training(ws, job.id)
     gr.Info(f"Resuming job {job.id}.")
@@ -218,7 +283,9 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks, tab: gr.Tab | None = Non
             gr.Markdown("### RAG index\nMakes your documents searchable, so answers quote them with sources. "
                         "Takes seconds to minutes; rebuild after adding documents.")
             index_md = gr.Markdown(elem_id="index-status")
+            index_job = gr.HTML(elem_id="index-job-status")
             index_btn = gr.Button("Build index", variant="primary", elem_id="build-index")
+            index_seen = gr.State(None)
             with gr.Accordion("Advanced", open=False, elem_id="index-advanced"):
                 chunk_size = gr.Slider(32, 1000, value=200, step=8, label="Passage size (tokens)", elem_id="chunk-size")
                 overlap = gr.Slider(0, 500, value=40, step=8, label="Passage overlap (tokens, at most half the size)")
@@ -253,8 +320,18 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks, tab: gr.Tab | None = Non
     view_outputs = [status, loss_plot, cancel_btn, resume_btn, start_btn]
     source.change(lambda s: gr.update(visible=s == DATA_UPLOAD), [source], [upload], show_progress="hidden")
     advanced = [chunk_size, overlap, k, mode, dense_weight, bm25_weight]
-    index_btn.click(guarded(build_index_now), [ws_select, *advanced], [index_md], concurrency_id="index",
-                    api_name="build_index")
+    index_outputs = [index_job, index_md, index_btn, index_seen]
+    index_btn.click(guarded(start_index_build), [ws_select, *advanced], index_outputs, api_visibility="private")
+    gr.api(guarded(build_index_and_wait), api_name="build_index")
+
+    def index_tick(ws_name, shown):
+        try:
+            return index_view(ws_name, shown)
+        except Exception:  # noqa: BLE001 - the next tick retries
+            log.debug("index view refresh failed", exc_info=True)
+            return tuple(gr.skip() for _ in index_outputs)
+
+    timer.tick(index_tick, [ws_select, index_seen], index_outputs, show_progress="hidden", api_visibility="private")
     start_btn.click(guarded(start_finetune), [ws_select, source, upload, adapter_name, base_model, method, rank,
                                               alpha, epochs, lr], view_outputs)
     cancel_btn.click(guarded(cancel_finetune), [ws_select], view_outputs)
@@ -270,8 +347,8 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks, tab: gr.Tab | None = Non
     for trigger in (base_model.change, demo.load):
         trigger(guarded(model_defaults), [base_model, method], [rank, alpha, epochs, lr], show_progress="hidden")
     if tab is not None:  # documents may have changed on another tab
-        tab.select(guarded(index_status), [ws_select], [index_md], show_progress="hidden", api_visibility="private")
+        tab.select(guarded(index_view), [ws_select], index_outputs, show_progress="hidden", api_visibility="private")
     for trigger in (ws_select.change, demo.load):
-        trigger(guarded(index_status), [ws_select], [index_md], show_progress="hidden")
+        trigger(guarded(index_view), [ws_select], index_outputs, show_progress="hidden")
         trigger(guarded(load_retrieval_settings), [ws_select], advanced, show_progress="hidden")
         trigger(guarded(training_view), [ws_select], view_outputs, show_progress="hidden")

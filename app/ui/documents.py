@@ -8,7 +8,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from .common import guarded, open_ws, user_message
+from .common import guarded, open_ws
 
 RESULT_COLUMNS = ["File", "Result", "Chunks", "Details"]
 DOC_COLUMNS = ["Document", "Type", "Pages", "Chunks", "Size", "Added", "Id"]
@@ -39,8 +39,11 @@ def _label(status: str) -> str:
 
 
 def ingest_files(ws_name, files, progress=gr.Progress()):
-    """Add uploaded files one by one, yielding the per-file results as they come."""
-    from retrieval.ingest import ingest_paths
+    """Add uploaded files as an ingest job (the same operation as `ragtune ingest`), yielding each file's
+    result as the job reports it. One bad file never stops the batch."""
+    from ragtune import operations
+    from ragtune.jobs import get_job
+    from retrieval.service import INGEST, IngestConfig, file_results
 
     ws = open_ws(ws_name)
     paths = [Path(f if isinstance(f, str) else f.name) for f in (files or [])]
@@ -49,22 +52,26 @@ def ingest_files(ws_name, files, progress=gr.Progress()):
     rows = [[p.name, "waiting", "", ""] for p in paths]
     docs, choices = documents_table(ws_name)
     yield pd.DataFrame(rows, columns=RESULT_COLUMNS), docs, choices
-    for i, path in enumerate(paths):
-        progress((i, len(paths)), desc=f"Reading {path.name}")
-        rows[i][1] = "reading..."
-        yield pd.DataFrame(rows, columns=RESULT_COLUMNS), gr.skip(), gr.skip()
-        try:
-            results = ingest_paths(ws, [path])
-        except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
-            results, error = [], user_message(exc)
-        else:
-            error = None
-        if error or not results:
-            rows[i][1:] = ["failed", 0, error or "nothing could be read from this file"]
-        else:
-            r = results[0]
-            rows[i][1:] = [_label(r.status), r.chunks, r.reason or ""]
-        yield pd.DataFrame(rows, columns=RESULT_COLUMNS), gr.skip(), gr.skip()
+    job = operations.start(ws, INGEST, IngestConfig(paths=[str(p) for p in paths]))
+    shown = None
+    while True:
+        job = get_job(ws, job.id)
+        results = file_results(job)
+        for i, r in enumerate(results[:len(rows)]):
+            rows[i][1:] = [_label(r["status"]), r["chunks"], r["reason"] or ""]
+        if not job.finished and len(results) < len(rows):
+            rows[len(results)][1] = "reading..."
+            progress((len(results), len(rows)), desc=f"Reading {rows[len(results)][0]}")
+        if job.finished:
+            for row in rows[len(results):]:  # the job stopped before these files
+                row[1:] = ["failed", 0, job.error or "not read: the ingest job ended first"]
+        state = [tuple(r) for r in rows]
+        if state != shown:
+            shown = state
+            yield pd.DataFrame(rows, columns=RESULT_COLUMNS), gr.skip(), gr.skip()
+        if job.finished:
+            break
+        time.sleep(0.3)
     ok = sum(1 for r in rows if r[1] == "added")
     failed = sum(1 for r in rows if r[1] == "failed")
     msg = f"{ok} of {len(rows)} file(s) added" + (f", {failed} failed (see Details)" if failed else "") + "."

@@ -1,0 +1,220 @@
+"""Long operations (ingest, index, synth, next round) as jobs: one config dataclass, one code path.
+
+An ``Operation`` names its job kind, its config dataclass (which validates itself) and the
+function that does the work, ``work(ws, config, job) -> result dict``. The CLI runs it in its
+own process (``run_here``); the app and ``--detach`` start it in a process of its own
+(``start``, ``python -m ragtune.operations``). Both write the same job folder
+(``ragtune.jobs``): ``log.jsonl`` with ``step``/``total_steps``/rate/ETA rows, ``status.json``
+with the outcome. So ``ragtune jobs show -f/cancel/resume``, the screens and a page reload all
+see either kind, and cancel is the same CANCEL file or SIGTERM.
+
+Starting is atomic per ``group`` (a file lock around check-then-start): one index build at a
+time per workspace, whoever asks. ``resume`` restarts a stopped job under the same id with the
+same config when the work picks up where it stopped (the index keeps every embedded vector,
+ingest skips stored files); otherwise it says why it does not resume.
+
+Evaluation (``evaluation.service``) and training (``training.jobs``) predate this module and
+keep their own job processes, with the same job folder, log rows and start lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .errors import BadInputError, JobError
+from .jobs import Job, JobReporter, cancel_job, get_job, list_jobs, start_job, start_lock, write_job_here
+
+MODULE = "ragtune.operations"
+
+
+@dataclass(frozen=True)
+class Operation:
+    kind: str                                   # the job kind ("index", "ingest", "synth", "next-round")
+    config: type                                # dataclass with validate() -> self
+    work: Callable[..., dict]                   # work(ws, config, job: JobContext) -> result
+    ref: str                                    # "module:NAME" of this Operation, for the job process
+    prepare: Callable | None = None             # prepare(ws, config) -> config: checks needing the workspace
+    group: str | None = None                    # operations sharing a group run one at a time (default: the kind)
+    resume_refusal: str | None = None           # why a stopped job of this kind does not resume (None: it does)
+    secrets: dict = dataclasses.field(default_factory=dict)  # config field -> environment variable, never on disk
+
+    @property
+    def lock(self) -> str:
+        return self.group or self.kind
+
+
+class JobContext:
+    """What the work sees: ``progress(done, total, label)`` (logs a row, honours cancel), ``log``, ``result``."""
+
+    def __init__(self, reporter: JobReporter, echo: Callable[[int, int, str], None] | None = None):
+        self.reporter = reporter
+        self.echo = echo
+        self.started = time.time()
+        self._first: int | None = None
+
+    def check_cancel(self) -> None:
+        self.reporter.check_cancel()
+
+    def log(self, **row) -> None:
+        self.reporter.log(**row)
+
+    def progress(self, done: int, total: int | None, label: str = "") -> None:
+        self.reporter.check_cancel()
+        if self._first is None:
+            self._first = done  # work already done when this process started (resume)
+        elapsed = time.time() - self.started
+        fresh = done - self._first
+        rate = fresh / elapsed if elapsed > 0 and fresh > 0 else None
+        self.reporter.log(step=done, total_steps=total, label=label, elapsed_s=round(elapsed, 1),
+                          rate=round(rate, 3) if rate else None,
+                          eta_s=round((total - done) / rate, 1) if rate and total else None)
+        if self.echo:
+            self.echo(done, total, label)
+
+
+def load(ref: str) -> Operation:
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _checked(ws, op: Operation, config):
+    if not isinstance(config, op.config):
+        raise BadInputError(f"{op.kind} takes a {op.config.__name__}, not {type(config).__name__}.")
+    config = dataclasses.replace(config)  # the caller's config stays as it was
+    config.validate()
+    return op.prepare(ws, config) if op.prepare else config
+
+
+def _stored(op: Operation, config) -> dict:
+    data = dataclasses.asdict(config)
+    for name in op.secrets:
+        data[name] = None
+    return data
+
+
+def _secret_env(op: Operation, config) -> dict:
+    return {env: str(getattr(config, name)) for name, env in op.secrets.items() if getattr(config, name, None)}
+
+
+def _refuse_if_running(ws, op: Operation) -> None:
+    busy = running(ws, op)
+    if busy is not None:
+        raise JobError(f"A {busy.kind} job is already running in workspace '{ws.name}' ({busy.id}); wait for it "
+                       f"or cancel it with `ragtune jobs cancel {busy.id} -w {ws.name}`.")
+
+
+def running(ws, op: Operation) -> Job | None:
+    """The unfinished job of this operation's group (its kind, or any kind sharing its ``group``), if any."""
+    return next((j for j in list_jobs(ws) if not j.finished and
+                 (j.kind == op.kind or (j.config or {}).get("group") == op.lock)), None)
+
+
+def _job_config(op: Operation, stored: dict) -> dict:
+    return {"operation": op.ref, "group": op.lock, "config": stored}
+
+
+def _args(ws, op: Operation, stored: dict) -> list[str]:
+    return ["--operation", op.ref, "--workspace", str(ws.root), "--config-json", json.dumps(stored)]
+
+
+def start(ws, op: Operation, config) -> Job:
+    """Validate, then run the operation in its own process; returns the Job at once (tail ``job.log_path``)."""
+    config = _checked(ws, op, config)
+    stored = _stored(op, config)
+    with start_lock(ws, op.lock):
+        _refuse_if_running(ws, op)
+        return start_job(ws, op.kind, MODULE, _args(ws, op, stored), config=_job_config(op, stored),
+                         env=_secret_env(op, config))
+
+
+def run_here(ws, op: Operation, config, *, echo: Callable[[int, int, str], None] | None = None) -> Job:
+    """Validate and run the operation in this process, as a job others see (``ragtune jobs list``, the app).
+
+    ``echo(done, total, label)`` hears each progress row (a terminal bar). Returns the finished Job:
+    its ``status`` is succeeded, cancelled (``ragtune jobs cancel`` or Ctrl-C) or failed, with ``error``.
+    """
+    config = _checked(ws, op, config)
+    stored = _stored(op, config)
+    with start_lock(ws, op.lock):
+        _refuse_if_running(ws, op)
+        job = write_job_here(ws, op.kind, MODULE, _args(ws, op, stored), config=_job_config(op, stored))
+    _run(ws, op, config, job.dir, echo)
+    return get_job(ws, job.id)
+
+
+def _run(ws, op: Operation, config, job_dir, echo=None) -> None:
+    with JobReporter(job_dir) as reporter:
+        ctx = JobContext(reporter, echo)
+        reporter.log(event="start", operation=op.kind, config=_stored(op, config))
+        reporter.result = op.work(ws, config, ctx) or {}
+
+
+def resume(ws, job_id: str) -> Job:
+    """Restart a cancelled, stopped or failed job under the same id and config, in its own process."""
+    job = get_job(ws, job_id)
+    ref = (job.config or {}).get("operation")
+    if not ref:
+        raise JobError(f"Job {job_id} is a '{job.kind}' job, which this command does not resume.")
+    op = load(ref)
+    if not job.finished:
+        raise JobError(f"Job {job_id} is still running.")
+    if job.status == "succeeded":
+        raise JobError(f"Job {job_id} already finished.")
+    if op.resume_refusal:
+        raise JobError(f"Job {job_id} ({op.kind}) {job.status}: {op.resume_refusal}")
+    config = op.config(**job.config["config"])
+    for name, env in op.secrets.items():
+        setattr(config, name, os.environ.get(env))
+    with start_lock(ws, op.lock):
+        _refuse_if_running(ws, op)
+        return start_job(ws, op.kind, MODULE, _args(ws, op, job.config["config"]), config=job.config,
+                         job_id=job_id, env=_secret_env(op, config))
+
+
+def cancel(ws, job_id: str) -> Job:
+    return cancel_job(ws, job_id)
+
+
+def latest(ws, op: Operation) -> Job | None:
+    jobs = list_jobs(ws, kind=op.kind)
+    return jobs[0] if jobs else None
+
+
+def progress_of(job: Job | None) -> dict:
+    """Done/total, rate, ETA and label of a job, from its log (for any screen or command)."""
+    from .jobs import read_log
+
+    rows = read_log(job.log_path)[0] if job is not None else []
+    steps = [r for r in rows if r.get("step") is not None]
+    last = steps[-1] if steps else {}
+    return {"done": last.get("step", 0), "total": last.get("total_steps") or 0, "label": last.get("label", ""),
+            "rate": last.get("rate"), "eta_s": last.get("eta_s"), "rows": rows}
+
+
+# ------------------------------------------------------------------ the job process
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog=f"python -m {MODULE}")
+    p.add_argument("--operation", required=True)
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--config-json", required=True)
+    p.add_argument("--job-dir", required=True)
+    args = p.parse_args(argv)
+    from .workspace import Workspace
+
+    op = load(args.operation)
+    config = op.config(**json.loads(args.config_json))
+    for name, env in op.secrets.items():
+        setattr(config, name, os.environ.get(env))
+    _run(Workspace.open(args.workspace), op, config, args.job_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Ingest and index as operations: one config each, validated once, run as a job (``ragtune.operations``).
+
+``ragtune ingest`` / ``ragtune index`` run them in their own process (flags derived from
+``IngestConfig`` / ``IndexConfig``); the Documents and Build screens start them as jobs and show
+their progress, which a page reload finds again. Cancel stops an index build between batches
+(the current index stays, every vector embedded so far is kept) and an ingest between files;
+resume runs the same config again: the build embeds only what is missing, the ingest stores only
+the files not stored yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ragtune.errors import BadInputError
+from ragtune.operations import Operation
+
+
+@dataclass
+class IngestConfig:
+    """Which files or folders to add, the limits each file must pass, and whether to index afterwards."""
+
+    paths: list[str] = field(default_factory=list, metadata={"cli": False})
+    max_file_mb: float | None = field(default=None, metadata={"help": "refuse files larger than this (default 200)"})
+    max_pages: int | None = field(default=None, metadata={"help": "refuse PDFs/slides with more pages (default 5000)"})
+    index: bool = field(default=False, metadata={"switch": True, "help": "build the search index afterwards"})
+
+    def __post_init__(self):
+        self.paths = [str(p) for p in self.paths]
+
+    def validate(self) -> "IngestConfig":
+        if not self.paths:
+            raise BadInputError("Name at least one file or folder to add.")
+        if self.max_file_mb is not None and self.max_file_mb <= 0:
+            raise BadInputError(f"--max-file-mb must be above 0 (got {self.max_file_mb}).")
+        if self.max_pages is not None and self.max_pages < 1:
+            raise BadInputError(f"--max-pages must be at least 1 (got {self.max_pages}).")
+        return self
+
+    def limits(self):
+        from ragtune.ingest_gate import IngestLimits
+
+        limits = IngestLimits()
+        if self.max_file_mb:
+            limits.max_file_mb = self.max_file_mb
+        if self.max_pages:
+            limits.max_pages = self.max_pages
+        return limits
+
+
+@dataclass
+class IndexConfig:
+    """Retrieval settings to change (saved in the workspace) before the index is built; None keeps the saved one."""
+
+    embedder: str | None = field(default=None, metadata={
+        "help": "sentence-transformers model name, folder or HF id (saved in the workspace)"})
+    chunk_tokens: int | None = field(default=None, metadata={"help": "chunk size in embedder tokens (saved)"})
+    overlap_tokens: int | None = field(default=None, metadata={"help": "overlap between chunks in tokens (saved)"})
+    k: int | None = field(default=None, metadata={"help": "passages per answer (saved)"})
+    mode: str | None = field(default=None, metadata={"choices": ("hybrid", "dense", "bm25"),
+                                                     "help": "search mode (saved)"})
+    dense_weight: float | None = field(default=None, metadata={"help": "hybrid weight of meaning-based search (saved)"})
+    bm25_weight: float | None = field(default=None, metadata={"help": "hybrid weight of keyword search (saved)"})
+
+    def changes(self) -> dict:
+        return {name: value for name, value in vars(self).items() if value is not None}
+
+    def validate(self) -> "IndexConfig":
+        if self.k is not None and self.k < 1:
+            raise BadInputError(f"k must be at least 1 (got {self.k}).")
+        for name in ("dense_weight", "bm25_weight"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise BadInputError(f"{name.replace('_', ' ')} must be 0 or more (got {getattr(self, name)}).")
+        return self
+
+
+def _prepare_index(ws, config: IndexConfig) -> IndexConfig:
+    from .settings import load_settings
+
+    load_settings(ws, **config.changes())  # a chunk size the workspace cannot use fails here, in a sentence
+    return config
+
+
+def _index(ws, config: IndexConfig, job) -> dict:
+    from .index import build_index
+    from .settings import save_settings
+
+    settings = save_settings(ws, **config.changes()) if config.changes() else None
+    return build_index(ws, progress=job.progress, settings=settings)
+
+
+def _ingest(ws, config: IngestConfig, job) -> dict:
+    from .ingest import ingest_paths
+
+    results = ingest_paths(ws, config.paths, limits=config.limits(), progress=job.progress,
+                           on_result=lambda r: job.log(event="file", **r.to_dict()))
+    built = _index(ws, IndexConfig(), job) if config.index else None
+    return {"results": [r.to_dict() for r in results], "index": built}
+
+
+INDEX = Operation(kind="index", config=IndexConfig, work=_index, ref="retrieval.service:INDEX", prepare=_prepare_index)
+INGEST = Operation(kind="ingest", config=IngestConfig, work=_ingest, ref="retrieval.service:INGEST")
+
+
+def file_results(job) -> list[dict]:
+    """Each file's result so far, in order, from an ingest job's log (the Documents screen's rows)."""
+    from ragtune.jobs import read_log
+
+    return [r for r in read_log(job.log_path)[0] if r.get("event") == "file"] if job is not None else []
