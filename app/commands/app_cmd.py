@@ -30,29 +30,37 @@ def register(sub) -> None:
 
 
 def prepare_sample(name: str = SAMPLE_WORKSPACE) -> Workspace:
-    """Create the sample workspace, add datasets/sample and build its index, showing progress here."""
-    from app.ui.common import index_manifest_path
-    from ragtune.progress import progress_bar
+    """Create the sample workspace, add datasets/sample and build its index (the same ingest and index
+    operations as `ragtune ingest` / `ragtune index`), showing progress here."""
+    from ragtune import operations
+    from ragtune.errors import JobError
+    from ragtune.progress import PhaseProgress
+    from retrieval.documents import list_documents
+    from retrieval.index import index_state
+    from retrieval.service import INDEX, INGEST, IndexConfig, IngestConfig
 
     ws = Workspace.create(name, exist_ok=True)
-    from retrieval.documents import list_documents
 
-    has_docs = bool(list_documents(ws))
-    if not has_docs:
-        from retrieval.ingest import ingest_paths
+    def run(op, config, desc, unit):
+        bar = PhaseProgress(desc, unit=unit)
+        try:
+            job = operations.run_here(ws, op, config, echo=bar)
+        finally:
+            bar.close()
+        if job.status != "succeeded":
+            raise JobError(f"Preparing the sample workspace: the {op.kind} job {job.id} {job.status}: {job.error}")
+        return job.result
 
+    if not list_documents(ws):
         source = repo_datasets_dir() / "sample"
         print(f"Adding the sample documents from {source} to workspace '{name}'...", flush=True)
-        bar = progress_bar(unit="file", desc="reading")
-        results = ingest_paths(ws, [source], progress=lambda i, n, file_name: bar.update_to(i, n, str(file_name)[-40:]))
-        bar.close()
-        for r in results:
-            print(f"  {r.name}: {r.status}" + (f" ({r.chunks} chunks)" if r.status == "added" else f" - {r.reason}" if r.reason else ""))
-    if not index_manifest_path(ws).exists() or not has_docs:
-        from retrieval.index import build_index
-
+        for r in run(INGEST, IngestConfig(paths=[str(source)]), "reading", "file")["results"]:
+            print(f"  {r['name']}: {r['status']}" + (f" ({r['chunks']} chunks)" if r["status"] == "added"
+                                                     else f" - {r['reason']}" if r["reason"] else ""))
+    state = index_state(ws)
+    if not state["built"] or state["stale"]:
         print("Building the search index (the embedding model loads first)...", flush=True)
-        info = build_index(ws, progress=True)
+        info = run(INDEX, IndexConfig(), "indexing", "chunk")
         print(f"Index ready: {info.get('chunks')} passages ({info.get('kind')}).", flush=True)
     return ws
 

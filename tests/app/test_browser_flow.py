@@ -133,14 +133,23 @@ def test_upload_documents_with_per_file_results(ui):
     assert "travel_policy.docx" in ui.text("docs-table")
 
 
-def test_build_index(ui):
+def test_build_index_runs_as_a_job_that_survives_a_reload(ui):
     page = ui.page
     _lumora(ui, index=False)
     ui.tab("Build")
     page.locator("#build-index").click()
-    page.wait_for_function("() => document.querySelector('#index-status').innerText.includes('Index ready')",
+    page.wait_for_function("() => { const e = document.querySelector('#index-job');"
+                           " return e && e.dataset.job && ['running', 'succeeded'].includes(e.dataset.status); }")
+    job = page.evaluate("() => document.querySelector('#index-job').dataset.job")
+    page.reload()  # the build is a job of its own: the page finds it again
+    ui.tab("Build")
+    page.wait_for_function("j => { const e = document.querySelector('#index-job'); return e && e.dataset.job === j; }",
+                           arg=job)
+    page.wait_for_function("() => document.querySelector('#index-job').dataset.status === 'succeeded'"
+                           " && document.querySelector('#index-status').innerText.includes('Index ready')",
                            timeout=300_000)
     assert re.search(r"\d+ passages", ui.text("index-status"))
+    _no_stack_trace(page)
 
 
 def _train_state(page) -> dict:
