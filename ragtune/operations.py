@@ -9,7 +9,8 @@ with the outcome. So ``ragtune jobs show -f/cancel/resume``, the screens and a p
 see either kind, and cancel is the same CANCEL file or SIGTERM.
 
 Starting is atomic per ``group`` (a file lock around check-then-start): one index build at a
-time per workspace, whoever asks. ``resume`` restarts a stopped job under the same id with the
+time per workspace, whoever asks (ingest is the exception: two ingests of the same files are safe,
+each file is stored once and the other run reports it as a duplicate). ``resume`` restarts a stopped job under the same id with the
 same config when the work picks up where it stopped (the index keeps every embedded vector,
 ingest skips stored files); otherwise it says why it does not resume.
 
@@ -42,6 +43,7 @@ class Operation:
     ref: str                                    # "module:NAME" of this Operation, for the job process
     prepare: Callable | None = None             # prepare(ws, config) -> config: checks needing the workspace
     group: str | None = None                    # operations sharing a group run one at a time (default: the kind)
+    exclusive: bool = True                      # False: several may run at once (ingest: stores are content-addressed)
     resume_refusal: str | None = None           # why a stopped job of this kind does not resume (None: it does)
     secrets: dict = dataclasses.field(default_factory=dict)  # config field -> environment variable, never on disk
 
@@ -104,6 +106,8 @@ def _secret_env(op: Operation, config) -> dict:
 
 
 def _refuse_if_running(ws, op: Operation) -> None:
+    if not op.exclusive:
+        return
     busy = running(ws, op)
     if busy is not None:
         raise JobError(f"A {busy.kind} job is already running in workspace '{ws.name}' ({busy.id}); wait for it "

@@ -99,7 +99,8 @@ def _ingest(ws, config: IngestConfig, job) -> dict:
 
 
 INDEX = Operation(kind="index", config=IndexConfig, work=_index, ref="retrieval.service:INDEX", prepare=_prepare_index)
-INGEST = Operation(kind="ingest", config=IngestConfig, work=_ingest, ref="retrieval.service:INGEST")
+# Concurrent ingests are safe (content-addressed; tests/retrieval/test_ingest_gate.py): several may run at once.
+INGEST = Operation(kind="ingest", config=IngestConfig, work=_ingest, ref="retrieval.service:INGEST", exclusive=False)
 
 
 def file_results(job) -> list[dict]:
