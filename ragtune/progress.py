@@ -101,15 +101,16 @@ class PhaseProgress:
         self.desc, self.unit, self.disable, self.file = desc, unit, disable, file
         self.bar: _Bar | None = None
         self.total: int | None = None
+        self.shown = desc
 
     def __call__(self, done: int, total: int | None, label: str = "") -> None:
         if self.bar is None or total != self.total or done < self.bar.n:
-            first = self.bar is None
+            self.shown = self.desc if self.bar is None else (label or self.desc)
             self.close()
             self.total = total
-            self.bar = progress_bar(total=total, desc=self.desc if first else (label or self.desc), unit=self.unit,
-                                    file=self.file, disable=self.disable)
-        self.bar.update_to(done, total, label if label != self.bar.desc else "")
+            self.bar = progress_bar(total=total, desc=self.shown, unit=self.unit, file=self.file,
+                                    disable=self.disable)
+        self.bar.update_to(done, total, label if label != self.shown else "")
 
     def close(self) -> None:
         if self.bar is not None:

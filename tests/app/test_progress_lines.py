@@ -44,3 +44,36 @@ def test_eval_redirected_reports_progress_and_the_engine(tmp_path, tiny_llm):
     assert done.returncode == 0, log[-2000:]
     assert "evaluating:" in log and "3/3" in log and "answer/s" in log
     assert "on the embedded engine" in done.stdout
+
+
+def test_a_job_with_phases_prints_one_bar_per_phase_and_nothing_when_disabled():
+    from ragtune.progress import PhaseProgress
+
+    out = io.StringIO()
+    bar = PhaseProgress("ingesting", unit="file", file=out)
+    for done in (0, 1, 2):
+        bar(done, 2, "a.pdf")
+    bar(0, 54, "embedding chunks")  # the index phase of `ragtune ingest --index`: a new bar, named by its label
+    bar(54, 54, "embedding chunks")
+    bar.close()
+    lines = [ln for ln in out.getvalue().split("\n") if ln]
+    assert any(ln.startswith("ingesting:") and "2/2" in ln for ln in lines), lines
+    assert lines[-1].startswith("embedding chunks:") and "54/54" in lines[-1], lines
+
+    quiet = PhaseProgress("ingesting", file=out, disable=True)  # --json: no bar, and no error
+    quiet(0, 2, "a.pdf")
+    quiet(5, 9, "embedding chunks")
+    quiet.close()
+
+
+def test_ingest_and_index_json_output_stays_clean_and_names_the_job(tmp_path):
+    import json
+
+    home = tmp_path / "home"
+    env = {**os.environ, "RAGTUNE_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "app.cli", "ingest", str(REPO / "datasets" / "sample" / "faq.md"),
+                           "-w", "quietjson", "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert [r["status"] for r in result["results"]] == ["added"] and result["job"].startswith("ingest-")
+    assert done.stderr.strip() == "", done.stderr
