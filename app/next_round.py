@@ -200,10 +200,11 @@ def start_next_round(ws, *, base_model: str | None = None, method: str = "lora",
 
 
 def finish_next_round(ws, round_id: str, *, publish: bool = True, timeout: float = 3600, progress=None,
-                      on_step=None) -> NextRound:
+                      on_step=None, check=None) -> NextRound:
     """Wait for the round's fine-tune; publish its adapter when asked. Safe to call again.
 
-    ``on_step(step, total, label)`` hears each training step (it may raise to stop waiting)."""
+    ``on_step(step, total, label)`` hears each training step; ``check()`` is called at every poll;
+    either may raise to stop waiting (a cancel)."""
     from ragtune.jobs import get_job, read_log
     from serving.deploy import deployments
 
@@ -223,6 +224,8 @@ def finish_next_round(ws, round_id: str, *, publish: bool = True, timeout: float
                     on_step(row["step"], row.get("total_steps"), f"fine-tune of {round_id}")
         if job.finished:
             break
+        if check:
+            check()
         if time.time() > deadline:
             raise JobError(f"The fine-tune of {round_id} is still running after {timeout:.0f} s (job {job.id}); "
                            "call finish_next_round again later.")
@@ -303,7 +306,8 @@ def _run_round(ws, config: NextRoundConfig, job) -> dict:
         job.log(event="round", round_id=record.round_id, train_job=record.job_id)
     if config.wait:
         try:
-            record = finish_next_round(ws, record.round_id, publish=config.publish, on_step=job.progress)
+            record = finish_next_round(ws, record.round_id, publish=config.publish, on_step=job.progress,
+                                       check=job.check_cancel)
         except JobCancelled:
             cancel_training(ws, record.job_id)  # the round's fine-tune stops with it, at a checkpoint
             raise

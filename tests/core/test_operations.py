@@ -213,3 +213,37 @@ def test_cli_flags_are_derived_from_each_operations_config():
     assert (config.base_model, config.publish, config.wait, config.epochs) == ("tiny-llama", True, True, 2.0)
     args = parser.parse_args(["index", "--chunk-tokens", "128", "--mode", "bm25"])
     assert dataclass_from_args(IndexConfig, args).changes() == {"chunk_tokens": 128, "mode": "bm25"}
+
+
+def test_a_waiting_next_round_cancels_its_fine_tune_and_resumes_the_same_round(workspace, tiny_llm):
+    import time
+
+    from app.next_round import NEXT_ROUND, NextRoundConfig, list_rounds
+    from ragtune import feedback
+
+    turn = feedback.record_conversation(workspace, "Where is the Lumora head office?", "In Eindhoven.", variant="base")
+    feedback.record_feedback(workspace, turn["message_id"], rating="up")
+    job = operations.start(workspace, NEXT_ROUND, NextRoundConfig(base_model="tiny-llama", epochs=3000, wait=True))
+
+    def wait_for_a_step(job_id):
+        deadline = time.time() + 180
+        while not _steps(get_job(workspace, job_id)):
+            assert time.time() < deadline and not get_job(workspace, job_id).finished, get_job(workspace, job_id).error
+            time.sleep(0.5)
+
+    wait_for_a_step(job.id)  # the fine-tune's steps are the round's progress
+    operations.cancel(workspace, job.id)
+    assert wait_job(workspace, job.id, timeout=120).status == "cancelled"
+    [record] = list_rounds(workspace)
+    assert wait_job(workspace, record.job_id, timeout=120).status == "cancelled"  # its fine-tune stopped with it
+
+    before = len(_steps(get_job(workspace, record.job_id)))
+    resumed = operations.resume(workspace, job.id)
+    deadline = time.time() + 180
+    while len(_steps(get_job(workspace, record.job_id))) <= before:  # the same fine-tune steps on
+        assert time.time() < deadline and not get_job(workspace, resumed.id).finished, get_job(workspace, resumed.id).error
+        time.sleep(0.5)
+    assert get_job(workspace, record.job_id).status == "running" and len(list_rounds(workspace)) == 1
+    operations.cancel(workspace, resumed.id)
+    assert wait_job(workspace, resumed.id, timeout=120).status == "cancelled"
+    assert wait_job(workspace, record.job_id, timeout=120).status == "cancelled"
