@@ -8,7 +8,7 @@ own process (``run_here``); the app and ``--detach`` start it in a process of it
 with the outcome. So ``ragtune jobs show -f/cancel/resume``, the screens and a page reload all
 see either kind, and cancel is the same CANCEL file or SIGTERM.
 
-Starting is atomic per ``group`` (a file lock around check-then-start): one index build at a
+Starting is atomic per kind (a file lock around check-then-start): one index build at a
 time per workspace, whoever asks (ingest is the exception: two ingests of the same files are safe,
 each file is stored once and the other run reports it as a duplicate). ``resume`` restarts a stopped job under the same id with the
 same config when the work picks up where it stopped (the index keeps every embedded vector,
@@ -42,14 +42,9 @@ class Operation:
     work: Callable[..., dict]                   # work(ws, config, job: JobContext) -> result
     ref: str                                    # "module:NAME" of this Operation, for the job process
     prepare: Callable | None = None             # prepare(ws, config) -> config: checks needing the workspace
-    group: str | None = None                    # operations sharing a group run one at a time (default: the kind)
     exclusive: bool = True                      # False: several may run at once (ingest: stores are content-addressed)
     resume_refusal: str | None = None           # why a stopped job of this kind does not resume (None: it does)
     secrets: dict = dataclasses.field(default_factory=dict)  # config field -> environment variable, never on disk
-
-    @property
-    def lock(self) -> str:
-        return self.group or self.kind
 
 
 class JobContext:
@@ -115,13 +110,12 @@ def _refuse_if_running(ws, op: Operation) -> None:
 
 
 def running(ws, op: Operation) -> Job | None:
-    """The unfinished job of this operation's group (its kind, or any kind sharing its ``group``), if any."""
-    return next((j for j in list_jobs(ws) if not j.finished and
-                 (j.kind == op.kind or (j.config or {}).get("group") == op.lock)), None)
+    """The unfinished job of this operation's kind, if any."""
+    return next((j for j in list_jobs(ws, kind=op.kind) if not j.finished), None)
 
 
 def _job_config(op: Operation, stored: dict) -> dict:
-    return {"operation": op.ref, "group": op.lock, "config": stored}
+    return {"operation": op.ref, "config": stored}
 
 
 def _args(ws, op: Operation, stored: dict) -> list[str]:
@@ -132,7 +126,7 @@ def start(ws, op: Operation, config) -> Job:
     """Validate, then run the operation in its own process; returns the Job at once (tail ``job.log_path``)."""
     config = _checked(ws, op, config)
     stored = _stored(op, config)
-    with start_lock(ws, op.lock):
+    with start_lock(ws, op.kind):
         _refuse_if_running(ws, op)
         return start_job(ws, op.kind, MODULE, _args(ws, op, stored), config=_job_config(op, stored),
                          env=_secret_env(op, config))
@@ -146,7 +140,7 @@ def run_here(ws, op: Operation, config, *, echo: Callable[[int, int, str], None]
     """
     config = _checked(ws, op, config)
     stored = _stored(op, config)
-    with start_lock(ws, op.lock):
+    with start_lock(ws, op.kind):
         _refuse_if_running(ws, op)
         job = write_job_here(ws, op.kind, MODULE, _args(ws, op, stored), config=_job_config(op, stored))
     _run(ws, op, config, job.dir, echo)
@@ -176,7 +170,7 @@ def resume(ws, job_id: str) -> Job:
     config = op.config(**job.config["config"])
     for name, env in op.secrets.items():
         setattr(config, name, os.environ.get(env))
-    with start_lock(ws, op.lock):
+    with start_lock(ws, op.kind):
         _refuse_if_running(ws, op)
         return start_job(ws, op.kind, MODULE, _args(ws, op, job.config["config"]), config=job.config,
                          job_id=job_id, env=_secret_env(op, config))
