@@ -108,3 +108,17 @@ def file_results(job) -> list[dict]:
     from ragtune.jobs import read_log
 
     return [r for r in read_log(job.log_path)[0] if r.get("event") == "file"] if job is not None else []
+
+
+def upload_pipeline():
+    """``ingest(ws, paths)`` and ``build_index(ws)`` for the assistant server's builder upload route, the same
+    for ``ragtune deploy`` and the app's Deploy tab: upload limits, all or nothing, then the index if asked."""
+    from ragtune.ingest_gate import UploadLimits
+
+    from .index import build_index
+    from .ingest import ingest_paths
+
+    def ingest(ws, paths):
+        return ingest_paths(ws, paths, limits=UploadLimits(), all_or_nothing=True)
+
+    return ingest, lambda ws: build_index(ws, progress=False)

@@ -99,7 +99,9 @@ def _deploy(args) -> int:
 
         raise BadInputError(f"Nothing is published in workspace '{ws.name}': pass --variant (the newest evaluation "
                             f"suggests `ragtune deploy -w {ws.name} --variant {suggested_variant(ws)}`).")
-    ingest, build_index = _document_pipeline()
+    from retrieval.service import upload_pipeline
+
+    ingest, build_index = upload_pipeline()
     engine = engine_from_args(args)
     app = build_deploy_app(workspaces_root() if args.all_workspaces else ws, engine,
                            limits=DeployLimits(max_tokens=args.max_tokens), ingest=ingest, build_index=build_index,
@@ -119,21 +121,6 @@ def _deploy(args) -> int:
 
         close_engine(engine)
     return 0
-
-
-def _document_pipeline():
-    """ingest(ws, paths) and build_index(ws) for the builder upload route, if retrieval is installed."""
-    try:
-        from retrieval.index import build_index
-        from retrieval.ingest import ingest_paths
-    except ImportError:
-        return None, None
-    from ragtune.ingest_gate import UploadLimits
-
-    def ingest(ws, paths):
-        return ingest_paths(ws, paths, limits=UploadLimits(), all_or_nothing=True)
-
-    return ingest, lambda ws: build_index(ws, progress=False)
 
 
 # ------------------------------------------------------------------ keys

@@ -38,13 +38,12 @@ class EndUserServer:
                 return self.url
             from serving.deploy.server import DeployServer, build_deploy_app
 
-            from retrieval.index import build_index
-            from retrieval.ingest import ingest_paths
+            from retrieval.service import upload_pipeline
 
+            ingest, build_index = upload_pipeline()  # the same limits as `ragtune deploy`'s upload route
             app = build_deploy_app(workspaces_root(), self.ctx.engine(),
                                    assistant_factory=lambda ws, engine: self.ctx.assistant(ws),
-                                   ingest=lambda ws, paths: ingest_paths(ws, paths, all_or_nothing=True),
-                                   build_index=lambda ws: build_index(ws, progress=False))
+                                   ingest=ingest, build_index=build_index)
             server = DeployServer(app, host=self.host, port=self.port or 0, fallback=True)
             self.port = server.port
             try:

@@ -165,3 +165,21 @@ def test_train_and_eval_flags_are_derived_from_their_config_dataclasses():
     assert (config.base_model, config.adapter_name, config.rank, config.alpha, config.packing, config.max_length) == \
         ("tiny-llama", "a1", 4, 12, False, 64)
     assert config.bf16 is None and config.target_modules == ["q_proj", "v_proj"] and config.lr == 1e-2
+
+
+def test_the_deploy_tab_and_ragtune_deploy_share_one_upload_pipeline(tmp_path):
+    """The upload route of the assistant server applies the upload limits whoever started it."""
+    import inspect
+
+    import app.commands.deploy_cmds as deploy_cmds
+    import app.ui.deploy as deploy_tab
+    from retrieval.service import upload_pipeline
+
+    big = tmp_path / "notes.txt"
+    big.write_text("Lumora notes.\n" * (21 * 1024 * 1024 // 14 + 1))  # over the upload limit (20 MB), not the local one
+    ws = Workspace.create("uploads", root=tmp_path / "workspaces")
+    ingest, _ = upload_pipeline()
+    with pytest.raises(Exception, match="more than the limit of 20 MB"):
+        ingest(ws, [big])
+    for module in (deploy_cmds, deploy_tab):
+        assert "upload_pipeline()" in inspect.getsource(module)
