@@ -69,6 +69,13 @@ def _lumora(ui, docs: bool = True, index: bool = True) -> None:
     page = ui.page
     if page.locator("#workspace-select input").input_value() != "lumora":
         page.reload()
+        _open_lumora(page)
+
+
+def _open_lumora(page) -> None:
+    page.locator("#workspace-select input").wait_for()
+    page.wait_for_timeout(1000)  # the page's load event may still open the workspace it remembers
+    if page.locator("#workspace-select input").input_value() != "lumora":
         page.locator("#workspace-select input").click()
         page.get_by_role("option", name="lumora", exact=True).click()
         page.wait_for_function("() => document.querySelector('#workspace-select input').value === 'lumora'")
@@ -137,11 +144,15 @@ def test_build_index_runs_as_a_job_that_survives_a_reload(ui):
     page = ui.page
     _lumora(ui, index=False)
     ui.tab("Build")
+    page.locator("#index-job").wait_for(state="attached")
+    before = page.evaluate("() => document.querySelector('#index-job').dataset.job || ''")  # a CLI build, shuffled
     page.locator("#build-index").click()
-    page.wait_for_function("() => { const e = document.querySelector('#index-job');"
-                           " return e && e.dataset.job && ['running', 'succeeded'].includes(e.dataset.status); }")
+    page.wait_for_function("b => { const e = document.querySelector('#index-job'); return e && e.dataset.job"
+                           " && e.dataset.job !== b && ['running', 'succeeded'].includes(e.dataset.status); }",
+                           arg=before)
     job = page.evaluate("() => document.querySelector('#index-job').dataset.job")
     page.reload()  # the build is a job of its own: the page finds it again
+    _open_lumora(page)  # a workspace picked a moment ago may not be remembered yet (its save waits in the queue)
     ui.tab("Build")
     page.wait_for_function("j => { const e = document.querySelector('#index-job'); return e && e.dataset.job === j; }",
                            arg=job)
