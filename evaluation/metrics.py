@@ -124,7 +124,8 @@ def fact_hit(prediction: str, reference: str) -> float | None:
     keys = key_values(reference)
     if not keys:
         return None
-    return float(keys <= key_values(prediction))
+    # A citation marker "[1]" is not the value 1.
+    return float(keys <= key_values(_CITATION_MARK.sub(" ", prediction or "")))
 
 
 def negated_words(text: str, window: int = 4) -> set[str]:

@@ -119,6 +119,9 @@ def _effective_prompts(ws) -> dict:
         prompts["_rag_demonstration"] = getattr(rag_prompt, "DEMONSTRATION", None)
     except ImportError:
         pass
+    from serving.plain_prompt import PLAIN_FORMAT
+
+    prompts["_plain_format"] = PLAIN_FORMAT
     return prompts
 
 

@@ -47,6 +47,10 @@ class ResolvedModel:
     name: str
     path: Path
     source: str  # "package", "cache-build", "local", "hub"
+    # A base (not instruction-tuned) model: it shipped no chat template of its own, so the base and
+    # rag assistants prompt it as plain text ("Question: ...\nAnswer:") rather than in a chat format
+    # it never saw; a foreign chat template made Gemma 3 270M repeat the start of its turn.
+    plain_prompts: bool = False
 
     @property
     def serving_chat_template(self) -> Path | None:
@@ -66,7 +70,7 @@ def resolve_llm(name: str = DEFAULT_LLM, *, progress: bool = True) -> ResolvedMo
     """Return a folder loadable by ``AutoModelForCausalLM.from_pretrained``; build it if needed."""
     name = canonical_name(name)
     if name == "gemma-3-270m":
-        return ResolvedModel(name, ensure_gemma_270m(progress=progress), "cache-build")
+        return ResolvedModel(name, ensure_gemma_270m(progress=progress), "cache-build", plain_prompts=True)
     if name in TINY_MODELS:
         return ResolvedModel(name, ensure_tiny_model(name.split("-", 1)[1]), "cache-build")
     return _resolve_external(name, kind="language model")
@@ -90,7 +94,7 @@ def _resolve_external(name: str, *, kind: str) -> ResolvedModel:
                 f"The folder {local} has no config.json, so it is not a {kind}. "
                 "Point to a folder saved with save_pretrained()."
             )
-        return ResolvedModel(name, local.resolve(), "local")
+        return ResolvedModel(name, local.resolve(), "local", plain_prompts=_ships_no_chat_template(local))
     if name.count("/") != 1 or name.startswith(("/", ".", "~")):
         raise ModelNotFoundError(
             f"Unknown {kind} '{name}'. Use one of: {DEFAULT_LLM}, {DEFAULT_EMBEDDER}, "
@@ -109,7 +113,20 @@ def _resolve_external(name: str, *, kind: str) -> ResolvedModel:
             else f"Downloading it failed ({type(exc).__name__}: {exc})."
         )
         raise ModelNotFoundError(f"Cannot load {kind} '{name}'. {hint}") from None
-    return ResolvedModel(name, Path(path), "hub")
+    return ResolvedModel(name, Path(path), "hub", plain_prompts=_ships_no_chat_template(Path(path)))
+
+
+def _ships_no_chat_template(folder: Path) -> bool:
+    """True for a language model folder whose tokenizer has no chat template (a base model)."""
+    if not (folder / "config.json").exists() or (folder / "modules.json").exists():
+        return False  # not a causal LM folder (an embedder), or nothing to judge by
+    if (folder / "chat_template.jinja").exists() or (folder / "chat_template.json").exists():
+        return False
+    try:
+        config = read_json(folder / "tokenizer_config.json", {}) or {}
+    except (ValueError, OSError):
+        return False
+    return not config.get("chat_template")
 
 
 # ---------------------------------------------------------------- cache integrity

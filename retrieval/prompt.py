@@ -62,8 +62,12 @@ def passage_header(n: int, passage) -> str:
 def build_rag_messages(question: str, passages, *, count_tokens: Callable[[str], int] | None = None,
                        max_context_tokens: int = 1200, system: str | None = None,
                        history: list[dict] | None = None,
-                       example: WorkedExample | None = None) -> tuple[list[dict], list]:
+                       example: WorkedExample | None = None, style: str = "chat") -> tuple[list[dict], list]:
     """Chat messages asking `question` over `passages`; returns (messages, passages used, in citation order).
+
+    ``style="plain"`` (for base models, rendered by ``serving.plain_prompt``) puts the numbered
+    passages alone in the system message and the bare question in the user message: no label or
+    instruction of ragtune's own; `system`, when given, is the user's own text put before them.
 
     Passages are taken in rank order while they fit in `max_context_tokens`; one that does not
     fit is skipped (a shorter later one may still fit). If not even the first fits, it is cut to
@@ -91,6 +95,12 @@ def build_rag_messages(question: str, passages, *, count_tokens: Callable[[str],
         while text and count(text) > budget:
             text = text[: int(len(text) * budget / count(text) * 0.95)]
         used, blocks = [p], [f"{header}\n{text}"]
+    if style == "plain":
+        context = "\n\n".join(([system.strip()] if system and system.strip() else []) + blocks)
+        messages = [{"role": "system", "content": context}] if context else []
+        messages += [m for m in (history or []) if m.get("role") in ("user", "assistant")]
+        messages.append({"role": "user", "content": question.strip()})
+        return messages, used
     context = "\n\n".join(blocks) if blocks else "(no passages were found)"
     user = f"Passages:\n\n{context}\n\nQuestion: {question.strip()}"
     messages = [{"role": "system", "content": system or DEFAULT_SYSTEM}]

@@ -19,6 +19,7 @@ from ragtune.models import DEFAULT_LLM, resolve_llm
 
 from .engine import (BaseEngine, CancelToken, Generation, GenerationCancelled, Message, SamplingOptions,
                      StopTextFilter, Timer, check_messages, completion_budget)
+from .plain_prompt import render_plain
 
 DEFAULT_MAX_MODEL_LEN = 2048
 POLL_S = 0.05  # how often a waiting request looks at its cancel token
@@ -60,6 +61,7 @@ class EmbeddedEngine(BaseEngine):
         resolved = resolve_llm(model)
         self.model_name = resolved.name
         self.model_path = resolved.path
+        self.plain_prompts = resolved.plain_prompts
         self.device = device
         torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
         if torch_dtype is None:
@@ -74,19 +76,25 @@ class EmbeddedEngine(BaseEngine):
         # The training template carries {% generation %} tags; serve with the plain one, as vLLM does.
         template = resolved.serving_chat_template
         self.chat_template = template.read_text(encoding="utf-8") if template else None
-        if self.chat_template is None and not self.tokenizer.chat_template:
+        if self.chat_template is None and not self.tokenizer.chat_template and not self.plain_prompts:
             raise ModelNotFoundError(f"The model '{model}' has no chat template, so it cannot answer chat messages.")
         limit = getattr(self.model.config, "max_position_embeddings", None) or DEFAULT_MAX_MODEL_LEN
         self.max_model_len = int(max_model_len or min(limit, DEFAULT_MAX_MODEL_LEN))
         self.stop_token_ids = _stop_token_ids(self.tokenizer, self.model)
         self._lock = threading.Lock()
         self._adapters: dict[str, str] = {}
+        self._newlines: list[int] | None = None
 
     # ------------------------------------------------------------ tokens
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def prompt_ids(self, messages: list[Message]) -> list[int]:
+    def prompt_ids(self, messages: list[Message], plain: bool = False) -> list[int]:
+        if plain:  # the tokenizer adds <bos> itself
+            return list(self.tokenizer(render_plain(messages))["input_ids"])
+        if self.chat_template is None and not self.tokenizer.chat_template:
+            raise BadInputError(f"The model '{self.model_name}' has no chat template: it answers only the base and "
+                                "rag assistants, which prompt it as plain text.")
         # The template writes <bos> itself; tokenizing here avoids a second one.
         out = self.tokenizer.apply_chat_template(check_messages(messages), chat_template=self.chat_template,
                                                  add_generation_prompt=True, tokenize=True, return_dict=True)
@@ -137,13 +145,24 @@ class EmbeddedEngine(BaseEngine):
 
     # ------------------------------------------------------------ generation
     def stream(self, messages: list[Message], options: SamplingOptions | None = None,
-               adapter: str | None = None, cancel: CancelToken | None = None) -> Iterator[str | Generation]:
+               adapter: str | None = None, cancel: CancelToken | None = None,
+               plain: bool = False) -> Iterator[str | Generation]:
         options = options or SamplingOptions()
         if adapter is not None and adapter not in self._adapters:
             raise self._unknown_adapter(adapter)
-        ids = self.prompt_ids(messages)
+        ids = self.prompt_ids(messages, plain=plain)
         budget = completion_budget(len(ids), options.max_tokens, self.max_model_len)
-        return self._run(ids, budget, options, adapter, cancel or CancelToken())
+        # After "Answer:" a base model may open a new line and go on with the passage list; the answer
+        # must start on that line.
+        suppress = self._newline_ids() if plain else []
+        return self._run(ids, budget, options, adapter, cancel or CancelToken(), suppress)
+
+    def _newline_ids(self) -> list[int]:
+        if self._newlines is None:
+            pieces = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
+            self._newlines = [i for i, piece in enumerate(pieces)
+                              if isinstance(piece, str) and piece.lstrip(" \u2581\u0120").startswith(("\n", "\u010a", "<0x0A>"))]
+        return self._newlines
 
     def _acquire(self, cancel: CancelToken) -> None:
         """The model lock, unless the request is cancelled while it waits its turn."""
@@ -154,7 +173,7 @@ class EmbeddedEngine(BaseEngine):
             raise GenerationCancelled()
 
     def _run(self, ids: list[int], budget: int, options: SamplingOptions, adapter: str | None,
-             cancel: CancelToken):
+             cancel: CancelToken, suppress_first: list[int] | None = None):
         import torch
 
         tokens: queue.Queue = queue.Queue()
@@ -198,6 +217,7 @@ class EmbeddedEngine(BaseEngine):
                     max_new_tokens=budget, do_sample=not options.greedy, eos_token_id=self.stop_token_ids,
                     pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_token_ids[0],
                     bos_token_id=tokenizer.bos_token_id,
+                    **({"begin_suppress_tokens": suppress_first} if suppress_first else {}),
                     **({} if options.greedy else {"temperature": float(options.temperature),
                                                   "top_p": float(options.top_p), "top_k": 0}),
                 )

@@ -108,10 +108,11 @@ class Engine(Protocol):
     max_model_len: int
 
     def generate(self, messages: list[Message], options: SamplingOptions | None = None,
-                 adapter: str | None = None) -> Generation: ...
+                 adapter: str | None = None, plain: bool = False) -> Generation: ...
 
     def stream(self, messages: list[Message], options: SamplingOptions | None = None,
-               adapter: str | None = None, cancel: CancelToken | None = None) -> Iterator[str | Generation]: ...
+               adapter: str | None = None, cancel: CancelToken | None = None,
+               plain: bool = False) -> Iterator[str | Generation]: ...
 
     def load_adapter(self, name: str, path: str | Path) -> None: ...
 
@@ -131,13 +132,18 @@ class BaseEngine:
     model_name = ""
     max_model_len = 0
 
+    plain_prompts = False  # a base model: the base and rag assistants prompt it as plain text
+
     def generate(self, messages: list[Message], options: SamplingOptions | None = None,
-                 adapter: str | None = None, cancel: CancelToken | None = None) -> Generation:
+                 adapter: str | None = None, cancel: CancelToken | None = None, plain: bool = False) -> Generation:
         # Streaming underneath gives the time to the first token; the text is the same.
-        return collect(self.stream(messages, options, adapter, cancel=cancel))
+        return collect(self.stream(messages, options, adapter, cancel=cancel, plain=plain))
 
     def stream(self, messages: list[Message], options: SamplingOptions | None = None,
-               adapter: str | None = None, cancel: CancelToken | None = None) -> Iterator[str | Generation]:
+               adapter: str | None = None, cancel: CancelToken | None = None,
+               plain: bool = False) -> Iterator[str | Generation]:
+        """Text deltas, then one Generation. ``plain`` renders the messages with
+        ``serving.plain_prompt.render_plain`` instead of the chat template."""
         raise NotImplementedError
 
     def adapter_path(self, name: str) -> str | None:

@@ -35,6 +35,13 @@ def get_prompts(ws=None) -> dict[str, str]:
     return prompts
 
 
+def user_prompts(ws=None) -> dict[str, str]:
+    """Only the prompts this workspace set itself (every other key empty): for plain-text prompts,
+    which must carry no wording of ragtune's own."""
+    own = (ws.get_setting(SETTING, {}) or {}) if ws is not None else {}
+    return {k: (own.get(k) or "") for k in DEFAULT_PROMPTS}
+
+
 def set_prompts(ws, overrides: dict[str, str]) -> dict[str, str]:
     """Store overrides for some prompts (unknown keys are refused); returns the prompts now in use."""
     unknown = sorted(set(overrides) - set(DEFAULT_PROMPTS))

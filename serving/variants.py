@@ -24,7 +24,9 @@ from ragtune.errors import BadInputError
 from ragtune.models import canonical_name
 
 from .engine import Generation, SamplingOptions, adapter_key
-from .prompts import clean_answer, get_prompts, system_prompt
+from .citations import citation_suffix
+from .plain_prompt import PLAIN_STOP
+from .prompts import clean_answer, get_prompts, system_prompt, user_prompts
 
 VARIANTS = ("base", "rag", "ft", "ft+rag")
 DEFAULT_K = 4
@@ -85,6 +87,7 @@ class _Prepared:
     retrieval_s: float
     started: float
     options: SamplingOptions
+    plain: bool = False  # prompted as plain text (a base model), not through the chat template
 
 
 class Assistant:
@@ -101,7 +104,8 @@ class Assistant:
     def answer(self, question: str, variant: str = "rag", adapter: str | None = None, history: list[dict] | None = None,
                options: SamplingOptions | None = None, k: int | None = None) -> Answer:
         prep = self._prepare(question, variant, adapter, history, options, k)
-        gen = self.engine.generate(prep.messages, prep.options, adapter=prep.engine_adapter)
+        gen = (self.engine.generate(prep.messages, prep.options, adapter=prep.engine_adapter, plain=True)
+               if prep.plain else self.engine.generate(prep.messages, prep.options, adapter=prep.engine_adapter))
         return self._finish(prep, gen)
 
     def stream(self, question: str, variant: str = "rag", adapter: str | None = None,
@@ -113,15 +117,20 @@ class Assistant:
         for the model: the stream then raises ``GenerationCancelled``.
         """
         prep = self._prepare(question, variant, adapter, history, options, k)
-        deltas = (self.engine.stream(prep.messages, prep.options, adapter=prep.engine_adapter, cancel=cancel)
-                  if cancel is not None else
-                  self.engine.stream(prep.messages, prep.options, adapter=prep.engine_adapter))
-        return self._stream(prep, deltas)
+        extra = {"cancel": cancel} if cancel is not None else {}
+        if prep.plain:
+            extra["plain"] = True
+        return self._stream(prep, self.engine.stream(prep.messages, prep.options, adapter=prep.engine_adapter,
+                                                     **extra))
 
     def _stream(self, prep: _Prepared, deltas) -> Iterator[str | Answer]:
         for item in deltas:
             if isinstance(item, Generation):
-                yield self._finish(prep, item)
+                added: list[str] = []
+                answer = self._finish(prep, item, added)
+                if added:  # citations found after the text: the stream gets them as its last delta
+                    yield added[0]
+                yield answer
             else:
                 yield item
 
@@ -161,8 +170,11 @@ class Assistant:
         question = question.strip()
         history = _clean_history(history)
         options = options or SamplingOptions()
-        prompts = get_prompts(self.ws)
-        system = system_prompt(prompts, variant)
+        # A base model (no chat template of its own) is prompted as plain text for base and rag; an
+        # adapter is prompted in the chat format it was trained on. Plain prompts carry only the
+        # user's own system text, never ragtune's default wording.
+        plain = variant in ("base", "rag") and bool(getattr(self.engine, "plain_prompts", False))
+        system = system_prompt(user_prompts(self.ws) if plain else get_prompts(self.ws), variant)
 
         engine_adapter = None
         if variant.startswith("ft"):
@@ -176,15 +188,17 @@ class Assistant:
         passages: list[dict] = []
         retrieval_s = 0.0
         if variant.endswith("rag"):
-            messages, citations, passages, retrieval_s = self._rag_messages(question, history, system, options, k)
-            if options.stop is None:
-                options = dataclasses.replace(options, stop=list(RAG_STOP))
+            messages, citations, passages, retrieval_s = self._rag_messages(question, history, system, options, k,
+                                                                            plain)
         else:
             messages = ([{"role": "system", "content": system}] if system else []) + history + [
                 {"role": "user", "content": question}]
-        return _Prepared(messages, variant, adapter, engine_adapter, citations, passages, retrieval_s, started, options)
+        if options.stop is None and (plain or variant.endswith("rag")):
+            options = dataclasses.replace(options, stop=list(PLAIN_STOP if plain else RAG_STOP))
+        return _Prepared(messages, variant, adapter, engine_adapter, citations, passages, retrieval_s, started, options,
+                         plain)
 
-    def _rag_messages(self, question, history, system, options, k):
+    def _rag_messages(self, question, history, system, options, k, plain=False):
         if self.prompt_builder is None or self.retriever is None:
             raise BadInputError("The 'rag' variants need document search, and this assistant was built without "
                                 "it: create it with app.assistants.make_assistant (or pass a retriever and "
@@ -208,7 +222,10 @@ class Assistant:
                 f"may use {options.max_tokens}. Ask for a shorter answer or shorten the conversation.")
         # A worked example from the user's own corpus (never from ragtune's text), when the retriever offers one.
         make_example = getattr(self.retriever, "worked_example", None)
-        extra = {"example": make_example(found)} if make_example is not None and not history else {}
+        extra = ({"example": make_example(found)} if make_example is not None and not history and not plain
+                 else {})
+        if plain:
+            extra["style"] = "plain"
         messages, used = self.prompt_builder(question, found, count_tokens=self.engine.count_tokens,
                                              max_context_tokens=budget, system=system or None, history=history or None,
                                              **extra)
@@ -227,9 +244,14 @@ class Assistant:
                 self.engine.load_adapter(key, info.path)
         return key
 
-    def _finish(self, prep: _Prepared, gen: Generation) -> Answer:
+    def _finish(self, prep: _Prepared, gen: Generation, added: list[str] | None = None) -> Answer:
         ttft = None if gen.ttft_s is None else (prep.retrieval_s + gen.ttft_s)
         text = clean_answer(gen.text) if prep.variant.endswith("rag") else gen.text.strip()
+        if prep.variant.endswith("rag"):
+            suffix = citation_suffix(text, [c["text"] for c in prep.citations])
+            text += suffix
+            if suffix and added is not None:
+                added.append(suffix)
         return Answer(text=text, variant=prep.variant, adapter=prep.adapter, model=self.engine.model_name,
                       citations=prep.citations, passages=prep.passages, prompt_tokens=gen.prompt_tokens,
                       completion_tokens=gen.completion_tokens, ttft_s=ttft,

@@ -33,8 +33,9 @@ from ragtune.models import DEFAULT_LLM, resolve_llm
 from ragtune.net import free_port
 from ragtune.paths import cache_dir
 
-from .engine import (BaseEngine, CancelToken, Generation, GenerationCancelled, Message, SamplingOptions, Timer,
-                     check_messages, completion_budget, too_long_error)
+from .engine import (BaseEngine, CancelToken, Generation, GenerationCancelled, Message, SamplingOptions,
+                     StopTextFilter, Timer, check_messages, completion_budget, too_long_error)
+from .plain_prompt import render_plain
 
 DEFAULT_MAX_MODEL_LEN = 2048
 LOG_TAIL_CHARS = 2500
@@ -69,6 +70,7 @@ class VLLMServer:
         resolved = resolve_llm(model)
         self.model_name = resolved.name
         self.model_path = resolved.path
+        self.plain_prompts = resolved.plain_prompts
         self.chat_template = resolved.serving_chat_template
         self.host = host
         self.port = port or free_port(host)
@@ -236,6 +238,14 @@ class VLLMServer:
         return f"VLLMServer({self.model_name!r}, url={self.url!r}, pid={self.pid})"
 
 
+def _served_plain(name: str) -> bool:
+    """Whether a server started elsewhere serves a base model ragtune prompts as plain text."""
+    try:
+        return resolve_llm(name, progress=False).plain_prompts
+    except Exception:  # a name only that server knows: assume it brings its own chat template
+        return False
+
+
 def _status_message(exc: openai.APIStatusError) -> str:
     body = exc.body
     if isinstance(body, dict):
@@ -291,6 +301,7 @@ class VLLMEngine(BaseEngine):
         self.model_path = Path(root) if root and Path(root).exists() else getattr(self.server, "model_path", None)
         self.max_model_len = int(card.get("max_model_len") or DEFAULT_MAX_MODEL_LEN)
         self.stop_token_ids = self._end_of_turn_ids()
+        self.plain_prompts = self.server.plain_prompts if self.server else _served_plain(self.model_name)
 
     # ------------------------------------------------------------ HTTP plumbing
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
@@ -369,8 +380,10 @@ class VLLMEngine(BaseEngine):
             return max(1, len(text) // 4)  # servers without /tokenize: a rough bound keeps prompts in budget
         return len(tokens)
 
-    def prompt_tokens(self, messages: list[Message]) -> int | None:
-        tokens = self._tokenize({"messages": messages, "add_generation_prompt": True})
+    def prompt_tokens(self, messages: list[Message], plain: bool = False) -> int | None:
+        payload = ({"prompt": render_plain(messages), "add_special_tokens": True} if plain
+                   else {"messages": messages, "add_generation_prompt": True})
+        tokens = self._tokenize(payload)
         return None if tokens is None else len(tokens)
 
     def load_adapter(self, name: str, path: str | Path) -> None:
@@ -415,17 +428,23 @@ class VLLMEngine(BaseEngine):
             return False
 
     def stream(self, messages: list[Message], options: SamplingOptions | None = None,
-               adapter: str | None = None, cancel: CancelToken | None = None) -> Iterator[str | Generation]:
+               adapter: str | None = None, cancel: CancelToken | None = None,
+               plain: bool = False) -> Iterator[str | Generation]:
         options = options or SamplingOptions()
         timer = Timer()
         messages = check_messages(messages)
-        n_prompt = self.prompt_tokens(messages)
+        n_prompt = self.prompt_tokens(messages, plain=plain)
         max_tokens = options.max_tokens if n_prompt is None else completion_budget(n_prompt, options.max_tokens,
                                                                                     self.max_model_len)
-        request = {"model": adapter or self.model_name, "messages": messages, "max_tokens": max_tokens,
+        # A plain prompt goes to /v1/completions as text; chat messages through the chat template.
+        prompt = {"prompt": render_plain(messages)} if plain else {"messages": messages}
+        request = {"model": adapter or self.model_name, **prompt, "max_tokens": max_tokens,
                    "temperature": float(options.temperature), "top_p": float(options.top_p), "stream": True,
                    "stream_options": {"include_usage": True}}
-        if options.stop:
+        # vLLM cannot forbid a new line as the first token (the embedded engine does): for a plain prompt
+        # the leading new lines are skipped here and the stops applied here, after them.
+        client_stops = StopTextFilter(options.stop) if plain else None
+        if options.stop and not plain:
             request["stop"] = options.stop
         if options.seed is not None:
             request["seed"] = options.seed
@@ -435,12 +454,14 @@ class VLLMEngine(BaseEngine):
         cancel.check()
         stream = self._open_stream(request, adapter, n_prompt)
         cancel.on_cancel(stream.close)  # vLLM aborts a request whose connection closes
-        return self._read_stream(stream, adapter, n_prompt, timer, cancel)
+        return self._read_stream(stream, adapter, n_prompt, timer, cancel, client_stops)
 
     def _open_stream(self, request: dict, adapter: str | None, n_prompt: int | None) -> openai.Stream:
         for attempt in (0, 1):
             self._sync_after_restart()
             try:
+                if "prompt" in request:
+                    return self._openai.completions.create(**request)
                 return self._openai.chat.completions.create(**request)
             except openai.APITimeoutError:
                 raise ServerUnavailableError(f"The vLLM server at {self.url} timed out.") from None
@@ -467,15 +488,23 @@ class VLLMEngine(BaseEngine):
         raise AssertionError("unreachable")
 
     def _read_stream(self, stream: openai.Stream, adapter: str | None, n_prompt: int | None, timer: Timer,
-                     cancel: CancelToken):
+                     cancel: CancelToken, client_stops: StopTextFilter | None = None):
         text, finish, usage = [], None, None
         try:
             for chunk in stream:
                 cancel.check()
+                if client_stops is not None and client_stops.stopped:
+                    finish = "stop"
+                    break  # closing the stream aborts the rest of the generation on the server
                 if chunk.usage is not None:
                     usage = chunk.usage
                 for choice in chunk.choices or []:
-                    delta = choice.delta.content if choice.delta else None
+                    delta = (choice.delta.content if choice.delta else None) if hasattr(choice, "delta") \
+                        else getattr(choice, "text", None)  # /v1/completions chunks carry text
+                    if delta and client_stops is not None:
+                        if not client_stops.text:
+                            delta = delta.lstrip("\n")
+                        delta = client_stops.feed(delta) if delta else ""
                     if delta:
                         timer.mark_first()
                         text.append(delta)
@@ -495,7 +524,12 @@ class VLLMEngine(BaseEngine):
                                          "it is being restarted: ask again in a minute.") from None
         finally:
             stream.close()
-        n_out = int(getattr(usage, "completion_tokens", 0) or 0)
+        if client_stops is not None:
+            tail = client_stops.flush()
+            if tail:
+                text.append(tail)
+                yield tail
+        n_out = int(getattr(usage, "completion_tokens", 0) or 0) or (self.count_tokens("".join(text)) if text else 0)
         ttft, latency, rate = timer.finish(n_out)
         yield Generation(text="".join(text), prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or n_prompt or 0),
                          completion_tokens=n_out, ttft_s=ttft, latency_s=latency, tokens_per_s=rate,

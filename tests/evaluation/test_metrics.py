@@ -35,6 +35,7 @@ def test_fact_hit_needs_every_value_of_the_reference():
     assert M.fact_hit("Replace the K7 wheels every 3,000 hours.", reference) == 0.0  # the part number is missing
     assert M.fact_hit("The K7 wheels must be replaced every 2,000 operating hours (LR-K7-2031).", reference) == 0.0
     assert M.fact_hit("anything", "Passwords must be long.") is None  # no value to check: left out of the mean
+    assert M.fact_hit("The lamp runs for 8 hours [1].", "It runs 1 hour.") == 0.0  # a citation marker is no value
 
 
 def test_groundedness_copied_answer_is_fully_supported():

@@ -1,0 +1,41 @@
+"""Chat messages as one plain-text prompt, for base models that were never taught a chat format.
+
+A base model continues text. Shown a chat template it never saw, Gemma 3 270M repeated the first
+line of its turn (ragtune's instruction, or the passages' label) instead of answering; shown the
+passages and then "Question: ...\\nAnswer:", it answers on that line. The prompt therefore holds only
+the user's text and the two labels ``Question:`` and ``Answer:``: nothing of ragtune's wording that
+a model could copy into an answer.
+
+    <system text, if any: the numbered passages for rag>
+
+    Question: <earlier question>
+    Answer: <earlier answer>
+
+    Question: <question>
+    Answer:
+"""
+
+from __future__ import annotations
+
+from .engine import Message, check_messages
+
+QUESTION, ANSWER = "Question:", "Answer:"
+# The answer ends where the model starts a new block: a blank line or a question of its own.
+PLAIN_STOP = ["\n\n", "\nQuestion:"]
+# Changes whenever the rendering does, so cached evaluation answers of another format are not reused.
+PLAIN_FORMAT = "question-answer-v1"
+
+
+def render_plain(messages: list[Message]) -> str:
+    """The prompt text (without BOS: the tokenizer adds it) for `messages`, ending with "Answer:"."""
+    parts = []
+    for m in check_messages(messages):
+        text = m["content"].strip()
+        if m["role"] == "system":
+            if text:
+                parts.append(text + "\n\n")
+        elif m["role"] == "user":
+            parts.append(f"{QUESTION} {text}\n{ANSWER}")
+        else:
+            parts.append(f" {text}\n\n")
+    return "".join(parts)
