@@ -152,9 +152,9 @@ class EmbeddedEngine(BaseEngine):
             raise self._unknown_adapter(adapter)
         ids = self.prompt_ids(messages, plain=plain)
         budget = completion_budget(len(ids), options.max_tokens, self.max_model_len)
-        # After "Answer:" a base model may open a new line and go on with the passage list; the answer
-        # must start on that line.
-        suppress = self._newline_ids() if plain else []
+        # After "Answer:" a base model may open a new line and go on with the passage list, or end at
+        # once; the answer must start on that line.
+        suppress = self._newline_ids() + list(self.stop_token_ids) if plain else []
         return self._run(ids, budget, options, adapter, cancel or CancelToken(), suppress)
 
     def _newline_ids(self) -> list[int]:
