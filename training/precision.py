@@ -58,10 +58,11 @@ def thread_candidates() -> list[int]:
     return sorted({1, max(1, cores // 2), cores})
 
 
-def time_steps(model, input_ids, *, bf16: bool, threads: int, steps: int = 2, give_up_after: float | None = None
-               ) -> float | None:
+def time_steps(model, input_ids, *, bf16: bool, threads: int, steps: int = 2, give_up_after: float | None = None,
+               labels=None) -> float | None:
     """Seconds per training step (forward, backward, AdamW) after one warm-up step; None when a single step
-    runs past `give_up_after` seconds (stopped mid-step, so a very slow precision costs little to rule out)."""
+    runs past `give_up_after` seconds (stopped mid-step, so a very slow precision costs little to rule out).
+    `labels`: what the loss learns (-100 elsewhere, as in training); default: every token."""
     import torch
 
     previous_threads = torch.get_num_threads()
@@ -82,7 +83,7 @@ def time_steps(model, input_ids, *, bf16: bool, threads: int, steps: int = 2, gi
         for _ in range(steps + 1):
             started[0] = time.perf_counter()
             with autocast:
-                loss = model(input_ids=input_ids, labels=input_ids).loss
+                loss = model(input_ids=input_ids, labels=input_ids if labels is None else labels).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -98,11 +99,13 @@ def time_steps(model, input_ids, *, bf16: bool, threads: int, steps: int = 2, gi
 
 
 def choose_precision(model_factory: Callable[[], object], input_ids, *, bf16: bool | None = None,
-                     threads: int | None = None, steps: int = 2,
+                     threads: int | None = None, steps: int = 2, labels=None,
+                     prepare_bf16: Callable[[object], None] | None = None,
                      log: Callable[..., None] | None = None) -> PrecisionChoice:
     """The fastest of fp32 / bf16 autocast and the thread counts, measured on `model_factory()` (a fresh
-    trainable model: LoRA applied) with `input_ids` (batch x sequence length of the run). A set `bf16` or
-    `threads` is an override: it is not measured against."""
+    trainable model: LoRA applied) with `input_ids` (batch x sequence length of the run) and `labels`.
+    `prepare_bf16(model)` turns the model into what a bf16 run trains (frozen weights stored in bf16)
+    before bf16 is timed. A set `bf16` or `threads` is an override: it is not measured against."""
     import torch
 
     if torch.cuda.is_available():
@@ -118,9 +121,12 @@ def choose_precision(model_factory: Callable[[], object], input_ids, *, bf16: bo
     # fp32 first at every thread count (the safe baseline), then bf16 at the best thread count, given up
     # as soon as it is clearly slower.
     for use_bf16 in precisions:
+        if use_bf16 and prepare_bf16 is not None:
+            prepare_bf16(model)  # after fp32 is timed: it does not go back
         for n in (counts if best is None or not use_bf16 else [best.threads]):
             limit = None if best is None else 1.5 * best.step_s
-            seconds = time_steps(model, input_ids, bf16=use_bf16, threads=n, steps=steps, give_up_after=limit)
+            seconds = time_steps(model, input_ids, bf16=use_bf16, threads=n, steps=steps, give_up_after=limit,
+                                 labels=labels)
             m = Measurement(use_bf16, n, seconds, round(tokens / seconds, 1) if seconds else None)
             results.append(m)
             if log:

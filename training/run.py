@@ -26,6 +26,7 @@ from ragtune.models import SERVING_TEMPLATE, resolve_llm
 
 from .config import TrainConfig
 from .dataset_store import resolve_training_data
+from .lm_head import add_compact_lm_head, frozen_weights_to_bf16
 from .plan import SAVE_S, TrainPlan, make_plan
 from .precision import choose_precision
 
@@ -85,10 +86,12 @@ def load_base_model(model_path: Path, config: TrainConfig):
         )
         kwargs["dtype"] = torch.bfloat16
         kwargs["device_map"] = {"": _local_device()}
-    elif config.method == "lora" and torch.cuda.is_available() and _use_bf16(config):
-        kwargs["dtype"] = torch.bfloat16  # frozen base in bf16 halves GPU memory
+    elif config.method == "lora" and _use_bf16(config):
+        # The frozen base in bf16 halves memory and, on CPU, spares autocast from casting every weight to bf16
+        # again on every step (they never change); the adapters stay fp32.
+        kwargs["dtype"] = torch.bfloat16
     else:
-        kwargs["dtype"] = torch.float32  # CPU: fp32 weights (bf16 autocast in the trainer when chosen)
+        kwargs["dtype"] = torch.float32
     try:
         return AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     except ImportError as exc:
@@ -278,6 +281,7 @@ def build_trainer(config: TrainConfig, model_path: Path, train_rows: list[dict],
         callbacks=list(callbacks),
     )
     trainer.remove_callback(PrinterCallback)  # progress goes to the JSONL log instead
+    add_compact_lm_head(trainer.model)  # after trl's fused head, which it replaces on CPU
     return trainer
 
 
@@ -360,8 +364,10 @@ def _train(ws, config: TrainConfig, reporter: JobReporter | None, job_dir: Path 
                 add_cancel_check(trainable, reporter)
             return trainable
 
-        precision = choose_precision(fresh_model, probe_batch(tokenizer, data.train, max_length, config.batch_size),
-                                     bf16=config.bf16, threads=config.num_threads, steps=1, log=log)
+        ids, labels = probe_inputs(tokenizer, data.train, max_length, config.batch_size,
+                                   config.assistant_only_loss)
+        precision = choose_precision(fresh_model, ids, labels=labels, bf16=config.bf16, threads=config.num_threads,
+                                     steps=1, prepare_bf16=bf16_preparation(config), log=log)
         choice = precision.to_dict()
         setup_s = time.time() - started + (load_s[0] if load_s else 5.0)  # the trainer loads the model once more
         plan = make_plan(data.train_meta or [{} for _ in data.train], lengths, val_lengths, epochs=config.epochs,
@@ -447,13 +453,20 @@ def _train(ws, config: TrainConfig, reporter: JobReporter | None, job_dir: Path 
 
 
 def trainable_model(model_path: Path, config: TrainConfig):
-    """The model as training sees it (LoRA applied for lora/qlora): what the precision probe times."""
+    """The model as training sees it (LoRA applied for lora/qlora, the trainer's LM head): what the precision
+    probe times."""
     model = load_base_model(model_path, config)
     if config.method in ("lora", "qlora"):
         from peft import get_peft_model
 
         model = get_peft_model(model, _lora_config(config, model))
+    add_compact_lm_head(model)
     return model
+
+
+def bf16_preparation(config: TrainConfig):
+    """What turns a probed fp32 model into what a bf16 run of this config trains (see ``load_base_model``)."""
+    return frozen_weights_to_bf16 if config.method == "lora" else None
 
 
 PROBE_LENGTH = 512  # longer sequences are timed at 512 tokens: the cost per token barely grows beyond it
@@ -462,17 +475,32 @@ PROBE_LENGTH = 512  # longer sequences are timed at 512 tokens: the cost per tok
 def probe_batch(tokenizer, rows: list[dict], max_length: int, batch_size: int):
     """A batch of real training tokens at the run's batch size and sequence length (up to PROBE_LENGTH,
     so that timing a slow precision on a slow CPU does not take minutes)."""
+    return probe_inputs(tokenizer, rows, max_length, batch_size)[0]
+
+
+def probe_inputs(tokenizer, rows: list[dict], max_length: int, batch_size: int, answers_only: bool = True):
+    """(input_ids, labels) of ``probe_batch``: with `answers_only` the labels learn the answers only (-100 on
+    the prompts), as assistant-only training does, so the probe pays for the LM head on as many positions as
+    training does."""
     import torch
 
     max_length = min(max_length, PROBE_LENGTH)
     ids: list[int] = []
+    learned: list[bool] = []
     for row in rows[:2000]:
-        ids += tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=False)
+        full = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=False)
+        prompt = tokenizer.apply_chat_template(row["messages"][:-1], tokenize=True, return_dict=False,
+                                               add_generation_prompt=True)
+        ids += full
+        learned += [not answers_only or i >= len(prompt) for i in range(len(full))]
         if len(ids) >= max_length * batch_size:
             break
     need = max_length * batch_size
-    ids = (ids * (need // max(len(ids), 1) + 1))[:need]
-    return torch.tensor(ids, dtype=torch.long).view(batch_size, max_length)
+    repeat = need // max(len(ids), 1) + 1
+    ids, learned = (ids * repeat)[:need], (learned * repeat)[:need]
+    input_ids = torch.tensor(ids, dtype=torch.long).view(batch_size, max_length)
+    labels = torch.where(torch.tensor(learned).view(batch_size, max_length), input_ids, -100)
+    return input_ids, labels
 
 
 def add_cancel_check(model, watcher: CancelWatcher, every_s: float = 0.1) -> list:

@@ -1,0 +1,87 @@
+"""The CPU training head: the loss, gradients and metrics of the full LM head, computed on the learned positions only;
+frozen weights in bf16 when bf16 runs, adapters in fp32."""
+
+from __future__ import annotations
+
+import pytest
+
+from ragtune.models import resolve_llm
+from training.config import defaults_for
+from training.lm_head import add_compact_lm_head, frozen_weights_to_bf16
+from training.run import build_trainer, method_label, trainable_model
+
+from .conftest import FACTS
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _model_and_batch(name: str):
+    import torch
+
+    config = defaults_for(name, "lora")
+    model = trainable_model(resolve_llm(name, progress=False).path, config)  # has the compact head
+    for p in model.parameters():  # LoRA B starts at zero: move it so the adapters change the logits
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.02)
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 200, (2, 40), generator=generator)
+    labels = ids.clone()
+    labels[:, :25] = -100  # the prompt: not learned
+    labels[1, 30:] = -100
+    return model, ids, labels
+
+
+def _gradients(model):
+    return [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma"])
+def test_the_compact_head_gives_the_loss_and_gradients_of_the_full_head(name):
+    import torch
+
+    model, ids, labels = _model_and_batch(name)
+    model.train()
+    compact = model(input_ids=ids, labels=labels, fused_lm_head=True)
+    compact.loss.backward()
+    ours = _gradients(model)
+    model.zero_grad()
+    model.eval()  # in evaluation without trl's flag the model's own forward runs: full logits, its own loss
+    full = model(input_ids=ids, labels=labels)
+    assert full.logits.shape == (2, 40, model.config.vocab_size)
+    model.train()
+    model.get_base_model().__class__.forward(model.get_base_model(), input_ids=ids, labels=labels).loss.backward()
+    assert compact.loss.item() == pytest.approx(full.loss.item(), rel=1e-5)
+    for a, b in zip(ours, _gradients(model)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    learned = labels[:, 1:] != -100
+    assert torch.equal(compact.label_mask, learned)
+    logits = full.logits[:, :-1][learned]
+    assert torch.equal(compact.is_top1[learned], logits.argmax(-1) == labels[:, 1:][learned])
+    assert not compact.is_top1[~learned].any() and (compact.entropy[~learned] == 0).all()
+    entropy = torch.distributions.Categorical(logits=logits.float()).entropy()
+    torch.testing.assert_close(compact.entropy[learned], entropy, rtol=1e-4, atol=1e-4)
+
+
+def test_frozen_weights_go_to_bf16_and_the_adapters_stay_fp32():
+    import torch
+
+    model, _, _ = _model_and_batch("tiny-llama")
+    frozen_weights_to_bf16(model)
+    dtypes = {(p.requires_grad, p.dtype) for p in model.parameters()}
+    assert dtypes == {(False, torch.bfloat16), (True, torch.float32)}
+
+
+def test_a_bf16_lora_trainer_stores_its_base_in_bf16_and_labels_it_truthfully(tmp_path):
+    import torch
+
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in FACTS]
+    for bf16, frozen in ((True, torch.bfloat16), (False, torch.float32)):
+        config = defaults_for("tiny-llama", "lora", bf16=bf16, max_steps=2, eval_each_epoch=False)
+        trainer = build_trainer(config, resolve_llm("tiny-llama", progress=False).path, rows, [], tmp_path / str(bf16))
+        assert trainer.args.bf16 is bf16
+        assert {p.dtype for p in trainer.model.parameters() if not p.requires_grad} == {frozen}
+        assert {p.dtype for p in trainer.model.parameters() if p.requires_grad} == {torch.float32}
+        assert method_label(config.method, bf16) == ("LoRA, bf16 mixed precision" if bf16 else "LoRA, fp32")
+        trainer.train()
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        assert losses and all(loss == loss for loss in losses)  # finite: trained through the compact head
