@@ -85,3 +85,23 @@ def test_a_bf16_lora_trainer_stores_its_base_in_bf16_and_labels_it_truthfully(tm
         trainer.train()
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         assert losses and all(loss == loss for loss in losses)  # finite: trained through the compact head
+
+
+def test_the_probe_learns_the_answers_only_as_training_does():
+    import torch
+    from transformers import AutoTokenizer
+
+    from training.run import probe_inputs
+
+    tok = AutoTokenizer.from_pretrained(resolve_llm("tiny-gemma", progress=False).path)
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in FACTS]
+    ids, labels = probe_inputs(tok, rows, 128, 2)
+    assert ids.shape == labels.shape == (2, 128)
+    learned = labels != -100
+    assert torch.equal(labels[learned], ids[learned])
+    answer = tok(FACTS[0][1], add_special_tokens=False)["input_ids"]
+    first = ids[0].tolist()
+    start = next(i for i in range(len(first)) if first[i:i + len(answer)] == answer)
+    assert learned[0, start:start + len(answer)].all() and not learned[0, :start].any()
+    _, everything = probe_inputs(tok, rows, 128, 2, answers_only=False)
+    assert (everything != -100).all()
