@@ -57,9 +57,8 @@ def test_the_compact_head_gives_the_loss_and_gradients_of_the_full_head(name):
     assert torch.equal(compact.label_mask, learned)
     logits = full.logits[:, :-1][learned]
     assert torch.equal(compact.is_top1[learned], logits.argmax(-1) == labels[:, 1:][learned])
-    assert not compact.is_top1[~learned].any() and (compact.entropy[~learned] == 0).all()
-    entropy = torch.distributions.Categorical(logits=logits.float()).entropy()
-    torch.testing.assert_close(compact.entropy[learned], entropy, rtol=1e-4, atol=1e-4)
+    assert not compact.is_top1[~learned].any()
+    assert compact.entropy[learned].isnan().all()  # not computed, and not pretended to be
 
 
 def test_frozen_weights_go_to_bf16_and_the_adapters_stay_fp32():
