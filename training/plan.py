@@ -24,9 +24,10 @@ MIN_EVAL_ROWS = 8
 EVAL_COST = 1 / 3  # a forward pass without backward costs about a third of a training step per token
 SAVE_S = 10.0  # writing the adapter and registering it
 MARGIN = 0.08  # of the training time, kept free so that a run planned to fit does fit
-# The trainer does more per step than the probe times (token accuracy and entropy over the whole
-# vocabulary for its logs, gradient clipping, the scheduler, collation): Gemma 3 270M on nih-protocols
-# trained at 33.3 tokens/s where the probe measured 40.0 (docs/training.md).
+# The trainer does more per step than the probe times (gradient clipping, the scheduler, collation, its
+# logs): Gemma 3 270M on nih-protocols trained at 33.3 tokens/s where the probe measured 40.0
+# (docs/training.md). Measured with trl's fused LM head; since the probe and the trainer share
+# training/lm_head.py the gap looks smaller (not re-measured on that run), and 1.2 errs long.
 TRAINER_OVERHEAD = 1.2
 
 
