@@ -171,6 +171,8 @@ def _train_state(page) -> dict:
 def test_finetune_live_loss_survives_reload_cancel_resume(ui):
     page = ui.page
     _lumora(ui, docs=False, index=False)
+    page.reload()  # a fresh Build screen: after the index test's reload its file upload stayed empty in file order
+    _open_lumora(page)
     ui.tab("Build")
     page.get_by_label("Use my own Q&A or chat file").check()
     page.locator("#train-file input[type=file]").set_input_files(str(TRAIN_QA))
