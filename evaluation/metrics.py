@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import PurePath
 
+from ragtune.claim_support import CITATION_MARK as _CITATION_MARK
+from ragtune.claim_support import MIN_COVERAGE, ClaimCheck, check_claim, content_tokens, split_sentences
+
 METRIC_DOCS: dict[str, str] = {
     "exact_match": "1 when the answer equals the reference after lower-casing and removing punctuation, articles and extra spaces (SQuAD).",
     "fact_hit": "1 when every number and code of the reference (amounts, durations, dates, part numbers) appears in the answer; only for references that have one. A fluent answer with a wrong value scores 0.",
@@ -37,7 +40,6 @@ METRIC_DOCS: dict[str, str] = {
 # Metrics that are "higher is better" and say how right an answer is.
 CORRECTNESS_METRICS = ("token_f1", "semantic_similarity", "fact_hit", "exact_match", "judge_score")
 
-_CITATION_MARK = re.compile(r"\[(\d+)\]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = set(string.punctuation)
 
@@ -68,48 +70,6 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-# ----------------------------------------------------------------- lexical claim support
-
-# Words that carry no fact of their own; everything else (including numbers) is "content".
-STOPWORDS = frozenset("""
-a an the and or but if of to in on at by for with from as is are was were be been being am do does did
-doing have has had having it its this that these those there here which who whom whose what when where
-why how i you he she we they me him her us them my your his our their can could should would will shall
-may might must so than then also very just about into over under up down out off more most such only
-own same too any each both all some other per via
-""".split())
-NEGATIONS = frozenset("not no never none nor cannot cant without neither nothing nobody nowhere".split())
-_WORD = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)*", re.UNICODE)
-_NUMBER = re.compile(r"^[0-9]+(?:[.,][0-9]+)*$")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n+")
-
-
-def _stem(word: str) -> str:
-    # Plural/singular only: enough to match "years" with "year" without a stemmer dependency.
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return word
-
-
-def tokens(text: str) -> list[str]:
-    """Lower-cased words and numbers; "2,000" and "2.5" stay one token, "n't" becomes "not"."""
-    text = (text or "").lower().replace("n't", " not").replace("’", "'")
-    out = []
-    for tok in _WORD.findall(text):
-        if _NUMBER.match(tok):
-            tok = tok.replace(",", "")  # 1,450 == 1450
-        out.append(tok)
-    return out
-
-
-def content_tokens(text: str) -> list[str]:
-    return [_stem(t) for t in tokens(text) if t not in STOPWORDS and t not in NEGATIONS]
-
-
-def numbers(text: str) -> set[str]:
-    return {t for t in tokens(text) if _NUMBER.match(t)}
-
-
 # Codes ("E-214", "LR-K7-2031") and free-standing numbers; a digit inside a name ("K7") is not a value.
 _KEY_VALUE = re.compile(r"[A-Z]{1,5}-[A-Z0-9-]*\d[A-Z0-9-]*|(?<![\w.-])\d[\d,]*(?:\.\d+)?")
 
@@ -128,29 +88,7 @@ def fact_hit(prediction: str, reference: str) -> float | None:
     return float(keys <= key_values(_CITATION_MARK.sub(" ", prediction or "")))
 
 
-def negated_words(text: str, window: int = 4) -> set[str]:
-    """Content words that follow a negation closely ("not suitable for winter" -> suitable, winter)."""
-    toks = tokens(text)
-    out = set()
-    for i, tok in enumerate(toks):
-        if tok in NEGATIONS:
-            out |= {_stem(t) for t in toks[i + 1:i + 1 + window] if t not in STOPWORDS and t not in NEGATIONS}
-    return out
-
-
-def split_sentences(text: str) -> list[str]:
-    text = _CITATION_MARK.sub("", text or "")
-    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
-
-
-@dataclass
-class ClaimCheck:
-    claim: str
-    supported: bool
-    coverage: float  # share of the claim's content words found in the best passage sentence
-    reason: str  # "supported", "not covered", "number mismatch", "negation mismatch"
-    evidence: str = ""
-
+# ----------------------------------------------------------------- lexical claim support
 
 @dataclass
 class Groundedness:
@@ -158,42 +96,7 @@ class Groundedness:
     claims: list[ClaimCheck] = field(default_factory=list)
 
 
-def check_claim(claim: str, passages: list[str], min_coverage: float = 0.6) -> ClaimCheck:
-    """Is one claim supported by one of the passages?
-
-    The best passage is the one covering most of the claim's content words (a passage, not a
-    sentence, because a fact and the product it belongs to often sit on different lines). The
-    claim is supported when that coverage reaches ``min_coverage`` and the passage does not
-    contradict it: every number of the claim appears in the passage, and the claim agrees on
-    negation with the passage sentence closest to it ("is waterproof" vs "is not waterproof").
-    """
-    # Numbers are checked on their own, so "6 people" against "4 people" is a contradiction of a
-    # covered passage, not merely an uncovered claim.
-    words = {w for w in content_tokens(claim) if not _NUMBER.match(w)}
-    claim_numbers = numbers(claim)
-    if not words and not claim_numbers:
-        return ClaimCheck(claim, True, 1.0, "no content words")
-    best, best_cov, best_key = "", 0.0, (-1.0, -1)
-    for passage in passages:
-        found = set(content_tokens(passage))
-        cov = len(words & found) / len(words) if words else float(claim_numbers <= found)
-        key = (cov, len(claim_numbers & found))
-        if key > best_key:
-            best, best_cov, best_key = passage, cov, key
-    sentences = split_sentences(best) or [best]
-    closest = max(sentences, key=lambda s: (len(words & set(content_tokens(s))), len(claim_numbers & numbers(s))))
-    if best_cov < min_coverage:
-        return ClaimCheck(claim, False, best_cov, "not covered", closest)
-    if claim_numbers - numbers(best):
-        return ClaimCheck(claim, False, best_cov, "number mismatch", closest)
-    # Only negations bearing on the claim's own words count: "waterproof, but not for winter"
-    # still supports "it is waterproof".
-    if bool(negated_words(claim) & words) != bool(negated_words(closest) & words):
-        return ClaimCheck(claim, False, best_cov, "negation mismatch", closest)
-    return ClaimCheck(claim, True, best_cov, "supported", closest)
-
-
-def groundedness(answer: str, passages: list[str], min_coverage: float = 0.6) -> Groundedness:
+def groundedness(answer: str, passages: list[str], min_coverage: float = MIN_COVERAGE) -> Groundedness:
     """Share of the answer's claims (sentences with content words) supported by the passages.
 
     ``None`` when there are no passages or the answer makes no claim (e.g. it is empty).

@@ -108,6 +108,18 @@ def test_an_answer_without_markers_cites_the_passage_holding_its_words_and_numbe
     assert citation_suffix("30.27 inches Hg. The pilot was 85.", passages) == " [2][1]"
 
 
+def test_an_added_citation_agrees_with_groundedness_on_a_negated_sentence():
+    """A passage saying the opposite ("not suitable") holds all the sentence's words but supports nothing."""
+    from evaluation.metrics import groundedness
+    from serving.citations import citation_suffix
+
+    passages = ["The tent sleeps up to 4 people.", "The tent is not suitable for heavy snow."]
+    for answer, cited in [("The tent is suitable for heavy snow.", ""),
+                          ("The tent is not suitable for heavy snow.", " [2]")]:
+        assert citation_suffix(answer, passages) == cited
+        assert groundedness(answer, passages).score == float(bool(cited))
+
+
 def test_a_streamed_answer_gets_the_added_citation_as_its_last_delta(tiny_engine, indexed_workspace):
     from evaluation.assistants import make_assistant
     from serving.engine import Generation
