@@ -104,8 +104,7 @@ class Assistant:
     def answer(self, question: str, variant: str = "rag", adapter: str | None = None, history: list[dict] | None = None,
                options: SamplingOptions | None = None, k: int | None = None) -> Answer:
         prep = self._prepare(question, variant, adapter, history, options, k)
-        gen = (self.engine.generate(prep.messages, prep.options, adapter=prep.engine_adapter, plain=True)
-               if prep.plain else self.engine.generate(prep.messages, prep.options, adapter=prep.engine_adapter))
+        gen = self.engine.generate(prep.messages, prep.options, adapter=prep.engine_adapter, plain=prep.plain)
         return self._finish(prep, gen)
 
     def stream(self, question: str, variant: str = "rag", adapter: str | None = None,
@@ -117,11 +116,8 @@ class Assistant:
         for the model: the stream then raises ``GenerationCancelled``.
         """
         prep = self._prepare(question, variant, adapter, history, options, k)
-        extra = {"cancel": cancel} if cancel is not None else {}
-        if prep.plain:
-            extra["plain"] = True
         return self._stream(prep, self.engine.stream(prep.messages, prep.options, adapter=prep.engine_adapter,
-                                                     **extra))
+                                                     cancel=cancel, plain=prep.plain))
 
     def _stream(self, prep: _Prepared, deltas) -> Iterator[str | Answer]:
         for item in deltas:
