@@ -81,9 +81,10 @@ class EmbeddedEngine(BaseEngine):
         limit = getattr(self.model.config, "max_position_embeddings", None) or DEFAULT_MAX_MODEL_LEN
         self.max_model_len = int(max_model_len or min(limit, DEFAULT_MAX_MODEL_LEN))
         self.stop_token_ids = _stop_token_ids(self.tokenizer, self.model)
+        # Once here, not on the first plain-prompt request: it reads the whole vocabulary (262k for Gemma).
+        self.newline_ids = newline_token_ids(self.tokenizer)
         self._lock = threading.Lock()
         self._adapters: dict[str, str] = {}
-        self._newlines: list[int] | None = None
 
     # ------------------------------------------------------------ tokens
     def count_tokens(self, text: str) -> int:
@@ -154,15 +155,8 @@ class EmbeddedEngine(BaseEngine):
         budget = completion_budget(len(ids), options.max_tokens, self.max_model_len)
         # After "Answer:" a base model may open a new line and go on with the passage list, or end at
         # once; the answer must start on that line.
-        suppress = self._newline_ids() + list(self.stop_token_ids) if plain else []
+        suppress = self.newline_ids + list(self.stop_token_ids) if plain else []
         return self._run(ids, budget, options, adapter, cancel or CancelToken(), suppress)
-
-    def _newline_ids(self) -> list[int]:
-        if self._newlines is None:
-            pieces = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
-            self._newlines = [i for i, piece in enumerate(pieces)
-                              if isinstance(piece, str) and piece.lstrip(" \u2581\u0120").startswith(("\n", "\u010a", "<0x0A>"))]
-        return self._newlines
 
     def _acquire(self, cancel: CancelToken) -> None:
         """The model lock, unless the request is cancelled while it waits its turn."""
@@ -293,6 +287,16 @@ class EmbeddedEngine(BaseEngine):
 
     def __repr__(self) -> str:
         return f"EmbeddedEngine({self.model_name!r}, dtype={self.dtype!r})"
+
+
+def newline_token_ids(tokenizer) -> list[int]:
+    """Ids of the tokens that open with a new line, after any leading spaces, in ascending order.
+
+    A piece spells a new line as itself, as byte-level BPE's "Ċ" or as SentencePiece's byte "<0x0A>";
+    spaces as " ", "▁" or "Ġ". One pass over the vocabulary, added tokens included.
+    """
+    return sorted(i for piece, i in tokenizer.get_vocab().items()
+                  if piece.lstrip(" \u2581\u0120").startswith(("\n", "\u010a", "<0x0A>")))
 
 
 def _stop_token_ids(tokenizer, model) -> list[int]:

@@ -89,8 +89,32 @@ def test_chat_models_keep_their_chat_prompt(tiny_engine, indexed_workspace):
     assert not prep.plain and prep.messages[0]["content"] == DEFAULT_PROMPTS["rag_system"]
 
 
+def _newline_ids_token_by_token(tokenizer) -> list[int]:
+    """The reading the engine did on its first plain request before: every id converted to its piece."""
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return [i for i, piece in enumerate(pieces)
+            if isinstance(piece, str) and piece.lstrip(" \u2581\u0120").startswith(("\n", "\u010a", "<0x0A>"))]
+
+
+def test_the_newline_ids_are_read_once_at_load_and_match_a_token_by_token_reading(plain_engine):
+    assert plain_engine.newline_ids == _newline_ids_token_by_token(plain_engine.tokenizer)
+    assert len(plain_engine.newline_ids) >= 1
+
+
+@pytest.mark.slow
+def test_the_newline_ids_of_gemma_match_a_token_by_token_reading(gemma_llm):
+    from transformers import AutoTokenizer
+
+    from serving.embedded import newline_token_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(gemma_llm)  # the tokenizer alone: no weights loaded
+    found = newline_token_ids(tokenizer)
+    assert found == _newline_ids_token_by_token(tokenizer)
+    assert tokenizer("\n\n", add_special_tokens=False)["input_ids"][0] in found
+
+
 def test_the_answer_may_not_open_with_a_new_line(plain_engine):
-    newlines = plain_engine._newline_ids()
+    newlines = plain_engine.newline_ids
     assert newlines and all(plain_engine.tokenizer.decode([i]).lstrip(" ").startswith("\n") for i in newlines)
     assert plain_engine.tokenizer("\n", add_special_tokens=False)["input_ids"][0] in newlines
     out = plain_engine.generate([{"role": "user", "content": QUESTION}], SamplingOptions(max_tokens=4), plain=True)
