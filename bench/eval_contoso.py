@@ -56,6 +56,7 @@ def main() -> None:
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     from evaluation.qa_sets import load_qa_file
+    from evaluation.report import summary_markdown
     from evaluation.runner import run_eval
     from serving.engine import SamplingOptions
     from serving.factory import get_engine
@@ -72,15 +73,7 @@ def main() -> None:
     t_eval = time.perf_counter() - t1
     print()
     s = run.summary
-    for variant, v in s["variants"].items():
-        print(f"== {variant}")
-        for metric, m in v["metrics"].items():
-            print(f"  {metric:<20} {m['mean']:.3f}  [{m['ci_low']:.3f}, {m['ci_high']:.3f}]")
-    for p in s["paired"]:
-        print(f"{p['a']} - {p['b']} {p['metric']:<20} {p['mean_diff']:+.3f} [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]"
-              f" p={p['p_value']:.2g}")
-    print()
-    print(s["recommendation"]["text"])
+    print(summary_markdown(s))
     ratios = {}
     if "rag" in s["variants"] and "base" in s["variants"]:
         for metric in ("token_f1", "semantic_similarity"):

@@ -51,6 +51,7 @@ def main() -> None:
     torch.set_num_threads(1)
     from evaluation.leaks import leaking_answers
     from evaluation.qa_sets import load_qa_file
+    from evaluation.report import summary_markdown
     from evaluation.runner import run_eval
     from ragtune.workspace import Workspace
     from retrieval.index import build_index
@@ -72,16 +73,7 @@ def main() -> None:
     t_eval = time.perf_counter() - t1
     print()
     s = run.summary
-    for variant, v in s["variants"].items():
-        print(f"== {variant}")
-        for metric, m in v["metrics"].items():
-            if m.get("mean") is not None:
-                print(f"  {metric:<20} {m['mean']:.3f}  [{m['ci_low']:.3f}, {m['ci_high']:.3f}]")
-    for p in s["paired"]:
-        if p.get("mean_diff") is not None:
-            print(f"{p['a']} - {p['b']} {p['metric']:<20} {p['mean_diff']:+.3f} [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]")
-    print()
-    print(s["recommendation"]["text"])
+    print(summary_markdown(s))
     answers = [{"idx": r["idx"], "variant": r["variant"], "question": rows[r["idx"]]["question"],
                 "reference": rows[r["idx"]]["answer"], "text": r["answer"].get("text", "")} for r in run.results]
     leaks = leaking_answers([a["text"] for a in answers])

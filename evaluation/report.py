@@ -90,27 +90,50 @@ def _cell(m: dict | None, digits: int = 3) -> str:
     return f"{m['mean']:.{digits}f} [{m['ci_low']:.{digits}f}, {m['ci_high']:.{digits}f}]"
 
 
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.3f}"
+
+
+def _metric_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    variants = summary["variants"]
+    shown = [m for m in SUMMARY_METRICS if any(m in v["metrics"] for v in variants.values())]
+    return ["metric", *variants], [[m] + [_cell(variants[label]["metrics"].get(m)) for label in variants] for m in shown]
+
+
+def _paired_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    rows = [[p["a"], p["b"], p["metric"], str(p["n"]), _signed(p["mean_diff"]),
+             f"[{_signed(p['ci_low'])}, {_signed(p['ci_high'])}]",
+             "-" if p["p_value"] is None else f"{p['p_value']:.3g}", "yes" if p["significant"] else "no"]
+            for p in summary["paired"]]
+    return ["a", "b", "metric", "n", "mean diff", "95% CI", "Wilcoxon p", "significant"], rows
+
+
+METRICS_TITLE = "Metrics: mean [95% bootstrap CI]"
+PAIRED_TITLE = "Paired comparisons (a - b on the same questions)"
+
+
 def _tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) for every table in the report."""
     variants = summary["variants"]
-    shown = [m for m in SUMMARY_METRICS if any(m in v["metrics"] for v in variants.values())]
-    metric_rows = [[m] + [_cell(variants[label]["metrics"].get(m)) for label in variants] for m in shown]
     cost_rows = [[label, str(v["answered"]), str(v["cost"]["tokens_served"]), f"{v['cost']['generation_s']:.1f}",
                   "-" if v["cost"].get("training_time_s") is None else f"{v['cost']['training_time_s']:.0f}",
                   "-" if v["cost"].get("gpu_hours") is None else f"{v['cost']['gpu_hours']:.3f}"]
                  for label, v in variants.items()]
-    paired_rows = [[p["a"], p["b"], p["metric"], str(p["n"]), f"{p['mean_diff']:+.3f}",
-                    f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]",
-                    "-" if p["p_value"] is None else f"{p['p_value']:.3g}", "yes" if p["significant"] else "no"]
-                   for p in summary["paired"]]
+    shown = [m for m in SUMMARY_METRICS if any(m in v["metrics"] for v in variants.values())]
     docs = [[m, METRIC_DOCS.get(m, "")] for m in shown]
     return [
-        ("Metrics: mean [95% bootstrap CI]", ["metric", *variants], metric_rows),
+        (METRICS_TITLE, *_metric_table(summary)),
         ("Cost", ["variant", "answers", "tokens served", "generation s", "training s", "GPU-hours"], cost_rows),
-        ("Paired comparisons (a - b on the same questions)",
-         ["a", "b", "metric", "n", "mean diff", "95% CI", "Wilcoxon p", "significant"], paired_rows),
+        (PAIRED_TITLE, *_paired_table(summary)),
         ("What each metric means", ["metric", "definition"], docs),
     ]
+
+
+def summary_markdown(summary: dict) -> str:
+    """The metrics and paired-comparison tables and the recommendation, as Markdown (what the benches print)."""
+    return "\n\n".join([f"{METRICS_TITLE}\n\n{_md_table(*_metric_table(summary))}",
+                        f"{PAIRED_TITLE}\n\n{_md_table(*_paired_table(summary))}",
+                        summary["recommendation"]["text"]])
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 
 import httpx
@@ -42,35 +43,49 @@ def _pct(values, q):
     return float(np.percentile(values, q))
 
 
+class _StreamFailed(Exception):
+    pass
+
+
+async def _sse_chunks(client: httpx.AsyncClient, url: str, headers: dict, body: dict):
+    """The JSON chunks of one streamed chat completion, up to ``[DONE]``. Raises ``_StreamFailed`` on an HTTP
+    error, an error chunk, or a stream that ends without ``[DONE]``. Use it under ``aclosing``: leaving the
+    loop early must close the connection at once (that is how a client drops a stream)."""
+    async with client.stream("POST", url, json=body, headers=headers) as response:
+        if response.status_code != 200:
+            text = (await response.aread()).decode(errors="replace")[:200]
+            raise _StreamFailed(f"HTTP {response.status_code}: {text}")
+        async for line in response.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == "[DONE]":
+                return
+            chunk = json.loads(payload)
+            if "error" in chunk:
+                raise _StreamFailed(chunk["error"].get("message", "error chunk"))
+            yield chunk
+    raise _StreamFailed("stream ended without [DONE]")
+
+
+def _failure(exc: Exception) -> dict:
+    return {"ok": False, "error": str(exc) if isinstance(exc, _StreamFailed) else f"{type(exc).__name__}: {exc}"}
+
+
 async def _one(client: httpx.AsyncClient, url: str, headers: dict, body: dict) -> dict:
     started = time.perf_counter()
     ttft = None
-    done = False
     tokens = 0
     try:
-        async with client.stream("POST", url, json=body, headers=headers) as response:
-            if response.status_code != 200:
-                text = (await response.aread()).decode(errors="replace")[:200]
-                return {"ok": False, "error": f"HTTP {response.status_code}: {text}"}
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == "[DONE]":
-                    done = True
-                    continue
-                chunk = json.loads(payload)
-                if "error" in chunk:
-                    return {"ok": False, "error": chunk["error"].get("message", "error chunk")}
+        async with aclosing(_sse_chunks(client, url, headers, body)) as chunks:
+            async for chunk in chunks:
                 delta = (chunk.get("choices") or [{}])[0].get("delta", {})
                 if delta.get("content") and ttft is None:
                     ttft = time.perf_counter() - started
                 if chunk.get("usage"):
                     tokens = chunk["usage"].get("completion_tokens", 0)
-    except (httpx.HTTPError, json.JSONDecodeError) as exc:
-        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-    if not done:
-        return {"ok": False, "error": "stream ended without [DONE]"}
+    except (_StreamFailed, httpx.HTTPError, json.JSONDecodeError) as exc:
+        return _failure(exc)
     return {"ok": True, "latency": time.perf_counter() - started, "ttft": ttft, "tokens": tokens}
 
 
@@ -169,18 +184,8 @@ async def _run_drops(base_url: str, key: str | None, clients: int, drop: int, dr
             state["live"] += 1
             content = 0
             try:
-                async with client.stream("POST", path, json=body, headers=headers) as response:
-                    if response.status_code != 200:
-                        text = (await response.aread()).decode(errors="replace")[:200]
-                        return {"ok": False, "error": f"HTTP {response.status_code}: {text}"}
-                    async for line in response.aiter_lines():
-                        if not line.startswith("data:") or line.endswith("[DONE]"):
-                            if line.endswith("[DONE]"):
-                                return {"ok": True}
-                            continue
-                        chunk = json.loads(line[5:])
-                        if "error" in chunk:
-                            return {"ok": False, "error": chunk["error"].get("message", "error chunk")}
+                async with aclosing(_sse_chunks(client, path, headers, body)) as chunks:
+                    async for chunk in chunks:
                         if (chunk.get("choices") or [{}])[0].get("delta", {}).get("content"):
                             content += 1
                         if content >= drop_after and state["drops_left"] > 0:
@@ -188,9 +193,9 @@ async def _run_drops(base_url: str, key: str | None, clients: int, drop: int, dr
                             state["live"] -= 1  # before the close: the server may count it at once
                             state["drop_times"].append(time.perf_counter())
                             return {"dropped": True}  # leaving the block closes the connection
-                return {"ok": False, "error": "stream ended without [DONE]"}
-            except (httpx.HTTPError, json.JSONDecodeError) as exc:
-                return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+                return {"ok": True}
+            except (_StreamFailed, httpx.HTTPError, json.JSONDecodeError) as exc:
+                return _failure(exc)
 
         async def one():
             outcome = await stream_one()

@@ -8,7 +8,7 @@ import pytest
 from app.cli import main as cli
 from evaluation.arena import leaderboard, list_battles, new_battle, record_vote
 from evaluation.qa_sets import load_qa_file
-from evaluation.report import export_report
+from evaluation.report import export_report, summary_markdown
 from evaluation.assistants import make_assistant
 from evaluation.runner import run_eval
 from ragtune.errors import BadInputError
@@ -38,6 +38,18 @@ def test_markdown_and_html_reports_render_with_plots(workspace, finished_run):
     assert all(a["question"] and a["reference"] and "token_f1" in a for a in answers)
     with pytest.raises(BadInputError):
         export_report(workspace, finished_run.run_id, "pdf")
+
+
+def test_summary_markdown_holds_each_metric_each_pair_and_the_recommendation(finished_run):
+    s = finished_run.summary
+    text = summary_markdown(s)
+    f1 = s["variants"]["ft"]["metrics"]["token_f1"]
+    assert f"| token_f1 | " in text and f"{f1['mean']:.3f} [{f1['ci_low']:.3f}, {f1['ci_high']:.3f}]" in text
+    for p in s["paired"]:
+        assert f"| {p['a']} | {p['b']} | {p['metric']} | {p['n']} |" in text
+    assert text.endswith(s["recommendation"]["text"])
+    undefined = dict(s["paired"][0], mean_diff=None, ci_low=None, ci_high=None, p_value=None, significant=False)
+    assert "| - | [-, -] | - | no |" in summary_markdown(dict(s, paired=[undefined]))
 
 
 def test_arena_hides_variants_until_the_vote(workspace, tiny_engine, tiny_adapter):
