@@ -20,6 +20,7 @@ from .common import esc, fmt_seconds, guarded, log, open_ws
 DATA_GENERATE = "Generate questions and answers from my documents"
 DATA_UPLOAD = "Use my own Q&A or chat file"
 LOSS_COLUMNS = ["step", "loss", "curve"]
+RESUMABLE = ("cancelled", "stopped", "failed")
 
 
 # ------------------------------------------------------------------ RAG index
@@ -75,21 +76,30 @@ def _index_job_html(job) -> str:
                 f"<div class='rt-bar'><div style='width:{pct}%'></div></div>"
                 f"<div>{done}/{total or '?'} passages{eta}</div></div>")
     if job.status != "succeeded" and job.error:
-        return f"{head}<div class='rt-error'>Index job <code>{esc(job.id)}</code> {esc(job.status)}: {esc(job.error)}</div></div>"
+        where = f" at {done}/{total} passages" if total else ""
+        again = " Resume embeds only the passages not embedded yet." if job.status in RESUMABLE else ""
+        return (f"{head}<div class='rt-error'>Index job <code>{esc(job.id)}</code> {esc(job.status)}{where}: "
+                f"{esc(job.error)}{again}</div></div>")
     return head + "</div>"
+
+
+def _latest_index_job(ws_name):
+    from ragtune import operations
+    from retrieval.service import INDEX
+
+    return operations.latest(open_ws(ws_name), INDEX) if ws_name else None
 
 
 def index_view(ws_name, shown: str | None = None):
     """The index card: the newest index job's progress (a reload finds it) and, when that job's state
-    changed since ``shown``, the index state (built / stale); returns (job html, status, button, shown)."""
-    from ragtune import operations
-    from retrieval.service import INDEX
-
-    job = operations.latest(open_ws(ws_name), INDEX) if ws_name else None
+    changed since ``shown``, the index state (built / stale); returns (job html, status, build, cancel,
+    resume buttons, shown)."""
+    job = _latest_index_job(ws_name)
     running = job is not None and not job.finished
     seen = f"{ws_name}:{job.id if job else ''}:{job.status if job else ''}"
     status = index_status(ws_name) if seen != shown else gr.skip()
-    return _index_job_html(job), status, gr.update(interactive=not running), seen
+    return (_index_job_html(job), status, gr.update(interactive=not running), gr.update(interactive=running),
+            gr.update(interactive=job is not None and job.status in RESUMABLE), seen)
 
 
 def start_index_build(ws_name, chunk_tokens, overlap, k, mode, dense_weight, bm25_weight):
@@ -101,6 +111,31 @@ def start_index_build(ws_name, chunk_tokens, overlap, k, mode, dense_weight, bm2
                                                                   bm25_weight))
     gr.Info(f"Building the index (job {job.id}). You can leave or reload this page; it keeps going.")
     return index_view(ws_name)
+
+
+def cancel_index_build(ws_name, shown=None):
+    """Cancel the running index job: the same cancel as `ragtune jobs cancel` (it stops between batches,
+    the current index stays, every vector embedded so far is kept)."""
+    from ragtune import operations
+
+    job = _latest_index_job(ws_name)
+    if job is None or job.finished:
+        raise BadInputError("No index build is running.")
+    operations.cancel(open_ws(ws_name), job.id)
+    gr.Info("Cancelling: the build stops after the current batch; what is embedded so far is kept.")
+    return index_view(ws_name, shown)
+
+
+def resume_index_build(ws_name, shown=None):
+    """Resume the newest stopped index job under its id and config, as `ragtune jobs resume` does."""
+    from ragtune import operations
+
+    job = _latest_index_job(ws_name)
+    if job is None or job.status not in RESUMABLE:
+        raise BadInputError("There is no stopped index build to resume.")
+    operations.resume(open_ws(ws_name), job.id)
+    gr.Info(f"Resuming index job {job.id}: only the passages not embedded yet are embedded.")
+    return index_view(ws_name, shown)
 
 
 def build_index_and_wait(workspace: str) -> str:
@@ -216,7 +251,7 @@ def training_view(ws_name):
         return (_preparing_html(job), None, gr.update(interactive=running), gr.update(interactive=False),
                 gr.update(interactive=not running))
     rows = read_log(job.log_path)[0] if job else []
-    resumable = job is not None and job.status in ("cancelled", "stopped", "failed")
+    resumable = job is not None and job.status in RESUMABLE
     return (_status_html(job, rows), _loss_frame(rows), gr.update(interactive=running),
             gr.update(interactive=resumable), gr.update(interactive=not running))
 
@@ -268,7 +303,7 @@ def resume_finetune(ws_name):
 
     ws = open_ws(ws_name)
     job = _latest_train_job(ws)
-    if job is None or job.status not in ("cancelled", "stopped", "failed") or job.kind != "train":
+    if job is None or job.status not in RESUMABLE or job.kind != "train":
         raise BadInputError("There is no stopped fine-tune to resume.")
     resume_training(ws, job.id)
     gr.Info(f"Resuming job {job.id}.")
@@ -284,7 +319,10 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks, tab: gr.Tab | None = Non
                         "Takes seconds to minutes; rebuild after adding documents.")
             index_md = gr.Markdown(elem_id="index-status")
             index_job = gr.HTML(elem_id="index-job-status")
-            index_btn = gr.Button("Build index", variant="primary", elem_id="build-index")
+            with gr.Row():
+                index_btn = gr.Button("Build index", variant="primary", elem_id="build-index")
+                index_cancel = gr.Button("Cancel", variant="stop", interactive=False, elem_id="index-cancel")
+                index_resume = gr.Button("Resume", interactive=False, elem_id="index-resume")
             index_seen = gr.State(None)
             with gr.Accordion("Advanced", open=False, elem_id="index-advanced"):
                 chunk_size = gr.Slider(32, 1000, value=200, step=8, label="Passage size (tokens)", elem_id="chunk-size")
@@ -320,8 +358,10 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks, tab: gr.Tab | None = Non
     view_outputs = [status, loss_plot, cancel_btn, resume_btn, start_btn]
     source.change(lambda s: gr.update(visible=s == DATA_UPLOAD), [source], [upload], show_progress="hidden")
     advanced = [chunk_size, overlap, k, mode, dense_weight, bm25_weight]
-    index_outputs = [index_job, index_md, index_btn, index_seen]
+    index_outputs = [index_job, index_md, index_btn, index_cancel, index_resume, index_seen]
     index_btn.click(guarded(start_index_build), [ws_select, *advanced], index_outputs, api_visibility="private")
+    index_cancel.click(guarded(cancel_index_build), [ws_select, index_seen], index_outputs, api_visibility="private")
+    index_resume.click(guarded(resume_index_build), [ws_select, index_seen], index_outputs, api_visibility="private")
     gr.api(guarded(build_index_and_wait), api_name="build_index")
 
     def index_tick(ws_name, shown):

@@ -53,6 +53,13 @@ def build_app(ctx: AppContext, host: str = "127.0.0.1", deploy_port: int | None 
             ws_select = gr.Dropdown(choices, value=initial, label="Open workspace", elem_id="workspace-select", scale=2,
                                     allow_custom_value=True)
             model_md = gr.Markdown(ctx.engine_status(), elem_id="model-status")
+        # Reopen the workspace this browser had open, so a reload lands where the user was. The browser saves
+        # it itself, in the first handler of a workspace change: the page starts a change's handlers one after
+        # the other (each a request), so a save registered after the tabs' ones, or one that went to the server,
+        # came seconds late and a reload in between reopened the previous workspace.
+        remembered = gr.BrowserState(None, storage_key="ragtune-open-workspace")
+        ws_select.change(None, [ws_select], [remembered], js="(name) => name", show_progress="hidden",
+                         api_visibility="private")
         with gr.Tabs(elem_id="tabs") as tabs:
             for label, key, module in TABS:
                 with gr.Tab(label, id=key, elem_id=f"tab-{key}") as tab:
@@ -72,9 +79,6 @@ def build_app(ctx: AppContext, host: str = "127.0.0.1", deploy_port: int | None 
 
         model_timer.tick(model_status, None, [model_md, model_timer], show_progress="hidden", api_visibility="private")
 
-        # Reopen the workspace this browser had open, so a reload lands where the user was.
-        remembered = gr.BrowserState(None, storage_key="ragtune-open-workspace")
-        ws_select.change(lambda name: name, [ws_select], [remembered], show_progress="hidden", api_visibility="private")
 
         def refresh_workspaces(current, last):
             names = workspace_choices()

@@ -1,0 +1,132 @@
+"""The Build and Documents screens' jobs in the browser: an index build is cancelled and resumed from the
+Build card (the same cancel and resume as `ragtune jobs cancel/resume`), and the workspace picked in the
+header survives an immediate reload. The tiny model; the real embedder on a generated document whose
+words are new to every run, so no cached vector makes the build too quick to cancel."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def running_app(tmp_path_factory):
+    from .conftest import started_app
+
+    with started_app(tmp_path_factory.mktemp("build-jobs-home"), workspace="jobs") as app:
+        yield app
+
+
+def _open(browser, url):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    return context, page
+
+
+def _workspace(app, name: str):
+    from ragtune.workspace import Workspace
+
+    return Workspace.create(name, root=app.home / "workspaces", exist_ok=True)
+
+
+def _wait_workspace(page, name: str, timeout: int = 60_000) -> None:
+    page.wait_for_function("n => { const e = document.querySelector('#workspace-select input');"
+                           " return e && e.value === n; }", arg=name, timeout=timeout)
+
+
+def _pick_workspace(page, name: str) -> None:
+    page.locator("#workspace-select input").click()
+    page.get_by_role("option", name=name, exact=True).click()
+    _wait_workspace(page, name)
+
+
+def _index_job(page) -> dict:
+    return page.evaluate("() => { const e = document.querySelector('#index-job');"
+                         " return e ? {status: e.dataset.status, job: e.dataset.job, done: +e.dataset.done,"
+                         " total: +e.dataset.total} : {}; }")
+
+
+def _wait_index_job(page, condition: str, arg=None, timeout: int = 300_000) -> dict:
+    page.wait_for_function(f"a => {{ const e = document.querySelector('#index-job'); return e && ({condition}); }}",
+                           arg=arg, timeout=timeout)
+    return _index_job(page)
+
+
+def _big_workspace(app, name: str):
+    """A workspace with one document of ~1100 short passages (four embedding batches and more)."""
+    from retrieval.ingest import ingest_paths
+    from retrieval.settings import save_settings
+
+    ws = _workspace(app, name)
+    words = (REPO / "datasets" / "sample" / "faq.md").read_text(encoding="utf-8").split()
+    rnd = random.Random(uuid.uuid4().hex)
+    paragraphs = [" ".join(rnd.choice(words) for _ in range(40)) + "." for _ in range(530)]
+    doc = app.home / f"{name}-handbook.md"
+    doc.write_text("# Handbook\n\n" + "\n\n".join(paragraphs), encoding="utf-8")
+    save_settings(ws, chunk_tokens=32, overlap_tokens=0)
+    ingest_paths(ws, [doc])
+    return ws
+
+
+def test_picked_workspace_survives_an_immediate_reload(browser, running_app):
+    _workspace(running_app, "jobs-other")
+    context, page = _open(browser, running_app.url)
+    _wait_workspace(page, "jobs")
+    _pick_workspace(page, "jobs-other")
+    page.reload()  # at once: nothing else has happened since the pick
+    _wait_workspace(page, "jobs-other", timeout=30_000)
+    # and it stays there once the page's load event has run (the Documents table is filled by it)
+    page.get_by_role("tab", name="Build").click()
+    page.wait_for_function("() => /Index: not built yet/.test(document.querySelector('#index-status').innerText)")
+    assert page.locator("#workspace-select input").input_value() == "jobs-other"
+    context.close()
+
+
+def test_index_build_is_cancelled_and_resumed_from_the_build_card(browser, running_app):
+    from ragtune.jobs import get_job, read_log
+
+    ws = _big_workspace(running_app, "jobs-big")
+    context, page = _open(browser, running_app.url)
+    page.locator("#workspace-select input").wait_for()
+    if page.locator("#workspace-select input").input_value() != "jobs-big":
+        _pick_workspace(page, "jobs-big")
+    page.get_by_role("tab", name="Build").click()
+    # the card's settings are the workspace's (32-token passages), so the build embeds all ~1100 of them
+    page.locator("#index-advanced").get_by_text("Advanced").first.click()
+    page.wait_for_function("() => { const e = document.querySelector('#chunk-size input[type=number]');"
+                           " return e && e.value === '32'; }")
+    page.locator("#index-job").wait_for(state="attached")
+    page.locator("#build-index").click()
+    running = _wait_index_job(page, "e.dataset.status === 'running' && +e.dataset.done >= 256", timeout=180_000)
+    assert running["total"] > 1000, running
+    job_id = running["job"]
+
+    page.locator("#index-cancel").click()
+    cancelled = _wait_index_job(page, "e.dataset.status === 'cancelled' && e.dataset.job === a", arg=job_id)
+    assert 0 < cancelled["done"] < cancelled["total"], cancelled
+    assert "cancelled" in page.locator("#index-job").inner_text()
+    assert "not built yet" in page.locator("#index-status").inner_text()  # no half-built index
+    assert get_job(ws, job_id).status == "cancelled"
+
+    page.locator("#index-resume").click()
+    _wait_index_job(page, "e.dataset.status === 'running' && e.dataset.job === a", arg=job_id, timeout=60_000)
+    _wait_index_job(page, "e.dataset.status === 'succeeded' && e.dataset.job === a", arg=job_id)
+    page.wait_for_function("() => document.querySelector('#index-status').innerText.includes('Index ready')")
+    job = get_job(ws, job_id)
+    assert job.status == "succeeded" and job.result["chunks"] == cancelled["total"]
+    # the resumed run embedded only what the cancelled one had not (at least the batches it reported done)
+    rows = read_log(job.log_path)[0]
+    second_start = [i for i, r in enumerate(rows) if r.get("event") == "start"][1]
+    first_step = next(r for r in rows[second_start:] if r.get("label") == "embedding chunks")
+    assert 0 < first_step["total_steps"] <= cancelled["total"] - cancelled["done"]
+    assert "Traceback" not in page.locator("body").inner_text()
+    context.close()
