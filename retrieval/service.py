@@ -103,22 +103,29 @@ INDEX = Operation(kind="index", config=IndexConfig, work=_index, ref="retrieval.
 INGEST = Operation(kind="ingest", config=IngestConfig, work=_ingest, ref="retrieval.service:INGEST", exclusive=False)
 
 
-def file_results(job) -> list[dict]:
-    """Each file's result so far, in order, from an ingest job's log (the Documents screen's rows)."""
+def file_results(job, latest_run: bool = False) -> list[dict]:
+    """Each file's result so far, in order, from an ingest job's log (the Documents screen's rows);
+    ``latest_run``: only the newest run's (a resumed job logs every file again)."""
     from ragtune.jobs import read_log
 
-    return [r for r in read_log(job.log_path)[0] if r.get("event") == "file"] if job is not None else []
+    rows = read_log(job.log_path)[0] if job is not None else []
+    if latest_run:
+        starts = [i for i, r in enumerate(rows) if r.get("event") == "start"]
+        rows = rows[starts[-1]:] if starts else rows
+    return [r for r in rows if r.get("event") == "file"]
 
 
 def upload_pipeline():
-    """``ingest(ws, paths)`` and ``build_index(ws)`` for the assistant server's builder upload route, the same
-    for ``ragtune deploy`` and the app's Deploy tab: upload limits, all or nothing, then the index if asked."""
+    """``ingest(ws, paths)`` and ``start_index(ws) -> Job`` for the assistant server's builder upload route, the
+    same for ``ragtune deploy`` and the app's Deploy tab: upload limits, all or nothing, in the request (fast,
+    a result per file); then, if asked, the index job (``INDEX``, the same one-at-a-time job as ``ragtune index``
+    and the Build screen), which outlives the request and the server."""
+    from ragtune import operations
     from ragtune.ingest_gate import UploadLimits
 
-    from .index import build_index
     from .ingest import ingest_paths
 
     def ingest(ws, paths):
         return ingest_paths(ws, paths, limits=UploadLimits(), all_or_nothing=True)
 
-    return ingest, lambda ws: build_index(ws, progress=False)
+    return ingest, lambda ws: operations.start(ws, INDEX, IndexConfig())

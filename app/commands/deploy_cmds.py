@@ -101,10 +101,10 @@ def _deploy(args) -> int:
                             f"suggests `ragtune deploy -w {ws.name} --variant {suggested_variant(ws)}`).")
     from retrieval.service import upload_pipeline
 
-    ingest, build_index = upload_pipeline()
+    ingest, start_index = upload_pipeline()
     engine = engine_from_args(args)
     app = build_deploy_app(workspaces_root() if args.all_workspaces else ws, engine,
-                           limits=DeployLimits(max_tokens=args.max_tokens), ingest=ingest, build_index=build_index,
+                           limits=DeployLimits(max_tokens=args.max_tokens), ingest=ingest, start_index=start_index,
                            assistant_factory=make_assistant)
     server = DeployServer(app, host=args.host, port=args.port, log_level="info")
     server.start()

@@ -40,10 +40,10 @@ class EndUserServer:
 
             from retrieval.service import upload_pipeline
 
-            ingest, build_index = upload_pipeline()  # the same limits as `ragtune deploy`'s upload route
+            ingest, start_index = upload_pipeline()  # the same limits as `ragtune deploy`'s upload route
             app = build_deploy_app(workspaces_root(), self.ctx.engine(),
                                    assistant_factory=lambda ws, engine: self.ctx.assistant(ws),
-                                   ingest=ingest, build_index=build_index)
+                                   ingest=ingest, start_index=start_index)
             server = DeployServer(app, host=self.host, port=self.port or 0, fallback=True)
             self.port = server.port
             try:

@@ -1,4 +1,4 @@
-"""Builders: metrics, deployments, monitoring, feedback and document upload.
+"""Builders: metrics, deployments, monitoring, feedback, document upload and its index job.
 
 Every route needs the builder password when one is set (``auth.builder_guard``); state-changing
 ones also need a same-origin proof, checked before routing (``security.HostGuard``). A key or a
@@ -8,6 +8,7 @@ page session never opens a builder route.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -17,7 +18,9 @@ from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from ragtune import feedback as feedback_store
-from ragtune.errors import BadInputError
+from ragtune import operations
+from ragtune.errors import BadInputError, JobError, RagtuneError
+from ragtune.jobs import get_job
 from ragtune.workspace import Workspace
 
 from . import deployments, metrics, upload_safety
@@ -28,6 +31,7 @@ from .state import DeployState
 log = logging.getLogger("ragtune.deploy")
 
 router = APIRouter(dependencies=[Depends(builder_guard)])
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 @router.get("/metrics")
@@ -55,7 +59,7 @@ async def builder_feedback(ws: Workspace = Depends(builder_workspace)):
 @router.post("/builder/{workspace}/documents")
 async def builder_upload(request: Request, ws: Workspace = Depends(builder_workspace),
                          state: DeployState = Depends(deploy_state)):
-    ingest, build_index, upload_limits = state.ingest, state.build_index, state.upload_limits
+    ingest, start_index, upload_limits = state.ingest, state.start_index, state.upload_limits
     if ingest is None:
         raise ApiError(501, "This server was started without the document pipeline; upload from the builder app "
                             "or `ragtune ingest`.", "not_implemented")
@@ -94,12 +98,41 @@ async def builder_upload(request: Request, ws: Workspace = Depends(builder_works
             results = ingest(ws, paths)
         rows = [asdict(r) if is_dataclass(r) else dict(r) for r in results]
         index = None
-        if build_index is not None and request.query_params.get("index") in ("1", "true", "yes") and \
+        if start_index is not None and request.query_params.get("index") in ("1", "true", "yes") and \
                 any(r.get("status") == "added" for r in rows):
-            index = build_index(ws)
+            index = _start_index(ws, start_index)
         return {"results": rows, "index": index}
 
     out = await run_in_threadpool(store)
     log.info("upload ws=%s files=%d added=%d", ws.name, len(files),
              sum(r.get("status") == "added" for r in out["results"]))
     return out
+
+
+def _start_index(ws: Workspace, start_index) -> dict:
+    """Start the index job (one at a time per workspace): its id and where to follow it, or why it did not
+    start (the documents are stored either way)."""
+    try:
+        job = start_index(ws)
+    except RagtuneError as exc:
+        return {"job": None, "status": "not_started", "error": str(exc)}
+    return {"job": job.id, "status": job.status, "follow": f"/builder/{ws.name}/jobs/{job.id}"}
+
+
+@router.get("/builder/{workspace}/jobs/{job_id}")
+async def builder_job(job_id: str, ws: Workspace = Depends(builder_workspace)):
+    """A job of the workspace (the upload's index job, or any other): status, done/total, rate, ETA, result.
+    Read from the workspace's job folder, so it is found again after a reload or a server restart."""
+    if not JOB_ID.fullmatch(job_id):
+        raise ApiError(404, f"No job '{job_id}' in workspace '{ws.name}'.", "not_found")
+
+    def read() -> dict:
+        job = get_job(ws, job_id)
+        progress = operations.progress_of(job)
+        return {"id": job.id, "kind": job.kind, "status": job.status, "error": job.error, "result": job.result,
+                **{k: progress[k] for k in ("done", "total", "label", "rate", "eta_s")}}
+
+    try:
+        return await run_in_threadpool(read)
+    except JobError as exc:
+        raise ApiError(404, str(exc), "not_found") from None

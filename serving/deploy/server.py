@@ -108,13 +108,13 @@ class _SecurityHeaders:
 def build_deploy_app(target, engine, *, limits: DeployLimits | None = None,
                      upload_limits: upload_safety.UploadLimits | None = None,
                      builder_password: str | None = None, ingest: Callable | None = None,
-                     build_index: Callable | None = None, assistant_factory: Callable | None = None,
+                     start_index: Callable | None = None, assistant_factory: Callable | None = None,
                      hosts: set[str] | None = None) -> FastAPI:
     """The deploy server for one workspace (a Workspace) or for every workspace under a folder.
 
     `engine` answers for all of them (one base model; adapters loaded by name). `ingest(ws, paths)`
-    and `build_index(ws)` are the document pipeline for the builder upload route (passed in by the
-    caller so serving does not depend on retrieval); without them that route answers 501.
+    and `start_index(ws) -> Job` (the index job) are the document pipeline for the builder upload route
+    (passed in by the caller so serving does not depend on retrieval); without them that route answers 501.
     `hosts`: the host names to answer for (default: loopback names and $RAGTUNE_ALLOWED_HOSTS;
     ``DeployServer`` adds the address it binds).
     """
@@ -122,7 +122,7 @@ def build_deploy_app(target, engine, *, limits: DeployLimits | None = None,
                         upload_limits=upload_limits or upload_safety.UploadLimits(),
                         password=builder_password if builder_password is not None else env_builder_password(),
                         hosts=hosts if hosts is not None else allowed_hosts(),
-                        assistant_factory=assistant_factory, ingest=ingest, build_index=build_index)
+                        assistant_factory=assistant_factory, ingest=ingest, start_index=start_index)
 
     @asynccontextmanager
     async def lifespan(_app):

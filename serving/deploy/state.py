@@ -97,7 +97,7 @@ class DeployState:
     hosts: set[str]
     assistant_factory: Callable | None = None
     ingest: Callable | None = None
-    build_index: Callable | None = None
+    start_index: Callable | None = None         # start_index(ws) -> ragtune.jobs.Job
     limiter: RateLimiter = field(default_factory=RateLimiter)
     metrics: metrics.DeployMetrics = field(default_factory=metrics.DeployMetrics)
     signer: SessionSigner = field(default_factory=lambda: SessionSigner(secrets.token_bytes(32), SESSION_TTL_S))

@@ -97,3 +97,67 @@ def test_http_upload_failing_at_parse_stores_nothing(published, tiny_engine, sam
         assert _stored(published) == before
         leftovers = [p.name for sub in ("documents", "chunks") for p in published.path(sub).iterdir()]
         assert not [n for n in leftovers if n.startswith(".")]
+
+
+def _follow(client, url: str, timeout: float = 240) -> dict:
+    import time
+
+    deadline = time.time() + timeout
+    while True:
+        r = client.get(url, auth=("b", "pw"))
+        assert r.status_code == 200, r.text
+        if r.json()["status"] not in ("running", "queued") or time.time() > deadline:
+            return r.json()
+        time.sleep(0.3)
+
+
+def test_upload_starts_the_index_job_that_a_restarted_server_still_reports(published, tiny_engine, sample_docs):
+    from retrieval.index import index_state
+    from retrieval.service import upload_pipeline
+
+    ingest, start_index = upload_pipeline()
+    faq = [("files", ("faq.md", (sample_docs / "faq.md").read_bytes(), "text/markdown"))]
+    app = build_deploy_app(published, tiny_engine, builder_password="pw", ingest=ingest, start_index=start_index)
+    with TestClient(app, base_url="http://localhost", headers={"X-Ragtune-Builder": "1"}) as client:
+        r = client.post("/builder/test/documents?index=1", auth=("b", "pw"), files=faq)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert [x["status"] for x in body["results"]] == ["added"]  # the ingest's per-file result, in the reply
+        job_id, follow = body["index"]["job"], body["index"]["follow"]
+        assert job_id.startswith("index-") and follow == f"/builder/test/jobs/{job_id}"
+        assert client.get(follow).status_code == 401  # a builder route: the password guards it
+    # a new server over the same workspace (a restart) finds the job and follows it to its end
+    restarted = build_deploy_app(published, tiny_engine, builder_password="pw", ingest=ingest, start_index=start_index)
+    with TestClient(restarted, base_url="http://localhost", headers={"X-Ragtune-Builder": "1"}) as client:
+        done = _follow(client, follow)
+        assert done["status"] == "succeeded" and done["kind"] == "index", done
+        assert done["done"] == done["total"] == done["result"]["chunks"] > 0
+        assert index_state(published)["built"] and not index_state(published)["stale"]
+        r = client.get("/builder/test/jobs/no-such-job", auth=("b", "pw"))
+        assert r.status_code == 404 and "no-such-job" in r.json()["error"]["message"]
+
+
+def test_upload_while_an_index_job_runs_stores_the_files_and_names_the_running_job(published, tiny_engine,
+                                                                                   sample_docs):
+    from ragtune.jobs import JobReporter, get_job, write_job_here
+    from retrieval.documents import list_documents
+    from retrieval.service import upload_pipeline
+
+    ingest, start_index = upload_pipeline()
+    running = write_job_here(published, "index", "ragtune.operations", [])  # an index build in this process
+    app = build_deploy_app(published, tiny_engine, builder_password="pw", ingest=ingest, start_index=start_index)
+    try:
+        with TestClient(app, base_url="http://localhost", headers={"X-Ragtune-Builder": "1"}) as client:
+            r = client.post("/builder/test/documents?index=1", auth=("b", "pw"),
+                            files=[("files", ("faq.md", (sample_docs / "faq.md").read_bytes(), "text/markdown"))])
+            assert r.status_code == 200, r.text
+            assert [x["status"] for x in r.json()["results"]] == ["added"]
+            index = r.json()["index"]
+            assert index["job"] is None and index["status"] == "not_started"
+            assert running.id in index["error"] and "already running" in index["error"]
+            assert client.get(f"/builder/test/jobs/{running.id}", auth=("b", "pw")).json()["status"] == "running"
+        assert [d["name"] for d in list_documents(published)] == ["faq.md"]
+    finally:
+        with JobReporter(running.dir):
+            pass
+    assert get_job(published, running.id).status == "succeeded"
