@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from ragtune.config_args import add_dataclass_arguments, dataclass_from_args
-from retrieval.service import IndexConfig, IngestConfig
+from retrieval.service import INDEX, IndexConfig, IngestConfig
 
 from .common import add_detach_arg, add_json_arg, add_workspace_arg, open_workspace, print_json, run_operation
 
@@ -92,15 +92,7 @@ def _ingest(args):
     return 1 if any(r["status"] == "failed" for r in results) else 0
 
 
-def _build(ws, quiet=False):
-    from retrieval.index import build_index
-
-    return build_index(ws, progress=not quiet)
-
-
 def _index(args):
-    from retrieval.service import INDEX
-
     ws = open_workspace(args)
     if args.status:
         return _index_state(ws, args)
@@ -199,13 +191,20 @@ def _eval(args):
         failed = [r for r in results if r.status == "failed"]
         for r in failed:
             print(f"warning: {r.name} not indexed: {r.reason}", file=__import__("sys").stderr)
-        _build(ws, quiet=args.json)
     else:
         ws = open_workspace(args)
     try:
+        built = None
+        if args.docs:  # the same index job as `ragtune index` (its progress, cancel; one build path)
+            job = run_operation(ws, INDEX, IndexConfig(), args, desc="indexing", unit="chunk")
+            if job.status != "succeeded":
+                return 1
+            built = job.result
         retriever = Retriever.for_workspace(ws)
         report = evaluate_retriever(retriever, rows, modes=args.modes, ks=tuple(sorted(set(args.k))))
         report["tuned"] = retriever.manifest.get("tuned")
+        if built is not None:
+            report["index"] = built
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -8,6 +8,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from ragtune.errors import BadInputError
+
 from .common import guarded, open_ws
 
 RESULT_COLUMNS = ["File", "Result", "Chunks", "Details"]
@@ -42,29 +44,40 @@ def ingest_files(ws_name, files, progress=gr.Progress()):
     """Add uploaded files as an ingest job (the same operation as `ragtune ingest`), yielding each file's
     result as the job reports it. One bad file never stops the batch."""
     from ragtune import operations
-    from ragtune.jobs import get_job
-    from retrieval.service import INGEST, IngestConfig, file_results
+    from retrieval.service import INGEST, IngestConfig
 
     ws = open_ws(ws_name)
     paths = [Path(f if isinstance(f, str) else f.name) for f in (files or [])]
     if not paths:
         raise gr.Error("Drop one or more files first.")
-    rows = [[p.name, "waiting", "", ""] for p in paths]
     docs, choices = documents_table(ws_name)
-    yield pd.DataFrame(rows, columns=RESULT_COLUMNS), docs, choices
+    yield pd.DataFrame([[p.name, "waiting", "", ""] for p in paths], columns=RESULT_COLUMNS), docs, choices
     job = operations.start(ws, INGEST, IngestConfig(paths=[str(p) for p in paths]))
+    yield from _follow_ingest(ws_name, job, progress)
+
+
+def _follow_ingest(ws_name, job, progress):
+    """Each file's row as the ingest job reports it (the newest run of the job: a resumed one reports
+    the files stored before it as already there), until the job ends; then the documents table."""
+    from ragtune.jobs import get_job
+    from retrieval.service import file_results
+
+    ws = open_ws(ws_name)
+    names = [Path(p).name for p in ((job.config or {}).get("config") or {}).get("paths", [])]
+    rows = [[name, "waiting", "", ""] for name in names]
     shown = None
     while True:
         job = get_job(ws, job.id)
-        results = file_results(job)
-        for i, r in enumerate(results[:len(rows)]):
+        results = file_results(job, latest_run=True)[:len(rows)]
+        for i, r in enumerate(results):
             rows[i][1:] = [_label(r["status"]), r["chunks"], r["reason"] or ""]
         if not job.finished and len(results) < len(rows):
             rows[len(results)][1] = "reading..."
             progress((len(results), len(rows)), desc=f"Reading {rows[len(results)][0]}")
         if job.finished:
             for row in rows[len(results):]:  # the job stopped before these files
-                row[1:] = ["failed", 0, job.error or "not read: the ingest job ended first"]
+                row[1:] = (["cancelled", 0, "not read: the ingest was cancelled; Resume reads it"]
+                           if job.status == "cancelled" else ["failed", 0, job.error or "not read: the ingest job ended first"])
         state = [tuple(r) for r in rows]
         if state != shown:
             shown = state
@@ -75,9 +88,42 @@ def ingest_files(ws_name, files, progress=gr.Progress()):
     ok = sum(1 for r in rows if r[1] == "added")
     failed = sum(1 for r in rows if r[1] == "failed")
     msg = f"{ok} of {len(rows)} file(s) added" + (f", {failed} failed (see Details)" if failed else "") + "."
-    (gr.Warning if failed else gr.Info)(msg + " Build the index on the Build tab to use them in answers.")
+    if job.status == "cancelled":
+        gr.Warning(msg + " The ingest was cancelled: Resume reads the files it did not reach.")
+    else:
+        (gr.Warning if failed else gr.Info)(msg + " Build the index on the Build tab to use them in answers.")
     docs, choices = documents_table(ws_name)
     yield pd.DataFrame(rows, columns=RESULT_COLUMNS), docs, choices
+
+
+def _latest_ingest(ws_name):
+    from ragtune import operations
+    from retrieval.service import INGEST
+
+    return operations.latest(open_ws(ws_name), INGEST) if ws_name else None
+
+
+def cancel_ingest(ws_name) -> None:
+    """Cancel the newest running ingest: the same cancel as `ragtune jobs cancel` (it stops between files;
+    every file stored so far stays)."""
+    from ragtune import operations
+
+    job = _latest_ingest(ws_name)
+    if job is None or job.finished:
+        raise BadInputError("No upload is being read.")
+    operations.cancel(open_ws(ws_name), job.id)
+    gr.Info("Cancelling: the upload stops after the current file; the files read so far stay.")
+
+
+def resume_ingest(ws_name, progress=gr.Progress()):
+    """Resume the newest stopped ingest under its id (only the files not stored yet are read) and follow it."""
+    from ragtune import operations
+
+    job = _latest_ingest(ws_name)
+    if job is None or job.status not in ("cancelled", "stopped", "failed"):
+        raise BadInputError("There is no stopped upload to resume.")
+    job = operations.resume(open_ws(ws_name), job.id)
+    yield from _follow_ingest(ws_name, job, progress)
 
 
 def preview(ws_name, doc_id):
@@ -109,6 +155,9 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks) -> None:
     gr.Markdown("Drop your documents here: PDF, Word, PowerPoint, HTML, Markdown, text, CSV, e-mail, RTF. "
                 "Each file is read, cut into passages and stored in the open workspace.")
     upload = gr.File(label="Drop files here (several at once)", file_count="multiple", elem_id="upload-files")
+    with gr.Row():
+        cancel_btn = gr.Button("Cancel upload", variant="stop", elem_id="ingest-cancel", scale=0)
+        resume_btn = gr.Button("Resume upload", elem_id="ingest-resume", scale=0)
     results = gr.Dataframe(headers=RESULT_COLUMNS, label="Upload results", interactive=False, elem_id="ingest-results")
     docs = gr.Dataframe(headers=DOC_COLUMNS, label="Documents in this workspace", interactive=False, elem_id="docs-table")
     with gr.Row():
@@ -117,6 +166,8 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks) -> None:
     chunks = gr.Markdown(elem_id="doc-chunks", max_height=500)
 
     upload.upload(guarded(ingest_files), [ws_select, upload], [results, docs, doc_select], api_name="ingest")
+    cancel_btn.click(guarded(cancel_ingest), [ws_select], None, api_visibility="private")
+    resume_btn.click(guarded(resume_ingest), [ws_select], [results, docs, doc_select], api_visibility="private")
     doc_select.change(guarded(preview), [ws_select, doc_select], [chunks], show_progress="hidden")
     delete_btn.click(guarded(delete), [ws_select, doc_select], [docs, doc_select])
     for trigger in (ws_select.change, demo.load):

@@ -130,3 +130,50 @@ def test_index_build_is_cancelled_and_resumed_from_the_build_card(browser, runni
     assert 0 < first_step["total_steps"] <= cancelled["total"] - cancelled["done"]
     assert "Traceback" not in page.locator("body").inner_text()
     context.close()
+
+
+def _results(page) -> str:
+    return page.locator("#ingest-results").inner_text()
+
+
+def test_an_upload_is_cancelled_and_resumed_from_the_documents_screen(browser, running_app, tmp_path):
+    from ragtune.jobs import list_jobs
+    from retrieval.documents import list_documents
+
+    ws = _workspace(running_app, "jobs-ingest")
+    words = (REPO / "datasets" / "sample" / "faq.md").read_text(encoding="utf-8").split()
+    rnd = random.Random(uuid.uuid4().hex)
+    files = []
+    for n in range(24):  # each ~100 KB: about half a second of reading and cutting apiece
+        doc = tmp_path / f"memo-{n:02d}.md"
+        doc.write_text(f"# Memo {n}\n\n" + "\n\n".join(" ".join(rnd.choice(words) for _ in range(40)) + "."
+                                                       for _ in range(400)), encoding="utf-8")
+        files.append(str(doc))
+    context, page = _open(browser, running_app.url)
+    page.locator("#workspace-select input").wait_for()
+    page.wait_for_timeout(1000)  # the load event may still open the workspace this browser remembers
+    if page.locator("#workspace-select input").input_value() != "jobs-ingest":
+        _pick_workspace(page, "jobs-ingest")
+    page.get_by_role("tab", name="Documents").click()
+    page.locator("#upload-files input[type=file]").set_input_files(files)
+    page.wait_for_function("() => /\\badded\\b/.test(document.querySelector('#ingest-results').innerText)",
+                           timeout=180_000)
+    page.locator("#ingest-cancel").click()
+    page.wait_for_function("() => { const t = document.querySelector('#ingest-results').innerText;"
+                           " return /cancelled/.test(t) && !/reading|waiting/.test(t); }", timeout=120_000)
+    (job,) = list_jobs(ws, kind="ingest")
+    assert job.status == "cancelled"
+    stored = len(list_documents(ws))
+    assert 0 < stored < len(files)
+    assert _results(page).count("cancelled") >= len(files) - stored
+
+    page.locator("#ingest-resume").click()
+    page.wait_for_function("n => { const t = document.querySelector('#ingest-results').innerText;"
+                           " return (t.match(/\\b(added|already there)\\b/g) || []).length === n"
+                           " && !/cancelled|reading|waiting/.test(t); }", arg=len(files), timeout=180_000)
+    (resumed,) = list_jobs(ws, kind="ingest")
+    assert resumed.id == job.id and resumed.status == "succeeded"
+    assert len(list_documents(ws)) == len(files)
+    assert _results(page).count("already there") == stored  # the files the cancelled run had stored
+    assert "Traceback" not in page.locator("body").inner_text()
+    context.close()

@@ -183,3 +183,25 @@ def test_the_deploy_tab_and_ragtune_deploy_share_one_upload_pipeline(tmp_path):
         ingest(ws, [big])
     for module in (deploy_cmds, deploy_tab):
         assert "upload_pipeline()" in inspect.getsource(module)
+
+
+def test_eval_retrieval_docs_builds_its_index_through_the_index_job(tmp_path):
+    """One index-building path: `eval-retrieval --docs` runs the index operation as `ragtune index` does."""
+    import json
+
+    from ragtune.jobs import list_jobs, read_log
+    from retrieval.index import index_state
+
+    home = tmp_path / "home"
+    done = _cli("eval-retrieval", "--qa", str(REPO / "datasets" / "sample_qa.jsonl"), "--docs", str(SAMPLE),
+                "--keep", "-w", "evr", "--json", home=home)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["n"] == 40 and report["hybrid"]["doc_hit@1"] > 0.5
+    ws = Workspace.open(home / "workspaces" / "evr")
+    jobs = list_jobs(ws, kind="index")
+    assert [j.status for j in jobs] == ["succeeded"]
+    assert report["index"] == jobs[0].result
+    assert jobs[0].result["version"] == index_state(ws)["manifest"]["version"]
+    steps = [r for r in read_log(jobs[0].log_path)[0] if r.get("step") is not None]
+    assert steps[-1]["step"] == steps[-1]["total_steps"] == report["index"]["chunks"]
