@@ -152,7 +152,7 @@ def test_build_index_runs_as_a_job_that_survives_a_reload(ui):
                            arg=before)
     job = page.evaluate("() => document.querySelector('#index-job').dataset.job")
     page.reload()  # the build is a job of its own: the page finds it again
-    _open_lumora(page)  # a workspace picked a moment ago may not be remembered yet (its save waits in the queue)
+    _open_lumora(page)  # opens it whichever workspace the page comes back on
     ui.tab("Build")
     page.wait_for_function("j => { const e = document.querySelector('#index-job'); return e && e.dataset.job === j; }",
                            arg=job)
