@@ -299,7 +299,7 @@ def _jobs_show(args):
 
     ws = open_workspace(args)
     job = get_job(ws, args.job_id)
-    if args.follow and not job.finished:
+    if args.follow:  # a job that ended before the command started still ends with its 'done:' summary
         return follow_job(ws, job.id, json_out=args.json)
     rows, _ = read_log(job.log_path)
     if args.json:

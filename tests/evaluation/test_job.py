@@ -107,3 +107,5 @@ def test_cli_eval_detached_is_the_same_job_and_jobs_show_follows_it(workspace, t
     assert followed.returncode == 0, followed.stderr
     assert f"done: evaluation {job_id} on the embedded engine, 2 answers generated" in followed.stdout
     assert load_run(workspace, job_id).status == "succeeded"
+    again = cli("jobs", "show", job_id, "-f")  # the job has ended: following it still ends with its summary
+    assert f"done: evaluation {job_id} on the embedded engine, 2 answers generated" in again.stdout
