@@ -25,9 +25,9 @@ EVAL_COST = 1 / 3  # a forward pass without backward costs about a third of a tr
 SAVE_S = 10.0  # writing the adapter and registering it
 MARGIN = 0.08  # of the training time, kept free so that a run planned to fit does fit
 # The trainer does more per step than the probe times (gradient clipping, the scheduler, collation, its
-# logs): Gemma 3 270M on nih-protocols trained at 33.3 tokens/s where the probe measured 40.0
-# (docs/training.md). Measured with trl's fused LM head; since the probe and the trainer share
-# training/lm_head.py the gap looks smaller (not re-measured on that run), and 1.2 errs long.
+# logs): Gemma 3 270M on nih-protocols (bf16, 512-token packs, training/lm_head.py on both sides) trained its
+# first 20 steps at 101.6 tokens/s where the probe measured 116.4 (1.15), and 85.6 over the whole run while
+# tests ran on the other core (docs/training.md).
 TRAINER_OVERHEAD = 1.2
 
 
