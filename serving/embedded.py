@@ -19,7 +19,7 @@ from ragtune.models import DEFAULT_LLM, resolve_llm
 
 from .engine import (BaseEngine, CancelToken, Generation, GenerationCancelled, Message, SamplingOptions,
                      StopTextFilter, Timer, check_messages, completion_budget)
-from .plain_prompt import render_plain
+from .plain_prompt import newline_token_ids, render_plain
 
 DEFAULT_MAX_MODEL_LEN = 2048
 POLL_S = 0.05  # how often a waiting request looks at its cancel token
@@ -287,16 +287,6 @@ class EmbeddedEngine(BaseEngine):
 
     def __repr__(self) -> str:
         return f"EmbeddedEngine({self.model_name!r}, dtype={self.dtype!r})"
-
-
-def newline_token_ids(tokenizer) -> list[int]:
-    """Ids of the tokens that open with a new line, after any leading spaces, in ascending order.
-
-    A piece spells a new line as itself, as byte-level BPE's "Ċ" or as SentencePiece's byte "<0x0A>";
-    spaces as " ", "▁" or "Ġ". One pass over the vocabulary, added tokens included.
-    """
-    return sorted(i for piece, i in tokenizer.get_vocab().items()
-                  if piece.lstrip(" \u2581\u0120").startswith(("\n", "\u010a", "<0x0A>")))
 
 
 def _stop_token_ids(tokenizer, model) -> list[int]:

@@ -39,3 +39,13 @@ def render_plain(messages: list[Message]) -> str:
         else:
             parts.append(f" {text}\n\n")
     return "".join(parts)
+
+
+def newline_token_ids(tokenizer) -> list[int]:
+    """Ids of the tokens that open with a new line, after any leading spaces, in ascending order.
+
+    A piece spells a new line as itself, as byte-level BPE's "Ċ" or as SentencePiece's byte "<0x0A>";
+    spaces as " ", "▁" or "Ġ". One pass over the vocabulary, added tokens included.
+    """
+    return sorted(i for piece, i in tokenizer.get_vocab().items()
+                  if piece.lstrip(" \u2581\u0120").startswith(("\n", "\u010a", "<0x0A>")))

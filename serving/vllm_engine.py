@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -35,7 +36,7 @@ from ragtune.paths import cache_dir
 
 from .engine import (BaseEngine, CancelToken, Generation, GenerationCancelled, Message, SamplingOptions,
                      StopTextFilter, Timer, check_messages, completion_budget, too_long_error)
-from .plain_prompt import render_plain
+from .plain_prompt import newline_token_ids, render_plain
 
 DEFAULT_MAX_MODEL_LEN = 2048
 LOG_TAIL_CHARS = 2500
@@ -238,6 +239,13 @@ class VLLMServer:
         return f"VLLMServer({self.model_name!r}, url={self.url!r}, pid={self.pid})"
 
 
+@dataclass
+class _FirstToken:
+    token_ids: list[int]
+    text: str
+    finish_reason: str  # "length": the answer goes on; "stop": it ended at this token
+
+
 def _served_plain(name: str) -> bool:
     """Whether a server started elsewhere serves a base model ragtune prompts as plain text."""
     try:
@@ -302,6 +310,9 @@ class VLLMEngine(BaseEngine):
         self.max_model_len = int(card.get("max_model_len") or DEFAULT_MAX_MODEL_LEN)
         self.stop_token_ids = self._end_of_turn_ids()
         self.plain_prompts = self.server.plain_prompts if self.server else _served_plain(self.model_name)
+        # A plain prompt's answer may not open with a new line (serving.plain_prompt); the embedded engine
+        # forbids it at the first position only, which vLLM's per-request options cannot say: see _first_token.
+        self.newline_ids, self._eos_ids = self._newline_and_eos_ids() if self.plain_prompts else ([], [])
 
     # ------------------------------------------------------------ HTTP plumbing
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
@@ -367,6 +378,14 @@ class VLLMEngine(BaseEngine):
         ids = self._tokenize({"prompt": "<end_of_turn>", "add_special_tokens": False})
         return ids if ids and len(ids) == 1 else []
 
+    def _newline_and_eos_ids(self) -> tuple[list[int], list[int]]:
+        if self.model_path is None:
+            return [], []
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(self.model_path))
+        return newline_token_ids(tokenizer), [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
     def _tokenize(self, payload: dict) -> list[int] | None:
         r = self._request("POST", "/tokenize", json={"model": self.model_name, **payload})
         if r.status_code != 200:
@@ -380,11 +399,13 @@ class VLLMEngine(BaseEngine):
             return max(1, len(text) // 4)  # servers without /tokenize: a rough bound keeps prompts in budget
         return len(tokens)
 
+    def prompt_ids(self, messages: list[Message], plain: bool = False) -> list[int] | None:
+        return self._tokenize({"prompt": render_plain(messages), "add_special_tokens": True} if plain
+                              else {"messages": messages, "add_generation_prompt": True})
+
     def prompt_tokens(self, messages: list[Message], plain: bool = False) -> int | None:
-        payload = ({"prompt": render_plain(messages), "add_special_tokens": True} if plain
-                   else {"messages": messages, "add_generation_prompt": True})
-        tokens = self._tokenize(payload)
-        return None if tokens is None else len(tokens)
+        ids = self.prompt_ids(messages, plain)
+        return None if ids is None else len(ids)
 
     def load_adapter(self, name: str, path: str | Path) -> None:
         path = Path(path)
@@ -433,16 +454,16 @@ class VLLMEngine(BaseEngine):
         options = options or SamplingOptions()
         timer = Timer()
         messages = check_messages(messages)
-        n_prompt = self.prompt_tokens(messages, plain=plain)
+        ids = self.prompt_ids(messages, plain=plain)
+        n_prompt = None if ids is None else len(ids)
         max_tokens = options.max_tokens if n_prompt is None else completion_budget(n_prompt, options.max_tokens,
                                                                                     self.max_model_len)
-        # A plain prompt goes to /v1/completions as text; chat messages through the chat template.
-        prompt = {"prompt": render_plain(messages)} if plain else {"messages": messages}
+        # A plain prompt goes to /v1/completions (as its token ids where known); chat messages through the
+        # chat template. Stops of a plain prompt are applied here, as the embedded engine applies them.
+        prompt = {"prompt": ids or render_plain(messages)} if plain else {"messages": messages}
         request = {"model": adapter or self.model_name, **prompt, "max_tokens": max_tokens,
                    "temperature": float(options.temperature), "top_p": float(options.top_p), "stream": True,
                    "stream_options": {"include_usage": True}}
-        # vLLM cannot forbid a new line as the first token (the embedded engine does): for a plain prompt
-        # the leading new lines are skipped here and the stops applied here, after them.
         client_stops = StopTextFilter(options.stop) if plain else None
         if options.stop and not plain:
             request["stop"] = options.stop
@@ -452,9 +473,43 @@ class VLLMEngine(BaseEngine):
             request["extra_body"] = {"stop_token_ids": self.stop_token_ids}
         cancel = cancel or CancelToken()
         cancel.check()
+        first = None
+        if plain and ids and self.newline_ids:
+            first = self._first_token(request, adapter, n_prompt)
+            if not first.token_ids:  # a server that does not return token ids: no first-token request
+                first = None
+            elif first.finish_reason != "length" or max_tokens <= 1:  # the answer ended at its first token
+                return self._one_token_answer(first, adapter, n_prompt, timer, client_stops)
+            else:
+                request.update(prompt=ids + first.token_ids, max_tokens=max_tokens - 1)
+        if client_stops is not None:  # stopped here, the stream ends before its usage: count what came
+            request["extra_body"] = {**request.get("extra_body", {}), "return_token_ids": True}
         stream = self._open_stream(request, adapter, n_prompt)
         cancel.on_cancel(stream.close)  # vLLM aborts a request whose connection closes
-        return self._read_stream(stream, adapter, n_prompt, timer, cancel, client_stops)
+        return self._read_stream(stream, adapter, n_prompt, timer, cancel, client_stops, first)
+
+    def _first_token(self, request: dict, adapter: str | None, n_prompt: int | None) -> "_FirstToken":
+        """The answer's first token with new lines and ends forbidden, as the embedded engine's
+        ``begin_suppress_tokens`` does. vLLM's ``logit_bias`` holds for every position of a request, so the
+        first token is asked alone (greedy or sampled as the request says) and the rest continues from it."""
+        one = {k: v for k, v in request.items() if k != "stream_options"}
+        forbidden = {*self.newline_ids, *self._eos_ids, *self.stop_token_ids}  # as the embedded engine forbids
+        one.update(stream=False, max_tokens=1, logit_bias={str(i): -100 for i in sorted(forbidden)},
+                   extra_body={**request.get("extra_body", {}), "return_token_ids": True})
+        choice = self._open_stream(one, adapter, n_prompt).choices[0]
+        token_ids = list(getattr(choice, "token_ids", None) or (choice.model_extra or {}).get("token_ids") or [])
+        return _FirstToken(token_ids, choice.text or "", choice.finish_reason or "stop")
+
+    def _one_token_answer(self, first: "_FirstToken", adapter, n_prompt, timer: Timer, client_stops):
+        text = client_stops.feed(first.text) + client_stops.flush() if client_stops is not None else first.text
+        if text:
+            timer.mark_first()
+            yield text
+        n_out = len(first.token_ids)
+        ttft, latency, rate = timer.finish(n_out)
+        yield Generation(text=text, prompt_tokens=n_prompt or 0, completion_tokens=n_out, ttft_s=ttft,
+                         latency_s=latency, tokens_per_s=rate, finish_reason=first.finish_reason,
+                         model=self.model_name, adapter=adapter)
 
     def _open_stream(self, request: dict, adapter: str | None, n_prompt: int | None) -> openai.Stream:
         for attempt in (0, 1):
@@ -488,8 +543,15 @@ class VLLMEngine(BaseEngine):
         raise AssertionError("unreachable")
 
     def _read_stream(self, stream: openai.Stream, adapter: str | None, n_prompt: int | None, timer: Timer,
-                     cancel: CancelToken, client_stops: StopTextFilter | None = None):
-        text, finish, usage = [], None, None
+                     cancel: CancelToken, client_stops: StopTextFilter | None = None,
+                     first: "_FirstToken | None" = None):
+        text, finish, usage, generated = [], None, None, 0
+        if first is not None and first.text:  # asked on its own (_first_token): the answer opens with it
+            delta = client_stops.feed(first.text) if client_stops is not None else first.text
+            if delta:
+                timer.mark_first()
+                text.append(delta)
+                yield delta
         try:
             for chunk in stream:
                 cancel.check()
@@ -499,10 +561,11 @@ class VLLMEngine(BaseEngine):
                 if chunk.usage is not None:
                     usage = chunk.usage
                 for choice in chunk.choices or []:
+                    generated += len(getattr(choice, "token_ids", None) or ())
                     delta = (choice.delta.content if choice.delta else None) if hasattr(choice, "delta") \
                         else getattr(choice, "text", None)  # /v1/completions chunks carry text
                     if delta and client_stops is not None:
-                        if not client_stops.text:
+                        if not client_stops.text and first is None:  # no first-token request was possible
                             delta = delta.lstrip("\n")
                         delta = client_stops.feed(delta) if delta else ""
                     if delta:
@@ -529,9 +592,13 @@ class VLLMEngine(BaseEngine):
             if tail:
                 text.append(tail)
                 yield tail
-        n_out = int(getattr(usage, "completion_tokens", 0) or 0) or (self.count_tokens("".join(text)) if text else 0)
+        n_out = (int(getattr(usage, "completion_tokens", 0) or 0) or generated
+                 or (self.count_tokens("".join(text)) if text else 0))
+        if first is not None:
+            n_out += len(first.token_ids)
         ttft, latency, rate = timer.finish(n_out)
-        yield Generation(text="".join(text), prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or n_prompt or 0),
+        prompt_tokens = n_prompt if first is not None else int(getattr(usage, "prompt_tokens", 0) or n_prompt or 0)
+        yield Generation(text="".join(text), prompt_tokens=prompt_tokens or 0,
                          completion_tokens=n_out, ttft_s=ttft, latency_s=latency, tokens_per_s=rate,
                          finish_reason=finish or "stop", model=self.model_name, adapter=adapter)
 

@@ -105,7 +105,7 @@ def test_the_newline_ids_are_read_once_at_load_and_match_a_token_by_token_readin
 def test_the_newline_ids_of_gemma_match_a_token_by_token_reading(gemma_llm):
     from transformers import AutoTokenizer
 
-    from serving.embedded import newline_token_ids
+    from serving.plain_prompt import newline_token_ids
 
     tokenizer = AutoTokenizer.from_pretrained(gemma_llm)  # the tokenizer alone: no weights loaded
     found = newline_token_ids(tokenizer)

@@ -85,6 +85,34 @@ def test_same_greedy_text_on_vllm_and_embedded(stack):
                (b.prompt_tokens, b.completion_tokens, b.finish_reason)
 
 
+def test_plain_prompts_answer_as_on_the_embedded_engine(stack, monkeypatch):
+    """A base model's plain prompt may not be answered with a new line first: the embedded engine forbids
+    it at the first position (begin-suppress), vLLM asks that first token on its own; greedy answers agree."""
+    from serving.factory import get_engine
+    from serving.plain_prompt import PLAIN_STOP
+
+    vllm = stack[0]
+    embedded = get_engine("embedded", model="gemma-3-270m")
+    assert vllm.newline_ids == embedded.newline_ids and vllm.newline_ids
+    options = SamplingOptions(max_tokens=24, stop=PLAIN_STOP)
+    passages = ("[1] manual.pdf, page 2:\nThe K7 battery lasts 9 hours on one charge. Charging takes 2 hours.\n\n"
+                "[2] manual.pdf, page 3:\nThe warranty covers 2 years.")
+    france = [{"role": "user", "content": "What is the capital of France?"}]
+    for msgs in ([{"role": "system", "content": passages}, {"role": "user", "content": "How long does the K7 battery last?"}],
+                 france):
+        a, b = vllm.generate(msgs, options, plain=True), embedded.generate(msgs, options, plain=True)
+        assert a.text == b.text and a.text.strip()
+        assert (a.prompt_tokens, a.completion_tokens) == (b.prompt_tokens, b.completion_tokens)
+    # The rule holds at the first position only, whatever token it forbids: forbid the one the model wants.
+    wanted = embedded.generate(france, options, plain=True).text
+    first = embedded.tokenizer.encode(" " + wanted.split()[0], add_special_tokens=False)
+    assert len(first) == 1
+    for engine in (vllm, embedded):
+        monkeypatch.setattr(engine, "newline_ids", sorted(engine.newline_ids + first))
+    a, b = vllm.generate(france, options, plain=True), embedded.generate(france, options, plain=True)
+    assert a.text == b.text and a.text.strip() and not a.text.startswith(" " + wanted.split()[0])
+
+
 def test_streaming_from_vllm(stack):
     engine = stack[0]
     items = list(engine.stream([{"role": "user", "content": "Name three colours."}], GREEDY))
