@@ -86,10 +86,29 @@ def started_app(home: Path, **kwargs):
         print("---- app log (tail) ----\n" + app.log())
 
 
-@pytest.fixture(scope="module")
-def running_app(tmp_path_factory):
-    with started_app(tmp_path_factory.mktemp("app-home"), workspace="flow") as app:
-        yield app
+def app_fixture(home: str, workspace: str):
+    """A module-scoped ``running_app`` of a test module's own: its own home folder and workspace, so the
+    module stands alone in any order."""
+
+    @pytest.fixture(scope="module")
+    def running_app(tmp_path_factory):
+        """A `ragtune app` on the tiny model, with its own home and workspace, for the module."""
+        with started_app(tmp_path_factory.mktemp(home), workspace=workspace) as app:
+            yield app
+
+    return running_app
+
+
+running_app = app_fixture("app-home", "flow")
+
+
+def open_page(browser, url: str):
+    """(context, page) of a fresh browser context on `url`; close the context when done."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    return context, page
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +126,6 @@ def browser():
 
 @pytest.fixture
 def page(browser, running_app):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = context.new_page()
-    pg.set_default_timeout(60_000)
-    pg.goto(running_app.url)
+    context, pg = open_page(browser, running_app.url)
     yield pg
     context.close()

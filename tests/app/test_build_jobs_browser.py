@@ -11,25 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import app_fixture, open_page
+
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def running_app(tmp_path_factory):
-    from .conftest import started_app
-
-    with started_app(tmp_path_factory.mktemp("build-jobs-home"), workspace="jobs") as app:
-        yield app
-
-
-def _open(browser, url):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.goto(url)
-    return context, page
+running_app = app_fixture("build-jobs-home", "jobs")
 
 
 def _workspace(app, name: str):
@@ -79,7 +68,7 @@ def _big_workspace(app, name: str):
 
 def test_picked_workspace_survives_an_immediate_reload(browser, running_app):
     _workspace(running_app, "jobs-other")
-    context, page = _open(browser, running_app.url)
+    context, page = open_page(browser, running_app.url)
     _wait_workspace(page, "jobs")
     _pick_workspace(page, "jobs-other")
     page.reload()  # at once: nothing else has happened since the pick
@@ -95,7 +84,7 @@ def test_index_build_is_cancelled_and_resumed_from_the_build_card(browser, runni
     from ragtune.jobs import get_job, read_log
 
     ws = _big_workspace(running_app, "jobs-big")
-    context, page = _open(browser, running_app.url)
+    context, page = open_page(browser, running_app.url)
     page.locator("#workspace-select input").wait_for()
     if page.locator("#workspace-select input").input_value() != "jobs-big":
         _pick_workspace(page, "jobs-big")
@@ -149,7 +138,7 @@ def test_an_upload_is_cancelled_and_resumed_from_the_documents_screen(browser, r
         doc.write_text(f"# Memo {n}\n\n" + "\n\n".join(" ".join(rnd.choice(words) for _ in range(40)) + "."
                                                        for _ in range(400)), encoding="utf-8")
         files.append(str(doc))
-    context, page = _open(browser, running_app.url)
+    context, page = open_page(browser, running_app.url)
     page.locator("#workspace-select input").wait_for()
     page.wait_for_timeout(1000)  # the load event may still open the workspace this browser remembers
     if page.locator("#workspace-select input").input_value() != "jobs-ingest":

@@ -6,22 +6,16 @@ from __future__ import annotations
 
 import pytest
 
+from .conftest import app_fixture, open_page
+
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
 
-@pytest.fixture(scope="module")
-def running_app(tmp_path_factory):
-    from .conftest import started_app
-
-    with started_app(tmp_path_factory.mktemp("eval-app-home"), workspace="evaljob") as app:
-        yield app
+running_app = app_fixture("eval-app-home", "evaljob")
 
 
 def _open(browser, url):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.goto(url)
+    context, page = open_page(browser, url)
     page.get_by_role("tab", name="Evaluate").click()
     return context, page
 
