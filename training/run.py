@@ -472,16 +472,11 @@ def bf16_preparation(config: TrainConfig):
 PROBE_LENGTH = 512  # longer sequences are timed at 512 tokens: the cost per token barely grows beyond it
 
 
-def probe_batch(tokenizer, rows: list[dict], max_length: int, batch_size: int):
-    """A batch of real training tokens at the run's batch size and sequence length (up to PROBE_LENGTH,
-    so that timing a slow precision on a slow CPU does not take minutes)."""
-    return probe_inputs(tokenizer, rows, max_length, batch_size)[0]
-
-
 def probe_inputs(tokenizer, rows: list[dict], max_length: int, batch_size: int, answers_only: bool = True):
-    """(input_ids, labels) of ``probe_batch``: with `answers_only` the labels learn the answers only (-100 on
-    the prompts), as assistant-only training does, so the probe pays for the LM head on as many positions as
-    training does."""
+    """(input_ids, labels): a batch of real training tokens at the run's batch size and sequence length (up to
+    PROBE_LENGTH, so that timing a slow precision on a slow CPU does not take minutes). With `answers_only`
+    the labels learn the answers only (-100 on the prompts), as assistant-only training does, so the probe
+    pays for the LM head on as many positions as training does."""
     import torch
 
     max_length = min(max_length, PROBE_LENGTH)

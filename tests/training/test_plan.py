@@ -11,7 +11,7 @@ from ragtune.models import resolve_llm
 from training.config import defaults_for
 from training.plan import MIN_EVAL_ROWS, TRAINER_OVERHEAD, make_plan, useful_order
 from training.precision import choose_precision, time_steps
-from training.run import method_label, probe_batch, trainable_model
+from training.run import method_label, probe_inputs, trainable_model
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -75,12 +75,12 @@ def test_method_labels_name_the_precision_that_ran():
     assert method_label("qlora", False).startswith("QLoRA (4-bit NF4")
 
 
-def test_probe_batch_is_real_tokens_at_the_run_length():
+def test_probe_inputs_are_real_tokens_at_the_run_length():
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(resolve_llm("tiny-llama", progress=False).path)
     rows = [{"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]}]
-    batch = probe_batch(tok, rows, 128, 2)
+    batch = probe_inputs(tok, rows, 128, 2)[0]
     assert tuple(batch.shape) == (2, 128)
 
 
