@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterable
 
 from .errors import BadInputError
+from .pdfium_lock import PDFIUM_LOCK
 
 MB = 1024 * 1024
 TEXT_EXTENSIONS = (".md", ".markdown", ".txt", ".html", ".htm", ".csv", ".rtf", ".eml", ".json", ".jsonl")
@@ -231,16 +232,17 @@ def _check_pdf(name: str, data: bytes) -> int:
         raise BadInputError(f"'{name}' is not a PDF (it does not start with a PDF header); export it again as PDF.")
     import pypdfium2 as pdfium
 
-    try:
-        pdf = pdfium.PdfDocument(data)
-    except pdfium.PdfiumError as exc:
-        if "password" in str(exc).lower():
-            raise BadInputError(f"'{name}' is password-protected; remove the password and upload it again.") from None
-        raise BadInputError(f"'{name}' is a damaged PDF that cannot be read ({exc}); export it again.") from None
-    try:
-        return len(pdf)
-    finally:
-        pdf.close()
+    with PDFIUM_LOCK:
+        try:
+            pdf = pdfium.PdfDocument(data)
+        except pdfium.PdfiumError as exc:
+            if "password" in str(exc).lower():
+                raise BadInputError(f"'{name}' is password-protected; remove the password and upload it again.") from None
+            raise BadInputError(f"'{name}' is a damaged PDF that cannot be read ({exc}); export it again.") from None
+        try:
+            return len(pdf)
+        finally:
+            pdf.close()
 
 
 def screen_bytes(name: str, data: bytes, limits: IngestLimits) -> int | None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ragtune.errors import BadInputError
+from ragtune.pdfium_lock import PDFIUM_LOCK
 
 MIME = {
     "pdf": "application/pdf",
@@ -203,6 +204,11 @@ def strip_repeated_lines(pages: list[str], zone: int = 3) -> tuple[list[str], in
 
 def parse_pdf(path: Path, max_pages: int | None = None, strip_repeats: bool = True,
               tables: bool = False) -> ParsedDocument:
+    with PDFIUM_LOCK:
+        return _parse_pdf(path, max_pages, strip_repeats, tables)
+
+
+def _parse_pdf(path: Path, max_pages: int | None, strip_repeats: bool, tables: bool) -> ParsedDocument:
     """Text layer from pypdfium2 (fast); ruled tables from pdfplumber, one line per row with its headers.
 
     pdfplumber (pdfminer) is about 20x slower than pypdfium2, so it only looks at pages that draw

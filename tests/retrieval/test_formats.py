@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -161,3 +162,50 @@ def test_binary_and_odd_files_are_refused(tmp_path):
 def test_page_limit(sample_docs):
     with pytest.raises(BadInputError, match="more than the limit of 3"):
         parse_file(sample_docs / "product_manual_k7.pdf", max_pages=3)
+
+
+PARSE_PDFS_FROM_THREADS = """
+import sys, threading
+from pathlib import Path
+from ragtune.errors import BadInputError
+from ragtune.ingest_gate import check_file
+from retrieval.formats import parse_file
+
+pdfs = sorted(Path(sys.argv[1]).rglob("*.pdf"))
+
+def outcome(path):
+    try:
+        check_file(path.name, path.read_bytes())
+        return parse_file(path).text
+    except BadInputError as exc:
+        return "refused: " + str(exc)
+
+alone = [outcome(p) for p in pdfs]
+seen = []
+
+def run():
+    for _ in range(8):
+        seen.append([outcome(p) for p in pdfs])
+
+threads = [threading.Thread(target=run) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+assert len(seen) == 32 and all(texts == alone for texts in seen), "threads read other text than one thread"
+print(len(pdfs), "pdfs")
+"""
+
+
+def test_pdfs_parse_from_several_threads_at_once():
+    """PDFium is not thread-safe: unserialised, this crashed the process (segfault, "double free") 5 runs in 5."""
+    import subprocess
+    import sys
+
+    from ragtune.paths import repo_datasets_dir
+
+    repo = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-c", PARSE_PDFS_FROM_THREADS, str(repo_datasets_dir())],
+                         cwd=repo, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}"
+    assert int(run.stdout.split()[0]) >= 4  # the sample manual and the bad PDFs, good and refused
