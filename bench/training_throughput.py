@@ -4,9 +4,10 @@
     python bench/training_throughput.py --methods lora,qlora      # on a GPU: QLoRA memory vs LoRA
 
 Both train one epoch of LoRA on the same rows (datasets/sample_train_qa.jsonl, repeated to --rows)
-with the same model, rank, alpha, dropout, target modules, learning rate and precision: the one ragtune
-measures fastest on this machine (``training.precision``: fp32 vs bf16 autocast timed on real steps, in
-a subprocess of its own before both runs; its time is reported as probe_s), or the one --precision names.
+with the same model, rank, alpha, dropout, target modules, learning rate, precision and torch threads: the
+ones ragtune measures fastest on this machine (``training.precision``: fp32 vs bf16 autocast and the thread
+counts worth trying, timed on real steps in a subprocess of its own before both runs; its time is reported
+as probe_s), or the ones --precision and --threads name.
 
 ragtune: its training path as a job runs it (``training.run.build_trainer`` with the job's callbacks:
 a JSONL log row per step, the cancel check before every layer, the budget guard): trl SFTTrainer,
@@ -61,9 +62,9 @@ def peak_memory_mb() -> float:
 SEQUENCE_LENGTH = 512  # the baseline's cap (it pads per batch); ragtune packs to its own default length
 
 
-def run_probe(model: str, rows: list[dict], method: str, batch: int, threads: int) -> dict:
-    """The precision ragtune's own measurement picks for this model, at this thread count, as ``ragtune
-    train`` measures it (at the run's sequence length, answers-only labels)."""
+def run_probe(model: str, rows: list[dict], method: str, batch: int, threads: int | None, bf16: bool | None) -> dict:
+    """The precision and thread count ragtune's own measurement picks for this model, as ``ragtune train``
+    measures them (at the run's sequence length, answers-only labels); a set one is not measured against."""
     from transformers import AutoTokenizer
 
     from ragtune.models import resolve_llm
@@ -76,9 +77,10 @@ def run_probe(model: str, rows: list[dict], method: str, batch: int, threads: in
     config = defaults_for(model, method, batch_size=batch)
     tok = AutoTokenizer.from_pretrained(path)
     ids, labels = probe_inputs(tok, rows, config.max_length or fit_max_length(row_lengths(tok, rows)), batch)
-    choice = choose_precision(lambda: trainable_model(path, config), ids, labels=labels, threads=threads, steps=1,
-                              prepare_bf16=bf16_preparation(config))
-    return {"bf16": choice.bf16, "reason": choice.reason, "probe_s": round(time.time() - t, 1)}
+    choice = choose_precision(lambda: trainable_model(path, config), ids, labels=labels, bf16=bf16, threads=threads,
+                              steps=1, prepare_bf16=bf16_preparation(config))
+    return {"bf16": choice.bf16, "threads": choice.threads, "reason": choice.reason,
+            "probe_s": round(time.time() - t, 1)}
 
 
 def run_ragtune(model: str, rows: list[dict], method: str, batch: int, out: Path, bf16: bool) -> dict:
@@ -163,17 +165,20 @@ def run_baseline(model: str, rows: list[dict], method: str, batch: int, out: Pat
 def child(args) -> None:
     import torch
 
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = load_rows(args.rows)
     if args.variant == "probe":
-        print("RESULT " + json.dumps(run_probe(args.model, rows, args.method, args.batch_ragtune, args.threads)),
+        bf16 = None if args.precision == "auto" else args.precision == "bf16"
+        print("RESULT " + json.dumps(run_probe(args.model, rows, args.method, args.batch_ragtune, args.threads or None, bf16)),
               flush=True)
         return
     with tempfile.TemporaryDirectory() as tmp:
         fn = run_ragtune if args.variant == "ragtune" else run_baseline
         result = fn(args.model, rows, args.method, args.batch_ragtune if args.variant == "ragtune" else args.batch_baseline,
                     Path(tmp), args.precision == "bf16")
-    result.update(variant=args.variant, method=args.method, precision=args.precision, peak_memory_mb=round(peak_memory_mb(), 1),
+    result.update(variant=args.variant, method=args.method, precision=args.precision, threads=torch.get_num_threads(),
+                  peak_memory_mb=round(peak_memory_mb(), 1),
                   tokens_per_s=round(result["tokens"] / result["wall_s"], 1),
                   tokens_per_cpu_s=round(result["tokens"] / result["cpu_s"], 1),
                   device="cuda" if torch.cuda.is_available() else "cpu")
@@ -186,7 +191,8 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=60)
     ap.add_argument("--methods", default="lora", help="comma-separated: lora,qlora")
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads for both sides (default: the count ragtune measures fastest, as the precision)")
     ap.add_argument("--batch-ragtune", type=int, default=None, help="packed sequences per step (default: per model)")
     ap.add_argument("--batch-baseline", type=int, default=8, help="rows per step for the padded baseline")
     ap.add_argument("--json", default=str(REPO / "bench" / "results" / "training_throughput.json"))
@@ -203,9 +209,9 @@ def main() -> int:
         child(args)
         return 0
 
-    def run_child(variant: str, method: str, precision: str) -> dict | None:
+    def run_child(variant: str, method: str, precision: str, threads: int | None) -> dict | None:
         cmd = [sys.executable, __file__, "--variant", variant, "--method", method, "--model", args.model,
-               "--rows", str(args.rows), "--threads", str(args.threads), "--precision", precision,
+               "--rows", str(args.rows), "--threads", str(threads or 0), "--precision", precision,
                "--batch-ragtune", str(args.batch_ragtune), "--batch-baseline", str(args.batch_baseline)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -216,22 +222,23 @@ def main() -> int:
 
     results, precisions = [], {}
     for method in args.methods.split(","):
-        precision = args.precision
-        if precision == "auto":
-            probe = run_child("probe", method, "auto")
+        precision, threads = args.precision, args.threads
+        if precision == "auto" or threads is None:
+            probe = run_child("probe", method, precision, threads)
             if probe is None:
                 return 1
-            precision = "bf16" if probe["bf16"] else "fp32"
-            print(f"{method}: precision {precision} for both sides ({probe['reason']}; probe {probe['probe_s']} s)",
-                  flush=True)
-            precisions[method] = {"precision": precision, "reason": probe["reason"], "probe_s": probe["probe_s"]}
+            precision, threads = "bf16" if probe["bf16"] else "fp32", probe["threads"] or threads
+            print(f"{method}: precision {precision}, {threads} thread(s) for both sides ({probe['reason']}; "
+                  f"probe {probe['probe_s']} s)", flush=True)
+            precisions[method] = {"precision": precision, "threads": threads, "reason": probe["reason"],
+                                  "probe_s": probe["probe_s"]}
         for _ in range(args.repeats):
             for variant in ("ragtune", "baseline"):
-                r = run_child(variant, method, precision)
+                r = run_child(variant, method, precision, threads)
                 if r is None:
                     return 1
                 results.append(r)
-                print(f"{method:6s} {variant:9s} {r['precision']:5s} {r['tokens_per_s']:8.1f} tok/s  {r['wall_s']:7.1f} s  "
+                print(f"{method:6s} {variant:9s} {r['precision']:5s} {r['threads']}t {r['tokens_per_s']:8.1f} tok/s  {r['wall_s']:7.1f} s  "
                       f"({r['tokens_per_cpu_s']:.1f} tok/CPU-s)  "
                       f"{r['steps']:4d} steps  {r['tokens']} tokens  setup {r['setup_s']} s  "
                       f"peak {r['peak_memory_mb']:.0f} MB ({r['device']})", flush=True)
@@ -255,7 +262,7 @@ def main() -> int:
         summary["qlora_vs_lora_memory"] = round(ratio, 2)
         print(f"QLoRA / LoRA peak memory (ragtune) = {ratio:.2f}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"model": args.model, "rows": args.rows, "threads": args.threads,
+    Path(args.json).write_text(json.dumps({"model": args.model, "rows": args.rows, "threads": args.threads or "measured",
                                            "precision": precisions or args.precision, "runs": results,
                                            "summary": summary}, indent=2))
     print(f"wrote {args.json}")

@@ -75,3 +75,21 @@ def frozen_weights_to_bf16(model) -> None:
     for param in model.parameters():
         if not param.requires_grad and param.dtype == torch.float32:
             param.data = param.data.to(torch.bfloat16)
+
+
+def adapter_inputs_stay_bf16(model) -> None:
+    """Let LoRA layers take their bf16 input as it comes under bf16 autocast. peft casts a layer's input to its
+    adapter's dtype (fp32) before the dropout, and autocast casts it back to bf16 for the adapter's matmul:
+    two copies of every adapted layer's input, forward and backward, and a dropout over twice the bytes, for
+    the same bf16 matmul in the end. Only for runs under autocast: without it an fp32 adapter refuses bf16."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.cast_input_dtype_enabled = False
+
+
+def prepare_bf16_lora(model) -> None:
+    """A LoRA model as a bf16-autocast CPU run trains it (what the precision probe times for bf16, too)."""
+    frozen_weights_to_bf16(model)
+    adapter_inputs_stay_bf16(model)

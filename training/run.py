@@ -26,7 +26,7 @@ from ragtune.models import SERVING_TEMPLATE, resolve_llm
 
 from .config import TrainConfig
 from .dataset_store import resolve_training_data
-from .lm_head import add_compact_lm_head, frozen_weights_to_bf16
+from .lm_head import add_compact_lm_head, adapter_inputs_stay_bf16, prepare_bf16_lora
 from .plan import SAVE_S, TrainPlan, make_plan
 from .precision import choose_precision
 
@@ -281,6 +281,8 @@ def build_trainer(config: TrainConfig, model_path: Path, train_rows: list[dict],
         callbacks=list(callbacks),
     )
     trainer.remove_callback(PrinterCallback)  # progress goes to the JSONL log instead
+    if config.method == "lora" and args.bf16 and not _has_cuda():
+        adapter_inputs_stay_bf16(trainer.model)
     add_compact_lm_head(trainer.model)  # after trl's fused head, which it replaces on CPU
     return trainer
 
@@ -466,7 +468,7 @@ def trainable_model(model_path: Path, config: TrainConfig):
 
 def bf16_preparation(config: TrainConfig):
     """What turns a probed fp32 model into what a bf16 run of this config trains (see ``load_base_model``)."""
-    return frozen_weights_to_bf16 if config.method == "lora" else None
+    return prepare_bf16_lora if config.method == "lora" else None
 
 
 PROBE_LENGTH = 512  # longer sequences are timed at 512 tokens: the cost per token barely grows beyond it

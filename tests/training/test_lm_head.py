@@ -7,7 +7,7 @@ import pytest
 
 from ragtune.models import resolve_llm
 from training.config import defaults_for
-from training.lm_head import add_compact_lm_head, frozen_weights_to_bf16
+from training.lm_head import add_compact_lm_head, adapter_inputs_stay_bf16, frozen_weights_to_bf16
 from training.run import build_trainer, method_label, trainable_model
 
 from .conftest import FACTS
@@ -70,6 +70,32 @@ def test_frozen_weights_go_to_bf16_and_the_adapters_stay_fp32():
     assert dtypes == {(False, torch.bfloat16), (True, torch.float32)}
 
 
+def test_bf16_adapter_inputs_give_the_loss_and_gradients_of_peft_casting_them_to_fp32():
+    import torch
+
+    model, ids, labels = _model_and_batch("tiny-llama")
+    for module in model.modules():  # dropout masks would differ between the two runs
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    frozen_weights_to_bf16(model)
+    model.train()
+    runs = []
+    for keep_bf16 in (False, True):
+        if keep_bf16:
+            adapter_inputs_stay_bf16(model)
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=labels, fused_lm_head=True).loss
+        loss.backward()
+        runs.append((loss.item(), _gradients(model)))
+    (peft_loss, peft_grads), (our_loss, our_grads) = runs
+    assert our_loss == pytest.approx(peft_loss, rel=1e-6)
+    for a, b in zip(our_grads, peft_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    with pytest.raises(RuntimeError):  # outside autocast an fp32 adapter refuses a bf16 input: autocast runs only
+        model(input_ids=ids, labels=labels, fused_lm_head=True)
+
+
 def test_a_bf16_lora_trainer_stores_its_base_in_bf16_and_labels_it_truthfully(tmp_path):
     import torch
 
@@ -80,6 +106,8 @@ def test_a_bf16_lora_trainer_stores_its_base_in_bf16_and_labels_it_truthfully(tm
         assert trainer.args.bf16 is bf16
         assert {p.dtype for p in trainer.model.parameters() if not p.requires_grad} == {frozen}
         assert {p.dtype for p in trainer.model.parameters() if p.requires_grad} == {torch.float32}
+        casts = {m.cast_input_dtype_enabled for m in trainer.model.modules() if hasattr(m, "cast_input_dtype_enabled")}
+        assert casts == {not bf16}  # under autocast the adapters take their bf16 input as it is
         assert method_label(config.method, bf16) == ("LoRA, bf16 mixed precision" if bf16 else "LoRA, fp32")
         trainer.train()
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
