@@ -1,6 +1,6 @@
 """RAG vs the base model on contoso-manuals (docs_nofaq indexed, qa/faq_pairs.jsonl), Gemma 3 270M on CPU.
 
-    python bench/eval_contoso.py [--limit 24] [--max-tokens 64] [--variants base,rag]
+    python bench/eval_contoso.py [--limit 24] [--max-tokens 64] [--variants base,rag] [--threads 1]
 
 Prints every metric per variant with its 95% bootstrap interval, the paired differences, the
 recommendation, and the RAG/base ratio on token F1 and semantic similarity (same run, same
@@ -49,12 +49,13 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--variants", default="base,rag")
     parser.add_argument("--model", default="gemma-3-270m")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (one is steadier on 2-core machines)")
     parser.add_argument("--workspace-root", help="keep the workspace here (default: a temporary folder)")
     args = parser.parse_args()
 
     import torch
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(args.threads)
     from evaluation.qa_sets import load_qa_file
     from evaluation.report import summary_markdown
     from evaluation.runner import run_eval

@@ -50,12 +50,12 @@ def test_groundedness_of_all_cases_separates_as_groups(shared_corpora):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 12, open: with base models prompted as plain text (no ragtune wording) RAG is ahead of base on "
-    "these 20 questions but the two intervals still overlap: RAG token F1 0.395 [0.343, 0.449] vs base "
-    "0.319 [0.275, 0.364] (base rose from 0.270 under the chat template; RAG was 0.163)"))
+@pytest.mark.acceptance  # about 17 min on one CPU core: not in the default run (pytest -m acceptance)
 def test_rag_beats_base_on_contoso_with_separate_intervals(tmp_path, shared_corpora, gemma_llm):
-    """Gemma 3 270M on CPU: 20 questions spread over the 20 manuals, answers up to 48 tokens."""
+    """Gemma 3 270M on CPU, every one of the 89 FAQ questions, answers up to 48 tokens. On a 20-question
+    subset the two intervals overlapped (RAG 0.395 [0.343, 0.449] vs base 0.319 [0.275, 0.364]); on all 89
+    (bench/eval_contoso.py --limit 89 --max-tokens 48, the same computation) RAG 0.373 [0.345, 0.398] vs
+    base 0.273 [0.250, 0.297]."""
     from evaluation.qa_sets import load_qa_file
     from evaluation.runner import run_eval
     from ragtune.workspace import Workspace
@@ -68,8 +68,7 @@ def test_rag_beats_base_on_contoso_with_separate_intervals(tmp_path, shared_corp
     ingest_paths(ws, [shared_corpora / DOCS])
     build_index(ws, progress=False)
     rows = load_qa_file(shared_corpora / "contoso-manuals" / "qa" / "faq_pairs.jsonl")[0]
-    n = 20
-    rows = [rows[int(i * len(rows) / n)] for i in range(n)]
+    assert len(rows) == 89
     run = run_eval(ws, rows, "base,rag", get_engine("embedded", model="gemma-3-270m"),
                    options=SamplingOptions(max_tokens=48))
     rag = run.summary["variants"]["rag"]["metrics"]["token_f1"]
