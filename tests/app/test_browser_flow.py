@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -175,9 +176,19 @@ def test_finetune_live_loss_survives_reload_cancel_resume(ui):
     _open_lumora(page)
     ui.tab("Build")
     page.get_by_label("Use my own Q&A or chat file").check()
-    page.locator("#train-file input[type=file]").set_input_files(str(TRAIN_QA))
-    # the uploaded file's row (Gradio may re-render the component's block, so look for it on the page)
-    page.get_by_text("sample_train_qa.jsonl").first.wait_for()
+    # The file box appears on the server's answer to the choice; a file set into it before that answer lands
+    # was lost once in a full run (the box rendered again, empty). So wait for it, and set it again if the
+    # row still does not show, as a user would drop the file again.
+    page.locator("#train-file").wait_for(state="visible")
+    for attempt in range(2):
+        page.locator("#train-file input[type=file]").set_input_files(str(TRAIN_QA))
+        # the uploaded file's row (Gradio may re-render the component's block, so look for it on the page)
+        try:
+            page.get_by_text("sample_train_qa.jsonl").first.wait_for(timeout=30_000 if attempt == 0 else 60_000)
+            break
+        except PlaywrightTimeoutError:
+            if attempt:
+                raise
     page.locator("#card-finetune").get_by_text("Advanced").click()
     epochs = page.locator("#train-epochs input")
     epochs.fill("300")  # far longer than the test: it is still running after the reload; the test cancels it
