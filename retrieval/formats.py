@@ -204,6 +204,7 @@ def strip_repeated_lines(pages: list[str], zone: int = 3) -> tuple[list[str], in
 
 def parse_pdf(path: Path, max_pages: int | None = None, strip_repeats: bool = True,
               tables: bool = False) -> ParsedDocument:
+    """A PDF's blocks, parsed under the process-wide PDFium lock (PDFium is not thread-safe)."""
     with PDFIUM_LOCK:
         return _parse_pdf(path, max_pages, strip_repeats, tables)
 
