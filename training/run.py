@@ -9,6 +9,7 @@ and under ``accelerate launch`` (see docs/training.md).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -27,6 +28,7 @@ from ragtune.models import SERVING_TEMPLATE, resolve_llm
 from .config import TrainConfig
 from .dataset_store import resolve_training_data
 from .lm_head import add_compact_lm_head, adapter_inputs_stay_bf16, prepare_bf16_lora
+from .lora_dropout import use_sixteen_bit_dropout
 from .plan import SAVE_S, TrainPlan, make_plan
 from .precision import choose_precision
 
@@ -274,7 +276,7 @@ def build_trainer(config: TrainConfig, model_path: Path, train_rows: list[dict],
         disable_tqdm=True,
         remove_unused_columns=True,
     )
-    trainer = SFTTrainer(
+    trainer = _trainer_class()(
         model=model, args=args, processing_class=tokenizer, peft_config=peft_config,
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(val_rows) if has_eval else None,
@@ -283,8 +285,36 @@ def build_trainer(config: TrainConfig, model_path: Path, train_rows: list[dict],
     trainer.remove_callback(PrinterCallback)  # progress goes to the JSONL log instead
     if config.method == "lora" and args.bf16 and not _has_cuda():
         adapter_inputs_stay_bf16(trainer.model)
+    if not _has_cuda():
+        use_sixteen_bit_dropout(trainer.model)
     add_compact_lm_head(trainer.model)  # after trl's fused head, which it replaces on CPU
     return trainer
+
+
+@functools.cache
+def _trainer_class():
+    """SFTTrainer without two costs of every step or checkpoint that buy nothing here."""
+    from trl import SFTTrainer
+
+    class Trainer(SFTTrainer):
+        def floating_point_ops(self, inputs) -> int:
+            # transformers counts the model's parameters again on every step for the logged total_flos.
+            if not hasattr(self, "_parameters_counted"):
+                self._parameters_counted = self.model.num_parameters(exclude_embeddings=True)
+            return 6 * inputs["input_ids"].numel() * self._parameters_counted if "input_ids" in inputs else 0
+
+        def _save(self, output_dir=None, state_dict=None) -> None:
+            # An adapter checkpoint never needs the tokenizer (a resume and save_trained read the base
+            # model's); Gemma 3's is 33 MB, written again into every checkpoint.
+            if not hasattr(self.model, "peft_config"):
+                return super()._save(output_dir, state_dict)
+            tokenizer, self.processing_class = self.processing_class, None
+            try:
+                super()._save(output_dir, state_dict)
+            finally:
+                self.processing_class = tokenizer
+
+    return Trainer
 
 
 def _elapsed_so_far(job_dir: Path) -> float:
@@ -462,6 +492,8 @@ def trainable_model(model_path: Path, config: TrainConfig):
         from peft import get_peft_model
 
         model = get_peft_model(model, _lora_config(config, model))
+        if not _has_cuda():
+            use_sixteen_bit_dropout(model)
     add_compact_lm_head(model)
     return model
 
