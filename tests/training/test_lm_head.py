@@ -132,3 +132,31 @@ def test_the_probe_learns_the_answers_only_as_training_does():
     assert learned[0, start:start + len(answer)].all() and not learned[0, :start].any()
     _, everything = probe_inputs(tok, rows, 128, 2, answers_only=False)
     assert (everything != -100).all()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_token_log_probs_match_cross_entropy_over_fp32_logits_forward_and_backward(dtype):
+    import torch
+
+    from training.lm_head import ROWS_PER_PASS, token_log_probs
+
+    generator = torch.Generator().manual_seed(0)
+    rows = 3 * ROWS_PER_PASS + 1  # a last pass with fewer rows
+    logits = (torch.randn(rows, 5000, generator=generator) * 4).to(getattr(torch, dtype))
+    targets = torch.randint(0, 5000, (rows,), generator=generator)
+    targets[1] = targets[0]  # two rows learning the same token
+    weights = torch.randn(rows, generator=generator)
+
+    def run(fn):
+        x = logits.clone().requires_grad_()
+        out = fn(x)
+        (out * weights).sum().backward()
+        return out.detach(), x.grad
+
+    expected, expected_grad = run(lambda x: -torch.nn.functional.cross_entropy(x.float(), targets, reduction="none"))
+    got, got_grad = run(lambda x: token_log_probs().apply(x, targets))
+    assert got.dtype == torch.float32 and got_grad.dtype == logits.dtype
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+    # Both end in the logits' dtype: bf16 rounds each gradient to 3 significant digits.
+    tolerance = (1e-5 if dtype == "float32" else 1e-2) * float(expected_grad.abs().max())
+    assert float((got_grad.float() - expected_grad.float()).abs().max()) <= tolerance
