@@ -49,6 +49,9 @@ class _TooSlow(Exception):
     pass
 
 
+WARM_UP_ALLOWANCE = 3  # the warm-up step may take this many times a timed step's limit
+
+
 def thread_candidates() -> list[int]:
     """1, half and all of the cores this process may use (2 cores: 1 and 2)."""
     try:
@@ -60,19 +63,22 @@ def thread_candidates() -> list[int]:
 
 def time_steps(model, input_ids, *, bf16: bool, threads: int, steps: int = 2, give_up_after: float | None = None,
                labels=None) -> float | None:
-    """Seconds per training step (forward, backward, AdamW) after one warm-up step; None when a single step
-    runs past `give_up_after` seconds (stopped mid-step, so a very slow precision costs little to rule out).
-    `labels`: what the loss learns (-100 elsewhere, as in training); default: every token."""
+    """Seconds per training step (forward, backward, AdamW) after one warm-up step; None when a timed step
+    runs past `give_up_after` seconds, or the warm-up step past WARM_UP_ALLOWANCE times that (stopped
+    mid-step, so a very slow precision costs little to rule out). The warm-up pays one-off costs and, on a
+    shared machine, a passing stall: held to the timed steps' limit, one stall on 0.5 s steps ruled out a
+    precision twice as fast as the one chosen. `labels`: what the loss learns (-100 elsewhere, as in
+    training); default: every token."""
     import torch
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=0.0)  # lr 0: the step costs what a real one costs, moves nothing
-    started = [0.0]
+    started, limit = [0.0], [None]
 
     def deadline(*_):
-        if give_up_after is not None and time.perf_counter() - started[0] > give_up_after:
+        if limit[0] is not None and time.perf_counter() - started[0] > limit[0]:
             raise _TooSlow()
 
     hooks = [m.register_forward_pre_hook(deadline) for m in model.modules() if not list(m.children())]
@@ -80,7 +86,9 @@ def time_steps(model, input_ids, *, bf16: bool, threads: int, steps: int = 2, gi
     model.train()
     try:
         times = []
-        for _ in range(steps + 1):
+        for step in range(steps + 1):
+            if give_up_after is not None:
+                limit[0] = give_up_after * (WARM_UP_ALLOWANCE if step == 0 else 1)
             started[0] = time.perf_counter()
             with autocast:
                 loss = model(input_ids=input_ids, labels=input_ids if labels is None else labels).loss

@@ -60,6 +60,26 @@ def test_a_much_slower_precision_is_given_up_mid_step():
     assert time.perf_counter() - started < 20 * fast + 1  # it did not sit through the slow steps
 
 
+def test_a_stall_in_the_warm_up_step_does_not_rule_out_the_faster_precision():
+    """fp32 is slowed on every step; bf16 is fast but its first step stalls once for longer than 1.5x an
+    fp32 step (one-off costs, or another process taking the core for a moment)."""
+    import torch
+
+    model = _slowed(slow_when_bf16=False, seconds=0.004)
+    stalled = []
+
+    def stall_once(*_):
+        if torch.is_autocast_enabled("cpu") and not stalled:
+            stalled.append(True)
+            time.sleep(1.0)
+
+    model.register_forward_pre_hook(stall_once)
+    fp32_step = time_steps(model, _batch(), bf16=False, threads=1, steps=1)
+    assert 1.0 > 1.5 * fp32_step  # the stall alone is past the timed steps' limit
+    choice = choose_precision(lambda: model, _batch(), threads=1, steps=1)
+    assert stalled and choice.bf16 is True, choice.reason
+
+
 def test_set_flags_are_overrides_not_candidates():
     logged = []
     choice = choose_precision(lambda: _slowed(slow_when_bf16=True), _batch(), bf16=True, threads=1,
