@@ -92,6 +92,10 @@ def test_job_cancel_resume_crash_resume(workspace, facts_file):
     assert job.status == "stopped" and "resumed" in job.error
     crash_step = max(int(p.name.split("-")[1]) for p in (job.dir / "checkpoints").glob("checkpoint-*"))
     assert crash_step == 80
+    # An adapter checkpoint holds what a resume reads, not a copy of the tokenizer.
+    kept = {f.name for f in (job.dir / "checkpoints" / "checkpoint-80").iterdir()}
+    assert {"adapter_model.safetensors", "optimizer.pt", "trainer_state.json"} <= kept
+    assert not kept & {"tokenizer.json", "tokenizer_config.json"}
 
     job = wait_job(workspace, resume_training(workspace, job.id).id, timeout=180)
     assert job.status == "succeeded", job.error
