@@ -3,7 +3,8 @@
     python bench/training_throughput.py [--model gemma-3-270m] [--rows 60] [--repeats 1]
     python bench/training_throughput.py --methods lora,qlora      # on a GPU: QLoRA memory vs LoRA
 
-Both train one epoch of LoRA on the same rows (datasets/sample_train_qa.jsonl, repeated to --rows)
+Both train one epoch of LoRA on the same rows (datasets/sample_train_qa.jsonl, repeated to --rows; or the
+first --rows of --data, any chat JSONL such as a workspace's synthesised train.jsonl)
 with the same model, rank, alpha, dropout, target modules, learning rate, precision and torch threads: the
 ones ragtune measures fastest on this machine (``training.precision``: fp32 vs bf16 autocast and the thread
 counts worth trying, timed on real steps in a subprocess of its own before both runs; its time is reported
@@ -44,10 +45,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def load_rows(n: int) -> list[dict]:
+SAMPLE = REPO / "datasets" / "sample_train_qa.jsonl"
+
+
+def load_rows(n: int, data: Path = SAMPLE) -> list[dict]:
     from training.chat_data import load_chat_file
 
-    rows, _ = load_chat_file(REPO / "datasets" / "sample_train_qa.jsonl")
+    rows, _ = load_chat_file(data)
     return [rows[i % len(rows)] for i in range(n)]
 
 
@@ -167,7 +171,7 @@ def child(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = load_rows(args.rows)
+    rows = load_rows(args.rows, Path(args.data))
     if args.variant == "probe":
         bf16 = None if args.precision == "auto" else args.precision == "bf16"
         print("RESULT " + json.dumps(run_probe(args.model, rows, args.method, args.batch_ragtune, args.threads or None, bf16)),
@@ -189,6 +193,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="gemma-3-270m")
     ap.add_argument("--rows", type=int, default=60)
+    ap.add_argument("--data", default=str(SAMPLE), help="chat JSONL to train on (default: the sample Q&A)")
     ap.add_argument("--methods", default="lora", help="comma-separated: lora,qlora")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None,
@@ -211,7 +216,7 @@ def main() -> int:
 
     def run_child(variant: str, method: str, precision: str, threads: int | None) -> dict | None:
         cmd = [sys.executable, __file__, "--variant", variant, "--method", method, "--model", args.model,
-               "--rows", str(args.rows), "--threads", str(threads or 0), "--precision", precision,
+               "--rows", str(args.rows), "--data", args.data, "--threads", str(threads or 0), "--precision", precision,
                "--batch-ragtune", str(args.batch_ragtune), "--batch-baseline", str(args.batch_baseline)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -262,7 +267,7 @@ def main() -> int:
         summary["qlora_vs_lora_memory"] = round(ratio, 2)
         print(f"QLoRA / LoRA peak memory (ragtune) = {ratio:.2f}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"model": args.model, "rows": args.rows, "threads": args.threads or "measured",
+    Path(args.json).write_text(json.dumps({"model": args.model, "rows": args.rows, "data": args.data, "threads": args.threads or "measured",
                                            "precision": precisions or args.precision, "runs": results,
                                            "summary": summary}, indent=2))
     print(f"wrote {args.json}")
