@@ -67,7 +67,7 @@ def time_steps(model, input_ids, *, bf16: bool, threads: int, steps: int = 2, gi
     runs past `give_up_after` seconds, or the warm-up step past WARM_UP_ALLOWANCE times that (stopped
     mid-step, so a very slow precision costs little to rule out). The warm-up pays one-off costs and, on a
     shared machine, a passing stall: held to the timed steps' limit, one stall on 0.5 s steps ruled out a
-    precision twice as fast as the one chosen. `labels`: what the loss learns (-100 elsewhere, as in
+    precision 1.4x as fast as the one chosen. `labels`: what the loss learns (-100 elsewhere, as in
     training); default: every token."""
     import torch
 
