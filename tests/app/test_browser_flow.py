@@ -169,6 +169,38 @@ def _train_state(page) -> dict:
                          " return e ? {status: e.dataset.status, job: e.dataset.job, step: +e.dataset.step} : {}; }")
 
 
+def _set_train_file(page, path: Path) -> None:
+    """Drop `path` into the Build tab's training-file box and wait until the box shows it.
+
+    The box appears on the server's answer to the data choice. In full runs an upload was lost once (the
+    box rendered again, empty) and once took longer than a fixed wait, after which the box no longer had
+    an input to set. So follow what the box shows: set the file whenever it is empty, and stop when it
+    holds the file, as a user would drop the file again.
+    """
+    box_state = """n => { const e = document.querySelector('#train-file');
+        if (!e || !e.offsetParent) return 'hidden';
+        const t = e.innerText;
+        if (/Uploading/.test(t)) return 'uploading';
+        if (t.includes(n)) return 'holds the file';
+        return e.querySelector('input[type=file]') ? 'empty' : 'rendering'; }"""
+    state = ""
+    for _ in range(6):
+        page.wait_for_function(f"n => ({box_state})(n) !== 'hidden' && ({box_state})(n) !== 'rendering'",
+                               arg=path.stem, timeout=60_000)
+        state = page.evaluate(box_state, path.stem)
+        if state == "empty":
+            page.locator("#train-file input[type=file]").set_input_files(str(path))
+        try:  # the upload ends in the file's row, or the box comes back empty and the file is set again
+            page.wait_for_function(f"n => ({box_state})(n) === 'holds the file'", arg=path.stem, timeout=30_000)
+        except PlaywrightTimeoutError:
+            pass
+        page.wait_for_timeout(1000)  # and still holds it a moment later, once any re-render has landed
+        state = page.evaluate(box_state, path.stem)
+        if state == "holds the file":
+            return
+    raise AssertionError(f"the training-file box never showed {path.name}; last seen: {state}")
+
+
 def test_finetune_live_loss_survives_reload_cancel_resume(ui):
     page = ui.page
     _lumora(ui, docs=False, index=False)
@@ -176,19 +208,7 @@ def test_finetune_live_loss_survives_reload_cancel_resume(ui):
     _open_lumora(page)
     ui.tab("Build")
     page.get_by_label("Use my own Q&A or chat file").check()
-    # The file box appears on the server's answer to the choice; a file set into it before that answer lands
-    # was lost once in a full run (the box rendered again, empty). So wait for it, and set it again if the
-    # row still does not show, as a user would drop the file again.
-    page.locator("#train-file").wait_for(state="visible")
-    for attempt in range(2):
-        page.locator("#train-file input[type=file]").set_input_files(str(TRAIN_QA))
-        # the uploaded file's row (Gradio may re-render the component's block, so look for it on the page)
-        try:
-            page.get_by_text("sample_train_qa.jsonl").first.wait_for(timeout=30_000 if attempt == 0 else 60_000)
-            break
-        except PlaywrightTimeoutError:
-            if attempt:
-                raise
+    _set_train_file(page, TRAIN_QA)
     page.locator("#card-finetune").get_by_text("Advanced").click()
     epochs = page.locator("#train-epochs input")
     epochs.fill("300")  # far longer than the test: it is still running after the reload; the test cancels it
