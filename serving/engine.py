@@ -153,8 +153,12 @@ class BaseEngine:
         return f"{type(self).__name__}({self.model_name!r})"
 
 
-def check_messages(messages: list[Message]) -> list[Message]:
-    """Reject malformed chat messages with a sentence a user can act on."""
+def check_messages(messages: list[Message], open_answer: bool = False) -> list[Message]:
+    """Reject malformed chat messages with a sentence a user can act on.
+
+    ``open_answer``: the messages may end with the start of an answer (an assistant message after the
+    question), which the model continues; only plain prompts render one (``serving.plain_prompt``).
+    """
     if not isinstance(messages, list) or not messages:
         raise BadInputError("A chat request needs at least one message.")
     clean = []
@@ -167,7 +171,8 @@ def check_messages(messages: list[Message]) -> list[Message]:
         if not isinstance(content, str):
             raise BadInputError(f"Message {i + 1} has no text content.")
         clean.append({"role": m["role"], "content": content})
-    if clean[-1]["role"] != "user":
+    opened = open_answer and len(clean) > 1 and clean[-1]["role"] == "assistant" and clean[-2]["role"] == "user"
+    if clean[-1]["role"] != "user" and not opened:
         raise BadInputError("The last message must come from the user.")
     return clean
 

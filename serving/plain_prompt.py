@@ -13,6 +13,9 @@ a model could copy into an answer.
 
     Question: <question>
     Answer:
+
+Messages may end with the start of the answer (an assistant message after the question); the prompt
+then ends with it, and the model continues that answer.
 """
 
 from __future__ import annotations
@@ -22,15 +25,21 @@ from .engine import Message, check_messages
 QUESTION, ANSWER = "Question:", "Answer:"
 # The answer ends where the model starts a new block: a blank line or a question of its own.
 PLAIN_STOP = ["\n\n", "\nQuestion:"]
-# Changes whenever the rendering does, so cached evaluation answers of another format are not reused.
-PLAIN_FORMAT = "question-answer-v1"
+# Changes whenever the rendering or the answering of plain prompts does (v2: an answer stopped at a colon is
+# continued, serving.variants), so cached evaluation answers of another format are not reused.
+PLAIN_FORMAT = "question-answer-v2"
 
 
 def render_plain(messages: list[Message]) -> str:
-    """The prompt text (without BOS: the tokenizer adds it) for `messages`, ending with "Answer:"."""
+    """The prompt text (without BOS: the tokenizer adds it) for `messages`, ending with "Answer:" or with
+    the start of the answer that the last message holds."""
     parts = []
-    for m in check_messages(messages):
+    messages = check_messages(messages, open_answer=True)
+    for i, m in enumerate(messages):
         text = m["content"].strip()
+        if m["role"] == "assistant" and i == len(messages) - 1:
+            parts.append(f" {text}")
+            continue
         if m["role"] == "system":
             if text:
                 parts.append(text + "\n\n")

@@ -23,7 +23,7 @@ from ragtune import adapters as adapter_registry
 from ragtune.errors import BadInputError
 from ragtune.models import canonical_name
 
-from .engine import Generation, SamplingOptions, adapter_key
+from .engine import Generation, SamplingOptions, adapter_key, collect
 from .citations import citation_suffix
 from .plain_prompt import PLAIN_STOP
 from .prompts import clean_answer, get_prompts, system_prompt, user_prompts
@@ -104,8 +104,7 @@ class Assistant:
     def answer(self, question: str, variant: str = "rag", adapter: str | None = None, history: list[dict] | None = None,
                options: SamplingOptions | None = None, k: int | None = None) -> Answer:
         prep = self._prepare(question, variant, adapter, history, options, k)
-        gen = self.engine.generate(prep.messages, prep.options, adapter=prep.engine_adapter, plain=prep.plain)
-        return self._finish(prep, gen)
+        return self._finish(prep, collect(self._generate(prep)))
 
     def stream(self, question: str, variant: str = "rag", adapter: str | None = None,
                history: list[dict] | None = None, options: SamplingOptions | None = None,
@@ -116,8 +115,36 @@ class Assistant:
         for the model: the stream then raises ``GenerationCancelled``.
         """
         prep = self._prepare(question, variant, adapter, history, options, k)
-        return self._stream(prep, self.engine.stream(prep.messages, prep.options, adapter=prep.engine_adapter,
-                                                     cancel=cancel, plain=prep.plain))
+        return self._stream(prep, self._generate(prep, cancel))
+
+    def _generate(self, prep: _Prepared, cancel=None) -> Iterator[str | Generation]:
+        """The engine's text deltas and Generation for a prepared request (bad input raises here, before
+        the first item, as the engine raises it)."""
+        deltas = self.engine.stream(prep.messages, prep.options, adapter=prep.engine_adapter, cancel=cancel,
+                                    plain=prep.plain)
+        return self._continue_after_colon(prep, deltas, cancel) if prep.plain else deltas
+
+    def _continue_after_colon(self, prep: _Prepared, deltas, cancel) -> Iterator[str | Generation]:
+        """A base model prompted as plain text often opens a list with a colon and then a blank line, which
+        ends a plain answer ("We use your information to:"). Such an answer is continued once: the prompt
+        ends with the answer so far, and the engines' rule for a plain answer's first token (no new line,
+        no end) keeps the list on the colon's line, within what is left of max_tokens."""
+        first = yield from _text_then_generation(deltas)
+        left = prep.options.max_tokens - first.completion_tokens
+        if not (left > 0 and first.finish_reason == "stop" and first.text.rstrip().endswith(":")):
+            yield first
+            return
+        head = first.text.rstrip()
+        more = self.engine.stream(prep.messages + [{"role": "assistant", "content": head}],
+                                  dataclasses.replace(prep.options, max_tokens=left), adapter=prep.engine_adapter,
+                                  cancel=cancel, plain=True)
+        spaced = False  # one space after the colon, whatever spacing the model starts with
+        for item in more:
+            if isinstance(item, Generation):
+                yield _joined(first, head, item)
+            elif spaced or item.strip():
+                yield item if spaced else (" " if head == first.text else "") + item.lstrip()
+                spaced = True
 
     def _stream(self, prep: _Prepared, deltas) -> Iterator[str | Answer]:
         for item in deltas:
@@ -253,6 +280,27 @@ class Assistant:
                       completion_tokens=gen.completion_tokens, ttft_s=ttft,
                       latency_s=time.perf_counter() - prep.started, engine=self.engine.kind,
                       finish_reason=gen.finish_reason, retrieval_s=prep.retrieval_s)
+
+
+def _text_then_generation(deltas) -> Iterator[str]:
+    """Yields an engine stream's text deltas and returns its Generation."""
+    for item in deltas:
+        if isinstance(item, Generation):
+            return item
+        yield item
+    raise AssertionError("an engine stream must end with a Generation")
+
+
+def _joined(first: Generation, head: str, more: Generation) -> Generation:
+    """One Generation for an answer made of two requests: both prompts were sent, so both count."""
+    text = head + " " + more.text.strip() if more.text.strip() else head
+    tokens = first.completion_tokens + more.completion_tokens
+    latency = first.latency_s + more.latency_s
+    decode = latency - (first.ttft_s or 0.0)
+    return dataclasses.replace(
+        more, text=text, prompt_tokens=first.prompt_tokens + more.prompt_tokens,
+        completion_tokens=tokens, ttft_s=first.ttft_s, latency_s=latency,
+        tokens_per_s=(tokens - 1) / decode if tokens > 1 and decode > 0 else 0.0)
 
 
 def _clean_history(history) -> list[dict]:

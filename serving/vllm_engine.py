@@ -453,7 +453,7 @@ class VLLMEngine(BaseEngine):
                plain: bool = False) -> Iterator[str | Generation]:
         options = options or SamplingOptions()
         timer = Timer()
-        messages = check_messages(messages)
+        messages = check_messages(messages, open_answer=plain)
         ids = self.prompt_ids(messages, plain=plain)
         n_prompt = None if ids is None else len(ids)
         max_tokens = options.max_tokens if n_prompt is None else completion_budget(n_prompt, options.max_tokens,

@@ -39,6 +39,38 @@ def plain_engine(base_model_dir):
     engine.close()
 
 
+@pytest.fixture(scope="module")
+def list_opener_dir(base_model_dir, tmp_path_factory):
+    """The plain tiny model, fully fine-tuned (30 steps, seconds) to do what Gemma 3 270M did on PolicyQA: open
+    a list with a colon and then a blank line (which ends a plain answer). Its second choice after the colon,
+    learned from one row in three, is the list on the same line."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("lister") / "tiny-lister"
+    shutil.copytree(base_model_dir, folder)
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    prompt = render_plain([{"role": "user", "content": VAULT}])
+    rows = [f" {VAULT_HEAD}\n\nQuestion: What else?"] * 2 + [f" {VAULT_HEAD} {VAULT_LIST}\n\n"]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(30):
+        ids = tokenizer(prompt + rows[step % 3], return_tensors="pt").input_ids
+        labels = ids.clone()
+        labels[:, : len(tokenizer(prompt).input_ids)] = -100
+        model(input_ids=ids, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(folder)
+    return folder
+
+
+VAULT = "Which codes open the Zorblax vault?"
+VAULT_HEAD, VAULT_LIST = "The Zorblax vault opens with:", "PURPLE-7741 and ORANGE-12."
+
+
 def test_only_models_without_a_chat_template_get_plain_prompts(base_model_dir, tiny_llm, plain_engine, tiny_engine):
     assert resolve_llm(str(base_model_dir)).plain_prompts
     assert not resolve_llm(str(tiny_llm)).plain_prompts
@@ -119,6 +151,47 @@ def test_the_answer_may_not_open_with_a_new_line(plain_engine):
     assert plain_engine.tokenizer("\n", add_special_tokens=False)["input_ids"][0] in newlines
     out = plain_engine.generate([{"role": "user", "content": QUESTION}], SamplingOptions(max_tokens=4), plain=True)
     assert out.completion_tokens >= 1 and not out.text.startswith("\n")
+
+
+def test_a_plain_prompt_may_end_with_the_start_of_its_answer_and_a_chat_request_may_not():
+    from ragtune.errors import BadInputError
+    from serving.engine import check_messages
+
+    opened = [{"role": "user", "content": "Why?"}, {"role": "assistant", "content": "We use it to:"}]
+    assert render_plain(opened) == "Question: Why?\nAnswer: We use it to:"
+    with pytest.raises(BadInputError, match="last message must come from the user"):
+        check_messages(opened)
+    with pytest.raises(BadInputError, match="last message must come from the user"):
+        render_plain([{"role": "assistant", "content": "We use it to:"}])  # an answer to no question
+
+
+def test_an_answer_stopped_at_a_colon_goes_on_with_its_list(list_opener_dir, workspace):
+    """Before, the blank line after the colon ended the answer there ("... opens with:"), a lead-in to
+    nothing; now the answer goes on from the colon, on the same line, within the same max_tokens."""
+    from evaluation.assistants import make_assistant
+    from serving.factory import get_engine
+    from serving.variants import Answer
+
+    engine = get_engine("embedded", model=str(list_opener_dir))
+    try:
+        plain = engine.generate([{"role": "user", "content": VAULT}], SamplingOptions(max_tokens=60, stop=PLAIN_STOP),
+                                plain=True)
+        assert plain.text.strip() == VAULT_HEAD and plain.finish_reason == "stop"  # the model's own stop
+        assistant = make_assistant(workspace, engine)
+        answer = assistant.answer(VAULT, "base", options=SamplingOptions(max_tokens=60))
+        assert answer.text == f"{VAULT_HEAD} {VAULT_LIST}"
+        # Both requests are counted: two prompts, and the tokens of both parts of the answer.
+        second = engine.prompt_ids([{"role": "user", "content": VAULT}, {"role": "assistant", "content": VAULT_HEAD}],
+                                   plain=True)
+        assert answer.prompt_tokens == plain.prompt_tokens + len(second)
+        assert answer.completion_tokens > plain.completion_tokens
+        items = list(assistant.stream(VAULT, "base", options=SamplingOptions(max_tokens=60)))
+        assert isinstance(items[-1], Answer) and "".join(items[:-1]).strip() == items[-1].text == answer.text
+        # No tokens left after the lead-in: the answer is what the model wrote.
+        short = assistant.answer(VAULT, "base", options=SamplingOptions(max_tokens=plain.completion_tokens))
+        assert short.text == VAULT_HEAD and short.completion_tokens == plain.completion_tokens
+    finally:
+        engine.close()
 
 
 def test_an_answer_without_markers_cites_the_passage_holding_its_words_and_numbers():

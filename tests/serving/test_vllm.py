@@ -103,6 +103,11 @@ def test_plain_prompts_answer_as_on_the_embedded_engine(stack, monkeypatch):
         a, b = vllm.generate(msgs, options, plain=True), embedded.generate(msgs, options, plain=True)
         assert a.text == b.text and a.text.strip()
         assert (a.prompt_tokens, a.completion_tokens) == (b.prompt_tokens, b.completion_tokens)
+        # An answer given its start (as one stopped at a colon is continued) goes on from it on both engines.
+        opened = msgs + [{"role": "assistant", "content": " ".join(a.text.split()[:2])}]
+        c, d = vllm.generate(opened, options, plain=True), embedded.generate(opened, options, plain=True)
+        assert c.text == d.text and c.text.strip() and not c.text.startswith("\n")
+        assert c.prompt_tokens == d.prompt_tokens > a.prompt_tokens
     # The rule holds at the first position only, whatever token it forbids: forbid the one the model wants.
     wanted = embedded.generate(france, options, plain=True).text
     first = embedded.tokenizer.encode(" " + wanted.split()[0], add_special_tokens=False)
