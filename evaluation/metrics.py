@@ -243,16 +243,29 @@ def semantic_similarities(predictions: list[str], references: list[str], embedde
 
 # ----------------------------------------------------------------- one answer, all metrics
 
+def references(item: dict) -> list[str]:
+    """The acceptable answers of a test row: its ``answers`` when it has several, else its ``answer``."""
+    return list(item.get("answers") or [item.get("answer", "")])
+
+
+def best_of(values) -> float | None:
+    """The best score over the acceptable answers, leaving out those a metric does not apply to."""
+    scored = [v for v in values if v is not None]
+    return max(scored) if scored else None
+
+
 def answer_metrics(answer: dict, item: dict, *, uses_passages: bool, k: int | None = None) -> dict:
-    """All lexical/structural metrics of one stored answer (semantic similarity is added in batch)."""
+    """All lexical/structural metrics of one stored answer (semantic similarity is added in batch).
+
+    Against a row with several acceptable answers, each correctness metric takes the best of them."""
     text = answer.get("text", "")
-    reference = item.get("answer", "")
+    refs = references(item)
     passages = answer.get("passages") or []
     passage_texts = [p.get("text", "") for p in passages]
     m = {
-        "exact_match": exact_match(text, reference),
-        "token_f1": token_f1(text, reference),
-        "fact_hit": fact_hit(text, reference),
+        "exact_match": best_of(exact_match(text, r) for r in refs),
+        "token_f1": best_of(token_f1(text, r) for r in refs),
+        "fact_hit": best_of(fact_hit(text, r) for r in refs),
         "refusal_rate": is_refusal(text),
         "prompt_tokens": answer.get("prompt_tokens"),
         "completion_tokens": answer.get("completion_tokens"),
@@ -264,7 +277,7 @@ def answer_metrics(answer: dict, item: dict, *, uses_passages: bool, k: int | No
     if uses_passages:
         g = groundedness(text, passage_texts) if not m["refusal_rate"] else Groundedness(None)
         m["groundedness"] = g.score
-        m["context_recall"] = context_recall(reference, passage_texts)
+        m["context_recall"] = best_of(context_recall(r, passage_texts) for r in refs)
         m["hit_at_k"] = hit_at_k(passages, gold_sources(item), k=k)
         cited, explicit = cited_sources(text, answer.get("citations") or [])
         m["citation_rate"] = float(explicit)

@@ -4,6 +4,9 @@ Three origins: a file the user uploads (JSONL or CSV), the held-out split of a g
 training set, or questions typed in the UI. A row is ``{"question", "answer", "doc"?, "page"?}``,
 the same format ``ragtune eval-retrieval`` reads: ``doc`` may be a list of files (or
 "file.pdf#page=N" items) when several documents answer the question, and any of them counts.
+``answer`` (or SQuAD's ``answers``) may be a list of acceptable answers: the row keeps the first as
+``answer`` and all of them as ``answers``, and each answer metric takes the best of them, as SQuAD's
+evaluation does.
 Malformed rows are reported by line number and left out, never guessed at; a ``doc`` value that
 cannot be read stops the load with the line named, since scoring against it would be silently wrong.
 """
@@ -42,13 +45,19 @@ def normalize_row(raw: dict) -> tuple[dict | None, str | None]:
         return None, f"expected an object with question and answer, got {type(raw).__name__}"
     question = _first(raw, QUESTION_KEYS)
     answer = _first(raw, ANSWER_KEYS)
-    if isinstance(answer, list):  # several acceptable answers (SQuAD style): keep the first as reference
-        answer = next((a.get("text") if isinstance(a, dict) else a for a in answer if a), None)
+    accepted = []
+    if isinstance(answer, list):  # several acceptable answers (SQuAD style): any one of them is right
+        texts = [a.get("text") if isinstance(a, dict) else a for a in answer]
+        texts = [a for a in texts if isinstance(a, str) and a.strip()]
+        answer = texts[0] if texts else None
+        accepted = list(dict.fromkeys(_CITED_SOURCE.sub("", a).strip() for a in texts))
     if not isinstance(question, str) or not question.strip():
         return None, "missing 'question'"
     if not isinstance(answer, str) or not answer.strip():
         return None, "missing reference answer ('answer', 'reference' or 'truth')"
     row = {"question": question.strip(), "answer": answer.strip()}
+    if len(accepted) > 1:
+        row["answers"] = accepted
     doc, page = _first(raw, DOC_KEYS), _first(raw, PAGE_KEYS)
     cited = _CITED_SOURCE.findall(answer)
     if cited:

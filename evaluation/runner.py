@@ -283,7 +283,8 @@ def score_answer(answer: dict, item: dict, kind: str, *, k: int | None = None, j
     if answer.get("tokens_per_s"):
         m["tokens_per_s"] = answer["tokens_per_s"]
     try:
-        m["semantic_similarity"] = M.semantic_similarities([answer.get("text", "")], [item["answer"]])[0]
+        refs = M.references(item)
+        m["semantic_similarity"] = max(M.semantic_similarities([answer.get("text", "")] * len(refs), refs))
     except Exception as exc:  # noqa: BLE001 - no embedder here: the other metrics still stand
         m["semantic_similarity"] = None
         m["semantic_similarity_error"] = f"{type(exc).__name__}: {exc}"

@@ -95,3 +95,31 @@ def test_unreadable_gold_document_is_an_error_naming_the_row(tmp_path):
         load_qa_file(csv_path)
     csv_path.write_text('question,answer,doc\nq1,a,"[""a.pdf"", ""b.pdf""]"\n', encoding="utf-8")
     assert load_qa_file(csv_path)[0][0]["gold"] == [{"doc": "a.pdf", "page": None}, {"doc": "b.pdf", "page": None}]
+
+
+def test_several_acceptable_answers_are_kept_and_each_metric_takes_the_best(tmp_path):
+    from evaluation.metrics import answer_metrics
+    from evaluation.runner import score_answer
+
+    path = tmp_path / "squad.jsonl"
+    rows = [{"question": "Why do you collect my data?", "answers": ["", {"text": "to send you newsletters"},
+                                                                   "improve our services", "to send you newsletters"]},
+            {"question": "How long are logs kept?", "answers": ["90 days [logs.txt]", "three months"]}]
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    loaded, problems = load_qa_file(path)
+    assert problems == []
+    assert loaded[0]["answer"] == "to send you newsletters"
+    assert loaded[0]["answers"] == ["to send you newsletters", "improve our services"]  # blanks and repeats left out
+    assert loaded[1]["answers"] == ["90 days", "three months"] and loaded[1]["doc"] == "logs.txt"
+    # An answer that gives the second acceptable answer scores as if it were the only one.
+    said = {"text": "We use it to improve our services."}
+    m = answer_metrics(said, loaded[0], uses_passages=False)
+    assert m["token_f1"] == answer_metrics(said, {"answer": "improve our services"}, uses_passages=False)["token_f1"]
+    assert m["token_f1"] > answer_metrics(said, {"answer": loaded[0]["answer"]}, uses_passages=False)["token_f1"]
+    assert answer_metrics({"text": "Three months."}, loaded[1], uses_passages=False)["exact_match"] == 1.0
+    # fact hit applies through the reference that has a value; the one without is left out
+    assert answer_metrics({"text": "For 90 days."}, loaded[1], uses_passages=False)["fact_hit"] == 1.0
+    assert answer_metrics({"text": "For 30 days."}, loaded[1], uses_passages=False)["fact_hit"] == 0.0
+    sims = score_answer({"text": "We use it to improve our services."}, loaded[0], "base")["semantic_similarity"]
+    alone = score_answer({"text": "We use it to improve our services."}, {"answer": "improve our services"}, "base")
+    assert sims == pytest.approx(alone["semantic_similarity"])
