@@ -1,13 +1,15 @@
 """RAG vs the base model with Gemma 3 270M on a gold set of a real corpus, and a grep of every answer
 for ragtune's own prompt wording.
 
-    python bench/eval_rag_gold.py --corpus ntsb|nih|policyqa [--limit N] [--max-tokens 48]
+    python bench/eval_rag_gold.py --corpus ntsb|nih|policyqa [--limit N] [--max-tokens 48] [--workspace DIR]
 
 Indexes the corpus in a fresh workspace (the fusion is tuned on questions made from the corpus,
 never on the gold set), answers every gold question with base and rag, prints each metric with
 its 95% interval, the paired rag - base differences, the recommendation, and how many answers
 hold six consecutive words of ragtune's prompts. Writes bench/results/eval_rag_<corpus>.json with
-the summary and every answer (tests/evaluation/test_leaks.py greps them).
+the summary and every answer (tests/evaluation/test_leaks.py greps them). ``--workspace`` reuses the
+workspace of an earlier run (printed by it): its index and cached answers, so only what changed since
+(scoring, say) is computed again.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int)
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--model", default="gemma-3-270m")
+    parser.add_argument("--workspace", type=Path, help="an earlier run's workspace folder, to reuse")
     args = parser.parse_args()
     import torch
 
@@ -60,10 +63,15 @@ def main() -> None:
     from serving.factory import get_engine
 
     docs, qa = CORPORA[args.corpus]
-    ws = Workspace.create(args.corpus, root=Path(tempfile.mkdtemp(prefix="ragtune-bench-")))
+    if args.workspace:
+        ws = Workspace.open(args.workspace)
+    else:
+        ws = Workspace.create(args.corpus, root=Path(tempfile.mkdtemp(prefix="ragtune-bench-")))
+    print(f"workspace {ws.root}", flush=True)
     t0 = time.perf_counter()
-    ingest_paths(ws, [docs])
-    built = build_index(ws, progress=False)
+    if not args.workspace:
+        ingest_paths(ws, [docs])
+    built = build_index(ws, progress=False)  # a current index is kept as it is
     t_index = time.perf_counter() - t0
     rows = spread_subset(load_qa_file(qa)[0], args.limit)
     engine = get_engine("embedded", model=args.model)
