@@ -101,7 +101,9 @@ def test_default_embedder_is_packaged():
 
 
 @pytest.mark.slow
-def test_gemma_conversion_is_idempotent_and_repairs_itself(gemma_llm):
+def test_gemma_conversion_is_idempotent_with_bos_and_a_chat_template(gemma_llm):
+    # A damaged cache is rebuilt by the same code for every model: test_corrupt_cache_is_detected_and_rebuilt
+    # shows it on the tiny model, in seconds rather than the minute a Gemma conversion takes.
     from transformers import AutoTokenizer
 
     config = gemma_llm / "config.json"
@@ -113,7 +115,4 @@ def test_gemma_conversion_is_idempotent_and_repairs_itself(gemma_llm):
     tok = AutoTokenizer.from_pretrained(gemma_llm)
     assert tok("hello").input_ids[0] == tok.bos_token_id  # Gemma degenerates without BOS
     assert "<start_of_turn>" in tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False)
-
-    config.write_text(config.read_text() + " ")  # damage: the cache must notice and rebuild
-    assert models.resolve_llm("gemma-3-270m", progress=False).path == gemma_llm
     assert models.verify_model_dir(gemma_llm)
