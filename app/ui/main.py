@@ -97,7 +97,6 @@ def launch(model: str = DEFAULT_LLM, host: str = "127.0.0.1", port: int = 7860, 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ctx = AppContext(model=model, engine_kind=engine_kind, engine_url=engine_url, default_workspace=workspace)
-    ctx.start_loading()  # in the background: the page is up before the model is
     demo = build_app(ctx, host=host, deploy_port=deploy_port or port + 1)  # port+1 when free, else any
     demo.queue(default_concurrency_limit=2)
     auth = gradio_auth()  # a login page when RAGTUNE_BUILDER_PASSWORD is set; open otherwise
@@ -107,7 +106,13 @@ def launch(model: str = DEFAULT_LLM, host: str = "127.0.0.1", port: int = 7860, 
                 css=CSS, theme=gr.themes.Soft(), footer_links=[], quiet=True, auth=auth,
                 # its own host names only (DNS rebinding), no state change from another site
                 app_kwargs={"middleware": builder_app_middleware(host)},
-                auth_message="Enter the builder password (RAGTUNE_BUILDER_PASSWORD); any user name." if auth else None)
+                auth_message="Enter the builder password (RAGTUNE_BUILDER_PASSWORD); any user name." if auth else None,
+                prevent_thread_lock=True)
+    # The model loads in the background once the server is up, so the page is up before the model is.
+    # Loading Gemma while the server started kept Gradio's server thread from starting within its 5 s,
+    # and `ragtune app --sample` stopped with "Cannot find empty port" on a free port (2-core CPU).
+    ctx.start_loading()
+    demo.block_thread()
 
 
 def main(argv: list[str] | None = None) -> None:
