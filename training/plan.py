@@ -49,6 +49,7 @@ class TrainPlan:
     budget_s: float | None
     left_out: dict = field(default_factory=dict)
     note: str = ""
+    probe_s: float = 0.0  # of setup_s, spent timing precisions and thread counts
     kept: list[int] = field(default_factory=list)  # indices of the training rows kept
     eval_kept: list[int] = field(default_factory=list)  # indices of the validation rows used
 
@@ -65,6 +66,9 @@ class TrainPlan:
                 f"training {minutes(self.train_s)}, about {minutes(self.total_s)} in all")
         if self.budget_s:
             text += f" (budget {minutes(self.budget_s)})"
+        if self.probe_s:
+            share = f", {100 * self.probe_s / self.budget_s:.0f}% of the budget" if self.budget_s else ""
+            text += f"; measuring precision took {minutes(self.probe_s)}{share}"
         if self.eval_rows:
             text += f"; validation on {self.eval_rows} rows"
         if self.note:
@@ -124,7 +128,7 @@ def _steps(row_tokens: list[int], max_length: int, batch_size: int, grad_accum: 
 
 def make_plan(meta: list[dict], lengths: list[int], val_lengths: list[int], *, epochs: float, max_length: int,
               batch_size: int, grad_accum: int, tokens_per_s: float | None, budget_s: float | None,
-              setup_s: float, eval_each_epoch: bool, seed: int = 0) -> TrainPlan:
+              setup_s: float, eval_each_epoch: bool, seed: int = 0, probe_s: float = 0.0) -> TrainPlan:
     """Rows, epochs, steps and expected times; with a budget, the most useful rows that fit in it."""
     groups = useful_order(meta)
     kept_groups = groups
@@ -195,7 +199,7 @@ def make_plan(meta: list[dict], lengths: list[int], val_lengths: list[int], *, e
         train_s=None if train_s is None else round(train_s, 1), eval_rows=len(eval_kept),
         eval_s=None if eval_s is None else round(eval_s, 1), setup_s=round(setup_s, 1),
         total_s=None if total_s is None else round(total_s, 1), budget_s=budget_s, left_out=left_out, note=note,
-        kept=kept, eval_kept=eval_kept)
+        probe_s=round(probe_s, 1), kept=kept, eval_kept=eval_kept)
 
 
 def _epoch_choices(epochs: float) -> list[float]:

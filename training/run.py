@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 from ragtune.adapters import AdapterInfo, adapter_path, register_adapter, validate_adapter_name
 from ragtune.atomic import atomic_directory, atomic_write_json, read_json
@@ -30,7 +31,7 @@ from .dataset_store import resolve_training_data
 from .lm_head import add_compact_lm_head, adapter_inputs_stay_bf16, prepare_bf16_lora
 from .lora_dropout import use_sixteen_bit_dropout
 from .plan import SAVE_S, TrainPlan, make_plan
-from .precision import choose_precision
+from .precision import PROBE_SHARE, choose_precision
 
 CHECKPOINTS = "checkpoints"
 PLAN = "plan.json"
@@ -130,9 +131,10 @@ def _lora_config(config: TrainConfig, model):
 
 
 def _make_callbacks(reporter: JobReporter | None, config: TrainConfig, elapsed_before: float,
-                    deadline: float | None = None):
-    """`deadline` (a time.time()): the last moment a training step may end so that the job, evaluation and
-    saving included, stays within its time budget when the machine turns out slower than measured."""
+                    deadline: float | None = None, clock: Callable[[], float] = time.time):
+    """`deadline` (a `clock()` reading, time.time by default): the last moment a training step may end so
+    that the job, evaluation and saving included, stays within its time budget when the machine turns out
+    slower than measured. `clock` is injected by tests."""
     from transformers import TrainerCallback
 
     class JobLog(TrainerCallback):
@@ -141,7 +143,7 @@ def _make_callbacks(reporter: JobReporter | None, config: TrainConfig, elapsed_b
         accelerator = None  # set once the trainer exists
 
         def on_train_begin(self, args, state, control, **kw):
-            self.t0 = time.time()
+            self.t0 = clock()
             self.tokens0 = state.num_input_tokens_seen
             self.step0 = state.global_step
             self.cancelled = False
@@ -164,8 +166,8 @@ def _make_callbacks(reporter: JobReporter | None, config: TrainConfig, elapsed_b
                 control.should_training_stop = True
             elif deadline is not None and state.global_step < state.max_steps:
                 steps = state.global_step - self.step0
-                per_step = (time.time() - self.t0) / steps if steps > 0 else 0.0
-                if time.time() + per_step > deadline:  # the next step would end past the budget
+                per_step = (clock() - self.t0) / steps if steps > 0 else 0.0
+                if clock() + per_step > deadline:  # the next step would end past the budget
                     control.should_training_stop = True
                     if reporter:
                         reporter.log(event="budget_stop", step=state.global_step, total_steps=state.max_steps,
@@ -175,7 +177,7 @@ def _make_callbacks(reporter: JobReporter | None, config: TrainConfig, elapsed_b
         def on_log(self, args, state, control, logs=None, **kw):
             if not reporter or not logs or not state.is_world_process_zero:
                 return
-            elapsed = time.time() - self.t0
+            elapsed = clock() - self.t0
             steps = state.global_step - self.step0
             current, peak = memory_mb()
             row = {
@@ -398,14 +400,16 @@ def _train(ws, config: TrainConfig, reporter: JobReporter | None, job_dir: Path 
 
         ids, labels = probe_inputs(tokenizer, data.train, max_length, config.batch_size,
                                    config.assistant_only_loss)
+        budget_s = config.budget_seconds(on_gpu)
         precision = choose_precision(fresh_model, ids, labels=labels, bf16=config.bf16, threads=config.num_threads,
-                                     steps=1, prepare_bf16=bf16_preparation(config), log=log)
+                                     steps=1, prepare_bf16=bf16_preparation(config), log=log,
+                                     max_seconds=PROBE_SHARE * budget_s if budget_s else None)
         choice = precision.to_dict()
         setup_s = time.time() - started + (load_s[0] if load_s else 5.0)  # the trainer loads the model once more
         plan = make_plan(data.train_meta or [{} for _ in data.train], lengths, val_lengths, epochs=config.epochs,
                          max_length=max_length, batch_size=config.batch_size, grad_accum=config.grad_accum,
-                         tokens_per_s=precision.tokens_per_s, budget_s=config.budget_seconds(on_gpu),
-                         setup_s=setup_s, eval_each_epoch=config.eval_each_epoch, seed=config.seed)
+                         tokens_per_s=precision.tokens_per_s, budget_s=budget_s,
+                         setup_s=setup_s, probe_s=precision.probe_s, eval_each_epoch=config.eval_each_epoch, seed=config.seed)
         if config.max_steps > 0 and plan.train_s is not None:
             plan.train_s = round(plan.train_s * config.max_steps / plan.steps, 1)
             plan.steps = config.max_steps

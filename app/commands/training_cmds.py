@@ -217,7 +217,7 @@ def follow_job(ws, job_id: str, json_out: bool = False) -> int:
                     bar.write(f"measuring: {row.get('message')}")
                 if row.get("event") == "precision_probe":
                     bar.write(f"  {row.get('setting')}: " + (f"{row['tokens_per_s']} tokens/s" if row.get("tokens_per_s")
-                                                           else "over 1.5x slower than the best, stopped"))
+                                                           else row.get("stopped") or "stopped early"))
                 if row.get("event") == "precision":
                     threads = row.get("threads")
                     bar.write(f"precision: {row.get('label')}" + (f", {threads} thread{'s' if threads > 1 else ''}"

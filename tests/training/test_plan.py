@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -10,26 +9,48 @@ from ragtune.errors import BadInputError
 from ragtune.models import resolve_llm
 from training.config import defaults_for
 from training.plan import MIN_EVAL_ROWS, TRAINER_OVERHEAD, make_plan, useful_order
-from training.precision import choose_precision, time_steps
+from training.precision import WARM_UP_ALLOWANCE, choose_precision, time_steps
 from training.run import method_label, probe_inputs, trainable_model
 
 pytestmark = pytest.mark.timeout(300)
 
 
-def _slowed(slow_when_bf16: bool, seconds: float = 0.02):
-    """A tiny trainable model whose every layer sleeps when the precision under test is the slow one."""
+class FakeClock:
+    """Seconds that move only when a test says so: timing logic under test sees what the test decides, not
+    what a busy machine happens to do."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _slowed(clock: FakeClock, slow_when_bf16: bool, seconds: float = 0.02, fast_seconds: float = 0.001,
+            backward_seconds: float = 0.0):
+    """A tiny trainable model on which every layer's forward costs `seconds` of `clock` in the precision
+    under test that is the slow one (`fast_seconds` in the other), and its backward `backward_seconds`."""
     import torch
 
     config = defaults_for("tiny-llama", "lora")
     model = trainable_model(resolve_llm("tiny-llama", progress=False).path, config)
 
-    def sleep(*_):
-        if torch.is_autocast_enabled("cpu") == slow_when_bf16:
-            time.sleep(seconds)
+    def forward_cost(*_):
+        clock.advance(seconds if torch.is_autocast_enabled("cpu") == slow_when_bf16 else fast_seconds)
+
+    def backward_cost(_module, _args, output):
+        slow = torch.is_autocast_enabled("cpu") == slow_when_bf16
+        if slow and backward_seconds and output.requires_grad:
+            output.register_hook(lambda _grad: clock.advance(backward_seconds))
 
     for module in model.modules():
         if not list(module.children()):
-            module.register_forward_pre_hook(sleep)
+            module.register_forward_pre_hook(forward_cost)
+            if any(True for _ in module.parameters()):
+                module.register_forward_hook(backward_cost)
     return model
 
 
@@ -41,9 +62,9 @@ def _batch():
 
 @pytest.mark.parametrize("slow_bf16", [True, False])
 def test_the_precision_chooser_picks_the_faster_one_when_the_other_is_made_slower(slow_bf16):
-    logged = []
-    choice = choose_precision(lambda: _slowed(slow_when_bf16=slow_bf16), _batch(), threads=1,
-                              log=lambda **row: logged.append(row))
+    logged, clock = [], FakeClock()
+    choice = choose_precision(lambda: _slowed(clock, slow_when_bf16=slow_bf16), _batch(), threads=1,
+                              log=lambda **row: logged.append(row), clock=clock)
     assert choice.bf16 is (not slow_bf16)
     assert choice.threads == 1 and choice.tokens_per_s > 0
     assert [r["setting"] for r in logged] == ["fp32, 1 thread", "bf16 autocast, 1 thread"]
@@ -53,11 +74,45 @@ def test_the_precision_chooser_picks_the_faster_one_when_the_other_is_made_slowe
 
 
 def test_a_much_slower_precision_is_given_up_mid_step():
-    model = _slowed(slow_when_bf16=True, seconds=0.2)
-    fast = time_steps(model, _batch(), bf16=False, threads=1, steps=1)
-    started = time.perf_counter()
-    assert time_steps(model, _batch(), bf16=True, threads=1, steps=1, give_up_after=2 * fast) is None
-    assert time.perf_counter() - started < 20 * fast + 1  # it did not sit through the slow steps
+    clock = FakeClock()
+    model = _slowed(clock, slow_when_bf16=True, seconds=0.2)
+    fast = time_steps(model, _batch(), bf16=False, threads=1, steps=1, clock=clock)
+    started = clock()
+    assert time_steps(model, _batch(), bf16=True, threads=1, steps=1, give_up_after=2 * fast, clock=clock) is None
+    # Stopped at the first layer past its limit: the warm-up step's limit (3 x 2 x fast) plus one layer.
+    assert clock() - started <= WARM_UP_ALLOWANCE * 2 * fast + 0.2 + 1e-9
+
+
+def test_a_precision_slow_only_in_backward_is_stopped_in_the_backward():
+    """The forward is as fast as fp32's; the backward of each layer costs 5 s. Watching the forward alone
+    sat through every layer's backward (the bf16 candidate on an AVX2-only CPU ran 333 s that way)."""
+    clock = FakeClock()
+    model = _slowed(clock, slow_when_bf16=True, seconds=0.001, backward_seconds=5.0)
+    fast = time_steps(model, _batch(), bf16=False, threads=1, steps=1, clock=clock)
+    started = clock()
+    assert time_steps(model, _batch(), bf16=True, threads=1, steps=1, give_up_after=1.5 * fast, clock=clock) is None
+    assert clock() - started <= 5.0 + 1.0  # one layer's backward, not all of them
+
+
+def test_the_whole_probe_ends_at_its_share_of_the_budget_and_says_so():
+    """Every candidate is 1.2x the best (never 'clearly slower'), each step costs seconds: the probe stops
+    at max_seconds, keeps the best timed so far and names what it did not time."""
+    import torch
+
+    clock = FakeClock()
+    model = _slowed(clock, slow_when_bf16=True, seconds=0.012, fast_seconds=0.010)
+    before = clock()
+    time_steps(model, _batch(), bf16=False, threads=1, steps=1, clock=clock)
+    fp32_cost = clock() - before  # the first candidate (warm-up + one step) always runs to the end
+    logged = []
+    budget = 1.5 * fp32_cost  # room for half of the bf16 candidate
+    choice = choose_precision(lambda: model, _batch(), threads=1, steps=1, max_seconds=budget, clock=clock,
+                              log=lambda **row: logged.append(row))
+    assert choice.bf16 is False and choice.measurements[0].step_s > 0
+    assert budget - 0.05 <= choice.probe_s <= budget + 0.05  # stopped within a layer of the end (rounded to 0.1 s)
+    assert logged[-1]["stopped"] == "the probe's time was used up"
+    assert "bf16 autocast, 1 thread: the probe's time was used up" in choice.reason
+    assert torch.get_num_threads() >= 1
 
 
 def test_a_stall_in_the_warm_up_step_does_not_rule_out_the_faster_precision():
@@ -65,24 +120,25 @@ def test_a_stall_in_the_warm_up_step_does_not_rule_out_the_faster_precision():
     fp32 step (one-off costs, or another process taking the core for a moment)."""
     import torch
 
-    model = _slowed(slow_when_bf16=False, seconds=0.004)
+    clock = FakeClock()
+    model = _slowed(clock, slow_when_bf16=False, seconds=0.004)
     stalled = []
 
     def stall_once(*_):
         if torch.is_autocast_enabled("cpu") and not stalled:
             stalled.append(True)
-            time.sleep(1.0)
+            clock.advance(1.0)
 
     model.register_forward_pre_hook(stall_once)
-    fp32_step = time_steps(model, _batch(), bf16=False, threads=1, steps=1)
+    fp32_step = time_steps(model, _batch(), bf16=False, threads=1, steps=1, clock=clock)
     assert 1.0 > 1.5 * fp32_step  # the stall alone is past the timed steps' limit
-    choice = choose_precision(lambda: model, _batch(), threads=1, steps=1)
+    choice = choose_precision(lambda: model, _batch(), threads=1, steps=1, clock=clock)
     assert stalled and choice.bf16 is True, choice.reason
 
 
 def test_set_flags_are_overrides_not_candidates():
     logged = []
-    choice = choose_precision(lambda: _slowed(slow_when_bf16=True), _batch(), bf16=True, threads=1,
+    choice = choose_precision(lambda: _slowed(FakeClock(), slow_when_bf16=True), _batch(), bf16=True, threads=1,
                               log=lambda **row: logged.append(row))
     assert choice.bf16 is True and [r["setting"] for r in logged] == ["bf16 autocast, 1 thread"]
     assert choice.reason.startswith("set by the user")
@@ -184,16 +240,19 @@ def test_training_stops_at_the_budget_deadline_when_steps_run_slower_than_planne
     from ragtune.jobs import JobReporter, read_log
     from training.run import _make_callbacks
 
+    clock = FakeClock()
     with JobReporter(tmp_path) as reporter:
-        log_cb = _make_callbacks(reporter, defaults_for("tiny-llama", "lora"), 0.0, deadline=time.time() + 0.5)[0]
+        log_cb = _make_callbacks(reporter, defaults_for("tiny-llama", "lora"), 0.0, deadline=clock() + 0.5,
+                                 clock=clock)[0]
         state, control = TrainerState(global_step=0, max_steps=100), TrainerControl()
         log_cb.on_train_begin(None, state, control)
         for step in range(1, 100):
-            time.sleep(0.1)  # a "step"
+            clock.advance(0.1)  # a "step"
             state.global_step = step
             log_cb.on_step_end(None, state, control)
             if control.should_training_stop:
                 break
-    assert control.should_training_stop and 3 <= state.global_step <= 5
+    # After step 4 (0.4 s) a fifth 0.1 s step would end at the deadline's edge: 4 or 5 by rounding, never more.
+    assert control.should_training_stop and 4 <= state.global_step <= 5
     stops = [r for r in read_log(tmp_path / "log.jsonl")[0] if r.get("event") == "budget_stop"]
     assert stops and stops[0]["step"] == state.global_step and "time budget" in stops[0]["message"]
