@@ -51,7 +51,11 @@ def _create(kind: str, model: str, url: str | None, options: dict):
         return VLLMEngine(url, **{k: v for k, v in options.items() if k in engine_keys})
     server = VLLMServer(model, **{k: v for k, v in options.items() if k not in engine_keys})
     server.start()
-    return VLLMEngine(server, **{k: v for k, v in options.items() if k in engine_keys})
+    try:
+        return VLLMEngine(server, **{k: v for k, v in options.items() if k in engine_keys})
+    except BaseException:  # an engine that could not start leaves no server behind
+        server.stop()
+        raise
 
 
 def close_engine(engine) -> None:

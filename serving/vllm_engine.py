@@ -33,6 +33,7 @@ from ragtune.errors import BadInputError, ServerUnavailableError
 from ragtune.models import DEFAULT_LLM, resolve_llm
 from ragtune.net import free_port
 from ragtune.paths import cache_dir
+from ragtune.tether import release, tethered_popen
 
 from .engine import (BaseEngine, CancelToken, Generation, GenerationCancelled, Message, SamplingOptions,
                      StopTextFilter, Timer, check_messages, completion_budget, too_long_error)
@@ -40,6 +41,20 @@ from .plain_prompt import newline_token_ids, render_plain
 
 DEFAULT_MAX_MODEL_LEN = 2048
 LOG_TAIL_CHARS = 2500
+
+
+def _stream_transport_errors() -> tuple[type[Exception], ...]:
+    """What a broken connection raises while a stream is read: the HTTP library's own error, from httpx, or
+    from httpx2 where the installed openai is built on it."""
+    errors: list[type[Exception]] = [httpx.HTTPError]
+    try:
+        import httpx2
+    except ImportError:
+        return tuple(errors)
+    return (*errors, httpx2.HTTPError)
+
+
+STREAM_TRANSPORT_ERRORS = _stream_transport_errors()
 
 
 def cuda_available() -> bool:
@@ -148,9 +163,10 @@ class VLLMServer:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             self.log_path = self.log_dir / f"vllm-{self.model_name.replace('/', '_')}-{self.port}-{int(time.time())}.log"
             with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, env=self.environment(),
-                                             start_new_session=True)
+                # In a process group of its own (stopping it reaches vLLM's engine-core children), tied to
+                # this process: it dies with it, even on SIGKILL (ragtune/tether.py).
+                self.proc = tethered_popen(self.argv(), stdout=log, stderr=subprocess.STDOUT,
+                                           stdin=subprocess.DEVNULL, env=self.environment())
             self._wait_healthy()
             self.starts += 1
         if self._watch and (self._watcher is None or not self._watcher.is_alive()):
@@ -223,6 +239,7 @@ class VLLMServer:
                     break
             except subprocess.TimeoutExpired:
                 continue
+        release(proc)
         self.proc = None
 
     def _watch_loop(self) -> None:
@@ -298,8 +315,10 @@ class VLLMEngine(BaseEngine):
             if self.url.endswith("/v1"):
                 self.url = self.url[:-3]
         self._http = httpx.Client(timeout=httpx.Timeout(request_timeout, connect=5.0))
+        # openai's own Timeout: the client is built on httpx or, from openai 3.6x, on httpx2, which refuses
+        # the other library's objects ("Invalid timeout ... got <class 'httpx.Timeout'>").
         self._openai = openai.OpenAI(base_url=self.url + "/v1", api_key="EMPTY", max_retries=0,
-                                     timeout=httpx.Timeout(request_timeout, connect=5.0))
+                                     timeout=openai.Timeout(request_timeout, connect=5.0))
         self._adapters: dict[str, str] = {}
         self._adapter_lock = threading.RLock()
         self._seen_starts = self.server.starts if self.server else 0
@@ -576,7 +595,7 @@ class VLLMEngine(BaseEngine):
             cancel.check()  # a stream closed by the cancel ends early without an error
         except GenerationCancelled:
             raise
-        except (openai.APIError, httpx.HTTPError, ValueError) as exc:
+        except (openai.APIError, *STREAM_TRANSPORT_ERRORS, ValueError) as exc:
             if cancel.cancelled:
                 raise GenerationCancelled() from None
             if isinstance(exc, openai.APIError) and not isinstance(exc, openai.APIConnectionError):

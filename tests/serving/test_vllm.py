@@ -272,3 +272,48 @@ def test_gpu_and_scale_out_options_pass_through(gemma_llm):
     assert "--enforce-eager" in argv and "--enable-lora" in argv and "--chat-template" in argv
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "2" and env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
     assert env["HF_HUB_OFFLINE"] == "1" and env["VLLM_NO_USAGE_STATS"] == "1" and env["DO_NOT_TRACK"] == "1"
+
+
+def test_kill_9_of_ragtune_serve_takes_its_vllm_server_with_it(tmp_path):
+    """`ragtune serve --engine vllm` killed with SIGKILL (no atexit, no cleanup): its vLLM server and the
+    server's children are gone within 20 s instead of running on under init."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from ragtune.net import free_port
+    from ragtune.workspace import Workspace
+
+    ws = Workspace.create("serve-kill", root=tmp_path / "workspaces")
+    port, vllm_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+    owner = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--engine", "vllm", "--model", "tiny-llama",
+                              "--port", str(port), "--vllm-port", str(vllm_port), "-w", str(ws.root)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+    children: list = []
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            assert owner.poll() is None, "ragtune serve exited while starting"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(1)
+        else:
+            pytest.fail("ragtune serve --engine vllm did not come up in 300 s")
+        children = psutil.Process(owner.pid).children(recursive=True)
+        assert any("vllm" in " ".join(c.cmdline()) for c in children), [c.cmdline() for c in children]
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(10)
+        gone, alive = psutil.wait_procs(children, timeout=20)
+        assert not alive, f"outlived their owner: {[p.cmdline() for p in alive]}"
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{vllm_port}/health", timeout=2)
+    finally:
+        owner.kill()
+        for child in children:  # whatever a failure left behind
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
