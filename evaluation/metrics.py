@@ -16,13 +16,17 @@ from functools import lru_cache
 from pathlib import PurePath
 
 from ragtune.claim_support import CITATION_MARK as _CITATION_MARK
-from ragtune.claim_support import MIN_COVERAGE, ClaimCheck, check_claim, content_tokens, split_sentences
+from ragtune.claim_support import (MIN_COVERAGE, ClaimCheck, stem, check_claim, content_tokens, numbers,
+                                   split_sentences, tokens)
 
 METRIC_DOCS: dict[str, str] = {
     "exact_match": "1 when the answer equals the reference after lower-casing and removing punctuation, articles and extra spaces (SQuAD).",
-    "fact_hit": "1 when every number and code of the reference (amounts, durations, dates, part numbers) appears in the answer; only for references that have one. A fluent answer with a wrong value scores 0.",
-    "token_f1": "Word overlap between answer and reference: harmonic mean of word precision and recall after the same normalisation (SQuAD F1).",
-    "semantic_similarity": "Cosine similarity of the answer and reference embeddings (the workspace's embedder), so paraphrases score high.",
+    "fact_hit": "1 when every number and code of the reference (amounts, durations, dates, part numbers) that the question does not already name appears in the answer; only for references that have one. A fluent answer with a wrong value scores 0.",
+    "token_f1": "Word overlap between answer and reference after the question's words are removed from both (SQuAD F1 on what the question did not say), so restating the question earns nothing.",
+    "semantic_similarity": "Cosine similarity of the answer and reference embeddings (the workspace's embedder) after the question's words are removed from both, so paraphrases score high and echoes of the question do not.",
+    "claim_recall": "Share of the reference's sentences that the answer states: 60% of each sentence's content words that the question does not name, and every number, found in the answer. For long answers, where word overlap is diluted.",
+    "echo_rate": "Share of answers that restate the question: half of its content words repeated, no new number or code, and at most three new content words (fewer than half as many as repeated).",
+    "loop_rate": "Share of answers that loop: a run of four words repeated three times or more, or one word four times in a row.",
     "groundedness": "Share of the answer's sentences supported by a retrieved passage (lexical check: 60% of content words covered, no number or negation contradicting it); only for variants with passages.",
     "context_recall": "Share of the reference answer's content words that appear in the retrieved passages: did retrieval find what was needed?",
     "hit_at_k": "1 when one of the k retrieved passages comes from the gold source document (and gold page, when known).",
@@ -38,7 +42,7 @@ METRIC_DOCS: dict[str, str] = {
 }
 
 # Metrics that are "higher is better" and say how right an answer is.
-CORRECTNESS_METRICS = ("token_f1", "semantic_similarity", "fact_hit", "exact_match", "judge_score")
+CORRECTNESS_METRICS = ("token_f1", "semantic_similarity", "claim_recall", "fact_hit", "exact_match", "judge_score")
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = set(string.punctuation)
@@ -59,8 +63,7 @@ def exact_match(prediction: str, reference: str) -> float:
     return float(normalize_answer(prediction) == normalize_answer(reference))
 
 
-def token_f1(prediction: str, reference: str) -> float:
-    pred, ref = normalize_answer(prediction).split(), normalize_answer(reference).split()
+def _f1(pred: list[str], ref: list[str]) -> float:
     if not pred or not ref:
         return float(pred == ref)
     common = sum((Counter(pred) & Counter(ref)).values())
@@ -68,6 +71,35 @@ def token_f1(prediction: str, reference: str) -> float:
         return 0.0
     precision, recall = common / len(pred), common / len(ref)
     return 2 * precision * recall / (precision + recall)
+
+
+# ----------------------------------------------------------------- what the question did not say
+# An answer that restates the question shares the reference's words about the subject ("the K7 battery
+# lasts ...") without saying what was asked; on analysts' questions such echoes scored as well as grounded
+# answers on token F1 and better on embedding similarity. So the answer metrics compare what each side adds
+# to the question: its words are removed from both (matched on a plural-folding stem, so "lasts" goes
+# with "last"). A reference made only of the question's words (a yes/no confirmation) is kept whole.
+
+def _question_stems(question: str | None) -> set[str]:
+    return {stem(w) for w in normalize_answer(question or "").split()}
+
+
+def beyond_question(text: str, question: str | None) -> list[str]:
+    """The normalised words of `text` that the question does not contain."""
+    asked = _question_stems(question)
+    return [w for w in normalize_answer(text).split() if stem(w) not in asked]
+
+
+def _compared(prediction: str, reference: str, question: str | None) -> tuple[list[str], list[str]]:
+    ref = beyond_question(reference, question)
+    if not ref:  # nothing beyond the question to find: compare the texts as they are
+        return normalize_answer(prediction).split(), normalize_answer(reference).split()
+    return beyond_question(prediction, question), ref
+
+
+def token_f1(prediction: str, reference: str, question: str | None = None) -> float:
+    """SQuAD token F1; with `question`, on the words neither side shares with the question."""
+    return _f1(*_compared(prediction, reference, question))
 
 
 # Codes ("E-214", "LR-K7-2031") and free-standing numbers; a digit inside a name ("K7") is not a value.
@@ -79,9 +111,10 @@ def key_values(text: str) -> set[str]:
     return {v.replace(",", "").rstrip(".") for v in _KEY_VALUE.findall(text or "")}
 
 
-def fact_hit(prediction: str, reference: str) -> float | None:
-    """1.0 when every value of the reference is in the prediction, 0.0 if one is missing, None if it has none."""
-    keys = key_values(reference)
+def fact_hit(prediction: str, reference: str, question: str | None = None) -> float | None:
+    """1.0 when every value of the reference is in the prediction, 0.0 if one is missing, None if it has none.
+    Values the question names ("What does error E-214 mean?") are not a fact an answer can be credited for."""
+    keys = key_values(reference) - key_values(question or "")
     if not keys:
         return None
     # A citation marker "[1]" is not the value 1.
@@ -122,6 +155,62 @@ def context_recall(reference: str, passages: list[str]) -> float | None:
     for p in passages:
         found |= set(content_tokens(p))
     return len(ref & found) / len(ref)
+
+
+def claim_recall(prediction: str, reference: str, question: str | None = None,
+                 min_coverage: float = MIN_COVERAGE) -> float | None:
+    """Share of the reference's sentences the prediction states (see METRIC_DOCS); None when no sentence of
+    the reference says anything beyond the question."""
+    asked = set(content_tokens(question or ""))
+    said, said_numbers = set(content_tokens(prediction)), numbers(_CITATION_MARK.sub(" ", prediction or ""))
+    stated = []
+    for sentence in split_sentences(reference):
+        values = numbers(sentence) - numbers(question or "")
+        words = {w for w in content_tokens(sentence) if w not in asked and w not in values}
+        if not words and not values:
+            continue
+        covered = len(words & said) / len(words) if words else 1.0
+        stated.append(covered >= min_coverage and values <= said_numbers)
+    return sum(stated) / len(stated) if stated else None
+
+
+# ----------------------------------------------------------------- echoes and loops
+
+ECHO_NEW_WORDS = 3  # an answer adding at most this many content words to the question's ...
+ECHO_OVERLAP = 0.5  # ... while repeating at least this share of them, and more than twice as many as it adds,
+# and no number or code, restates the question ("The K7 battery lasts on a full charge." for "How long does the
+# K7 battery last on a full charge?"); "It sleeps 4 people." for "How many people?" answers it.
+
+
+def is_echo(answer: str, question: str) -> float | None:
+    """1.0 when the answer restates the question (see METRIC_DOCS); None for an empty answer or question."""
+    said, asked = set(content_tokens(answer)), set(content_tokens(question))
+    if not said or not asked:
+        return None
+    new, repeated = said - asked, said & asked
+    if key_values(answer) - key_values(question):
+        return 0.0  # it gives a value the question did not have
+    return float(len(new) <= ECHO_NEW_WORDS and len(repeated) >= ECHO_OVERLAP * len(asked)
+                 and len(repeated) >= 2 * len(new))
+
+
+LOOP_NGRAM, LOOP_REPEATS, LOOP_RUN = 4, 3, 4
+
+
+def is_loop(answer: str) -> float | None:
+    """1.0 when the answer loops on a phrase (see METRIC_DOCS); None for an empty answer."""
+    words = tokens(_CITATION_MARK.sub(" ", answer or ""))
+    if not words:
+        return None
+    grams = Counter(tuple(words[i:i + LOOP_NGRAM]) for i in range(len(words) - LOOP_NGRAM + 1))
+    if grams and max(grams.values()) >= LOOP_REPEATS:
+        return 1.0
+    run = 1
+    for before, word in zip(words, words[1:]):
+        run = run + 1 if word == before else 1
+        if run >= LOOP_RUN:
+            return 1.0
+    return 0.0
 
 
 # ----------------------------------------------------------------- sources and citations
@@ -230,15 +319,20 @@ def _vectors(texts: list[str], embedder: str):
     return np.stack([_VECTORS[(embedder, t)] for t in texts])
 
 
-def semantic_similarities(predictions: list[str], references: list[str], embedder: str | None = None) -> list[float]:
-    """Cosine similarity of each (prediction, reference) pair with the embedder, clipped to [0, 1]."""
+def semantic_similarities(predictions: list[str], references: list[str], embedder: str | None = None,
+                          questions: list[str | None] | None = None) -> list[float]:
+    """Cosine similarity of each (prediction, reference) pair with the embedder, clipped to [0, 1]. With
+    `questions`, each pair is compared on the words beyond its question (an answer with none scores 0)."""
     if not predictions:
         return []
     from ragtune.models import DEFAULT_EMBEDDER
 
     name = embedder or DEFAULT_EMBEDDER
-    sims = (_vectors([p or "" for p in predictions], name) * _vectors(list(references), name)).sum(axis=1)
-    return [float(min(1.0, max(0.0, s))) for s in sims]
+    pairs = [_compared(p or "", r, q) for p, r, q in zip(predictions, references, questions or [None] * len(predictions))]
+    preds = [" ".join(p) for p, _ in pairs]
+    refs = [" ".join(r) for _, r in pairs]
+    sims = (_vectors(preds, name) * _vectors(refs, name)).sum(axis=1)
+    return [0.0 if not p else float(min(1.0, max(0.0, s))) for p, s in zip(preds, sims)]
 
 
 # ----------------------------------------------------------------- one answer, all metrics
@@ -259,14 +353,18 @@ def answer_metrics(answer: dict, item: dict, *, uses_passages: bool, k: int | No
 
     Against a row with several acceptable answers, each correctness metric takes the best of them."""
     text = answer.get("text", "")
+    question = item.get("question")
     refs = references(item)
     passages = answer.get("passages") or []
     passage_texts = [p.get("text", "") for p in passages]
     m = {
         "exact_match": best_of(exact_match(text, r) for r in refs),
-        "token_f1": best_of(token_f1(text, r) for r in refs),
-        "fact_hit": best_of(fact_hit(text, r) for r in refs),
+        "token_f1": best_of(token_f1(text, r, question) for r in refs),
+        "claim_recall": best_of(claim_recall(text, r, question) for r in refs),
+        "fact_hit": best_of(fact_hit(text, r, question) for r in refs),
         "refusal_rate": is_refusal(text),
+        "echo_rate": is_echo(text, question or ""),
+        "loop_rate": is_loop(text),
         "prompt_tokens": answer.get("prompt_tokens"),
         "completion_tokens": answer.get("completion_tokens"),
         "ttft_s": answer.get("ttft_s"),

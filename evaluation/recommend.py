@@ -10,6 +10,8 @@ spelled out so a business reader can overrule the order knowingly.
 
 from __future__ import annotations
 
+from .diagnosis import RETRIEVAL_FOUND, coverage_share, diagnose, next_steps
+
 PREFERENCE = ("rag", "ft", "ft+rag")  # simplest first, when the evidence cannot separate them
 VERDICT_OF = {"rag": "rag", "ft": "fine-tune", "ft+rag": "both"}
 NAMES = {"base": "the base model", "rag": "RAG", "ft": "the fine-tuned model", "ft+rag": "fine-tune + RAG"}
@@ -104,8 +106,6 @@ def recommend(summary: dict, primary: str | None = None) -> dict:
         for label in others:
             lines.append(f"- {NAMES.get(kind_of[label], label)}: {_ci(variants[label]['metrics'][metric])}; "
                          + compare(label, base))
-        lines.append("Next steps: add more test questions (narrower intervals), check retrieval (hit@k), "
-                     "or train longer on more generated Q&A.")
     else:
         # The simplest contender that clearly beats the base model (when the base model was evaluated).
         beats_base = [label for label in contenders
@@ -132,14 +132,20 @@ def recommend(summary: dict, primary: str | None = None) -> dict:
             if label != base and _significantly_better(summary, base, label, metric):
                 losses.append(explain_loss(variants[label], kind_of[label], label, compare(label, base), mname))
         lines[1:1] = [x["text"] for x in losses]
+    # What the figures say went wrong, each with its measure, and the next steps that follow from them.
+    findings = diagnose(summary, metric)
+    explained = {(x["variant"], x["cause"]) for x in losses}
+    shown = [f for f in findings if (f.variant, f.cause) not in explained]
+    if shown:
+        lines.append("What the figures show:")
+        lines.extend("- " + f.text for f in shown)
+    fine_tune_lost = any(kind_of[x["variant"]] in ("ft", "ft+rag") for x in losses)
+    lines.append(next_steps(findings, fine_tune_lost=fine_tune_lost))
     lines.append("Trade-offs:")
     lines.extend("- " + t for t in _tradeoffs(variants, kind_of))
     return {"verdict": verdict, "label": _label(verdict), "choice": choice, "primary_metric": metric,
-            "text": "\n".join(lines), "evidence": evidence, "comparisons": comparisons, "losses": losses}
-
-
-# Retrieval that found a gold source for at least this share of questions did its part.
-RETRIEVAL_FOUND = 0.7
+            "text": "\n".join(lines), "evidence": evidence, "comparisons": comparisons, "losses": losses,
+            "findings": [f.to_dict() for f in findings]}
 
 
 def explain_loss(v: dict, kind: str, label: str, difference: str, mname: str) -> dict:
@@ -154,8 +160,10 @@ def explain_loss(v: dict, kind: str, label: str, difference: str, mname: str) ->
     hit, recall, grounded, cited = mean("hit_at_k"), mean("context_recall"), mean("groundedness"), mean("citation_rate")
     if kind not in ("rag", "ft+rag"):
         cause = "training"
-        text += (" The fine-tune itself lost ground: check the training set (held-out loss, answers in the shape of "
-                 "the test questions) before training longer.")
+        share = coverage_share(v)
+        text += " The fine-tune itself lost ground" + (f": it was {share}" if share else "")
+        text += ("; check the training set (held-out loss, answers in the shape of the test questions) before "
+                 "spending more training on it.")
     elif hit is None and recall is None:
         cause = "unknown"
         text += " The test set names no gold documents, so retrieval cannot be told apart from the answers."

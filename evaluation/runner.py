@@ -26,10 +26,12 @@ from .stats import bootstrap_ci, paired_test
 
 KINDS = ("base", "rag", "ft", "ft+rag")
 RETRIEVING = ("rag", "ft+rag")
-SUMMARY_METRICS = ("token_f1", "semantic_similarity", "fact_hit", "exact_match", "judge_score", "groundedness",
-                   "context_recall", "hit_at_k", "citation_accuracy", "citation_rate", "refusal_rate", "ttft_s",
-                   "latency_s", "tokens_per_s", "prompt_tokens", "completion_tokens")
-PAIRED_METRICS = ("token_f1", "semantic_similarity", "fact_hit", "exact_match", "judge_score", "groundedness")
+SUMMARY_METRICS = ("token_f1", "semantic_similarity", "claim_recall", "fact_hit", "exact_match", "judge_score",
+                   "groundedness", "context_recall", "hit_at_k", "citation_accuracy", "citation_rate", "refusal_rate",
+                   "echo_rate", "loop_rate", "ttft_s", "latency_s", "tokens_per_s", "prompt_tokens",
+                   "completion_tokens")
+PAIRED_METRICS = ("token_f1", "semantic_similarity", "claim_recall", "fact_hit", "exact_match", "judge_score",
+                  "groundedness")
 
 Progress = Callable[[int, int, str], None]
 
@@ -102,8 +104,10 @@ def resolve_variants(ws, variants, adapter: str | None = None) -> list[dict]:
 def _training_cost(info) -> dict:
     m = info.metrics or {}
     seconds = next((m[k] for k in ("train_runtime_s", "train_runtime", "training_time_s", "train_seconds", "elapsed_s") if m.get(k)), None)
+    coverage = {k: m.get(k) for k in ("rows_trained", "rows_left_out", "facts_trained", "facts_total",
+                                       "tokens_per_epoch", "tokens_per_epoch_all", "epochs", "tokens_per_s")}
     return {"training_time_s": seconds, "gpu_hours": m.get("gpu_hours"), "method": info.method,
-            "dataset": info.dataset}
+            "dataset": info.dataset, **coverage}
 
 
 def _effective_prompts(ws) -> dict:
@@ -284,7 +288,8 @@ def score_answer(answer: dict, item: dict, kind: str, *, k: int | None = None, j
         m["tokens_per_s"] = answer["tokens_per_s"]
     try:
         refs = M.references(item)
-        m["semantic_similarity"] = max(M.semantic_similarities([answer.get("text", "")] * len(refs), refs))
+        m["semantic_similarity"] = max(M.semantic_similarities([answer.get("text", "")] * len(refs), refs,
+                                                               questions=[item.get("question")] * len(refs)))
     except Exception as exc:  # noqa: BLE001 - no embedder here: the other metrics still stand
         m["semantic_similarity"] = None
         m["semantic_similarity_error"] = f"{type(exc).__name__}: {exc}"
@@ -355,6 +360,7 @@ def summarize(run: EvalRun) -> dict:
             "cost": {"tokens_served": prompt + completion, "prompt_tokens": prompt, "completion_tokens": completion,
                      "generation_s": round(generation_s, 3), "training_time_s": training.get("training_time_s"),
                      "gpu_hours": training.get("gpu_hours")},
+            "training": training or None,
         }
     paired = []
     labels = [v["label"] for v in run.config["variants"]]

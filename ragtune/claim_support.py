@@ -26,7 +26,7 @@ _NUMBER = re.compile(r"^[0-9]+(?:[.,][0-9]+)*$")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n+")
 
 
-def _stem(word: str) -> str:
+def stem(word: str) -> str:
     # Plural/singular only: enough to match "years" with "year" without a stemmer dependency.
     if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
         return word[:-1]
@@ -45,7 +45,7 @@ def tokens(text: str) -> list[str]:
 
 
 def content_tokens(text: str) -> list[str]:
-    return [_stem(t) for t in tokens(text) if t not in STOPWORDS and t not in NEGATIONS]
+    return [stem(t) for t in tokens(text) if t not in STOPWORDS and t not in NEGATIONS]
 
 
 def numbers(text: str) -> set[str]:
@@ -58,7 +58,7 @@ def negated_words(text: str, window: int = 4) -> set[str]:
     out = set()
     for i, tok in enumerate(toks):
         if tok in NEGATIONS:
-            out |= {_stem(t) for t in toks[i + 1:i + 1 + window] if t not in STOPWORDS and t not in NEGATIONS}
+            out |= {stem(t) for t in toks[i + 1:i + 1 + window] if t not in STOPWORDS and t not in NEGATIONS}
     return out
 
 

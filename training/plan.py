@@ -50,6 +50,7 @@ class TrainPlan:
     left_out: dict = field(default_factory=dict)
     note: str = ""
     probe_s: float = 0.0  # of setup_s, spent timing precisions and thread counts
+    tokens_per_epoch_all: int = 0  # one epoch over every row, left-out ones included: what covering it all costs
     kept: list[int] = field(default_factory=list)  # indices of the training rows kept
     eval_kept: list[int] = field(default_factory=list)  # indices of the validation rows used
 
@@ -199,7 +200,7 @@ def make_plan(meta: list[dict], lengths: list[int], val_lengths: list[int], *, e
         train_s=None if train_s is None else round(train_s, 1), eval_rows=len(eval_kept),
         eval_s=None if eval_s is None else round(eval_s, 1), setup_s=round(setup_s, 1),
         total_s=None if total_s is None else round(total_s, 1), budget_s=budget_s, left_out=left_out, note=note,
-        probe_s=round(probe_s, 1), kept=kept, eval_kept=eval_kept)
+        probe_s=round(probe_s, 1), tokens_per_epoch_all=sum(min(t, max_length) for t in lengths), kept=kept, eval_kept=eval_kept)
 
 
 def _epoch_choices(epochs: float) -> list[float]:

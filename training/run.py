@@ -474,6 +474,10 @@ def _train(ws, config: TrainConfig, reporter: JobReporter | None, job_dir: Path 
     metrics["precision"] = "bf16" if use_bf16 else "fp32"
     metrics["threads"] = threads
     metrics["rows_trained"], metrics["rows_left_out"] = plan.rows, plan.rows_total - plan.rows
+    # What the verdict needs to say how much of the corpus the fine-tune saw, and what all of it would cost.
+    metrics["facts_trained"], metrics["facts_total"] = plan.facts, plan.facts_total
+    metrics["tokens_per_epoch"], metrics["tokens_per_epoch_all"] = plan.tokens_per_epoch, plan.tokens_per_epoch_all
+    metrics["epochs"] = plan.epochs
 
     folder = save_trained(ws, trainer, config, name, model.path, job_dir / "final")
     if folder is None:  # not the main process of a multi-GPU run: rank 0 registers the adapter

@@ -106,9 +106,10 @@ def test_answer_metrics_speed_and_applicability():
     m = M.answer_metrics(answer, item, uses_passages=True)
     assert m["tokens_per_s"] == 10.0
     assert m["groundedness"] == 1.0 and m["hit_at_k"] == 1.0 and m["citation_accuracy"] == 1.0
-    # the [1] marker is dropped: "it sleeps up to 4 people" (6) vs "up to 4 people" (4), 4 shared
-    # -> P = 4/6, R = 1, F1 = 0.8
-    assert m["token_f1"] == pytest.approx(0.8)
+    # the [1] marker is dropped and the question's words ("how many people") too: "it sleeps up to 4" (5)
+    # vs "up to 4" (3), 3 shared -> P = 3/5, R = 1, F1 = 0.75
+    assert m["token_f1"] == pytest.approx(0.75)
+    assert m["echo_rate"] == 0.0 and m["loop_rate"] == 0.0 and m["claim_recall"] == 1.0
     base = M.answer_metrics(answer, item, uses_passages=False)
     assert "groundedness" not in base and "hit_at_k" not in base
 
@@ -120,3 +121,63 @@ def test_semantic_similarity_orders_paraphrase_above_unrelated():
     assert sims[0] == pytest.approx(1.0, abs=1e-5)
     assert sims[1] > sims[2]
     assert all(0.0 <= s <= 1.0 for s in sims)
+
+
+QUESTION = "How long does the K7 battery last on a full charge?"
+REFERENCE = "The K7 battery lasts about 8 hours on a full charge."
+ECHO = "The K7 battery lasts on a full charge."
+CORRECT = "About 8 hours."
+
+
+def test_an_echo_of_the_question_no_longer_outscores_a_correct_answer():
+    """Plain SQuAD F1 and plain embedding similarity rank the echo above the right answer; scored on what
+    the question did not say, the right answer ranks first and the echo earns nothing."""
+    # Before: the echo shares k7 battery lasts on full charge (6 of its 6) with the reference's 9 words:
+    # P 1, R 6/9, F1 0.8; the right answer shares about 8 hours: P 1, R 3/9, F1 0.5.
+    assert M.token_f1(ECHO, REFERENCE) > M.token_f1(CORRECT, REFERENCE)
+    plain = M.semantic_similarities([ECHO, CORRECT], [REFERENCE, REFERENCE])
+    assert plain[0] > plain[1]
+    # After: the reference beyond the question is "about 8 hours".
+    assert M.token_f1(CORRECT, REFERENCE, QUESTION) == 1.0
+    assert M.token_f1(ECHO, REFERENCE, QUESTION) == 0.0
+    echo_sim, correct_sim = M.semantic_similarities([ECHO, CORRECT], [REFERENCE, REFERENCE],
+                                                    questions=[QUESTION, QUESTION])
+    assert correct_sim > 0.9 and echo_sim == 0.0
+    assert M.claim_recall(CORRECT, REFERENCE, QUESTION) == 1.0 and M.claim_recall(ECHO, REFERENCE, QUESTION) == 0.0
+    m_echo = M.answer_metrics({"text": ECHO}, {"question": QUESTION, "answer": REFERENCE}, uses_passages=False)
+    m_right = M.answer_metrics({"text": CORRECT}, {"question": QUESTION, "answer": REFERENCE}, uses_passages=False)
+    assert m_right["token_f1"] > m_echo["token_f1"] and m_echo["echo_rate"] == 1.0 and m_right["echo_rate"] == 0.0
+
+
+def test_a_value_the_question_names_is_no_fact_of_the_answer():
+    question = "What does error E-214 mean on the K7?"
+    reference = "E-214 means a drive wheel is blocked."
+    assert M.fact_hit("Error E-214 on the K7 is an error.", reference) == 1.0  # plain: credited for copying
+    assert M.fact_hit("Error E-214 on the K7 is an error.", reference, question) is None
+    assert M.fact_hit("It says 30 s.", "Wait 30 s after E-214.", question) == 1.0
+
+
+def test_a_reference_made_of_the_questions_words_is_compared_whole():
+    # Nothing beyond the question to look for: plain F1 on the whole texts.
+    assert M.token_f1("The K7 is waterproof.", "K7 is waterproof", "Is the K7 waterproof?") == 1.0
+
+
+def test_claim_recall_counts_the_reference_sentences_the_answer_states():
+    reference = "The dock is CD-40. It charges the K7 in 2 hours. Charging stops at 45 degrees."
+    question = "Where does the K7 charge?"
+    answer = "At dock CD-40, which charges it in 2 hours."
+    # dock CD-40: stated; "charges ... in 2 hours": stated; "stops at 45 degrees": not stated -> 2/3
+    assert M.claim_recall(answer, reference, question) == pytest.approx(2 / 3)
+    assert M.claim_recall(answer, "It charges in 3 hours.", question) == 0.0  # a wrong number is not stated
+    assert M.claim_recall(answer, "Where does the K7 charge?", question) is None  # nothing beyond the question
+
+
+def test_echo_and_loop_detection():
+    assert M.is_echo("The K7 battery lasts on a full charge for long.", QUESTION) == 1.0
+    assert M.is_echo("The battery lasts 8 hours, then the K7 returns to dock CD-40 to recharge.", QUESTION) == 0.0
+    assert M.is_echo("Yes.", "Is the K7 waterproof?") == 0.0  # adds a word, repeats none
+    assert M.is_echo("", QUESTION) is None
+    assert M.is_loop("It lasts 8 hours and it lasts 8 hours and it lasts 8 hours and") == 1.0
+    assert M.is_loop("no no no no") == 1.0
+    assert M.is_loop("Press the power button, wait for the light, then press the power button again.") == 0.0
+    assert M.is_loop("") is None
