@@ -37,9 +37,6 @@ IVF_LIMIT = 500_000
 IVF_TRAIN_PER_LIST = 40        # faiss wants >= 39 training points per list
 IVF_TARGET_RECALL = 0.95       # nprobe is raised until recall@10 against exact search reaches this
 IVF_TUNE_QUERIES = 200
-# Questions made from the corpus share its words and flatter BM25: a single list must beat the best
-# fusion on them by this much (relative) to be chosen alone.
-MADE_QUESTION_MARGIN = 0.05
 
 
 def index_dir(ws):
@@ -226,17 +223,19 @@ def build_index(ws, *, progress=True, settings: RetrievalSettings | None = None,
 
 def choose_fusion(ws, folder, manifest: dict, settings: RetrievalSettings, chunks: list[Chunk],
                   tuning_rows: list[dict] | None) -> dict:
+    """The fusion for this corpus (retrieval/tuning.py): chosen on a user's questions; on generated
+    questions only when they are worded like people's; otherwise the defaults, with the reason."""
     from .search import Retriever
-    from .tuning import held_out_questions, made_questions, tune_fusion
+    from .tuning import PARAPHRASE_MAX_OVERLAP, held_out_questions, made_questions, tune_fusion, wording_overlap
 
-    margin = 0.0
+    retriever = Retriever(folder, manifest, settings)
     if tuning_rows:
-        rows, source = tuning_rows, "the given questions"
-    elif rows := held_out_questions(ws):
-        source = "held-out generated questions"
-    else:
-        rows, source, margin = made_questions(chunks), "questions made from the corpus", MADE_QUESTION_MARGIN
-    return tune_fusion(Retriever(folder, manifest, settings), rows, source, single_margin=margin)
+        return tune_fusion(retriever, tuning_rows, "of your questions", evidence=True)
+    if rows := held_out_questions(ws):
+        overlap = wording_overlap(rows, chunks)
+        paraphrased = overlap is not None and overlap <= PARAPHRASE_MAX_OVERLAP
+        return tune_fusion(retriever, rows, "held-out generated questions", evidence=paraphrased)
+    return tune_fusion(retriever, made_questions(chunks), "questions made from the corpus's sentences", evidence=False)
 
 
 def index_status(ws) -> dict | None:

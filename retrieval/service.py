@@ -61,9 +61,14 @@ class IndexConfig:
                                                      "help": "search mode (saved)"})
     dense_weight: float | None = field(default=None, metadata={"help": "hybrid weight of meaning-based search (saved)"})
     bm25_weight: float | None = field(default=None, metadata={"help": "hybrid weight of keyword search (saved)"})
+    qa: str | None = field(default=None, metadata={
+        "help": "questions people wrote, with gold sources (JSONL/CSV, as for eval-retrieval): the fusion and "
+                "passage count are chosen on them; without it the defaults stay unless generated questions are "
+                "worded like people's"})
 
     def changes(self) -> dict:
-        return {name: value for name, value in vars(self).items() if value is not None}
+        """The retrieval settings to save (the question file is not a setting)."""
+        return {name: value for name, value in vars(self).items() if value is not None and name != "qa"}
 
     def validate(self) -> "IndexConfig":
         if self.k is not None and self.k < 1:
@@ -75,18 +80,23 @@ class IndexConfig:
 
 
 def _prepare_index(ws, config: IndexConfig) -> IndexConfig:
+    from .evaluate import load_qa
     from .settings import load_settings
 
     load_settings(ws, **config.changes())  # a chunk size the workspace cannot use fails here, in a sentence
+    if config.qa:
+        load_qa(config.qa)  # so does an unreadable question file, before the job starts
     return config
 
 
 def _index(ws, config: IndexConfig, job) -> dict:
+    from .evaluate import load_qa
     from .index import build_index
     from .settings import save_settings
 
+    rows = load_qa(config.qa) if config.qa else None
     settings = save_settings(ws, **config.changes()) if config.changes() else None
-    return build_index(ws, progress=job.progress, settings=settings)
+    return build_index(ws, progress=job.progress, settings=settings, tuning_rows=rows)
 
 
 def _ingest(ws, config: IngestConfig, job) -> dict:

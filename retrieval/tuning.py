@@ -1,13 +1,20 @@
 """Choose the fusion of a corpus when its index is built: weights of the dense, BM25 and title
-lists, RRF k, and passages per answer, on held-out questions of that corpus.
+lists, RRF k, and passages per answer, on questions of that corpus that resemble people's.
 
 Questions, in order of preference: the ones the caller passes (a user's gold set), the held-out
 split of the workspace's newest generated Q&A set (``datasets/<version>/test.jsonl``), else
-questions made from the corpus itself: some content words of one of a document's sentences,
-numbers left out, and for half of them two rare words of its identity line (what a person names:
-the place, the company, the trial) (the answer is what a question lacks). The grid holds every single
-list alone, so the choice scores at least as well as the best single list on those questions;
-ties keep the defaults. Nothing here is fitted to one corpus: every corpus gets its own choice.
+questions made from the corpus itself (some content words of one of a document's sentences).
+
+The choice moves away from the fixed defaults only on evidence that resembles real questions. Made
+questions are bags of the passage's own words: they reward BM25, and a fusion chosen on them (dense
+0.5, BM25 2, RRF k 10, the same on every corpus) lost to dense retrieval alone on analysts' questions
+(doc_hit@5 0.720 vs 0.917). People paraphrase: on the gold sets of people's questions, the median share
+of a question's content words found in the best chunk of its gold page is well under that of made
+questions (``wording_overlap``; figures in docs/retrieval.md). So generated questions count as evidence
+only when their overlap is as low as people's (``PARAPHRASE_MAX_OVERLAP``); made ones never do, and
+without evidence the defaults stay. On evidence, the grid holds every single list alone and the
+defaults, and the chosen setting must find the gold document in the top 5 for at least as many
+questions as the defaults and as dense alone.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import json
 import math
 import random
 import re
+import statistics
 
 WEIGHTS = (0.0, 0.5, 1.0, 2.0)
 # Title routing stays on in every fusion: it fires only when a question clearly names one document, and
@@ -92,17 +100,39 @@ def _rr(ranked_docs: list, gold: set, depth: int = DEPTH) -> float:
     return 0.0
 
 
-def tune_fusion(retriever, rows: list[dict], source: str, single_margin: float = 0.0) -> dict:
-    """The grid point with the best mean score (doc MRR@10 + half the page MRR@10) on `rows`.
+# A made question copies a chunk's words (overlap 1.0); people's questions found at most this share of
+# their content words in the best chunk of their gold page (median per gold set; docs/retrieval.md).
+PARAPHRASE_MAX_OVERLAP = 0.75
+_NAME_STOP = _STOP | {"what", "which", "does", "did", "when", "where", "why", "who", "how"}
 
-    A single list is chosen over the best fusion only when it scores more than `single_margin`
-    (relative) above it: questions made from the corpus share its wording, which flatters BM25,
-    so for them a fusion that is nearly as good is the safer choice on real questions.
-    """
-    from .search import rrf_fuse, normalize_query
 
-    base = retriever.settings
-    n = max(base.candidates, 40)
+def _content(text: str) -> set[str]:
+    return {w.lower().rstrip("'s") for w in _WORD.findall(text or "") if w.lower() not in _NAME_STOP}
+
+
+def wording_overlap(rows: list[dict], chunks) -> float | None:
+    """Median share of a question's content words (its document's name words left out) found in the best
+    chunk of its gold document (and page, when named): 1.0 for a question copied from a sentence, lower
+    for one asked in other words. None without a row whose gold is in the corpus."""
+    by_source: dict[tuple, list] = {}
+    for c in chunks:
+        by_source.setdefault((c.doc, None), []).append(c)
+        by_source.setdefault((c.doc, c.page), []).append(c)
+    shares = []
+    for row in rows:
+        gold = [c for d, p in row["gold"] for c in by_source.get((d, p), by_source.get((d, None), []))]
+        if not gold:
+            continue
+        words = _content(row["question"]) - _content(gold[0].title or "")
+        if words:
+            shares.append(max(len(words & _content(c.text)) / len(words) for c in gold))
+    return statistics.median(shares) if shares else None
+
+
+def prepare_rows(retriever, rows: list[dict]) -> list[tuple]:
+    from .search import normalize_query
+
+    n = max(retriever.settings.candidates, 40)
     prepared = []
     for row in rows:
         q = normalize_query(row["question"])
@@ -110,52 +140,79 @@ def tune_fusion(retriever, rows: list[dict], source: str, single_margin: float =
         gold_docs = {d for d, _ in row["gold"]}
         gold_pages = {(d, p) for d, p in row["gold"] if p is not None}
         prepared.append((q, lists, gold_docs, gold_pages))
+    return prepared
+
+
+def fused_order(retriever, prepared_row: tuple, key: tuple) -> list[int]:
+    """The fused passages (chunk indices), best first, of one (dense, BM25, title weight, RRF k) setting."""
+    from .search import rrf_fuse
+
+    dw, bw, tw, k = key
+    weights = {"dense": dw, "bm25": bw, "title": tw}
+    q, lists, _, _ = prepared_row
+    rankings = {name: ids for name, ids in lists.items() if weights[name]}
+    if tw:
+        fused = [i for i, _, _ in rrf_fuse(lists, {"dense": 1.0, "bm25": 1.0}, k)]
+        rankings["title"] = retriever.title_ranking(q, fused)
+    return [i for i, _, _ in rrf_fuse(rankings, weights, k)]
+
+
+def score_setting(retriever, prepared: list[tuple], key: tuple) -> tuple[float, dict[int, int]]:
+    """(mean of doc MRR@10 + half the page MRR@10, {m: questions whose gold document is among the top m
+    passages}) of one (dense, BM25, title weight, RRF k) setting on prepared rows."""
+    chunks = retriever.chunks
+    total, hits = 0.0, {m: 0 for m in PASSAGE_COUNTS}
+    for row in prepared:
+        _, _, gold_docs, gold_pages = row
+        order = fused_order(retriever, row, key)
+        docs = [chunks[i].doc for i in order]
+        pages = list(dict.fromkeys((chunks[i].doc, chunks[i].page) for i in order))
+        total += _rr(docs, gold_docs) + (0.5 * _rr(pages, gold_pages) if gold_pages else 0.0)
+        for m in PASSAGE_COUNTS:
+            hits[m] += bool(set(docs[:m]) & gold_docs)
+    return total / len(prepared), hits
+
+
+def tune_fusion(retriever, rows: list[dict], source: str, *, evidence: bool = True) -> dict:
+    """The fusion for this corpus and what it rests on.
+
+    With `evidence` (questions that resemble people's), the grid point with the best score among those
+    whose hit@5 is at least the defaults' and dense alone's; exact ties keep the defaults. Without it,
+    the defaults, with their scores on `rows` shown for what they are worth."""
+    base = retriever.settings
+    prepared = prepare_rows(retriever, rows)
     if not prepared:
         return {}
-    chunks = retriever.chunks
-
-    def evaluate(dw, bw, tw, k):
-        weights = {"dense": dw, "bm25": bw, "title": tw}
-        total, hits = 0.0, {m: 0 for m in PASSAGE_COUNTS}
-        for q, lists, gold_docs, gold_pages in prepared:
-            rankings = {name: ids for name, ids in lists.items() if weights[name]}
-            if tw:
-                fused = [i for i, _, _ in rrf_fuse(lists, {"dense": 1.0, "bm25": 1.0}, k)]
-                rankings["title"] = retriever.title_ranking(q, fused)
-            order = [i for i, _, _ in rrf_fuse(rankings, weights, k)]
-            docs = [chunks[i].doc for i in order]
-            pages = list(dict.fromkeys((chunks[i].doc, chunks[i].page) for i in order))
-            total += _rr(docs, gold_docs) + (0.5 * _rr(pages, gold_pages) if gold_pages else 0.0)
-            for m in PASSAGE_COUNTS:
-                hits[m] += bool(set(docs[:m]) & gold_docs)
-        return total / len(prepared), hits
-
+    overlap = wording_overlap(rows, retriever.chunks)
     default = (base.dense_weight, base.bm25_weight, base.title_weight, base.rrf_k)
-    results = {}
-    grid = [key for key in itertools.product(WEIGHTS, WEIGHTS, TITLE_WEIGHTS, RRF_KS) if key[0] or key[1]]
-    grid += [(1.0, 0.0, 0.0, k) for k in RRF_KS] + [(0.0, 1.0, 0.0, k) for k in RRF_KS]  # each list alone
-    for dw, bw, tw, k in dict.fromkeys(grid):
-        results[(dw, bw, tw, k)] = evaluate(dw, bw, tw, k)
-    results.setdefault(default, evaluate(*default))
-    every = dict(results)
-    fused_best = max(score for (dw, bw, _, _), (score, _) in results.items() if dw and bw)
-    best_score = max(score for score, _ in results.values())
-    if best_score <= fused_best * (1 + single_margin):
-        results = {key: r for key, r in results.items() if key[0] and key[1]}
-        best_score = fused_best
-    # Exact ties keep the defaults, then the plainest weights.
-    slack = 1e-9
-    tied = [key for key, (score, _) in results.items() if score >= best_score - slack]
-    chosen = default if default in tied else min(tied, key=_plainness)
-    score, hits = every[chosen]
-    top = max(hits.values())
-    passages = next(m for m in PASSAGE_COUNTS if hits[m] >= 0.97 * top)
-    singles = {"dense": max(every[(1.0, 0.0, 0.0, k)][0] for k in RRF_KS),
-               "bm25": max(every[(0.0, 1.0, 0.0, k)][0] for k in RRF_KS)}
+    dense_alone = max(((1.0, 0.0, 0.0, k) for k in RRF_KS), key=lambda key: score_setting(retriever, prepared, key)[0])
+    results = {key: score_setting(retriever, prepared, key) for key in (default, dense_alone)}
+    if evidence:
+        grid = [key for key in itertools.product(WEIGHTS, WEIGHTS, TITLE_WEIGHTS, RRF_KS) if key[0] or key[1]]
+        grid += [(1.0, 0.0, 0.0, k) for k in RRF_KS] + [(0.0, 1.0, 0.0, k) for k in RRF_KS]  # each list alone
+        for key in dict.fromkeys(grid):
+            if key not in results:
+                results[key] = score_setting(retriever, prepared, key)
+        floor = max(results[default][1][5], results[dense_alone][1][5])
+        allowed = {key: r for key, r in results.items() if r[1][5] >= floor}
+        best_score = max(score for score, _ in allowed.values())
+        tied = [key for key, (score, _) in allowed.items() if score >= best_score - 1e-9]
+        chosen = default if default in tied else min(tied, key=_plainness)
+        score, hits = results[chosen]
+        top = max(hits.values())
+        passages = next(m for m in PASSAGE_COUNTS if hits[m] >= 0.97 * top)
+    else:
+        chosen, passages = default, base.k
+    bm25_alone = (0.0, 1.0, 0.0, base.rrf_k)
+    singles = {"dense": results[dense_alone][0], "bm25": score_setting(retriever, prepared, bm25_alone)[0]}
+    n = len(prepared)
     return {"settings": dict(zip(FUSION_KEYS, chosen), k=passages),
-            "questions": len(prepared), "source": source,
-            "score": round(score, 4), "default_score": round(every[default][0], 4),
-            "single_scores": {k: round(v, 4) for k, v in singles.items()}}
+            "questions": n, "source": source, "evidence": evidence,
+            "wording_overlap": None if overlap is None else round(overlap, 3),
+            "score": round(results[chosen][0], 4), "default_score": round(results[default][0], 4),
+            "single_scores": {k: round(v, 4) for k, v in singles.items()},
+            "hit_at_5": {"chosen": round(results[chosen][1][5] / n, 3), "defaults": round(results[default][1][5] / n, 3),
+                         "dense": round(results[dense_alone][1][5] / n, 3)}}
 
 
 def _plainness(key) -> tuple:
@@ -164,12 +221,21 @@ def _plainness(key) -> tuple:
 
 
 def describe_tuning(tuned: dict | None) -> str:
-    """One line saying which fusion the index uses and why, for `eval-retrieval` and the Build screen."""
+    """One line saying which fusion the index uses and what the choice rests on, for `eval-retrieval` and the
+    Build screen."""
     if not tuned or not tuned.get("settings"):
         return "Fusion: the default settings (not tuned for this corpus)."
     s = tuned["settings"]
     singles = tuned.get("single_scores") or {}
-    return (f"Fusion chosen for this corpus: dense {s['dense_weight']:g}, BM25 {s['bm25_weight']:g}, "
-            f"title {s['title_weight']:g}, RRF k {s['rrf_k']}, {s['k']} passages per answer "
-            f"(on {tuned['questions']} {tuned['source']}: score {tuned['score']:.3f} vs defaults "
-            f"{tuned['default_score']:.3f}, dense alone {singles.get('dense', 0):.3f}, BM25 alone {singles.get('bm25', 0):.3f}).")
+    setting = (f"dense {s['dense_weight']:g}, BM25 {s['bm25_weight']:g}, title {s['title_weight']:g}, "
+               f"RRF k {s['rrf_k']}, {s['k']} passages per answer")
+    overlap = tuned.get("wording_overlap")
+    wording = f"; {overlap:.0%} of their words are in the passage" if overlap is not None else ""
+    scores = (f"score {tuned['score']:.3f} vs defaults {tuned['default_score']:.3f}, dense alone "
+              f"{singles.get('dense', 0):.3f}, BM25 alone {singles.get('bm25', 0):.3f}")
+    if tuned.get("evidence", True):
+        return f"Fusion chosen for this corpus: {setting} (on {tuned['questions']} {tuned['source']}{wording}: {scores})."
+    return (f"Fusion: the defaults ({setting}). Nothing was chosen on the {tuned['questions']} {tuned['source']}"
+            f"{wording} (people's questions: at most {PARAPHRASE_MAX_OVERLAP:.0%}): questions that copy the "
+            f"documents' words reward BM25 and mislead the choice ({scores}). A gold set of questions people wrote "
+            "(`ragtune index --qa FILE`) lets ragtune choose.")

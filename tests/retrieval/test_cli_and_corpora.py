@@ -19,6 +19,14 @@ def test_cli_ingest_index_documents_search(capsys, tmp_path, sample_docs):
     assert code == 0 and {r["status"] for r in out["results"]} == {"added"} and len(out["results"]) == 8
     code, built = _json(capsys, ["index", "--json", *ws])
     assert code == 0 and built["chunks"] > 0 and built["kind"] == "flat"
+    assert built["tuned"]["evidence"] is False  # made questions only: the defaults stay
+    # People's questions given with --qa: the fusion is chosen on them, never below the defaults or dense.
+    code, tuned = _json(capsys, ["index", "--qa", str(sample_docs.parent / "sample_qa.jsonl"), "--json", *ws])
+    assert code == 0 and tuned["tuned"]["source"] == "of your questions" and tuned["tuned"]["evidence"] is True
+    hits = tuned["tuned"]["hit_at_5"]
+    assert hits["chosen"] >= max(hits["defaults"], hits["dense"])
+    assert main(["index", "--qa", str(tmp_path / "missing.jsonl"), *ws]) == 2
+    assert "No Q&A file at" in capsys.readouterr().err
     code, docs = _json(capsys, ["documents", "list", "--json", *ws])
     assert len(docs) == 8 and all(d["chunks"] > 0 for d in docs)
     code, chunks = _json(capsys, ["documents", "chunks", "product_manual_k7.pdf", "--json", *ws])

@@ -88,17 +88,43 @@ def test_fragments_join_their_neighbours(counter):
         "".join(b.text for b in blocks).replace(" ", "")  # nothing lost, nothing repeated
 
 
-def test_tuning_never_chooses_worse_than_a_single_list(sample_index):
+def test_tuning_on_evidence_never_chooses_worse_than_the_defaults_or_dense_alone(sample_index):
     from retrieval.search import Retriever
     from retrieval.tuning import made_questions, tune_fusion
 
     retriever = Retriever.for_workspace(sample_index, tune=False)
     rows = made_questions(retriever.chunks, n=40)
     assert len(rows) >= 20 and all(r["gold"][0][0] for r in rows)
-    tuned = tune_fusion(retriever, rows, "test")
-    assert tuned["score"] >= max(tuned["single_scores"].values()) - 1e-9
+    tuned = tune_fusion(retriever, rows, "test", evidence=True)  # as if these were people's questions
+    assert tuned["evidence"] is True
     assert tuned["score"] >= tuned["default_score"] - 1e-9
+    hits = tuned["hit_at_5"]
+    assert hits["chosen"] >= hits["defaults"] and hits["chosen"] >= hits["dense"]
     assert set(tuned["settings"]) == {"dense_weight", "bm25_weight", "title_weight", "rrf_k", "k"}
+
+
+def test_questions_made_from_the_corpus_keep_the_defaults_and_say_why(sample_index):
+    """Made questions copy a sentence's words (overlap near 1): they reward BM25, so nothing is chosen on
+    them; the people's questions of the sample gold set are worded differently."""
+    from ragtune.paths import repo_datasets_dir
+    from retrieval.evaluate import load_qa
+    from retrieval.search import Retriever
+    from retrieval.settings import RetrievalSettings
+    from retrieval.tuning import PARAPHRASE_MAX_OVERLAP, describe_tuning, made_questions, tune_fusion, wording_overlap
+
+    retriever = Retriever.for_workspace(sample_index, tune=False)
+    made = made_questions(retriever.chunks, n=40)
+    people = load_qa(repo_datasets_dir() / "sample_qa.jsonl")
+    assert wording_overlap(made, retriever.chunks) > PARAPHRASE_MAX_OVERLAP
+    assert wording_overlap(people, retriever.chunks) < wording_overlap(made, retriever.chunks)
+    tuned = tune_fusion(retriever, made, "questions made from the corpus's sentences", evidence=False)
+    defaults = RetrievalSettings()
+    assert tuned["evidence"] is False
+    assert tuned["settings"] == {"dense_weight": defaults.dense_weight, "bm25_weight": defaults.bm25_weight,
+                                 "title_weight": defaults.title_weight, "rrf_k": defaults.rrf_k, "k": defaults.k}
+    line = describe_tuning(tuned)
+    assert line.startswith("Fusion: the defaults (dense 1, BM25 1, title 1, RRF k 60, 5 passages per answer).")
+    assert "Nothing was chosen" in line and "ragtune index --qa" in line
 
 
 def test_the_tuned_fusion_is_stored_with_the_index_and_used(sample_index):
