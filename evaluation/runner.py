@@ -176,7 +176,8 @@ def run_eval(ws, rows: list[dict] | None, variants, engine, *, adapter: str | No
 
         options = options or SamplingOptions(max_tokens=256)
         settings = {"max_tokens": options.max_tokens, "temperature": options.temperature, "top_p": options.top_p,
-                    "stop": options.stop, "seed": options.seed, "k": k, "prompts": _effective_prompts(ws),
+                    "stop": options.stop, "seed": options.seed, "frequency_penalty": options.frequency_penalty,
+                    "k": k, "prompts": _effective_prompts(ws),
                     "retrieval": ws.get_setting("retrieval")}
         config = {"variants": resolved, "model": model or getattr(engine, "model_name", "unknown"),
                   "engine": getattr(engine, "kind", type(engine).__name__), "settings": settings, "source": source,
@@ -203,7 +204,8 @@ def _answer_all(ws, run: EvalRun, engine, *, progress, judge, assistant, concurr
 
     s = config["settings"]
     options = SamplingOptions(max_tokens=s["max_tokens"], temperature=s["temperature"], top_p=s["top_p"],
-                              stop=s["stop"], seed=s["seed"])
+                              stop=s["stop"], seed=s["seed"],
+                              frequency_penalty=s.get("frequency_penalty", 0.0))  # runs from before it: none
     variants = config["variants"]
     done = store.done_keys(ws, run.run_id)
     if concurrency <= 1:  # question by question: a stopped run still compares the variants it reached

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from ragtune.errors import BadInputError
+from serving.engine import DEFAULT_FREQUENCY_PENALTY
 
 JOB_KIND = "eval"
 HELD_OUT = "held-out"
@@ -46,6 +47,9 @@ class EvalConfig:
     url: str | None = field(default=None, metadata={"help": "use a vLLM server already running at this URL"})
     limit: int | None = field(default=None, metadata={"help": "use only the first N questions"})
     max_tokens: int = field(default=256, metadata={"help": "longest answer in tokens"})
+    frequency_penalty: float = field(default=DEFAULT_FREQUENCY_PENALTY, metadata={"help": (
+        "lowers each token's score by this times its count in the answer so far (OpenAI's frequency "
+        "penalty; 0 = none): fewer answers that loop on a phrase")})
     k: int | None = field(default=None, metadata={"help": "passages retrieved per question (default: the workspace "
                                                           "setting)"})
     judge_url: str | None = field(default=None, metadata={"help": (
@@ -78,6 +82,8 @@ class EvalConfig:
             raise BadInputError("An LLM judge needs both --judge-url and --judge-model.")
         if self.max_tokens < 1:
             raise BadInputError(f"--max-tokens must be at least 1 (got {self.max_tokens}).")
+        if not -2.0 <= self.frequency_penalty <= 2.0:
+            raise BadInputError(f"--frequency-penalty must be between -2 and 2 (got {self.frequency_penalty}).")
         if self.limit is not None and self.limit < 0:
             raise BadInputError(f"--limit must be 0 (all) or more (got {self.limit}).")
         return self
@@ -94,7 +100,7 @@ class EvalConfig:
     def sampling_options(self):
         from serving.engine import SamplingOptions
 
-        return SamplingOptions(max_tokens=self.max_tokens)
+        return SamplingOptions(max_tokens=self.max_tokens, frequency_penalty=self.frequency_penalty)
 
     def judge(self):
         from .judge import JudgeConfig

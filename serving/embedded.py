@@ -50,6 +50,25 @@ class IncrementalDecoder:
         return after[len(before):]
 
 
+class AnswerFrequencyPenalty:
+    """OpenAI's frequency penalty as a transformers logits processor, as vLLM applies it: every token's logit
+    lowered by `penalty` times its count in the answer so far; the prompt's tokens do not count
+    (transformers' repetition_penalty counts them, which taxes quoting the passages a RAG answer needs)."""
+
+    def __init__(self, n_prompt: int, penalty: float):
+        self.n_prompt, self.penalty = n_prompt, float(penalty)
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        answer = input_ids[:, self.n_prompt:]
+        if answer.shape[1] == 0:
+            return scores
+        counts = torch.zeros_like(scores).scatter_add_(1, answer, torch.ones(answer.shape, dtype=scores.dtype,
+                                                                            device=scores.device))
+        return scores - self.penalty * counts
+
+
 class EmbeddedEngine(BaseEngine):
     kind = "embedded"
 
@@ -204,7 +223,7 @@ class EmbeddedEngine(BaseEngine):
         def work():
             from contextlib import nullcontext
 
-            from transformers import GenerationConfig, StoppingCriteriaList
+            from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
             try:
                 config = GenerationConfig(
@@ -225,11 +244,14 @@ class EmbeddedEngine(BaseEngine):
                     switch = nullcontext()
                 else:
                     switch = model.disable_adapter() if self._adapters else nullcontext()
+                penalties = LogitsProcessorList(
+                    [AnswerFrequencyPenalty(n_prompt, options.frequency_penalty)] if options.frequency_penalty else [])
                 with torch.inference_mode(), switch:
                     out = model.generate(input_ids=torch.tensor([ids], device=self.device),
                                          attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
                                          generation_config=config, streamer=_Streamer(),
-                                         stopping_criteria=StoppingCriteriaList([stop_now]))
+                                         stopping_criteria=StoppingCriteriaList([stop_now]),
+                                         logits_processor=penalties)
                 result["ids"] = out[0, n_prompt:].tolist()
             except BaseException as exc:  # handed to the consumer thread
                 result["error"] = exc

@@ -19,6 +19,11 @@ from ragtune.errors import BadInputError
 Message = dict  # {"role": "system" | "user" | "assistant", "content": str}
 
 
+# The frequency penalty answers get when none is asked for (measured: bench/generation_loops.py,
+# docs/evaluation.md).
+DEFAULT_FREQUENCY_PENALTY = 0.0
+
+
 @dataclass
 class SamplingOptions:
     max_tokens: int = 256
@@ -26,10 +31,15 @@ class SamplingOptions:
     top_p: float = 1.0
     stop: list[str] | None = None
     seed: int | None = None
+    # OpenAI's frequency penalty: each token's logit lowered by this times its count in the answer so far
+    # (the prompt does not count, so quoting a passage costs nothing). Both engines apply it alike.
+    frequency_penalty: float = DEFAULT_FREQUENCY_PENALTY
 
     def __post_init__(self):
         if isinstance(self.stop, str):
             self.stop = [self.stop]
+        if not -2.0 <= float(self.frequency_penalty) <= 2.0:
+            raise BadInputError(f"frequency_penalty must be between -2 and 2, not {self.frequency_penalty!r}.")
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
             raise BadInputError(f"max_tokens must be a positive whole number, not {self.max_tokens!r}.")
         if not 0.0 <= float(self.temperature) <= 5.0:

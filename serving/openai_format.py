@@ -90,7 +90,9 @@ class ChatCompletionRequest(BaseModel):
         return SamplingOptions(max_tokens=max_tokens,
                                temperature=0.0 if self.temperature is None else float(self.temperature),
                                top_p=1.0 if self.top_p is None else float(self.top_p),
-                               stop=self.stop, seed=self.seed)
+                               stop=self.stop, seed=self.seed,
+                               **({} if self.frequency_penalty is None
+                                  else {"frequency_penalty": float(self.frequency_penalty)}))
 
 
 def parse_chat_request(body: Any) -> ChatCompletionRequest:

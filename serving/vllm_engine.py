@@ -488,6 +488,8 @@ class VLLMEngine(BaseEngine):
             request["stop"] = options.stop
         if options.seed is not None:
             request["seed"] = options.seed
+        if options.frequency_penalty:
+            request["frequency_penalty"] = float(options.frequency_penalty)
         if self.stop_token_ids:
             request["extra_body"] = {"stop_token_ids": self.stop_token_ids}
         cancel = cancel or CancelToken()
@@ -501,6 +503,10 @@ class VLLMEngine(BaseEngine):
                 return self._one_token_answer(first, adapter, n_prompt, timer, client_stops)
             else:
                 request.update(prompt=ids + first.token_ids, max_tokens=max_tokens - 1)
+                if options.frequency_penalty:
+                    # The first token is prompt now, which vLLM's penalty does not count: it adds one to that
+                    # token's count at every later position, which a constant bias of -penalty says exactly.
+                    request["logit_bias"] = {str(t): -float(options.frequency_penalty) for t in first.token_ids}
         if client_stops is not None:  # stopped here, the stream ends before its usage: count what came
             request["extra_body"] = {**request.get("extra_body", {}), "return_token_ids": True}
         stream = self._open_stream(request, adapter, n_prompt)

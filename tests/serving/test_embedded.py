@@ -28,6 +28,26 @@ def test_greedy_generation_is_repeatable_and_streams_the_same_text(tiny_engine):
     assert "".join(deltas) == items[-1].text == first.text
 
 
+def test_the_frequency_penalty_counts_the_answers_own_tokens(tiny_engine):
+    """A penalty on the answer's own repeats changes a greedy answer once a token would come back; a zero
+    penalty is the plain greedy answer; the arithmetic is OpenAI's (and vLLM's), on the answer's tokens."""
+    from serving.embedded import AnswerFrequencyPenalty
+
+    msgs = [{"role": "user", "content": "Say something."}]
+    plain = tiny_engine.generate(msgs, SamplingOptions(max_tokens=40))
+    penalised = tiny_engine.generate(msgs, SamplingOptions(max_tokens=40, frequency_penalty=2.0))
+    assert tiny_engine.generate(msgs, SamplingOptions(max_tokens=40, frequency_penalty=0.0)).text == plain.text
+    assert penalised.text != plain.text and penalised.completion_tokens == plain.completion_tokens == 40
+    # The prompt's tokens (the first three) are not counted: only the answer's own.
+    import torch
+
+    scores = torch.zeros(1, 8)
+    out = AnswerFrequencyPenalty(n_prompt=3, penalty=0.5)(torch.tensor([[5, 5, 5, 2, 2, 7]]), scores)
+    assert out[0].tolist() == [0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, -0.5]
+    with pytest.raises(BadInputError, match="frequency_penalty"):
+        SamplingOptions(frequency_penalty=3.0)
+
+
 def test_sampling_with_a_seed_is_reproducible(tiny_engine):
     options = SamplingOptions(max_tokens=12, temperature=1.0, seed=7)
     assert tiny_engine.generate(Q, options).text == tiny_engine.generate(Q, options).text

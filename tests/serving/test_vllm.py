@@ -118,6 +118,23 @@ def test_plain_prompts_answer_as_on_the_embedded_engine(stack, monkeypatch):
     assert a.text == b.text and a.text.strip() and not a.text.startswith(" " + wanted.split()[0])
 
 
+def test_the_frequency_penalty_gives_the_same_answers_on_both_engines(stack):
+    """The answer's own tokens are counted alike on both engines, the plain prompt's first token (asked
+    alone on vLLM, then sent as prompt) included; and the penalty changes a greedy answer that repeats."""
+    from serving.factory import get_engine
+    from serving.plain_prompt import PLAIN_STOP
+
+    vllm, embedded = stack[0], get_engine("embedded", model="gemma-3-270m")
+    question = [{"role": "user", "content": "List the days of the week, then list them again."}]
+    for plain in (False, True):
+        plain_opts = SamplingOptions(max_tokens=40, stop=PLAIN_STOP if plain else None)
+        penalised = SamplingOptions(max_tokens=40, stop=PLAIN_STOP if plain else None, frequency_penalty=1.5)
+        a, b = vllm.generate(question, penalised, plain=plain), embedded.generate(question, penalised, plain=plain)
+        assert a.text == b.text and a.text.strip()
+        assert a.completion_tokens == b.completion_tokens
+        assert embedded.generate(question, plain_opts, plain=plain).text != b.text
+
+
 def test_streaming_from_vllm(stack):
     engine = stack[0]
     items = list(engine.stream([{"role": "user", "content": "Name three colours."}], GREEDY))
