@@ -12,6 +12,8 @@ What is refused, with a sentence saying why:
   Entries are decompressed in a streaming loop with a budget, and the ratio is checked while
   streaming, so a bomb is refused after about a megabyte of work and a header that lies about
   sizes does not help;
+- PDF decompression bombs: every stream that text extraction decodes is decoded here first in the
+  same kind of budgeted loop (``ragtune.pdf_streams``), before PDFium or pdfminer sees the file;
 - PDFs that are corrupt, not PDFs at all, or password-protected; text formats that hold binary
   data; file types ragtune does not read (upload checks).
 
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterable
 
 from .errors import BadInputError
+from .pdf_streams import check_pdf_streams
 from .pdfium_lock import PDFIUM_LOCK
 
 MB = 1024 * 1024
@@ -58,6 +61,12 @@ class IngestLimits:
     max_uncompressed_mb: float = 512.0    # per zip-based file, once decompressed
     max_compression_ratio: float = 100.0  # real DOCX/PPTX XML compresses ~5-20x
     max_archive_entries: int = 10_000
+    # Per PDF, what its streams decode to, images aside (PDFium never decodes those for text), and how
+    # many streams it holds. The 48 real PDFs under /work/shared/corpora and datasets/ decode to 1.9 MB
+    # at most (0.27 MB a page; no stream over 12.5x) in 149 streams at most (12 a page): the caps are
+    # far above, while PDFium parses a content stream at about 16 MB of memory per MB.
+    max_pdf_decoded_mb: float = 64.0
+    max_pdf_streams: int = 50_000
     max_name_chars: int = 120
     allowed_extensions: tuple[str, ...] = field(default=DEFAULT_EXTENSIONS)
 
@@ -76,6 +85,8 @@ class UploadLimits(IngestLimits):
     max_pages: int = 500
     max_uncompressed_mb: float = 100.0
     max_archive_entries: int = 5000
+    max_pdf_decoded_mb: float = 32.0
+    max_pdf_streams: int = 10_000
 
 
 @dataclass
@@ -245,10 +256,21 @@ def _check_pdf(name: str, data: bytes) -> int:
             pdf.close()
 
 
+def check_pdf_bombs(name: str, data: bytes, limits: IngestLimits) -> None:
+    """Refuse a PDF whose streams decode to more than the limit, or inflate more than a real one does."""
+    check_pdf_streams(name, data, int(limits.max_pdf_decoded_mb * MB), limits.max_compression_ratio,
+                      limits.max_pdf_streams)
+
+
 def screen_bytes(name: str, data: bytes, limits: IngestLimits) -> int | None:
-    """The checks every file gets before parsing, whatever its route: size, archive bombs, slide count."""
+    """The checks every file gets before parsing, whatever its route: size, archive and PDF bombs, slide count.
+
+    Files are judged by their bytes, as the parser will read them: a PDF named .txt is screened as a PDF.
+    """
     if len(data) > limits.max_file_bytes:
         raise BadInputError(f"the file is {len(data) / MB:.1f} MB, more than the limit of {limits.max_file_mb:g} MB")
+    if b"%PDF-" in data[:1024]:
+        check_pdf_bombs(name, data, limits)
     if not data.startswith(ZIP_MAGIC):
         return None
     pages = check_archive(name, data, limits, Path(name).suffix.lower())
@@ -274,6 +296,7 @@ def check_file(name: str, data: bytes, limits: IngestLimits | None = None) -> Ch
     pages = None
     if ext == ".pdf":
         kind = "pdf"
+        check_pdf_bombs(safe, data, limits)
         pages = _check_pdf(safe, data)
     elif ext in ZIP_EXTENSIONS:
         kind = ext[1:]
