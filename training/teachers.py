@@ -157,6 +157,8 @@ _FINITE = rf"{_COPULA}|will|shall|would|could|might|\w+ing|\w+ed"
 
 def _is_fact_sentence(s: str) -> bool:
     words = s.split()
+    if s[:1].islower():  # a piece of a sentence, cut by a page break, a column or the chunk
+        return False
     if re.search(r"\bpage \d+ of \d+\b", s, re.I):  # running headers and footers
         return False
     numbers = re.findall(r"(?<![\w.])[\d.,%()]*\d[\d.,%()]*(?![\w])", s)
@@ -268,10 +270,14 @@ def _fronted_question(sentence: str) -> str | None:
 def _topic(sentence: str, chunk: ChunkView) -> str | None:
     m = re.match(rf"^(?P<subj>(?:The|A|An|Our|Its|Each|Every|All|Any|[A-Z][\w-]*)(?:\s[\w\"'-]+){{1,7}}?)\s(?:{_COPULA})\b",
                  sentence)
-    if m and not re.search(r"\b(?:it|this|that|these|those|they)\b", m["subj"], re.I):
+    if m and not re.search(r"\b(?:it|this|that|these|those|they)\b|^(?:all|any|each|every|your|our|since|although|"
+                           r"because|when|if|while|as|no|in|on|at|for|once|after|before|during|upon|unless|until|whether)\b|\d"
+                           r"|\s(?:we|i|they|he|she)$", m["subj"], re.I):
         subject = m["subj"].strip(" ,.:;'")
-        return _lower_first(subject.replace('"', "") if subject.count('"') % 2 else subject)
-    return _section_topic(chunk.section)
+        if len([w for w in subject.split() if w.lower() not in _FUNCTION_WORDS]) >= 2:
+            return _lower_first(subject.replace('"', "") if subject.count('"') % 2 else subject)
+    # No fallback to the section heading: "What is stated about Analysis?" names no fact a person asks for.
+    return None
 
 
 _DANGLING = set("and or of the a an to in on for with by from at as vs".split())
@@ -353,6 +359,66 @@ def worth_asking_about(chunk: ChunkView) -> bool:
     return not (lines and navigation >= max(3, 0.3 * len(lines)))
 
 
+# ---------------------------------------------------------------- questions a person would not ask
+
+_WH = r"(?:how (?:many|much|long)|what (?:date|time|percentage|year)|which code)"
+_NUMBER_TOKEN = re.compile(r"(?<![\w.])[$€£]?\s?\d[\d,.]*%?(?![\w])")
+MAX_QUESTION_WORDS = 32
+
+
+def question_defect(question: str) -> str | None:
+    """Why a rule-made question is not one a person would ask about one value, or None.
+
+    Read on 60 sampled rows of nih-protocols (a PDF corpus of tables, forms and references), 50 were such
+    rows: a cloze over a run of numbers or a whole cut sentence, a value asked inside a name or an address
+    ("49 U.S.C. § how many(b)", "how many Govan Road"), a wh-phrase with nothing to count ("every how
+    many?"), a code asked where there is none (docs/training.md)."""
+    q = question.strip()
+    if len(q.split()) > MAX_QUESTION_WORDS:
+        return "a whole sentence with a gap"
+    if len(_NUMBER_TOKEN.findall(q)) >= 2:
+        return "a cloze over a run of numbers"
+    if re.search(rf"\S{_WH}|{_WH}[^\s?,]|{_WH}\s+(?!I\b)[A-Z]", q):
+        return "the value is part of a name, an address or a code"
+    if re.search(rf"(?i)\b(?:or|and)\s+{_WH}\b|\b{_WH}\s+(?:and|or|to)\b", q):
+        return "one end of a range or a list"
+    if re.search(r"(?<=\s)(?:Otherwise|However|Finally|Furthermore|Moreover|Additionally|Thus|Therefore|"
+                 r"Specifically|Subsequently)\b|[•▪①②③]|^(?:Therefore|However|Thus|Furthermore|Moreover),", q):
+        return "two sentences or a list run together"
+    if re.search(r"\bpp\b|‘[^’]{10,}’,", q):
+        return "a reference entry"
+    if re.search(rf"(?i){_WH},|:\s*{_WH}\?$|[<>≤≥]\?$|\bhow many\s+(?:as|it|by|of|to|in|on|at|for|with|and|or|"
+                 r"the|a|an|is|are|was|were|will|be|momentum)\b", q):
+        return "nothing to count"
+    if re.search(r"(?i)\b(?:a|an|the)\s+(?:how|what|which)\b", q):
+        return "a wh-phrase after an article"
+    if re.search(r"(?i)\b(?:every|around|about|approximately|follow-up)\s+how (?:many|much)\?$", q):
+        return "nothing to count"
+    if "which code" in q and not re.match(r"(?i)what (?:does|is) [A-Z0-9]", q):
+        return "no code to ask for"
+    if re.search(r"(?i)\bwhat (\w+) is the \1\b", q):
+        return "asks for the word it names"
+    return None
+
+
+def without_lead_in(sentence: str, chunk: ChunkView) -> str:
+    """The sentence without a bullet or the section heading that PDF text runs into it ("Analysis While
+    conducting an approach, ...")."""
+    s = re.sub(r"^(?:[o•▪◦*–-]|\d+[.)])\s+(?=[A-Z])", "", sentence)
+    s = re.sub(r"^[A-Z][\w /&-]{2,40}:\s+(?=[A-Z])", "", s)  # "Study Duration: The duration ..."
+    heading = re.sub(r"^[\d.]+\s*", "", (chunk.section or "").split(">")[-1].strip()).strip(" .:")
+    if heading and s.lower().startswith(heading.lower() + " ") and s[len(heading) + 1:len(heading) + 2].isupper():
+        return s[len(heading) + 1:]
+    # A heading the chunk does not name: a few words without punctuation, then a sentence that opens with a
+    # capital article or conjunction ("Schedule of activities The duration of the project will be ...").
+    run_in = _RUN_IN_HEADING.match(s)
+    return s[run_in.end():] if run_in else s
+
+
+_RUN_IN_HEADING = re.compile(r"^[A-Z][^.,;:()]{2,60}?\s(?=(?:The|A|An|During|While|After|Before|Each|All|Every|"
+                             r"This|These|Patients|Subjects|Participants)\s[a-z])")
+
+
 class ExtractiveTeacher:
     """Deterministic questions from fact-bearing sentences; answers quote the source sentence."""
 
@@ -393,10 +459,12 @@ class ExtractiveTeacher:
     def _paraphrases(self, sentence: str, answer: str, chunk: ChunkView, rng: random.Random, n: int,
                      given: str | None = None) -> list[str]:
         core: list[str] = [given] if given else []
+        if not given:
+            sentence = without_lead_in(sentence, chunk)
         span = find_answer_span(sentence)
         if not given:  # questions a person would ask first, then the simpler fallbacks
             natural = [q for q in (wh_question(sentence, *s, context=chunk.text)
-                                     for s in find_value_spans(sentence)[:3]) if q]
+                                     for s in find_value_spans(sentence)[:3]) if q and not question_defect(q)]
             if natural:  # then its "how long" form and the same question tied to its document
                 core += [q for q in (natural[0], how_long(natural[0])) if q]
                 core.append(f"According to {_doc_label(chunk)}, {_lower_first(natural[0])}")
@@ -407,7 +475,7 @@ class ExtractiveTeacher:
                 code = sentence[: span[1]]
                 in_place = f"What does {code} mean?"
                 core.append(f"What is {code}?")
-            core += [q for q in (fronted, in_place) if q]
+            core += [q for q in (fronted, in_place) if q and not question_defect(q)]
         topic = _topic(sentence, chunk) if not given else None
         doc = _doc_label(chunk)
         base = core[0] if core else None

@@ -76,3 +76,46 @@ def test_ranges_codes_records_and_durations():
     vacation = teacher.facts(ChunkView("c", "handbook.md", "The probation period for new employees is 3 months.\n"), 3, 6)
     assert vacation[0].questions[:2] == ["How many months is the probation period for new employees?",
                                          "How long is the probation period for new employees?"]
+
+
+def test_questions_a_person_would_not_ask_are_refused_with_the_reason():
+    """Rows seen on a quarterly-report corpus and on nih-protocols (bench/results/synth_junk_nih.json)."""
+    from training.teachers import question_defect
+
+    junk = {
+        "Total how much $ 5,931 $ 12,189 206 % $ 38,819?": "a cloze over a run of numbers",
+        "A factual report that may be admissible under 49 U.S.C. § how many(b) is available here?":
+            "the value is part of a name, an address or a code",
+        "Location: The Queen Elizabeth National Spinal Injuries Unit, how many Govan Road, Glasgow, G51 4TF?":
+            "the value is part of a name, an address or a code",
+        "After treatment, oral cGVHD score and systemic cGVHD score were performed every how many?": "nothing to count",
+        "It was reported that the last communication occurred around how many?": "nothing to count",
+        "The airplane was reported to have a how many horsepower engine?": "a wh-phrase after an article",
+        "Approximately one year prior to the accident, in a different which code?": "no code to ask for",
+        "What percentage is the percentage of people with active hepatitis C?": "asks for the word it names",
+        "This assessment will be used in subjects between how many and 18 years of age?":
+            "one end of a range or a list",
+        "How many cycles do Otherwise triple drug maintenance therapy is continued for a total of?":
+            "two sentences or a list run together",
+        "‘Virtual Reality for Mobility in Spinal Cord Injury: A Review’, Innovations in Neuroscience, how many, pp?":
+            "a reference entry",
+    }
+    for question, reason in junk.items():
+        assert question_defect(question) == reason, question
+    for question in ("How many vacation days do full-time employees get per year?",
+                     "Within how many days must the IRB be notified of study completion?",
+                     "Train each muscle group once a day, how many days a week, for a total of 3 weeks?",
+                     "What does E-214 mean?", "What was total revenue in the third quarter of 2023?"):
+        assert question_defect(question) is None, question
+
+
+def test_a_heading_or_bullet_run_into_a_sentence_is_not_part_of_its_question():
+    from training.teachers import ChunkView, without_lead_in
+
+    chunk = ChunkView(chunk_id="c", doc="r.pdf", page=1, section="Analysis", text="")
+    assert without_lead_in("Analysis While conducting an approach, the pilot descended to 1,200 feet.", chunk) == \
+        "While conducting an approach, the pilot descended to 1,200 feet."
+    assert without_lead_in("Schedule of activities The duration of the project will be 18 months.", chunk) == \
+        "The duration of the project will be 18 months."
+    assert without_lead_in("• Patients must be 18 years or older.", chunk) == "Patients must be 18 years or older."
+    assert without_lead_in("The pilot held a private certificate.", chunk) == "The pilot held a private certificate."
