@@ -150,6 +150,22 @@ def list_feedback(ws, *, rating: str | None = None, unused_only: bool = False,
     return out
 
 
+def rated_up_sources(ws, limit: int = 1000) -> list[dict]:
+    """Questions end users asked whose answers they rated up, newest first, each with the sources that answer
+    cited ({"question", "sources": [(doc, page)]}): what people ask, in their words, and where they found it.
+    Retrieval chooses its fusion on these (retrieval/tuning.py)."""
+    _open(ws)
+    with ws.db() as conn:
+        rows = conn.execute("SELECT t.question, t.citations FROM feedback f JOIN chat_turns t ON t.message_id = "
+                            "f.message_id WHERE f.rating = 1 ORDER BY f.created_at DESC LIMIT ?", (int(limit),)).fetchall()
+    out = []
+    for r in rows:
+        cited = [c for c in json.loads(r["citations"] or "[]") if isinstance(c, dict) and c.get("doc")]
+        if cited:
+            out.append({"question": r["question"], "sources": [(c["doc"], c.get("page")) for c in cited]})
+    return out
+
+
 def mark_used(ws, message_ids, round_id: str) -> int:
     """Record that these feedback rows went into training round `round_id`."""
     ids = list(message_ids)

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from ragtune.atomic import atomic_directory, read_json
+from ragtune.atomic import atomic_directory, atomic_write_json, read_json
 
 from .chunking import chunk_blocks
 from .documents import Chunk, all_chunks, load_blocks, open_store, replace_chunks
@@ -188,8 +188,16 @@ def build_index(ws, *, progress=True, settings: RetrievalSettings | None = None,
     version = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
     current = read_json(index_dir(ws) / "manifest.json")
     if current and current.get("version") == version and not tuning_rows:
+        tuned = current.get("tuned")
+        if settings.tune and chunks and (tuned or {}).get("evidence_key") not in ("given", evidence_key(ws)):
+            # New evidence since the build (answers rated up, a new generated set): choose again, same vectors.
+            # A choice made on the user's own questions (--qa) stands until they give others.
+            report = progress if callable(progress) else (lambda *_: None)
+            report(len(texts), len(texts), "choosing the fusion for this corpus")
+            current["tuned"] = tuned = choose_fusion(ws, index_dir(ws), current, settings, chunks, None)
+            atomic_write_json(index_dir(ws) / "manifest.json", current)
         return {"version": version, "chunks": len(chunks), "embedded": 0, "kind": current["kind"], "unchanged": True,
-                "tuned": current.get("tuned")}
+                "tuned": tuned}
 
     embedder = get_embedder(settings.embedder)
     stats: dict = {}
@@ -226,16 +234,32 @@ def choose_fusion(ws, folder, manifest: dict, settings: RetrievalSettings, chunk
     """The fusion for this corpus (retrieval/tuning.py): chosen on a user's questions; on generated
     questions only when they are worded like people's; otherwise the defaults, with the reason."""
     from .search import Retriever
-    from .tuning import PARAPHRASE_MAX_OVERLAP, held_out_questions, made_questions, tune_fusion, wording_overlap
+    from .tuning import (PARAPHRASE_MAX_OVERLAP, asked_questions, held_out_questions, made_questions, tune_fusion,
+                         wording_overlap)
 
     retriever = Retriever(folder, manifest, settings)
+    key = evidence_key(ws)
     if tuning_rows:
-        return tune_fusion(retriever, tuning_rows, "of your questions", evidence=True)
-    if rows := held_out_questions(ws):
+        return {**tune_fusion(retriever, tuning_rows, "of your questions", evidence=True), "evidence_key": "given"}
+    if rows := asked_questions(ws):
+        tuned = tune_fusion(retriever, rows, "questions people asked and rated up", evidence=True)
+    elif rows := held_out_questions(ws):
         overlap = wording_overlap(rows, chunks)
         paraphrased = overlap is not None and overlap <= PARAPHRASE_MAX_OVERLAP
-        return tune_fusion(retriever, rows, "held-out generated questions", evidence=paraphrased)
-    return tune_fusion(retriever, made_questions(chunks), "questions made from the corpus's sentences", evidence=False)
+        tuned = tune_fusion(retriever, rows, "held-out generated questions", evidence=paraphrased)
+    else:
+        tuned = tune_fusion(retriever, made_questions(chunks), "questions made from the corpus's sentences",
+                            evidence=False)
+    return {**tuned, "evidence_key": key}
+
+
+def evidence_key(ws) -> str:
+    """What the fusion choice rests on, in one string: it changes when end users rate answers up or a new
+    generated Q&A set appears, and an unchanged index is then tuned again."""
+    from .tuning import asked_questions, newest_generated_set
+
+    newest = newest_generated_set(ws)
+    return f"asked:{len(asked_questions(ws))}|generated:{newest.parent.name if newest else ''}"
 
 
 def index_status(ws) -> dict | None:

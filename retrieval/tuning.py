@@ -1,9 +1,10 @@
 """Choose the fusion of a corpus when its index is built: weights of the dense, BM25 and title
 lists, RRF k, and passages per answer, on questions of that corpus that resemble people's.
 
-Questions, in order of preference: the ones the caller passes (a user's gold set), the held-out
-split of the workspace's newest generated Q&A set (``datasets/<version>/test.jsonl``), else
-questions made from the corpus itself (some content words of one of a document's sentences).
+Questions, in order of preference: the ones the caller passes (a user's gold set), questions end users
+asked the deployed assistant and rated up (with the sources its answer cited), the held-out split of
+the workspace's newest generated Q&A set (``datasets/<version>/test.jsonl``), else questions made from
+the corpus itself (some content words of one of a document's sentences).
 
 The choice moves away from the fixed defaults only on evidence that resembles real questions. Made
 questions are bags of the passage's own words: they reward BM25, and a fusion chosen on them (dense
@@ -76,14 +77,32 @@ def made_questions(chunks, n: int = MAX_QUESTIONS, seed: int = 0) -> list[dict]:
     return rows
 
 
-def held_out_questions(ws) -> list[dict]:
-    """The held-out split of the newest generated Q&A set of the workspace, as tuning rows ([] if none)."""
+MIN_ASKED = 20  # fewer rated answers than this are too few to choose on
+
+
+def asked_questions(ws) -> list[dict]:
+    """Questions people asked the deployed assistant and rated up, with the sources its answer cited, as
+    tuning rows ([] when fewer than MIN_ASKED)."""
+    from ragtune.feedback import rated_up_sources
+
+    rows = [{"question": r["question"], "gold": r["sources"]} for r in rated_up_sources(ws, MAX_QUESTIONS)]
+    return rows if len(rows) >= MIN_ASKED else []
+
+
+def newest_generated_set(ws):
+    """The held-out split (test.jsonl) of the workspace's newest generated Q&A set, or None."""
     folder = ws.path("datasets")
     versions = sorted((p for p in folder.glob("*/test.jsonl")), key=lambda p: p.stat().st_mtime) if folder.exists() else []
-    if not versions:
+    return versions[-1] if versions else None
+
+
+def held_out_questions(ws) -> list[dict]:
+    """The held-out split of the newest generated Q&A set of the workspace, as tuning rows ([] if none)."""
+    newest = newest_generated_set(ws)
+    if newest is None:
         return []
     rows = []
-    for line in versions[-1].read_text(encoding="utf-8").splitlines():
+    for line in newest.read_text(encoding="utf-8").splitlines():
         try:
             r = json.loads(line)
         except json.JSONDecodeError:

@@ -138,3 +138,30 @@ def test_the_tuned_fusion_is_stored_with_the_index_and_used(sample_index):
     assert retriever.answer_k == tuned["settings"]["k"]
     plain = Retriever.for_workspace(sample_index, tune=False)
     assert plain.settings.rrf_k == 60 and plain.answer_k is None
+
+
+def test_questions_people_rated_up_are_the_evidence_the_fusion_is_chosen_on(sample_index, tmp_path):
+    """Twenty questions end users asked the deployed assistant and rated up, with the source its answer
+    cited, are people's questions: the next index build chooses its fusion on them."""
+    import shutil
+
+    from ragtune import feedback
+    from ragtune.paths import repo_datasets_dir
+    from ragtune.workspace import Workspace
+    from retrieval.evaluate import load_qa
+    from retrieval.index import build_index
+
+    ws = Workspace(shutil.copytree(sample_index.root, tmp_path / "ws"))
+    rows = load_qa(repo_datasets_dir() / "sample_qa.jsonl")[:24]
+    for i, row in enumerate(rows):
+        doc, page = row["gold"][0]
+        turn = feedback.record_conversation(ws, row["question"], "an answer [1]", variant="rag",
+                                            citations=[{"n": 1, "doc": doc, "page": page}])
+        feedback.record_feedback(ws, turn["message_id"], "up" if i % 6 else "down")  # 20 up, 4 down
+    assert len(feedback.rated_up_sources(ws)) == 20
+    built = build_index(ws, progress=False)  # the same chunks: the same vectors, a new choice
+    tuned = built["tuned"]
+    assert built["unchanged"] and built["embedded"] == 0
+    assert tuned["source"] == "questions people asked and rated up" and tuned["evidence"] is True
+    assert tuned["questions"] == 20
+    assert tuned["hit_at_5"]["chosen"] >= max(tuned["hit_at_5"]["defaults"], tuned["hit_at_5"]["dense"])
