@@ -24,7 +24,7 @@ METRIC_DOCS: dict[str, str] = {
     "fact_hit": "1 when every number and code of the reference (amounts, durations, dates, part numbers) that the question does not already name appears in the answer; only for references that have one. A fluent answer with a wrong value scores 0.",
     "token_f1": "Word overlap between answer and reference after the question's words are removed from both (SQuAD F1 on what the question did not say), so restating the question earns nothing.",
     "semantic_similarity": "Cosine similarity of the answer and reference embeddings (the workspace's embedder) after the question's words are removed from both, so paraphrases score high and echoes of the question do not.",
-    "claim_recall": "Share of the reference's sentences that the answer states: 60% of each sentence's content words that the question does not name, and every number, found in the answer. For long answers, where word overlap is diluted.",
+    "claim_recall": "Share of the reference's sentences that the answer states: every number of a sentence that has numbers, else 60% of its content words that the question does not name, found in the answer. For long answers, where word overlap is diluted.",
     "echo_rate": "Share of answers that restate the question: half of its content words repeated, no new number or code, and at most three new content words (fewer than half as many as repeated).",
     "loop_rate": "Share of answers that loop: a run of four words repeated three times or more, or one word four times in a row.",
     "groundedness": "Share of the answer's sentences supported by a retrieved passage (lexical check: 60% of content words covered, no number or negation contradicting it); only for variants with passages.",
@@ -169,8 +169,9 @@ def claim_recall(prediction: str, reference: str, question: str | None = None,
         words = {w for w in content_tokens(sentence) if w not in asked and w not in values}
         if not words and not values:
             continue
-        covered = len(words & said) / len(words) if words else 1.0
-        stated.append(covered >= min_coverage and values <= said_numbers)
+        # A sentence with values is stated when its values are (they are the fact; its other words may be
+        # the writer's: "reported", "total"); one without, by its content words beyond the question.
+        stated.append(values <= said_numbers if values else len(words & said) / len(words) >= min_coverage)
     return sum(stated) / len(stated) if stated else None
 
 

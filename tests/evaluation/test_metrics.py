@@ -181,3 +181,10 @@ def test_echo_and_loop_detection():
     assert M.is_loop("no no no no") == 1.0
     assert M.is_loop("Press the power button, wait for the light, then press the power button again.") == 0.0
     assert M.is_loop("") is None
+
+
+def test_a_sentence_with_a_value_is_stated_by_its_value_in_other_words():
+    question = "How experienced was the pilot who crashed near Latrobe, in flying hours?"
+    reference = "The pilot reported a total flight experience of 1,150 hours."
+    assert M.claim_recall("He had flown 1150 hours.", reference, question) == 1.0
+    assert M.claim_recall("He had flown 1,510 hours.", reference, question) == 0.0
