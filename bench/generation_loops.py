@@ -29,12 +29,10 @@ METRICS = ("loop_rate", "echo_rate", "token_f1", "claim_recall", "semantic_simil
 
 
 def gold_rows(path: Path, limit: int) -> list[dict]:
-    rows = []
-    for line in path.read_text(encoding="utf-8-sig").splitlines():
-        row = json.loads(line) if line.strip() else None
-        if isinstance(row, dict) and row.get("question") and (row.get("answer") or row.get("answers")):
-            rows.append(row)
-    return rows[:limit]
+    """The first `limit` rows of a gold set, read as `ragtune eval` reads a test file (answer/truth/... keys)."""
+    from evaluation.qa_sets import load_qa_file
+
+    return load_qa_file(path)[0][:limit]
 
 
 def main() -> None:

@@ -19,9 +19,10 @@ from ragtune.errors import BadInputError
 Message = dict  # {"role": "system" | "user" | "assistant", "content": str}
 
 
-# The frequency penalty answers get when none is asked for (measured: bench/generation_loops.py,
-# docs/evaluation.md).
-DEFAULT_FREQUENCY_PENALTY = 0.0
+# The frequency penalty answers get when none is asked for. Gemma 3 270M's RAG answers to people's questions
+# looped on a phrase in 2 of 20 (ntsb-paraphrased, policyqa) without it and in none with 0.6, token F1 equal
+# or higher on all three corpora measured (bench/generation_loops.py, docs/evaluation.md).
+DEFAULT_FREQUENCY_PENALTY = 0.6
 
 
 @dataclass
