@@ -20,6 +20,8 @@ from pathlib import Path
 from ragtune.errors import BadInputError
 from ragtune.pdfium_lock import PDFIUM_LOCK
 
+from .office import ParagraphStyles, check_docx, check_pptx, docx_table_rows
+
 MIME = {
     "pdf": "application/pdf",
     "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
@@ -505,6 +507,8 @@ def parse_docx(path: Path) -> ParsedDocument:
         document = docx.Document(str(path))
     except Exception as exc:  # python-docx raises KeyError, ValueError, lxml errors...
         raise BadInputError(f"the DOCX file is damaged and cannot be opened ({type(exc).__name__})") from None
+    styles = ParagraphStyles(document)  # one pass: python-docx's paragraph.style scans every style
+    check_docx(document)
     blocks: list[Block] = []
     headings: list[tuple[int, str]] = []
     title = document.core_properties.title or None
@@ -513,7 +517,7 @@ def parse_docx(path: Path) -> ParsedDocument:
             text = item.text.strip()
             if not text:
                 continue
-            style = (item.style.name if item.style is not None else "") or ""
+            style = styles.name_of(item._p)
             level = _heading_level(style)
             if level:
                 headings = [h for h in headings if h[0] < level] + [(level, text)]
@@ -523,7 +527,7 @@ def parse_docx(path: Path) -> ParsedDocument:
                 blocks.append(Block(("- " + text) if is_list else text, None, _path(headings),
                                     "list" if is_list else "paragraph"))
         elif isinstance(item, Table):
-            rows = _table_rows(item)
+            rows = [cells for cells in docx_table_rows(item) if any(cells)]
             if rows:
                 blocks.append(_table_or_lines(rows, None, _path(headings)))
     return ParsedDocument("docx", _merge_lists(blocks), title=title)
@@ -539,21 +543,6 @@ def _heading_level(style: str) -> int:
 
 def _path(headings: list[tuple[int, str]]) -> str | None:
     return " > ".join(h[1] for h in headings) or None
-
-
-def _table_rows(table) -> list[list[str]]:
-    rows = []
-    for row in table.rows:
-        cells, seen = [], set()
-        for cell in row.cells:
-            if id(cell._tc) in seen:  # a merged cell repeats: a span, as pdfplumber gives it
-                cells.append(None)
-                continue
-            seen.add(id(cell._tc))
-            cells.append(" ".join(cell.text.split()))
-        if any(cells):
-            rows.append(cells)
-    return rows
 
 
 def _table_or_lines(rows: list[list[str | None]], page: int | None, section: str | None,
@@ -586,6 +575,7 @@ def parse_pptx(path: Path, max_pages: int | None = None) -> ParsedDocument:
     slides = list(deck.slides)
     if max_pages and len(slides) > max_pages:
         raise BadInputError(f"the presentation has {len(slides)} slides, more than the limit of {max_pages}")
+    check_pptx(slides)
     blocks: list[Block] = []
     for number, slide in enumerate(slides, start=1):
         title_shape = slide.shapes.title
