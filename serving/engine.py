@@ -178,7 +178,13 @@ def check_messages(messages: list[Message], open_answer: bool = False) -> list[M
             raise BadInputError(f"Message {i + 1} must have a role of system, user or assistant.")
         content = m.get("content")
         if isinstance(content, list):  # OpenAI content parts: keep the text ones
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+            parts = [(j, p.get("text", "")) for j, p in enumerate(content)
+                     if isinstance(p, dict) and p.get("type") == "text"]
+            wrong = next((j for j, text in parts if not isinstance(text, str)), None)
+            if wrong is not None:
+                raise BadInputError(f"Message {i + 1}, content part {wrong + 1}: 'text' must be a string "
+                                    f"(messages[{i}].content[{wrong}].text).")
+            content = "".join(text for _, text in parts)
         if not isinstance(content, str):
             raise BadInputError(f"Message {i + 1} has no text content.")
         clean.append({"role": m["role"], "content": content})

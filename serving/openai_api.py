@@ -120,36 +120,35 @@ def list_models(ws, engine) -> list[str]:
     return names
 
 
-def build_app(ws, engine, assistant: Assistant | None = None):
+def build_app(ws, engine, assistant: Assistant | None = None, *, hosts: set[str] | None = None,
+              max_body_kb: int | None = None):
     """FastAPI app: GET /health, GET /v1/models, POST /v1/chat/completions.
 
     Pass an ``assistant`` wired to a retriever (``app.assistants.make_assistant``) for the rag
     variants; without one, rag answers with an error saying an index is needed.
+
+    It answers only for `hosts` (default: loopback names and $RAGTUNE_ALLOWED_HOSTS; ``ragtune serve``
+    adds the address it listens on), which stops DNS rebinding, refuses state-changing requests from
+    other sites, and reads a body no further than `max_body_kb` (default: the deploy server's 256 KB):
+    the deploy server's own guard, body reader and error handlers.
     """
-    from fastapi import Body, FastAPI
-    from fastapi.exceptions import RequestValidationError
+    from fastapi import FastAPI
     from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
 
+    from .deploy.auth import read_json_body
+    from .deploy.errors import error_response, install_error_handlers
+    from .deploy.security import HostGuard, allowed_hosts
+    from .deploy.state import DeployLimits
     from .engine import CancelToken
     from .streaming import sse_response, watch_disconnect
-    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     assistant = assistant or Assistant(ws, engine)
+    max_body_kb = max_body_kb or DeployLimits.max_body_kb
     app = FastAPI(title="ragtune", version=__version__, docs_url=None, redoc_url=None)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request, exc):
-        status, body = error_body(RequestError("The request body must be a JSON object with `model` and `messages`.",
-                                               code="invalid_json"))
-        return JSONResponse(body, status_code=status)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request, exc):
-        what = {404: ("No such route", "not_found"), 405: ("Method not allowed", "method_not_allowed")}
-        text, code = what.get(exc.status_code, (str(exc.detail), str(exc.status_code)))
-        return JSONResponse(openai_error_body(exc.status_code, f"{text}: {request.method} {request.url.path}.", code),
-                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+    app.state.hosts = hosts if hosts is not None else allowed_hosts()  # DeployServer adds the address it binds
+    install_error_handlers(app)
+    app.add_middleware(HostGuard, hosts=app.state.hosts, refuse=error_response)
 
     @app.get("/health")
     def health():
@@ -164,7 +163,8 @@ def build_app(ws, engine, assistant: Assistant | None = None):
                                             "root": engine.model_name} for name in list_models(ws, engine)]}
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request, body: dict = Body(...)):
+    async def chat_completions(request: Request):
+        body = await read_json_body(request, max_body_kb)
         cancel = CancelToken()
         try:
             result = await run_in_threadpool(chat_completion_response, body, assistant, cancel)

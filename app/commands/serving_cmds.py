@@ -245,11 +245,14 @@ def _serve(args) -> int:
     import uvicorn
 
     from app.assistants import make_assistant
+    from serving.deploy.security import allowed_hosts
     from serving.openai_api import build_app
 
     ws = open_workspace(args)
     engine = engine_from_args(args)
-    app = build_app(ws, engine, assistant=make_assistant(ws, engine))
+    # Only the names this address answers to (and $RAGTUNE_ALLOWED_HOSTS): a page that rebinds its own
+    # name to this address gets 421, not the workspace's models and answers.
+    app = build_app(ws, engine, assistant=make_assistant(ws, engine), hosts=allowed_hosts(args.host))
     print(f"ragtune serving workspace '{ws.name}' with {engine!r} on http://{args.host}:{args.port}/v1 "
           "(model = base | rag | ft:<adapter> | ft+rag:<adapter>)", file=sys.stderr)
     try:

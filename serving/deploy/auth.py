@@ -46,12 +46,12 @@ def rate_check(state: DeployState, bucket: str, per_min: int, ws_name: str, what
                        "rate_limit_exceeded", {"Retry-After": str(wait)})
 
 
-async def json_body(request: Request, state: DeployState = Depends(deploy_state)) -> dict:
-    """The request's JSON object, read no further than the body limit."""
-    limits = state.limits
-    cap = limits.max_body_kb * 1024
+async def read_json_body(request: Request, max_body_kb: int) -> dict:
+    """The request's JSON object, read no further than `max_body_kb` (a declared larger length is refused
+    before any of it is read). Shared with ``ragtune serve`` (``serving.openai_api``)."""
+    cap = max_body_kb * 1024
     declared = request.headers.get("content-length")
-    too_big = ApiError(413, f"The request body is over {limits.max_body_kb} KB.", "request_too_large")
+    too_big = ApiError(413, f"The request body is over {max_body_kb} KB.", "request_too_large")
     if declared and declared.isdigit() and int(declared) > cap:
         raise too_big
     body = b""
@@ -63,9 +63,16 @@ async def json_body(request: Request, state: DeployState = Depends(deploy_state)
         data = json.loads(body or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ApiError(400, "The request body is not valid JSON.", "invalid_json") from None
+    except RecursionError:  # the parser's recursion limit: it used to escape as a plain-text 500
+        raise ApiError(400, "The request body is JSON nested too deeply.", "invalid_json") from None
     if not isinstance(data, dict):
         raise ApiError(400, "The request body must be a JSON object.", "invalid_json")
     return data
+
+
+async def json_body(request: Request, state: DeployState = Depends(deploy_state)) -> dict:
+    """The request's JSON object, read no further than the body limit."""
+    return await read_json_body(request, state.limits.max_body_kb)
 
 
 # ------------------------------------------------------------------ API keys

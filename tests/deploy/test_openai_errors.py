@@ -85,7 +85,7 @@ def test_404_405_401_and_bad_json_have_the_openai_shape(client, published):
 def test_the_builtin_openai_server_shares_the_format(workspace, tiny_engine):
     from serving.openai_api import build_app
 
-    with TestClient(build_app(workspace, tiny_engine)) as c:
+    with TestClient(build_app(workspace, tiny_engine), base_url="http://localhost") as c:
         r = c.post("/v1/chat/completions", json={"model": "base", **chat_body(stream="false")})
         assert assert_openai_error(r, 400, param="stream")["code"] == "invalid_type"
         r = c.post("/v1/chat/completions", json={"model": "base", **chat_body(seed="abc")})
@@ -94,3 +94,15 @@ def test_the_builtin_openai_server_shares_the_format(workspace, tiny_engine):
         assert assert_openai_error(c.get("/v1/chat/completions"), 405)["code"] == "method_not_allowed"
         ok = c.post("/v1/chat/completions", json={"model": "base", **chat_body()})
         assert ok.status_code == 200 and ok.json()["object"] == "chat.completion"
+
+
+def test_deeply_nested_json_and_a_text_part_that_is_no_string_are_400s(client):
+    """Both were a plain-text 500 (the nested body also reset the connection); `ragtune serve` shares the
+    reader and the check (tests/serving/test_serve_access.py)."""
+    r = client.post("/v1/chat/completions", content=b"[" * 100_000 + b"]" * 100_000,
+                    headers={"content-type": "application/json"})
+    err = assert_openai_error(r, 400)
+    assert err["code"] == "invalid_json" and "nested" in err["message"]
+    parts = chat_body(messages=[{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": 5}]}])
+    err = assert_openai_error(client.post("/v1/chat/completions", json=parts), 400, param="messages")
+    assert "content part 2: 'text' must be a string (messages[0].content[1].text)" in err["message"]
