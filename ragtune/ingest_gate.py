@@ -48,6 +48,8 @@ ZIP_MAGIC = b"PK\x03\x04"
 RATIO_GRACE_BYTES = MB
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 _UNSAFE_CHARS = re.compile(r"[^\w.\- ()+,&@]", re.UNICODE)
+# C0 and C1 controls, DEL, and the bidi marks, embeddings, overrides and isolates.
+_NAME_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 @dataclass
@@ -105,6 +107,7 @@ class Found:
     path: Path
     name: str
     problem: str | None = None
+    identity: tuple[int, int] | None = None  # (device, inode) as judged: another file put in its place is not read
 
 
 def _mb(n: int) -> str:
@@ -187,6 +190,8 @@ def check_archive(name: str, data: bytes, limits: IngestLimits, ext: str = "") -
                 struct.error) as exc:
             raise BadInputError(f"'{name}' has a damaged or unreadable part ({entry.filename}: {exc}).") from None
     names = {e.filename for e in entries}
+    if ext == ".xlsx" or "xl/workbook.xml" in names:  # judged after the bomb checks: a bomb is said to be one
+        raise BadInputError(f"'{name}': spreadsheets (.xlsx) are not supported: save the sheet as CSV.")
     if ext == ".pptx" or "ppt/presentation.xml" in names:
         return sum(1 for n in names if re.fullmatch(r"ppt/slides/slide\d+\.xml", n))
     return None
@@ -375,33 +380,80 @@ def _judge(path: Path, folder: Path) -> str | None:
     return None
 
 
+def display_name(name: str) -> str:
+    """A file's name as it is stored and shown, without control or bidi characters: a name on disk may hold
+    an escape sequence that rewrites the terminal listing it, or a right-to-left override (U+202E) that
+    shows "invoice<U+202E>gnp.md" as "invoicedm.png". Uploads refuse such names (``safe_filename``); a
+    local file is kept, under the cleaned name."""
+    return _NAME_CONTROLS.sub("", name) or "unnamed"
+
+
 def gather(paths: Iterable[str | Path]) -> list[Found]:
     """Expand files and folders (recursively, hidden names skipped) and judge each file found.
 
     A file named directly is judged against its own folder, a file found in a folder against that
-    folder: a link may point within it, never out of it.
+    folder: a link may point within it, never out of it, and a file with hard links must have all of
+    them in it (a file named directly is the file the user chose, whatever its other names).
     """
     found: list[Found] = []
     for given in paths:
         given = Path(given).expanduser()
         if given.is_dir():  # a folder named by the user, even through a link, is the folder being ingested
-            root = given.resolve()
-            for top, dirs, names in os.walk(given):
-                kept = []
-                for d in sorted(x for x in dirs if not x.startswith(".")):
-                    sub = Path(top) / d
-                    if sub.is_symlink():  # never descended into; refuse those that leave the folder
-                        if not _inside(sub.resolve(), root):
-                            found.append(Found(sub, d, f"it is a link to {sub.resolve()}, outside the folder "
-                                                       "being ingested; copy the files in instead"))
-                        continue
-                    kept.append(d)
-                dirs[:] = kept
-                for n in sorted(x for x in names if not x.startswith(".")):
-                    path = Path(top) / n
-                    found.append(Found(path, n, _judge(path, root)))
+            found += _refuse_hard_links_out(_walk(given))
         else:
-            found.append(Found(given, given.name, _judge(given, given.parent.resolve())))
+            found.append(Found(given, display_name(given.name), _judge(given, given.parent.resolve())))
+    for item in found:
+        if item.problem is None:
+            try:
+                st = item.path.stat()
+                item.identity = (st.st_dev, st.st_ino)
+            except OSError as exc:
+                item.problem = f"it cannot be read ({exc.strerror or exc})"
+    return found
+
+
+def _walk(folder: Path) -> list[Found]:
+    root, found = folder.resolve(), []
+    for top, dirs, names in os.walk(folder):
+        kept = []
+        for d in sorted(x for x in dirs if not x.startswith(".")):
+            sub = Path(top) / d
+            if sub.is_symlink():  # never descended into; refuse those that leave the folder
+                if not _inside(sub.resolve(), root):
+                    found.append(Found(sub, display_name(d), f"it is a link to {sub.resolve()}, outside the folder "
+                                                             "being ingested; copy the files in instead"))
+                continue
+            kept.append(d)
+        dirs[:] = kept
+        for n in sorted(x for x in names if not x.startswith(".")):
+            path = Path(top) / n
+            found.append(Found(path, display_name(n), _judge(path, root)))
+    return found
+
+
+def _refuse_hard_links_out(found: list[Found]) -> list[Found]:
+    """Refuse the files of one folder that have more hard links than the folder holds names for.
+
+    A hard link is the file itself, not a pointer that can be followed, so a link to /etc/passwd looks like
+    any file; only the count of its names (st_nlink) shows that another name exists somewhere. Names
+    counted here are the folder's own files (a symbolic link adds no name to its target).
+    """
+    stats, named_here = {}, {}
+    for item in found:
+        if item.problem is None:
+            try:
+                stats[id(item)] = st = item.path.stat()
+            except OSError:
+                continue
+            if not item.path.is_symlink():
+                named_here[(st.st_dev, st.st_ino)] = named_here.get((st.st_dev, st.st_ino), 0) + 1
+    for item in found:
+        st = stats.get(id(item))
+        here = named_here.get((st.st_dev, st.st_ino), 0) if st else 0
+        if st and st.st_nlink > 1 and st.st_nlink > here:
+            item.problem = (f"it is a hard link: the file has {st.st_nlink} names and only {here} in the folder being "
+                            "ingested, so it may be a file from outside (as a link to /etc/passwd would be); "
+                            "copy the file in instead")
     return found
 
 
@@ -414,6 +466,8 @@ def read_found(item: Found, limits: IngestLimits) -> bytes:
         raise BadInputError(f"it cannot be read ({exc.strerror or exc})") from None
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
+        if item.identity is not None and (st.st_dev, st.st_ino) != item.identity:
+            raise BadInputError("it changed after it was checked (another file took its name); ingest it again")
         if not stat.S_ISREG(st.st_mode):
             raise BadInputError("it is not a regular file (a folder, device, pipe or socket is never read)")
         if st.st_size > limits.max_file_bytes:
