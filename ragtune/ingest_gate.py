@@ -5,8 +5,9 @@ What is refused, with a sentence saying why:
 - names that try to be paths (``../x``, ``a/b``, ``C:\\x``), control characters, hidden names;
   accepted upload names are still never used as paths: files are staged under generated folders
   with a cleaned name, and only the cleaned name reaches the document store;
-- links whose target is outside the folder being ingested, and special files (FIFOs, devices,
-  sockets), which are never opened;
+- links whose target is outside the folder being ingested, files of a folder with hard links the
+  folder does not hold (one may be /etc/passwd), and special files (FIFOs, devices, sockets), which
+  are never opened; control and bidi characters are stripped from the names of local files;
 - archive bombs in zip-based files (DOCX, PPTX, XLSX, EPUB, ... anything that starts like a zip):
   too many entries, too much data once decompressed, or a compression ratio no real document has.
   Entries are decompressed in a streaming loop with a budget, and the ratio is checked while
@@ -14,8 +15,8 @@ What is refused, with a sentence saying why:
   sizes does not help;
 - PDF decompression bombs: every stream that text extraction decodes is decoded here first in the
   same kind of budgeted loop (``ragtune.pdf_streams``), before PDFium or pdfminer sees the file;
-- PDFs that are corrupt, not PDFs at all, or password-protected; text formats that hold binary
-  data; file types ragtune does not read (upload checks).
+- PDFs that are corrupt, not PDFs at all, or password-protected; spreadsheets; text formats that
+  hold binary data; file types ragtune does not read (upload checks).
 
 A request is all or nothing: the caller (``retrieval.ingest.ingest_paths(all_or_nothing=True)``)
 stores nothing when any file is refused here or fails to parse.

@@ -58,9 +58,11 @@ class _Stream:
 
     @property
     def skipped_for_text(self) -> bool:
-        """An image or an attached file: text extraction never decodes it (unless a page draws it)."""
-        return self.objnum is not None and (_name(self.attrs.get("Subtype")) == "Image"
-                                            or _name(self.attrs.get("Type")) == "EmbeddedFile")
+        """An image or an attached file: text extraction never decodes it (unless a page draws it). An object
+        or cross-reference stream is read whatever its /Subtype says."""
+        kind = _name(self.attrs.get("Type"))
+        return self.objnum is not None and (kind == "EmbeddedFile" or kind in (None, "XObject")
+                                            and _name(self.attrs.get("Subtype")) == "Image")
 
 
 def check_pdf_streams(name: str, data: bytes, max_decoded_bytes: int, max_ratio: float,

@@ -47,9 +47,9 @@ def page(contents: bytes = b"/Contents 4 0 R") -> bytes:
             b"/Resources << /Font << /F1 5 0 R >> >> >>" % contents)
 
 
-def pdf(objects: dict[int, bytes], packed: tuple[int, ...] = (), trailer: bytes = b"") -> bytes:
+def pdf(objects: dict[int, bytes], packed: tuple[int, ...] = (), trailer: bytes = b"", labels: bytes = b"") -> bytes:
     """A PDF of numbered objects with a cross-reference table, or a cross-reference stream when some
-    objects are `packed` in an object stream (PDF 1.5)."""
+    objects are `packed` in an object stream (PDF 1.5) whose dictionary also holds `labels`."""
     objects = {1: b"<< /Type /Catalog /Pages 2 0 R >>", 2: b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>", **objects}
     out, where = bytearray(b"%PDF-1.5\n%\xe2\xe3\xcf\xd3\n"), {}
     for number, body in sorted(objects.items()):
@@ -73,8 +73,8 @@ def pdf(objects: dict[int, bytes], packed: tuple[int, ...] = (), trailer: bytes 
     where.update({n: (2, box, i) for i, n in enumerate(packed)})
     where[box] = (1, len(out), 0)
     out += b"%d 0 obj\n%s\nendobj\n" % (box, stream(zlib.compress(header + b"\n".join(bodies) + b"\n"),
-                                                      b"/Type /ObjStm /N %d /First %d /Filter /FlateDecode"
-                                                      % (len(packed), len(header))))
+                                                      b"/Type /ObjStm /N %d /First %d /Filter /FlateDecode %s"
+                                                      % (len(packed), len(header), labels)))
     where[xref_number] = (1, len(out), 0)
     rows = b"".join(struct.pack(">BIH", *where.get(n, (0, 0, 0))) for n in range(xref_number + 1))
     xref = len(out)
@@ -239,6 +239,8 @@ DISGUISES = {
     "a page in an object stream": lambda: pdf({3: page(), 5: FONT, 4: stream(deflated(64), b"/Filter /FlateDecode "
                                                                                          + _image_labelled())},
                                               packed=(2, 3)),
+    "a page in an object stream labelled an image": lambda: pdf({3: page(), 5: FONT, 4: stream(
+        deflated(64), b"/Filter /FlateDecode " + _image_labelled())}, packed=(2, 3), labels=b"/Subtype /Image"),
     "RC4 encryption": lambda: rc4_encrypted(deflated(64)),
     "RC4 encryption and a decoy trailer": lambda: rc4_encrypted(deflated(64), decoy=True),
     "LZW": lambda: one_page(lzw_bomb(64), b"/Filter /LZWDecode"),
