@@ -126,19 +126,15 @@ def page_session(workspace: str, request: Request, state: DeployState = Depends(
 # ------------------------------------------------------------------ builders
 
 def builder_guard(request: Request, state: DeployState = Depends(deploy_state)) -> None:
-    """HTTP Basic with the builder password when one is set; wrong guesses are slowed per client.
+    """HTTP Basic with the builder password when one is set; wrong guesses are limited per address and
+    in total (``security.LoginThrottle``). A request with no password is not a guess: 401, not counted
+    (a browser sends one before it asks, and anyone could otherwise lock the owner out).
 
     (The same-origin proof for state-changing builder requests is checked before routing, by
     ``security.HostGuard``, so it holds with or without a password.)
     """
     if not state.password:
         return
-    client = request.client.host if request.client else "?"
-    wait = state.throttle.wait_s(client)
-    if wait > 0:
-        retry = max(1, int(wait + 0.999))
-        raise ApiError(429, f"Too many wrong builder passwords; try again in {retry} s.", "login_throttled",
-                       {"Retry-After": str(retry)})
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     given = ""
     if scheme.lower() == "basic":
@@ -146,7 +142,16 @@ def builder_guard(request: Request, state: DeployState = Depends(deploy_state)) 
             given = base64.b64decode(value).decode("utf-8").partition(":")[2]
         except (ValueError, binascii.Error):
             given = ""
-    if not given or not hmac.compare_digest(given.encode(), state.password.encode()):
+    if not given:
+        raise ApiError(401, "Builder routes need the builder password.", "builder_auth_required",
+                       {"WWW-Authenticate": 'Basic realm="ragtune builder"'})
+    client = request.client.host if request.client else "?"
+    wait = state.throttle.wait_s(client)
+    if wait > 0:
+        retry = max(1, int(wait + 0.999))
+        raise ApiError(429, f"Too many wrong builder passwords; try again in {retry} s.", "login_throttled",
+                       {"Retry-After": str(retry)})
+    if not hmac.compare_digest(given.encode(), state.password.encode()):
         state.throttle.failed(client)
         raise ApiError(401, "Builder routes need the builder password.", "builder_auth_required",
                        {"WWW-Authenticate": 'Basic realm="ragtune builder"'})

@@ -11,8 +11,8 @@ Three kinds of caller, three kinds of permission, never mixed:
   and refuses a key of any other workspace. Each key has its own rate limit.
 - **Builders** (``/builder/<workspace>/...``: upload documents, deployments, monitoring,
   feedback; and ``/metrics``): HTTP Basic with the builder password when one is set
-  (``RAGTUNE_BUILDER_PASSWORD``), wrong guesses slowed; state-changing builder requests also
-  need a same-origin proof, password or not. A key or a page session never opens a builder route.
+  (``RAGTUNE_BUILDER_PASSWORD``), wrong guesses limited per address and in total; state-changing
+  builder requests also need a same-origin proof, password or not. A key or a page session never opens a builder route.
 
 The server answers only for the host names it was started for (``RAGTUNE_ALLOWED_HOSTS`` adds
 more), which stops DNS rebinding. Routes live in ``page_routes``, ``api_routes`` and
@@ -31,6 +31,7 @@ import os
 import threading
 import time
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Callable
 
 from fastapi import FastAPI
@@ -53,11 +54,33 @@ def env_builder_password() -> str | None:
     return os.environ.get("RAGTUNE_BUILDER_PASSWORD") or None
 
 
+_LOGIN_CLIENT: ContextVar[str] = ContextVar("ragtune_login_client", default="builder")
+
+
+class _ClientAddress:
+    """ASGI: remembers the connection's address for ``gradio_auth`` (Gradio passes it only the user
+    name and password), so the Gradio login is throttled per address like the deploy server's."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        client = scope.get("client") if scope["type"] == "http" else None
+        if not client:
+            return await self.app(scope, receive, send)
+        token = _LOGIN_CLIENT.set(str(client[0]))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _LOGIN_CLIENT.reset(token)
+
+
 def gradio_auth(password: str | None = None, throttle: LoginThrottle | None = None):
     """For the Gradio builder app: ``launch(auth=gradio_auth())`` (None when no password is set).
 
-    Gradio does not say who is logging in, so the throttle is app-wide: after a few wrong
-    passwords every attempt is refused until the wait is over (doubling with each failure).
+    Wrong passwords are limited as on the deploy server (``LoginThrottle``: per address, then in total);
+    the address comes from ``builder_app_middleware`` (without it every login counts as one address).
+    An empty password is not a guess and is not counted.
     """
     password = password or env_builder_password()
     if not password:
@@ -65,13 +88,16 @@ def gradio_auth(password: str | None = None, throttle: LoginThrottle | None = No
     throttle = throttle or LoginThrottle()
 
     def check(_user, given) -> bool:
-        if throttle.wait_s("builder") > 0:
-            throttle.failed("builder")
+        given = "" if given is None else str(given)
+        if not given:
             return False
-        if hmac.compare_digest(str(given).encode(), password.encode()):
-            throttle.succeeded("builder")
+        client = _LOGIN_CLIENT.get()
+        if throttle.wait_s(client) > 0:
+            return False
+        if hmac.compare_digest(given.encode(), password.encode()):
+            throttle.succeeded(client)
             return True
-        throttle.failed("builder")
+        throttle.failed(client)
         return False
 
     return check
@@ -79,10 +105,12 @@ def gradio_auth(password: str | None = None, throttle: LoginThrottle | None = No
 
 def builder_app_middleware(host: str, hosts: set[str] | None = None) -> list:
     """FastAPI middleware for the Gradio builder app (``launch(app_kwargs={"middleware": ...})``):
-    its known host names only, and no state-changing request from another site."""
+    its known host names only, no state-changing request from another site, and the caller's address
+    for the login throttle."""
     from starlette.middleware import Middleware
 
-    return [Middleware(HostGuard, hosts=hosts if hosts is not None else allowed_hosts(host), refuse=error_response)]
+    return [Middleware(HostGuard, hosts=hosts if hosts is not None else allowed_hosts(host), refuse=error_response),
+            Middleware(_ClientAddress)]
 
 
 class _SecurityHeaders:

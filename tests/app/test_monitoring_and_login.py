@@ -48,6 +48,18 @@ def test_builder_needs_the_password(locked_app):
         Client(url, auth=("builder", "wrong"), verbose=False)
 
 
+def test_wrong_logins_from_another_address_do_not_lock_the_owner_out(locked_app):
+    """Issue 24: the Gradio login was throttled app-wide, so anyone's wrong guesses locked the owner out."""
+    def login(address: str, password: str) -> int:
+        with httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=10) as http:
+            return http.post(locked_app.url + "/login", data={"username": "x", "password": password}).status_code
+
+    assert login("127.0.0.1", PASSWORD) == 200  # the owner's machine
+    assert [login("127.0.0.9", f"guess{i}") for i in range(8)] == [400] * 8  # 5 free, then refused unchecked
+    assert login("127.0.0.9", PASSWORD) == 400  # the guessing address waits, even with the right password
+    assert login("127.0.0.1", PASSWORD) == 200  # the owner does not
+
+
 def _chat(base: str, key: str, text: str) -> dict:
     r = httpx.post(f"{base}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=120,
                    json={"model": WS, "max_tokens": 8, "messages": [{"role": "user", "content": text}]})

@@ -103,3 +103,50 @@ def test_gradio_login_is_slowed_after_failures():
     assert check("u", "right-one") is False  # within the wait
     now[0] += 60
     assert check("u", "right-one") is True
+
+
+def test_guesses_from_many_addresses_are_limited_in_total_and_cannot_lock_the_owner_out(published, tiny_engine):
+    """Issue 24: 250 guesses from 50 loopback addresses were all checked, and requests without a password
+    counted as wrong guesses, so anyone could lock the owner out."""
+    from serving.deploy.security import LoginThrottle
+
+    app = build_deploy_app(published, tiny_engine, builder_password="right-one")
+    now = [1000.0]
+    app.state.deploy.throttle = LoginThrottle(free=5, global_per_min=10, clock=lambda: now[0])
+    path = "/builder/test/deployments"
+
+    def client(address: str) -> TestClient:
+        return TestClient(app, base_url="http://localhost", client=(address, 50000))
+
+    owner = client("127.0.0.1")
+    # Requests without a password (a browser's first request, a scanner) are not guesses.
+    for headers in ({}, {"Authorization": "Basic !!"}, {"Authorization": "Bearer x"}):
+        for _ in range(10):
+            r = owner.get(path, headers=headers)
+            assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Basic"), r.text
+    assert owner.get(path, auth=("b", "right-one")).status_code == 200
+    # 250 wrong guesses from 50 other addresses: only the total budget (10) is checked, the rest wait.
+    codes = []
+    for i in range(250):
+        r = client(f"127.0.0.{2 + i % 50}").get(path, auth=("b", f"guess{i}"))
+        codes.append(r.status_code)
+        if r.status_code == 429:
+            assert r.json()["error"]["code"] == "login_throttled" and int(r.headers["Retry-After"]) >= 1
+    assert codes.count(401) == 10 and codes.count(429) == 240, codes
+    # The owner's address has logged in before and has not failed: the right password still works.
+    assert owner.get(path, auth=("b", "right-one")).status_code == 200
+    # A new address is held back while the budget is spent (its guess would be one more), told when to retry.
+    newcomer = client("127.0.1.1")
+    r = newcomer.get(path, auth=("b", "right-one"))
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) == 6
+    now[0] += 6
+    assert newcomer.get(path, auth=("b", "right-one")).status_code == 200
+    # A minute of guessing from 50 fresh addresses, each trying every second: 10 guesses checked in all.
+    checked = 0
+    for second in range(60):
+        now[0] += 1
+        for a in range(50):
+            checked += client(f"127.0.2.{a}").get(path, auth=("b", f"g{second}-{a}")).status_code == 401
+    assert checked == 10, checked
+    # The owner, still not locked out; a wrong guess from the owner's own address counts against it alone.
+    assert owner.get(path, auth=("b", "right-one")).status_code == 200
