@@ -92,6 +92,7 @@ def build_app(ctx: AppContext, host: str = "127.0.0.1", deploy_port: int | None 
 
 def launch(model: str = DEFAULT_LLM, host: str = "127.0.0.1", port: int = 7860, workspace: str | None = None,
            engine_kind: str = "embedded", engine_url: str | None = None, deploy_port: int | None = None) -> None:
+    from ragtune.ingest_gate import IngestLimits
     from serving.deploy.server import builder_app_middleware, gradio_auth
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -104,6 +105,9 @@ def launch(model: str = DEFAULT_LLM, host: str = "127.0.0.1", port: int = 7860, 
           + ("; log in with the builder password" if auth else "") + ")", flush=True)
     demo.launch(server_name=host, server_port=port, share=False, show_error=True, inbrowser=False,
                 css=CSS, theme=gr.themes.Soft(), footer_links=[], quiet=True, auth=auth,
+                # no dropped file over the documents' size limit: Gradio stops reading it at the limit,
+                # deletes the part it wrote and answers 413 (the browser and gradio_client check first)
+                max_file_size=IngestLimits().max_file_bytes,
                 # its own host names only (DNS rebinding), no state change from another site
                 app_kwargs={"middleware": builder_app_middleware(host)},
                 auth_message="Enter the builder password (RAGTUNE_BUILDER_PASSWORD); any user name." if auth else None,

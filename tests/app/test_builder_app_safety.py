@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -10,8 +14,13 @@ from .conftest import started_app
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    with started_app(tmp_path_factory.mktemp("safety-home"), workspace="safe") as running:
-        yield running
+    with pytest.MonkeyPatch.context() as mp:
+        # Gradio's upload folder, of this app only (RunningApp copies the environment when it starts).
+        mp.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio-uploads")))
+        with started_app(tmp_path_factory.mktemp("safety-home"), workspace="safe") as running:
+            running.uploads = Path(os.environ["GRADIO_TEMP_DIR"])
+            mp.undo()
+            yield running
 
 
 def _workspaces(app) -> set[str]:
@@ -41,3 +50,50 @@ def test_the_app_itself_still_works(app):
     assert same_origin.status_code == 200, same_origin.text
     Client(app.url, verbose=False, download_files=False).predict("viaclient", api_name="/create")
     assert {"viaclient"} <= _workspaces(app)
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_dropped_files_leave_gradios_cache_once_read(app, tmp_path):
+    """Issue 24: files dropped on the app stayed in Gradio's cache, refused ones included (250 MB stayed)."""
+    from gradio_client import Client, handle_file
+
+    good = tmp_path / "dock_rules.md"
+    good.write_text("# Dock rules\n\nTrucks wait at gate 4 until the dock light turns green.\n")
+    refused = tmp_path / "blank.txt"
+    refused.write_text("   \n")
+    client = Client(app.url, verbose=False, download_files=False)
+    results, _, _ = client.predict("safe", [handle_file(str(good)), handle_file(str(refused))], api_name="/ingest")
+    rows = {row[0]: row for row in results["data"]}
+    assert rows["dock_rules.md"][1] == "added" and rows["blank.txt"][1] == "failed", rows
+    stored = [p for p in (app.home / "workspaces" / "safe" / "documents").rglob("*") if p.is_file()]
+    assert any(p.read_bytes() == good.read_bytes() for p in stored)  # the workspace has its own copy
+    # Nothing of either is left (Gradio 6 itself leaves one empty tmpXXXX file per upload request).
+    left = _files(app.uploads)
+    assert not [f for f in left if f.endswith(("dock_rules.md", "blank.txt"))], left
+    assert all((app.uploads / f).stat().st_size == 0 for f in left), left
+
+
+def test_a_file_over_the_size_limit_is_refused_and_not_kept(app, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from ragtune.ingest_gate import IngestLimits
+
+    limit = IngestLimits().max_file_bytes
+    big = tmp_path / "huge.txt"
+    with open(big, "wb") as f:  # sparse: nothing to read from disk, but the server gets every byte
+        f.truncate(limit + 1)
+    client = Client(app.url, verbose=False, download_files=False)
+    with pytest.raises(ValueError, match="exceeds the maximum file size"):  # gradio_client checks first
+        client.predict("safe", [handle_file(str(big))], api_name="/ingest")
+    # What a browser or script sends without checking: refused at the limit, in one sentence, nothing kept.
+    before = _files(app.uploads)
+    started = time.monotonic()
+    with open(big, "rb") as f:
+        r = httpx.post(app.url + "/gradio_api/upload", files={"files": ("huge.txt", f)}, timeout=120)
+    print(f"over-size upload refused in {time.monotonic() - started:.1f} s: {r.status_code} {r.text!r}")
+    assert r.status_code == 413, r.text
+    assert r.text.count(".") == 1 and str(limit) in r.text, r.text
+    assert _files(app.uploads) == before
