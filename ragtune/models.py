@@ -244,12 +244,16 @@ TINY_VERSION = 1
 
 
 def _tiny_corpus() -> list[str]:
+    """The tiny tokenizer learns from the sample data alone. It read every file under datasets/ before, so a
+    gold set added there retrained the tokenizer and changed the tests' models: a test whose model chooses
+    between two continuations by a small margin flipped on a commit that added only questions."""
     from .paths import repo_datasets_dir
 
     texts = []
     root = repo_datasets_dir()
-    for p in sorted(root.rglob("*")):
-        if p.suffix in {".md", ".txt", ".jsonl", ".csv", ".html"} and p.is_file() and "bad_files" not in p.parts:
+    sample = sorted((root / "sample").rglob("*")) + [root / "sample_qa.jsonl", root / "sample_train_qa.jsonl"]
+    for p in sample:
+        if p.suffix in {".md", ".txt", ".jsonl", ".csv", ".html"} and p.is_file():
             texts.append(p.read_text(encoding="utf-8", errors="ignore"))
     texts.append(
         "The quick brown fox jumps over the lazy dog. user model assistant system question answer "
