@@ -72,6 +72,13 @@ class IngestLimits:
     max_pdf_streams: int = 50_000
     max_name_chars: int = 120
     allowed_extensions: tuple[str, ...] = field(default=DEFAULT_EXTENSIONS)
+    # Each file is parsed in a child process (retrieval/parse_worker.py), killed past either limit: memory
+    # beyond what the worker holds once started (~20 MB of address space), and seconds per file; None: no
+    # limit. The files under /work/shared/corpora parse in 143 MB of worker RSS at most (bench/parse_worker.py),
+    # while 2 MB of HTML paragraphs takes 8-12 s and +250 MB, and 20 MB ten times that.
+    parse_memory_mb: float | None = 2048.0
+    parse_timeout_s: float | None = 120.0
+    parse_isolated: bool = True  # False: parse in this process with no limit (bench/parse_worker.py's baseline)
 
     @property
     def max_file_bytes(self) -> int:
@@ -90,6 +97,8 @@ class UploadLimits(IngestLimits):
     max_archive_entries: int = 5000
     max_pdf_decoded_mb: float = 32.0
     max_pdf_streams: int = 10_000
+    parse_memory_mb: float | None = 1024.0
+    parse_timeout_s: float | None = 60.0
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Add files to a workspace: gate, parse, chunk and store them.
 
 Every file first passes :mod:`ragtune.ingest_gate` (size, page and archive-bomb limits, no link out
-of the folder, no special file); then it is parsed and chunked; then it is stored (file under a
+of the folder, no special file); then it is parsed in a child process under a memory and a time limit
+(:mod:`retrieval.parse_worker`; one worker per batch) and chunked; then it is stored (file under a
 temporary name, row committed, file renamed). Two modes:
 
 - ``all_or_nothing=True`` (the HTTP upload route): if any file is refused or fails to parse,
@@ -26,11 +27,13 @@ from typing import Callable
 
 from ragtune.errors import BadInputError, RagtuneError
 from ragtune.ingest_gate import Found, IngestLimits, gather, read_found, screen_bytes
+from ragtune.jobs import JobCancelled
 from ragtune.workspace import disk_full_error, is_disk_full
 
 from .chunking import ChunkingConfig, TokenCounter, chunk_blocks
 from .documents import blocks_path, content_hash, open_store, part_path, replace_chunks
-from .formats import ParsedDocument, parse_file
+from .formats import ParsedDocument
+from .parse_worker import InProcessParser, ParseWorker
 from .settings import RetrievalSettings, load_settings
 
 __all__ = ["IngestLimits", "IngestResult", "ingest_paths", "describe"]
@@ -78,88 +81,178 @@ def chunking_config(settings: RetrievalSettings) -> ChunkingConfig:
 def ingest_paths(ws, paths, *, limits: IngestLimits | None = None,
                  progress: Callable[[int, int, str], None] | None = None,
                  all_or_nothing: bool = False,
-                 on_result: Callable[[IngestResult], None] | None = None) -> list[IngestResult]:
+                 on_result: Callable[[IngestResult], None] | None = None,
+                 check: Callable[[], None] | None = None) -> list[IngestResult]:
     """Ingest files and folders (recursively); returns one result per file, in order.
 
     ``on_result(result)`` hears each file's result as soon as it is final (stored, duplicate or failed).
+    ``check()`` is called while a file is being parsed (a few times a second): what it raises (a job's
+    JobCancelled) stops the parse at once and the batch with it.
 
     A full disk stops the whole batch with one WorkspaceError sentence; what was not committed is removed.
     """
     try:
-        return _ingest(ws, paths, limits or IngestLimits(), progress, all_or_nothing, on_result)
+        return _ingest(ws, paths, limits or IngestLimits(), progress, all_or_nothing, on_result, check)
     except Exception as exc:
         if is_disk_full(exc):
             raise disk_full_error(ws.name) from None
         raise
 
 
-def _ingest(ws, paths, limits: IngestLimits, progress, all_or_nothing: bool, on_result=None) -> list[IngestResult]:
+def _ingest(ws, paths, limits: IngestLimits, progress, all_or_nothing: bool, on_result=None,
+            check: Callable[[], None] | None = None) -> list[IngestResult]:
+    found = gather(paths)
+    parser: ParseWorker | InProcessParser = InProcessParser()
+    if limits.parse_isolated and any(item.problem is None for item in found[:limits.max_files]):
+        # started now: its interpreter starts while this process opens the store and screens the first file
+        parser = ParseWorker(limits.parse_memory_mb, limits.parse_timeout_s, check)
+        parser.start()
+    try:
+        return _ingest_found(ws, found, limits, progress, all_or_nothing, on_result, parser)
+    finally:
+        parser.close()
+
+
+@dataclass
+class _Copied:
+    """A file that passed the gate: its copy waits under a `.part-` name, sent to the parser."""
+
+    index: int
+    name: str
+    doc_id: str
+    size: int
+    stored: Path
+    part: Path
+
+
+@dataclass
+class _Later:
+    """A file with the content of the one being parsed: judged again once that one is stored or failed."""
+
+    index: int
+
+
+@dataclass
+class _Stop:
+    """What stops the batch, met while copying the next file ahead: raised at that file's turn."""
+
+    error: Exception
+
+
+def _ingest_found(ws, found: list[Found], limits: IngestLimits, progress, all_or_nothing: bool, on_result,
+                  parser) -> list[IngestResult]:
+    """The batch as a two-stage pipeline: while this process chunks and stores file i, the parser reads
+    file i+1 (gated and copied first). Results are still decided and reported in order."""
     open_store(ws)
     settings = load_settings(ws)
     counter = functools.cache(lambda: counter_for(settings))  # loaded once a file passes the gate
-    found = gather(paths)
     results: list[IngestResult | None] = [None] * len(found)
     waiting: list[_Prepared] = []
-    total = 0
+    copies: list[_Copied] = []  # copied and not yet stored or refused: their `.part` files go if this stops
+    sizes = [0]
+
+    def failed(item: Found, exc: Exception) -> IngestResult:
+        if isinstance(exc, BadInputError):
+            return IngestResult(item.name, "failed", str(exc))
+        if isinstance(exc, (RagtuneError, JobCancelled)) or is_disk_full(exc):
+            raise exc
+        # a parser bug must not stop the batch; say what happened
+        return IngestResult(item.name, "failed", f"unexpected error while reading it ({type(exc).__name__}: {exc})")
+
+    def gate(i: int, busy: _Copied | None):
+        """Gate, copy and send file i to the parser: a _Copied, a final IngestResult, _Later, or (while
+        `busy` is read) an error that stops the batch once `busy` is stored (a full disk)."""
+        try:
+            return _gate(i, busy)
+        except Exception as exc:
+            if busy is None:
+                raise
+            return _Stop(exc)
+
+    def _gate(i: int, busy: _Copied | None):
+        item = found[i]
+        try:
+            if i >= limits.max_files:
+                raise BadInputError(f"more than {limits.max_files} files in one batch; ingest the rest separately")
+            if item.problem:
+                raise BadInputError(item.problem)
+            copied = _copy(ws, i, item, limits, waiting, busy, sizes)
+            if isinstance(copied, _Copied):
+                copies.append(copied)
+                parser.submit(copied.part, max_pages=limits.max_pages, strip_repeats=settings.strip_repeats,
+                              pdf_tables=settings.pdf_tables)
+            return copied
+        except Exception as exc:
+            return failed(item, exc)
+
+    def finish(copied: _Copied) -> _Prepared | IngestResult:
+        """The parser's answer for a copied file, chunked."""
+        try:
+            counter()  # the tokenizer loads while the parser reads (the first file: while the worker starts)
+            parsed = parser.result()
+            drafts = chunk_blocks(parsed.blocks, counter(), chunking_config(settings))
+        except Exception as exc:
+            copied.part.unlink(missing_ok=True)
+            _forget(copies, copied)
+            return failed(found[copied.index], exc)
+        return _Prepared(copied.index, copied.name, copied.doc_id, copied.size, parsed, drafts,
+                         describe(parsed, copied.name), copied.stored, copied.part, [copied.part])
+
+    def report(i: int, result: IngestResult) -> None:
+        results[i] = result
+        if on_result and not all_or_nothing:
+            on_result(result)
+
     try:
+        ahead = None
         for i, item in enumerate(found):
             if progress:
                 progress(i, len(found), item.name)
-            try:
-                if i >= limits.max_files:
-                    raise BadInputError(f"more than {limits.max_files} files in one batch; ingest the rest separately")
-                if item.problem:
-                    raise BadInputError(item.problem)
-                outcome = _prepare(ws, i, item, limits, settings, counter, waiting)
-                if isinstance(outcome, _Prepared):
-                    total += outcome.size
-                    if limits.max_total_mb is not None and total > limits.max_total_mb * 1048576:
-                        outcome.part.unlink(missing_ok=True)
-                        raise BadInputError(f"the files add up to more than the {limits.max_total_mb:g} MB limit per request")
-            except BadInputError as exc:
-                results[i] = IngestResult(item.name, "failed", str(exc))
-                if on_result and not all_or_nothing:
-                    on_result(results[i])
-                continue
-            except RagtuneError:
-                raise
-            except Exception as exc:  # a parser bug must not stop the batch; say what happened
-                if is_disk_full(exc):
-                    raise
-                results[i] = IngestResult(item.name, "failed", f"unexpected error while reading it ({type(exc).__name__}: {exc})")
-                if on_result and not all_or_nothing:
-                    on_result(results[i])
-                continue
+            current = gate(i, None) if i == 0 or isinstance(ahead, _Later) else ahead
+            if isinstance(current, _Stop):
+                raise current.error
+            outcome = finish(current) if isinstance(current, _Copied) else current
+            # The parser is idle now: it reads the next file while this one is chunked and stored.
+            ahead = gate(i + 1, current if isinstance(current, _Copied) else None) if i + 1 < len(found) else None
             if isinstance(outcome, IngestResult):
-                results[i] = outcome
+                report(i, outcome)
             elif all_or_nothing:
                 waiting.append(outcome)
             else:
-                results[i] = _store(ws, [outcome], settings)[0]
-            if on_result and results[i] is not None and not all_or_nothing:
-                on_result(results[i])
-        failed = [r for r in results if r is not None and r.status == "failed"]
-        if all_or_nothing and failed:
+                _forget(copies, outcome)
+                report(i, _store(ws, [outcome], settings)[0])
+        failed_ = [r for r in results if r is not None and r.status == "failed"]
+        if all_or_nothing and failed_:
             raise BadInputError("Upload refused, nothing was stored: " +
-                                " ".join(f"'{r.name}': {r.reason.rstrip('.')}." for r in failed))
+                                " ".join(f"'{r.name}': {r.reason.rstrip('.')}." for r in failed_))
+        copies.clear()  # all of them are in `waiting` now
         for item, result in zip(waiting, _store(ws, waiting, settings)):
             results[item.index] = result
     finally:
         for item in waiting:
             for p in item.parts:
                 p.unlink(missing_ok=True)
+        for copied in copies:
+            copied.part.unlink(missing_ok=True)
     if progress:
         progress(len(found), len(found), "")
     return [r for r in results if r is not None]
 
 
-def _prepare(ws, index: int, item: Found, limits: IngestLimits, settings: RetrievalSettings,
-             counter: Callable[[], TokenCounter], waiting: list[_Prepared]) -> _Prepared | IngestResult:
+def _forget(copies: list[_Copied], item) -> None:
+    """`item`'s copy is no longer this batch's to remove (stored, or removed already)."""
+    copies[:] = [c for c in copies if c.index != item.index]
+
+
+def _copy(ws, index: int, item: Found, limits: IngestLimits, waiting: list[_Prepared], busy: _Copied | None,
+          sizes: list[int]) -> _Copied | IngestResult | _Later:
     data = read_found(item, limits)
     if not data:
         raise BadInputError("the file is empty (0 bytes)")
     screen_bytes(item.name, data, limits)
     doc_id = content_hash(data)
+    if busy is not None and busy.doc_id == doc_id:
+        return _Later(index)  # the same content is being read: its outcome decides this file's
     earlier = next((w for w in waiting if w.doc_id == doc_id), None)
     if earlier is not None:
         return IngestResult(item.name, "duplicate", f"same content as '{earlier.name}' in this batch", doc_id, 0)
@@ -167,20 +260,18 @@ def _prepare(ws, index: int, item: Found, limits: IngestLimits, settings: Retrie
         same = conn.execute("SELECT name FROM retrieval_documents WHERE doc_id=?", (doc_id,)).fetchone()
     if same is not None:
         return IngestResult(item.name, "duplicate", f"same content as '{same['name']}', already stored", doc_id, 0)
+    sizes[0] += len(data)
+    if limits.max_total_mb is not None and sizes[0] > limits.max_total_mb * 1048576:
+        raise BadInputError(f"the files add up to more than the {limits.max_total_mb:g} MB limit per request")
     stored = Path("documents") / f"{doc_id}{Path(item.name).suffix.lower()[:10]}"
     part = part_path(ws.path(str(stored)))
     try:
-        _write_synced(part, data)
-        del data
         # The copy is parsed, not the original: what is stored is exactly what passed the gate.
-        parsed = parse_file(part, max_pages=limits.max_pages, strip_repeats=settings.strip_repeats,
-                            pdf_tables=settings.pdf_tables)
-        drafts = chunk_blocks(parsed.blocks, counter(), chunking_config(settings))
+        _write_synced(part, data)
     except BaseException:
         part.unlink(missing_ok=True)
         raise
-    return _Prepared(index, item.name, doc_id, part.stat().st_size, parsed, drafts, describe(parsed, item.name),
-                     stored, part, [part])
+    return _Copied(index, item.name, doc_id, len(data), stored, part)
 
 
 def _write_synced(path: Path, data: bytes) -> None:

@@ -23,6 +23,10 @@ class IngestConfig:
     paths: list[str] = field(default_factory=list, metadata={"cli": False})
     max_file_mb: float | None = field(default=None, metadata={"help": "refuse files larger than this (default 200)"})
     max_pages: int | None = field(default=None, metadata={"help": "refuse PDFs/slides with more pages (default 5000)"})
+    parse_memory_mb: float | None = field(default=None, metadata={
+        "help": "memory one file may take while it is parsed, in a child process stopped past it (default 2048)"})
+    parse_timeout_s: float | None = field(default=None, metadata={
+        "help": "seconds one file may take to parse; past it the parsing process is stopped (default 120)"})
     index: bool = field(default=False, metadata={"switch": True, "help": "build the search index afterwards"})
 
     def __post_init__(self):
@@ -35,6 +39,10 @@ class IngestConfig:
             raise BadInputError(f"--max-file-mb must be above 0 (got {self.max_file_mb}).")
         if self.max_pages is not None and self.max_pages < 1:
             raise BadInputError(f"--max-pages must be at least 1 (got {self.max_pages}).")
+        if self.parse_memory_mb is not None and self.parse_memory_mb < 64:
+            raise BadInputError(f"--parse-memory-mb must be at least 64 (got {self.parse_memory_mb:g}).")
+        if self.parse_timeout_s is not None and self.parse_timeout_s <= 0:
+            raise BadInputError(f"--parse-timeout-s must be above 0 (got {self.parse_timeout_s:g}).")
         return self
 
     def limits(self):
@@ -45,6 +53,10 @@ class IngestConfig:
             limits.max_file_mb = self.max_file_mb
         if self.max_pages:
             limits.max_pages = self.max_pages
+        if self.parse_memory_mb:
+            limits.parse_memory_mb = self.parse_memory_mb
+        if self.parse_timeout_s:
+            limits.parse_timeout_s = self.parse_timeout_s
         return limits
 
 
@@ -103,7 +115,7 @@ def _ingest(ws, config: IngestConfig, job) -> dict:
     from .ingest import ingest_paths
 
     results = ingest_paths(ws, config.paths, limits=config.limits(), progress=job.progress,
-                           on_result=lambda r: job.log(event="file", **r.to_dict()))
+                           on_result=lambda r: job.log(event="file", **r.to_dict()), check=job.check_cancel)
     built = _index(ws, IndexConfig(), job) if config.index else None
     return {"results": [r.to_dict() for r in results], "index": built}
 

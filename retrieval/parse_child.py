@@ -1,0 +1,125 @@
+"""The parsing process of :mod:`retrieval.parse_worker` (``python -m retrieval.parse_child``).
+
+Kept apart from its parent's side so that it starts on the fewest imports: the interpreter, the
+parsers' entry module, and what is needed to talk on its pipes. It caps its own address space once
+started, reads one JSON request a line on stdin, and answers each with a length-prefixed JSON message
+on the stdout it had at start (stdout itself then points at stderr, so a parser that prints cannot
+corrupt an answer). It exits at end of input, after a MemoryError, or when its owner dies.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import struct
+import sys
+import time
+
+from ragtune.errors import BadInputError
+
+from .formats import ParsedDocument, parse_file
+
+MB = 1024 * 1024
+HEADER = struct.Struct(">Q")  # the length of the JSON answer that follows
+_PR_SET_PDEATHSIG = 1
+
+
+def to_dict(doc: ParsedDocument) -> dict:
+    return {"kind": doc.kind, "pages": doc.pages, "title": doc.title, "warnings": doc.warnings,
+            "blocks": [[b.text, b.page, b.section, b.kind] for b in doc.blocks]}
+
+
+def _status(key: str) -> int:
+    """A size from /proc/self/status, in bytes (VmSize: address space, VmHWM: peak resident)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
+
+
+def _die_with(parent: int) -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: end of input still stops the worker between files
+        pass
+    if os.getppid() != parent:  # the owner died before the line above
+        os._exit(1)
+
+
+def _out_of_memory(exc: BaseException | None) -> bool:
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM):
+            return True
+        text = str(exc).lower()
+        if "memory allocation failed" in text or "out of memory" in text or "cannot allocate memory" in text:
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _send(channel, message: dict) -> None:
+    body = json.dumps(message, ensure_ascii=False).encode("utf-8")
+    channel.write(HEADER.pack(len(body)) + body)
+    channel.flush()
+
+
+def _serve(parent: int, memory_mb: float) -> None:
+    import resource
+
+    _die_with(parent)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    channel = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a parser that prints writes to stderr, never into an answer
+    base = _status("VmSize")
+    if memory_mb > 0:
+        cap = base + int(memory_mb * MB)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    _send(channel, {"ready": True, "base_mb": round(base / MB, 1), "at": time.monotonic()})
+    stdin = sys.stdin.buffer
+    while True:
+        line = stdin.readline()
+        if not line:
+            return  # the owner closed the pipe (done, or gone)
+        request = json.loads(line)
+        reply: dict | None = None
+        short = False
+        try:
+            doc = parse_file(request["path"], max_pages=request.get("max_pages"),
+                             strip_repeats=request.get("strip_repeats", True), pdf_tables=request.get("pdf_tables", False))
+            reply = {"doc": to_dict(doc)}
+            del doc
+        except BadInputError as exc:
+            reply = {"refused": str(exc)}
+        except BaseException as exc:  # noqa: BLE001 - any failure is this file's, said in one line
+            if _out_of_memory(exc):
+                short = True
+            else:
+                reply = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        if short:  # outside the handler, so the frames holding the big objects are gone
+            reply = {"memory": True}
+        reply["peak_mb"] = round(_status("VmHWM") / MB, 1)
+        try:
+            _send(channel, reply)
+        except MemoryError:
+            reply = None
+            _send(channel, {"memory": True})
+        if short:
+            return
+
+
+def main(argv: list[str]) -> None:
+    parent = int(argv[argv.index("--parent") + 1])
+    memory_mb = float(argv[argv.index("--memory-mb") + 1])
+    _serve(parent, memory_mb)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
