@@ -237,6 +237,16 @@ def read_log(path: Path, offset: int = 0) -> tuple[list[dict], int]:
 
 # ------------------------------------------------------------------ child side
 
+RESERVE_BYTES = 64 * 1024
+
+
+def _write_reserve(path: Path) -> None:
+    with open(path, "wb") as f:
+        f.write(b"\0" * RESERVE_BYTES)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 class JobCancelled(Exception):
     pass
 
@@ -281,6 +291,13 @@ class JobReporter(CancelWatcher):
         super().__init__(job_dir)
         self._log = open(self.dir / "log.jsonl", "a", encoding="utf-8")
         self.result: dict[str, Any] = {}
+        # Room kept for the outcome: a job that fails because the disk filled up can still say so
+        # (without it, status.json could not be written and the job read "the process is gone").
+        self._reserve = self.dir / ".status-reserve"
+        try:
+            _write_reserve(self._reserve)
+        except OSError:
+            self._reserve.unlink(missing_ok=True)
 
     def log(self, **row) -> None:
         row.setdefault("time", time.time())
@@ -298,11 +315,21 @@ class JobReporter(CancelWatcher):
             else:
                 status = "failed"
                 error = str(exc) if isinstance(exc, RagtuneError) else f"{exc_type.__name__}: {exc}"
-                traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
-        atomic_write_json(self.dir / "status.json",
-                          {"status": status, "error": error, "ended_at": time.time(), "result": self.result})
-        self.log(event="end", status=status, error=error)
-        self._log.close()
+                if not isinstance(exc, RagtuneError):  # a RagtuneError is its own sentence, said by the caller
+                    traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
+        outcome = {"status": status, "error": error, "ended_at": time.time(), "result": self.result}
+        try:
+            atomic_write_json(self.dir / "status.json", outcome)
+        except OSError:  # a full disk: the reserve makes room for the outcome
+            self._reserve.unlink(missing_ok=True)
+            atomic_write_json(self.dir / "status.json", outcome if len(json.dumps(outcome, default=str)) < RESERVE_BYTES
+                              else {**outcome, "result": {}})
+        self._reserve.unlink(missing_ok=True)
+        try:
+            self.log(event="end", status=status, error=error)
+            self._log.close()
+        except OSError:  # the log row is a copy of status.json: lost on a full disk, nothing else is
+            pass
         if self._previous_handler is not None:  # work run inside the CLI: its process goes on
             signal.signal(signal.SIGTERM, self._previous_handler)
         return exc_type is not None and status == "cancelled"

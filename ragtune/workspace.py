@@ -219,9 +219,16 @@ def is_disk_full(exc: BaseException) -> bool:
     return False
 
 
-def disk_full_error(name: str) -> WorkspaceError:
-    return WorkspaceError(f"The disk holding workspace '{name}' is full or cannot be written, so nothing was "
-                          "stored; free some space and try again.")
+def disk_full_error(name: str, stored: Sequence[str] = ()) -> WorkspaceError:
+    """The sentence for a full disk; `stored`: the files an ingest committed before the disk filled up."""
+    if not stored:
+        return WorkspaceError(f"The disk holding workspace '{name}' is full or cannot be written, so nothing was "
+                              "stored; free some space and try again.")
+    shown = ", ".join(f"'{n}'" for n in stored[:5]) + (f" and {len(stored) - 5} more" if len(stored) > 5 else "")
+    files = "file was" if len(stored) == 1 else "files were"
+    return WorkspaceError(f"The disk holding workspace '{name}' filled up: {len(stored)} {files} stored ({shown}), "
+                          "the rest were not; free some space and run the same ingest again (what is stored is "
+                          "skipped).")
 
 
 def _restrict(path: Path, mode: int) -> None:

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ragtune.errors import BadInputError, RagtuneError
+from ragtune.errors import BadInputError, RagtuneError, WorkspaceError
 from ragtune.ingest_gate import Found, IngestLimits, gather, read_found, screen_bytes
 from ragtune.jobs import JobCancelled
 from ragtune.workspace import disk_full_error, is_disk_full
@@ -89,18 +89,20 @@ def ingest_paths(ws, paths, *, limits: IngestLimits | None = None,
     ``check()`` is called while a file is being parsed (a few times a second): what it raises (a job's
     JobCancelled) stops the parse at once and the batch with it.
 
-    A full disk stops the whole batch with one WorkspaceError sentence; what was not committed is removed.
+    A full disk stops the whole batch with one WorkspaceError sentence naming the files stored before it
+    filled up; what was not committed is removed.
     """
+    stored: list[str] = []
     try:
-        return _ingest(ws, paths, limits or IngestLimits(), progress, all_or_nothing, on_result, check)
+        return _ingest(ws, paths, limits or IngestLimits(), progress, all_or_nothing, on_result, stored, check)
     except Exception as exc:
-        if is_disk_full(exc):
-            raise disk_full_error(ws.name) from None
+        if is_disk_full(exc) or (isinstance(exc, WorkspaceError) and str(exc) == str(disk_full_error(ws.name))):
+            raise disk_full_error(ws.name, stored) from None
         raise
 
 
 def _ingest(ws, paths, limits: IngestLimits, progress, all_or_nothing: bool, on_result=None,
-            check: Callable[[], None] | None = None) -> list[IngestResult]:
+            stored: list[str] | None = None, check: Callable[[], None] | None = None) -> list[IngestResult]:
     found = gather(paths)
     parser: ParseWorker | InProcessParser = InProcessParser()
     if limits.parse_isolated and any(item.problem is None for item in found[:limits.max_files]):
@@ -108,7 +110,8 @@ def _ingest(ws, paths, limits: IngestLimits, progress, all_or_nothing: bool, on_
         parser = ParseWorker(limits.parse_memory_mb, limits.parse_timeout_s, check)
         parser.start()
     try:
-        return _ingest_found(ws, found, limits, progress, all_or_nothing, on_result, parser)
+        return _ingest_found(ws, found, limits, progress, all_or_nothing, on_result, parser,
+                             stored if stored is not None else [])
     finally:
         parser.close()
 
@@ -140,9 +143,10 @@ class _Stop:
 
 
 def _ingest_found(ws, found: list[Found], limits: IngestLimits, progress, all_or_nothing: bool, on_result,
-                  parser) -> list[IngestResult]:
+                  parser, stored: list[str]) -> list[IngestResult]:
     """The batch as a two-stage pipeline: while this process chunks and stores file i, the parser reads
-    file i+1 (gated and copied first). Results are still decided and reported in order."""
+    file i+1 (gated and copied first). Results are still decided and reported in order; `stored` hears
+    the name of each file as it is committed."""
     open_store(ws)
     settings = load_settings(ws)
     counter = functools.cache(lambda: counter_for(settings))  # loaded once a file passes the gate
@@ -200,6 +204,8 @@ def _ingest_found(ws, found: list[Found], limits: IngestLimits, progress, all_or
 
     def report(i: int, result: IngestResult) -> None:
         results[i] = result
+        if result.status == "added":
+            stored.append(result.name)
         if on_result and not all_or_nothing:
             on_result(result)
 
@@ -228,6 +234,8 @@ def _ingest_found(ws, found: list[Found], limits: IngestLimits, progress, all_or
         copies.clear()  # all of them are in `waiting` now
         for item, result in zip(waiting, _store(ws, waiting, settings)):
             results[item.index] = result
+            if result.status == "added":
+                stored.append(result.name)
     finally:
         for item in waiting:
             for p in item.parts:
