@@ -84,8 +84,9 @@ def main() -> None:
         (good,), good_s, good_mb = measured(lambda: ingest_paths(ws, [REPO / "datasets" / "sample" / "travel_policy.docx"]))
         (refused,), bomb_s, bomb_mb = measured(lambda: ingest_paths(ws, [bomb]))
         assert good.status == "added" and refused.status == "failed" and "archive bomb" in refused.reason
-        app = build_deploy_app(ws, None, builder_password="pw",
-                               ingest=lambda w, paths: ingest_paths(w, paths, all_or_nothing=True))
+        from retrieval.service import upload_pipeline
+
+        app = build_deploy_app(ws, None, builder_password="pw", start_ingest=upload_pipeline())
         with TestClient(app) as client:
             small = write_bomb(tmp / "minutes.docx", 60)  # under the 100 MB upload budget: refused while streaming
             http = {}

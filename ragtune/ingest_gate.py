@@ -348,6 +348,85 @@ def check_batch(files: list[tuple[str, bytes]], limits: IngestLimits | None = No
     return checked
 
 
+STAGING = "staging"
+STAGING_GRACE_S = 600  # a staging folder with no job yet, whose creator lives: kept this long (staged, job starting)
+
+
+def new_staging(ws) -> Path:
+    """A folder of its own in the workspace's staging area for one upload, marked with the process that
+    made it. The ingest job started for the upload owns it and removes it when it ends (``remove_staging``);
+    what a crash leaves is removed by ``sweep_staging``."""
+    import json
+    import secrets
+    import time
+
+    root = ws.path(STAGING)
+    root.mkdir(mode=0o700, exist_ok=True)
+    folder = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(6)}"
+    folder.mkdir(mode=0o700)
+    (folder / ".owner").write_text(json.dumps({"pid": os.getpid(), "created": time.time()}))
+    return folder
+
+
+def remove_staging(ws, folder: str | Path) -> bool:
+    """Remove one staging folder; a path that is not a folder of the staging area is left alone."""
+    import shutil
+
+    folder = Path(folder)
+    try:
+        if folder.is_symlink() or folder.resolve().parent != ws.path(STAGING).resolve():
+            return False
+    except OSError:
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    return not folder.exists()
+
+
+def sweep_staging(ws) -> list[str]:
+    """Remove the staging folders nothing will read any more: their job ended (however: a job killed
+    before its cleanup, a server stopped mid-upload), or no job ever started and their creator is gone
+    (or has had STAGING_GRACE_S). Returns the names removed."""
+    import json
+    import time
+
+    from .jobs import list_jobs
+
+    root = ws.path(STAGING)
+    if not root.is_dir():
+        return []
+    running, ended = set(), set()
+    for job in list_jobs(ws, kind="ingest"):
+        staged = ((job.config or {}).get("config") or {}).get("staged")
+        if staged:
+            (ended if job.finished else running).add(Path(staged).name)
+    removed = []
+    for folder in root.iterdir():
+        if folder.name in running or not folder.is_dir():
+            continue
+        if folder.name not in ended:
+            try:
+                owner = json.loads((folder / ".owner").read_text())
+                alive = _pid_alive(int(owner["pid"]))
+                young = time.time() - float(owner["created"]) < STAGING_GRACE_S
+            except (OSError, ValueError, KeyError, TypeError):
+                alive, young = False, time.time() - folder.stat().st_mtime < STAGING_GRACE_S
+            if alive and young:
+                continue
+        if remove_staging(ws, folder):
+            removed.append(folder.name)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def stage_files(checked: list[CheckedFile], datas: list[bytes], folder: Path) -> list[Path]:
     """Write accepted files under `folder`, one generated sub-folder each, named by their cleaned names."""
     folder = Path(folder)

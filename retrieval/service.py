@@ -28,6 +28,10 @@ class IngestConfig:
     parse_timeout_s: float | None = field(default=None, metadata={
         "help": "seconds one file may take to parse; past it the parsing process is stopped (default 120)"})
     index: bool = field(default=False, metadata={"switch": True, "help": "build the search index afterwards"})
+    # The HTTP upload's job: upload limits, all or nothing, and the index as its own job afterwards; `staged`
+    # is the upload's staging folder, which this job owns and removes when it ends, however it ends.
+    upload: bool = field(default=False, metadata={"cli": False})
+    staged: str | None = field(default=None, metadata={"cli": False})
 
     def __post_init__(self):
         self.paths = [str(p) for p in self.paths]
@@ -46,9 +50,9 @@ class IngestConfig:
         return self
 
     def limits(self):
-        from ragtune.ingest_gate import IngestLimits
+        from ragtune.ingest_gate import IngestLimits, UploadLimits
 
-        limits = IngestLimits()
+        limits = UploadLimits() if self.upload else IngestLimits()
         if self.max_file_mb:
             limits.max_file_mb = self.max_file_mb
         if self.max_pages:
@@ -114,10 +118,32 @@ def _index(ws, config: IndexConfig, job) -> dict:
 def _ingest(ws, config: IngestConfig, job) -> dict:
     from .ingest import ingest_paths
 
-    results = ingest_paths(ws, config.paths, limits=config.limits(), progress=job.progress,
-                           on_result=lambda r: job.log(event="file", **r.to_dict()), check=job.check_cancel)
-    built = _index(ws, IndexConfig(), job) if config.index else None
+    try:
+        results = ingest_paths(ws, config.paths, limits=config.limits(), progress=job.progress,
+                               all_or_nothing=config.upload, on_result=lambda r: job.log(event="file", **r.to_dict()),
+                               check=job.check_cancel)
+    finally:
+        if config.staged:
+            from ragtune.ingest_gate import remove_staging
+
+            remove_staging(ws, config.staged)
+    if config.upload:  # the index as the one-at-a-time job `ragtune index` starts; its id goes in the result
+        built = _start_index(ws) if config.index and any(r.status == "added" for r in results) else None
+    else:
+        built = _index(ws, IndexConfig(), job) if config.index else None
     return {"results": [r.to_dict() for r in results], "index": built}
+
+
+def _start_index(ws) -> dict:
+    """Start the index job: its id and where to follow it, or why it did not start (the documents are stored)."""
+    from ragtune import operations
+    from ragtune.errors import RagtuneError
+
+    try:
+        job = operations.start(ws, INDEX, IndexConfig())
+    except RagtuneError as exc:
+        return {"job": None, "status": "not_started", "error": str(exc)}
+    return {"job": job.id, "status": job.status, "follow": f"/builder/{ws.name}/jobs/{job.id}"}
 
 
 INDEX = Operation(kind="index", config=IndexConfig, work=_index, ref="retrieval.service:INDEX", prepare=_prepare_index)
@@ -138,16 +164,17 @@ def file_results(job, latest_run: bool = False) -> list[dict]:
 
 
 def upload_pipeline():
-    """``ingest(ws, paths)`` and ``start_index(ws) -> Job`` for the assistant server's builder upload route, the
-    same for ``ragtune deploy`` and the app's Deploy tab: upload limits, all or nothing, in the request (fast,
-    a result per file); then, if asked, the index job (``INDEX``, the same one-at-a-time job as ``ragtune index``
-    and the Build screen), which outlives the request and the server."""
+    """``start_ingest(ws, staged, paths, limits, index) -> Job`` for the builder upload route of the assistant
+    server (``ragtune deploy``, the app's Deploy tab): the files the route checked and staged in `staged`
+    are ingested by an ingest job (``INGEST``, in a process of its own, as ``ragtune ingest --detach``
+    starts it) under upload limits, all or nothing; the job owns `staged` and removes it when it ends.
+    With `index`, the job then starts the index job (``INDEX``, one at a time, as ``ragtune index``)."""
     from ragtune import operations
-    from ragtune.ingest_gate import UploadLimits
 
-    from .ingest import ingest_paths
+    def start_ingest(ws, staged, paths, limits, index: bool = False):
+        config = IngestConfig(paths=[str(p) for p in paths], upload=True, staged=str(staged), index=index,
+                              max_file_mb=limits.max_file_mb, max_pages=limits.max_pages,
+                              parse_memory_mb=limits.parse_memory_mb, parse_timeout_s=limits.parse_timeout_s)
+        return operations.start(ws, INGEST, config)
 
-    def ingest(ws, paths):
-        return ingest_paths(ws, paths, limits=UploadLimits(), all_or_nothing=True)
-
-    return ingest, lambda ws: operations.start(ws, INDEX, IndexConfig())
+    return start_ingest

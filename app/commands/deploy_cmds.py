@@ -101,10 +101,9 @@ def _deploy(args) -> int:
                             f"suggests `ragtune deploy -w {ws.name} --variant {suggested_variant(ws)}`).")
     from retrieval.service import upload_pipeline
 
-    ingest, start_index = upload_pipeline()
     engine = engine_from_args(args)
     app = build_deploy_app(workspaces_root() if args.all_workspaces else ws, engine,
-                           limits=DeployLimits(max_tokens=args.max_tokens), ingest=ingest, start_index=start_index,
+                           limits=DeployLimits(max_tokens=args.max_tokens), start_ingest=upload_pipeline(),
                            assistant_factory=make_assistant)
     server = DeployServer(app, host=args.host, port=args.port, log_level="info")
     server.start()

@@ -40,10 +40,9 @@ class EndUserServer:
 
             from retrieval.service import upload_pipeline
 
-            ingest, start_index = upload_pipeline()  # the same limits as `ragtune deploy`'s upload route
             app = build_deploy_app(workspaces_root(), self.ctx.engine(),
                                    assistant_factory=lambda ws, engine: self.ctx.assistant(ws),
-                                   ingest=ingest, start_index=start_index)
+                                   start_ingest=upload_pipeline())  # the same upload job as `ragtune deploy`'s
             server = DeployServer(app, host=self.host, port=self.port or 0, fallback=True)
             self.port = server.port
             try:

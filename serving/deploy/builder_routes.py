@@ -1,4 +1,4 @@
-"""Builders: metrics, deployments, monitoring, feedback, document upload and its index job.
+"""Builders: metrics, deployments, monitoring, feedback, document upload (an ingest job) and its jobs.
 
 Every route needs the builder password when one is set (``auth.builder_guard``); state-changing
 ones also need a same-origin proof, checked before routing (``security.HostGuard``). A key or a
@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import logging
 import re
-import tempfile
-from dataclasses import asdict, is_dataclass
-from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from ragtune import feedback as feedback_store
@@ -59,8 +56,11 @@ async def builder_feedback(ws: Workspace = Depends(builder_workspace)):
 @router.post("/builder/{workspace}/documents")
 async def builder_upload(request: Request, ws: Workspace = Depends(builder_workspace),
                          state: DeployState = Depends(deploy_state)):
-    ingest, start_index, upload_limits = state.ingest, state.start_index, state.upload_limits
-    if ingest is None:
+    """Check the files (names, sizes, counts, archive and PDF bombs: a 400 or 413 at once), stage them in the
+    workspace and start the ingest job that parses and stores them; answers 202 with the job to follow.
+    Nothing is parsed here: a slow or hostile file holds the job's parse worker, never this server."""
+    start_ingest, upload_limits = state.start_ingest, state.upload_limits
+    if start_ingest is None:
         raise ApiError(501, "This server was started without the document pipeline; upload from the builder app "
                             "or `ragtune ingest`.", "not_implemented")
     overhead = 64 * 1024 * upload_limits.max_files + 1024 * 1024
@@ -91,37 +91,32 @@ async def builder_upload(request: Request, ws: Workspace = Depends(builder_works
     except BadInputError as exc:
         log.info("upload refused ws=%s files=%d", ws.name, len(files))
         raise ApiError(400, str(exc), "upload_refused") from None
+    index = request.query_params.get("index") in ("1", "true", "yes")
 
-    def store() -> dict:
-        with tempfile.TemporaryDirectory(prefix="ragtune-upload-") as tmp:
-            paths = upload_safety.stage_files(checked, [d for _, d in files], Path(tmp))
-            results = ingest(ws, paths)
-        rows = [asdict(r) if is_dataclass(r) else dict(r) for r in results]
-        index = None
-        if start_index is not None and request.query_params.get("index") in ("1", "true", "yes") and \
-                any(r.get("status") == "added" for r in rows):
-            index = _start_index(ws, start_index)
-        return {"results": rows, "index": index}
+    def stage_and_start():
+        upload_safety.sweep_staging(ws)  # what a crash left behind
+        staged = upload_safety.new_staging(ws)
+        try:
+            paths = upload_safety.stage_files(checked, [d for _, d in files], staged)
+            return start_ingest(ws, staged, paths, upload_limits, index)
+        except BaseException:
+            upload_safety.remove_staging(ws, staged)
+            raise
 
-    out = await run_in_threadpool(store)
-    log.info("upload ws=%s files=%d added=%d", ws.name, len(files),
-             sum(r.get("status") == "added" for r in out["results"]))
-    return out
-
-
-def _start_index(ws: Workspace, start_index) -> dict:
-    """Start the index job (one at a time per workspace): its id and where to follow it, or why it did not
-    start (the documents are stored either way)."""
     try:
-        job = start_index(ws)
+        job = await run_in_threadpool(stage_and_start)
     except RagtuneError as exc:
-        return {"job": None, "status": "not_started", "error": str(exc)}
-    return {"job": job.id, "status": job.status, "follow": f"/builder/{ws.name}/jobs/{job.id}"}
+        raise ApiError(503, f"The upload was not started, nothing was stored: {exc}", "not_started") from None
+    log.info("upload ws=%s files=%d job=%s", ws.name, len(files), job.id)
+    return JSONResponse(status_code=202, content={
+        "job": job.id, "status": job.status, "follow": f"/builder/{ws.name}/jobs/{job.id}",
+        "files": [c.safe_name for c in checked], "index": "after the files are stored" if index else None})
 
 
 @router.get("/builder/{workspace}/jobs/{job_id}")
 async def builder_job(job_id: str, ws: Workspace = Depends(builder_workspace)):
-    """A job of the workspace (the upload's index job, or any other): status, done/total, rate, ETA, result.
+    """A job of the workspace (an upload's ingest job, its index job, any other): status, done/total, rate, ETA,
+    result (an upload's: ``{"results": [one per file], "index": the index job or why it did not start}``).
     Read from the workspace's job folder, so it is found again after a reload or a server restart."""
     if not JOB_ID.fullmatch(job_id):
         raise ApiError(404, f"No job '{job_id}' in workspace '{ws.name}'.", "not_found")

@@ -27,6 +27,7 @@ answer or document text.
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import threading
 import time
@@ -38,6 +39,7 @@ from fastapi import FastAPI
 
 from ragtune.errors import BadInputError, ServerUnavailableError
 from ragtune.net import free_port, port_is_free
+from ragtune.workspace import list_workspaces
 
 from . import api_routes, builder_routes, page_routes, upload_safety
 from .auth import PAGE_HEADER, SESSION_COOKIE  # noqa: F401 - re-exported for callers and tests
@@ -45,6 +47,7 @@ from .errors import ApiError, error_response, install_error_handlers  # noqa: F4
 from .security import BUILDER_HEADER, HostGuard, LoginThrottle, allowed_hosts
 from .state import SESSION_TTL_S, DeployLimits, DeployState, Workspaces  # noqa: F401
 
+log = logging.getLogger("ragtune.deploy")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
                     (b"cache-control", b"no-store")]
@@ -133,16 +136,37 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+def _sweep_staging(spaces: Workspaces) -> None:
+    """Staging folders of uploads whose job is gone (a crash, a kill) are removed at start."""
+    if spaces.single is not None:
+        found = [spaces.single]
+    else:
+        found = []
+        for name in list_workspaces(spaces.root):
+            try:
+                found.append(spaces.get(name))
+            except Exception:  # noqa: BLE001 - a workspace that does not open is not ours to clean
+                continue
+    for ws in found:
+        try:
+            removed = upload_safety.sweep_staging(ws)
+        except OSError:
+            continue
+        if removed:
+            log.info("removed %d stale upload staging folder(s) in %s", len(removed), ws.name)
+
+
 def build_deploy_app(target, engine, *, limits: DeployLimits | None = None,
                      upload_limits: upload_safety.UploadLimits | None = None,
-                     builder_password: str | None = None, ingest: Callable | None = None,
-                     start_index: Callable | None = None, assistant_factory: Callable | None = None,
+                     builder_password: str | None = None, start_ingest: Callable | None = None,
+                     assistant_factory: Callable | None = None,
                      hosts: set[str] | None = None) -> FastAPI:
     """The deploy server for one workspace (a Workspace) or for every workspace under a folder.
 
-    `engine` answers for all of them (one base model; adapters loaded by name). `ingest(ws, paths)`
-    and `start_index(ws) -> Job` (the index job) are the document pipeline for the builder upload route
-    (passed in by the caller so serving does not depend on retrieval); without them that route answers 501.
+    `engine` answers for all of them (one base model; adapters loaded by name). `start_ingest(ws, staged,
+    paths, limits, index) -> Job` starts the ingest job of the builder upload route for the files it staged
+    (``retrieval.service.upload_pipeline``, passed in by the caller so serving does not depend on retrieval);
+    without it that route answers 501. Staging folders a crash left are removed when the server starts.
     `hosts`: the host names to answer for (default: loopback names and $RAGTUNE_ALLOWED_HOSTS;
     ``DeployServer`` adds the address it binds).
     """
@@ -150,7 +174,7 @@ def build_deploy_app(target, engine, *, limits: DeployLimits | None = None,
                         upload_limits=upload_limits or upload_safety.UploadLimits(),
                         password=builder_password if builder_password is not None else env_builder_password(),
                         hosts=hosts if hosts is not None else allowed_hosts(),
-                        assistant_factory=assistant_factory, ingest=ingest, start_index=start_index)
+                        assistant_factory=assistant_factory, start_ingest=start_ingest)
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -159,6 +183,8 @@ def build_deploy_app(target, engine, *, limits: DeployLimits | None = None,
         # Each streaming answer holds a worker thread while it waits for the model; the default
         # 40 would make the 41st concurrent client wait for a thread, not for the model.
         anyio.to_thread.current_default_thread_limiter().total_tokens = 256
+        if state.start_ingest is not None:
+            await anyio.to_thread.run_sync(_sweep_staging, state.spaces)
         yield
 
     app = FastAPI(title="ragtune deployed assistant", docs_url=None, redoc_url=None, openapi_url=None,

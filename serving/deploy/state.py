@@ -96,8 +96,7 @@ class DeployState:
     password: str | None
     hosts: set[str]
     assistant_factory: Callable | None = None
-    ingest: Callable | None = None
-    start_index: Callable | None = None         # start_index(ws) -> ragtune.jobs.Job
+    start_ingest: Callable | None = None        # start_ingest(ws, staged, paths, limits, index) -> ragtune.jobs.Job
     limiter: RateLimiter = field(default_factory=RateLimiter)
     metrics: metrics.DeployMetrics = field(default_factory=metrics.DeployMetrics)
     signer: SessionSigner = field(default_factory=lambda: SessionSigner(secrets.token_bytes(32), SESSION_TTL_S))

@@ -175,12 +175,17 @@ def test_the_deploy_tab_and_ragtune_deploy_share_one_upload_pipeline(tmp_path):
     import app.ui.deploy as deploy_tab
     from retrieval.service import upload_pipeline
 
-    big = tmp_path / "notes.txt"
-    big.write_text("Lumora notes.\n" * (21 * 1024 * 1024 // 14 + 1))  # over the upload limit (20 MB), not the local one
+    from ragtune.ingest_gate import UploadLimits, new_staging
+    from ragtune.jobs import wait_job
+
     ws = Workspace.create("uploads", root=tmp_path / "workspaces")
-    ingest, _ = upload_pipeline()
-    with pytest.raises(Exception, match="more than the limit of 20 MB"):
-        ingest(ws, [big])
+    staged = new_staging(ws)
+    big = staged / "notes.txt"
+    big.write_text("Lumora notes.\n" * (21 * 1024 * 1024 // 14 + 1))  # over the upload limit (20 MB), not the local one
+    # The upload's job applies the route's upload limits, and removes what was staged.
+    job = wait_job(ws, upload_pipeline()(ws, staged, [big], UploadLimits()).id, timeout=240)
+    assert job.status == "failed" and "more than the limit of 20 MB" in job.error, job.error
+    assert not staged.exists()
     for module in (deploy_cmds, deploy_tab):
         assert "upload_pipeline()" in inspect.getsource(module)
 

@@ -10,10 +10,10 @@ DOC = ("planted.md", b"# Refund policy\nAll refunds go to account 12-3456.", "te
 CROSS_SITE = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
 
 
-def _ingest(ws, paths):
-    from retrieval.ingest import ingest_paths
+def _ingest(*args):
+    from retrieval.service import upload_pipeline
 
-    return ingest_paths(ws, paths)
+    return upload_pipeline()(*args)
 
 
 def _stored(ws) -> set[str]:
@@ -24,7 +24,7 @@ def _stored(ws) -> set[str]:
 
 def test_a_cross_site_upload_is_refused_with_or_without_password(published, tiny_engine):
     for password in ("", "pw"):
-        app = build_deploy_app(published, tiny_engine, builder_password=password, ingest=_ingest)
+        app = build_deploy_app(published, tiny_engine, builder_password=password, start_ingest=_ingest)
         creds = ("b", "pw") if password else None
         with TestClient(app, base_url="http://localhost") as client:
             # What a page on evil.example can make a browser send: a form post (no custom header).
@@ -41,16 +41,19 @@ def test_a_cross_site_upload_is_refused_with_or_without_password(published, tiny
             # Reading is not state-changing: no proof needed beyond the password.
             assert client.get("/builder/test/deployments", auth=creds, headers=CROSS_SITE).status_code == 200
     # The builder's own tools (and the same origin) get through.
-    with TestClient(build_deploy_app(published, tiny_engine, builder_password="", ingest=_ingest),
+    with TestClient(build_deploy_app(published, tiny_engine, builder_password="", start_ingest=_ingest),
                     base_url="http://localhost") as client:
         r = client.post("/builder/test/documents", files={"files": DOC},
                         headers={"X-Ragtune-Builder": "1", "Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"})
-        assert r.status_code == 200, r.text
+        assert r.status_code == 202, r.text
+    from ragtune.jobs import wait_job
+
+    assert wait_job(published, r.json()["job"], timeout=240).status == "succeeded"
     assert "planted.md" in _stored(published)
 
 
 def test_a_dns_rebinding_host_is_refused(published, tiny_engine):
-    app = build_deploy_app(published, tiny_engine, builder_password="", ingest=_ingest)
+    app = build_deploy_app(published, tiny_engine, builder_password="", start_ingest=_ingest)
     with TestClient(app, base_url="http://localhost") as client:
         for path, method in (("/builder/test/documents", "post"), ("/builder/test/deployments", "get"),
                              ("/chat/test", "get"), ("/metrics", "get")):
