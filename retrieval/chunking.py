@@ -12,6 +12,7 @@ gives back every character of the blocks except whitespace.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -85,36 +86,75 @@ _SPLITS = (
 _TABLE_SPLITS = (re.compile(r"\n+"), re.compile(r"(?<=[.!?])\s+(?=\S)"))
 
 
-def _split_at(text: str, pattern: re.Pattern) -> list[tuple[str, str]]:
-    """(separator before, piece) pairs; joining them back gives `text`."""
-    pieces, start, sep = [], 0, ""
+def _split_at(text: str, pattern: re.Pattern):
+    """(separator before, piece) pairs, one at a time; joining them back gives `text` (bar blank pieces)."""
+    start, sep = 0, ""
     for m in pattern.finditer(text):
-        pieces.append((sep, text[start:m.start()]))
+        piece = text[start:m.start()]
+        if piece.strip():
+            yield sep, piece
         sep, start = m.group(0), m.end()
-    pieces.append((sep, text[start:]))
-    return [(s, p) for s, p in pieces if p.strip()]
+    piece = text[start:]
+    if piece.strip():
+        yield sep, piece
+
+
+# A text longer than this is split before it is ever tokenized whole: no chunk (a few hundred tokens)
+# can hold it, since a token of these tokenizers spans at most about a hundred characters (a word
+# longer than that is one unknown token). Normal documents have no block this long (the largest
+# paragraph of the shared corpora and the sample data is far shorter), so they chunk exactly as
+# before; a 200 MB paragraph is cut at sentence, line or word boundaries into pieces tokenized one
+# at a time, so neither its whole token list nor all its pieces are held at once.
+MAX_TOKENIZED_CHARS = 100_000
+# An overlong run of text with no sentence or line end is cut at whitespace into windows this long,
+# each then cut by tokens (the cut between windows falls at a space, not inside a word).
+_WINDOW_CHARS = 32_000
 
 
 def _split_text(text: str, counter: "TokenCounter", limit: int, level: int = 0,
-                splits: tuple[re.Pattern, ...] = _SPLITS) -> list[tuple[str, str]]:
+                splits: tuple[re.Pattern, ...] = _SPLITS):
+    """(separator before, piece, its tokens or None) of at most `limit` tokens each, coarse split
+    points first; pieces are tokenized in batches, never a piece too long to hold a chunk."""
     if level >= len(splits):
-        return [(" " if i else "", p) for i, p in enumerate(_split_by_tokens(text, counter, limit))]
-    out = []
-    for sep, piece in _split_at(text, splits[level]):
-        if counter.count(piece) <= limit:
-            out.append((sep, piece))
-        else:
-            sub = _split_text(piece, counter, limit, level + 1, splits)
-            if sub:
-                sub[0] = (sep, sub[0][1])
-            out += sub
-    return out
+        for i, p in enumerate(_split_by_tokens(text, counter, limit)):
+            yield (" " if i else "", p, None)
+        return
+    pending = _split_at(text, splits[level])
+    while True:
+        batch = list(itertools.islice(pending, 256))
+        if not batch:
+            return
+        short = [piece for _, piece in batch if len(piece) <= MAX_TOKENIZED_CHARS]
+        counts = iter(counter.count_many(short) if short else [])
+        for sep, piece in batch:
+            n = next(counts) if len(piece) <= MAX_TOKENIZED_CHARS else None
+            if n is not None and n <= limit:
+                yield sep, piece, n
+            else:
+                first = True
+                for sub_sep, sub, m in _split_text(piece, counter, limit, level + 1, splits):
+                    yield (sep if first else sub_sep), sub, m
+                    first = False
 
 
-def _split_by_tokens(text: str, counter: TokenCounter, limit: int) -> list[str]:
+def _split_by_tokens(text: str, counter: TokenCounter, limit: int):
     """Cut `text` into pieces of at most `limit` tokens, at word starts where possible."""
+    if len(text) <= MAX_TOKENIZED_CHARS:
+        yield from _split_window_by_tokens(text, counter, limit)
+        return
+    start = 0
+    while start < len(text):
+        end = min(start + _WINDOW_CHARS, len(text))
+        if end < len(text):
+            space = max(text.rfind(" ", start + _WINDOW_CHARS // 2, end), text.rfind("\t", start + _WINDOW_CHARS // 2, end))
+            end = space if space > start else end
+        yield from _split_window_by_tokens(text[start:end], counter, limit)
+        start = end
+
+
+def _split_window_by_tokens(text: str, counter: TokenCounter, limit: int):
     offsets = counter.offsets(text)
-    pieces, start_tok = [], 0
+    start_tok = 0
     while start_tok < len(offsets):
         end_tok = min(start_tok + limit, len(offsets))
         if end_tok < len(offsets):
@@ -124,9 +164,10 @@ def _split_by_tokens(text: str, counter: TokenCounter, limit: int) -> list[str]:
             end_tok = cut
         a = offsets[start_tok][0] if start_tok else 0
         b = offsets[end_tok][0] if end_tok < len(offsets) else len(text)
-        pieces.append(text[a:b])
+        piece = text[a:b]
+        if piece.strip():
+            yield piece
         start_tok = end_tok
-    return [p for p in pieces if p.strip()]
 
 
 def _word_start(text: str, offsets: list[tuple[int, int]], i: int) -> int:
@@ -161,18 +202,40 @@ class _Unit:
     caption: str | None = None  # a table row's caption (its block's section), repeated atop a continued table
 
 
-def _units(blocks: list[Block], counter: TokenCounter, limit: int) -> list[_Unit]:
-    counts = counter.count_many([b.text for b in blocks])
-    units = []
-    for block, n in zip(blocks, counts):
+def _counted(blocks: list[Block], counter: TokenCounter):
+    """(block, its token count), tokenized in batches of bounded size; a block too long to tokenize
+    whole gets None (it is split, never kept whole)."""
+    batch: list[Block] = []
+    chars = 0
+
+    def flush():
+        counts = counter.count_many([b.text for b in batch])
+        yield from zip(batch, counts)
+        batch.clear()
+
+    for block in blocks:
+        if len(block.text) > MAX_TOKENIZED_CHARS:
+            yield from flush()
+            yield block, None
+            continue
+        batch.append(block)
+        chars += len(block.text)
+        if len(batch) >= 256 or chars >= 1_000_000:
+            yield from flush()
+            chars = 0
+    yield from flush()
+
+
+def _units(blocks: list[Block], counter: TokenCounter, limit: int):
+    """The blocks as units of at most `limit` tokens, one at a time."""
+    for block, n in _counted(blocks, counter):
         table = block.kind == "table"
-        if n <= (limit // 2 if table else limit):
-            units.append(_Unit(block.text, n, block.page, block.section, block.kind == "heading"))
+        if n is not None and n <= (limit // 2 if table else limit):
+            yield _Unit(block.text, n, block.page, block.section, block.kind == "heading")
             continue
         caption = block.section if table and block.section else None
-        for i, (sep, part) in enumerate(_split_text(block.text, counter, limit, splits=_TABLE_SPLITS if table else _SPLITS)):
-            units.append(_Unit(part, counter.count(part), block.page, block.section, False, sep if i else "\n\n", caption))
-    return units
+        for i, (sep, part, n) in enumerate(_split_text(block.text, counter, limit, splits=_TABLE_SPLITS if table else _SPLITS)):
+            yield _Unit(part, counter.count(part) if n is None else n, block.page, block.section, False, sep if i else "\n\n", caption)
 
 
 def _fits_back(chunks: list[DraftChunk], current: list[_Unit], counter: TokenCounter, size: int) -> bool:

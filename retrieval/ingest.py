@@ -290,6 +290,19 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def _write_json_synced(path: Path, obj: dict) -> None:
+    """`obj` as indented JSON (dataclasses as dicts), written piece by piece: the same bytes as one
+    json.dumps, without holding the whole text (a 200 MB file's blocks) in memory a second time."""
+    encoder = json.JSONEncoder(indent=2, ensure_ascii=False, default=asdict)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="\n", buffering=1 << 20) as f:
+        for piece in encoder.iterencode(obj):
+            f.write(piece)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _store(ws, items: list[_Prepared], settings: RetrievalSettings) -> list[IngestResult]:
     """Store prepared files in one transaction: blocks written, rows committed, then files renamed."""
     if not items:
@@ -301,8 +314,7 @@ def _store(ws, items: list[_Prepared], settings: RetrievalSettings) -> list[Inge
         for item in items:
             item.blocks_part = blocks_part = part_path(blocks_path(ws, item.doc_id))
             item.parts.append(blocks_part)
-            _write_synced(blocks_part, json.dumps({"title": item.title, "blocks": [asdict(b) for b in item.parsed.blocks]},
-                                                  indent=2, ensure_ascii=False).encode("utf-8") + b"\n")
+            _write_json_synced(blocks_part, {"title": item.title, "blocks": item.parsed.blocks})
         with ws.db() as conn:
             for item in items:
                 same = conn.execute("SELECT name FROM retrieval_documents WHERE doc_id=?", (item.doc_id,)).fetchone()
