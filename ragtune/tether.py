@@ -52,6 +52,35 @@ def release(proc: subprocess.Popen) -> None:
             pass
 
 
+def stop_group(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """Stop a tethered server and everything in its process group: SIGTERM, ``timeout`` seconds to exit,
+    then SIGKILL; returns once the group is gone (or 5 s after the SIGKILL) and closes the owner's end."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            break
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+        # The group may outlive its leader for a moment; make sure nothing keeps the server's port.
+        deadline = time.monotonic() + wait
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not _group_alive(proc.pid):
+            break
+    release(proc)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
 def _stop_group(child: subprocess.Popen) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the group's SIGTERM is for the server, not for us
     try:

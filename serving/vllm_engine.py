@@ -33,7 +33,7 @@ from ragtune.errors import BadInputError, ServerUnavailableError
 from ragtune.models import DEFAULT_LLM, resolve_llm
 from ragtune.net import free_port
 from ragtune.paths import cache_dir
-from ragtune.tether import release, tethered_popen
+from ragtune.tether import stop_group, tethered_popen
 
 from .engine import (BaseEngine, CancelToken, Generation, GenerationCancelled, Message, SamplingOptions,
                      StopTextFilter, Timer, check_messages, completion_budget, too_long_error)
@@ -221,26 +221,9 @@ class VLLMServer:
 
     def _kill_group(self, timeout: float = 20.0) -> None:
         """Stop the server and its engine-core children (they share its process group)."""
-        proc = self.proc
-        if proc is None:
-            return
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(proc.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                break
-            try:
-                proc.wait(wait)
-                # The group may outlive its leader for a moment; make sure nothing keeps the port.
-                deadline = time.monotonic() + wait
-                while _group_alive(proc.pid) and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                if not _group_alive(proc.pid):
-                    break
-            except subprocess.TimeoutExpired:
-                continue
-        release(proc)
-        self.proc = None
+        if self.proc is not None:
+            stop_group(self.proc, timeout)
+            self.proc = None
 
     def _watch_loop(self) -> None:
         while not self._stopping:
@@ -290,14 +273,6 @@ def _position_limit(model_path: Path) -> int:
         return DEFAULT_MAX_MODEL_LEN
     config = config.get("text_config", config)
     return int(config.get("max_position_embeddings") or DEFAULT_MAX_MODEL_LEN)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
 
 
 class VLLMEngine(BaseEngine):

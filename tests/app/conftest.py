@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from ragtune.net import free_port
+from ragtune.tether import stop_group, tethered_popen
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -35,9 +36,8 @@ class RunningApp:
         self._log = open(self.log_path, "wb")
         argv = [sys.executable, "-m", "app.cli", "app", "--model", model, "--port", str(self.port)]
         argv += ["--sample"] if sample else ["--workspace", workspace]
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        # Tethered: a test run that is killed (a CI timeout, Ctrl-C twice) takes its app servers with it.
+        self.proc = tethered_popen(argv, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 240) -> None:
         deadline = time.time() + timeout
@@ -64,13 +64,7 @@ class RunningApp:
                     os.kill(pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_group(self.proc, timeout=15)
         self._log.close()
 
 

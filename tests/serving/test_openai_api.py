@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ragtune.tether import stop_group, tethered_popen
+
 REPO = Path(__file__).resolve().parents[2]
 ASK_KEYS = {"answer", "variant", "adapter", "citations", "latency_s", "ttft_s", "prompt_tokens", "completion_tokens",
             "model", "engine"}
@@ -48,8 +50,8 @@ def served(indexed_workspace, tiny_fact_lora, adapter_registrar, env, tmp_path_f
         port = s.getsockname()[1]
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--model", "tiny-llama", "--port", str(port),
-                                 "-w", str(ws.root)], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        proc = tethered_popen([sys.executable, "-m", "app.cli", "serve", "--model", "tiny-llama", "--port", str(port),
+                               "-w", str(ws.root)], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 180
@@ -64,11 +66,7 @@ def served(indexed_workspace, tiny_fact_lora, adapter_registrar, env, tmp_path_f
             time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_group(proc, timeout=30)
 
 
 @pytest.fixture
