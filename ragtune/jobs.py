@@ -318,6 +318,14 @@ class JobReporter(CancelWatcher):
                 if not isinstance(exc, RagtuneError):  # a RagtuneError is its own sentence, said by the caller
                     traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
         outcome = {"status": status, "error": error, "ended_at": time.time(), "result": self.result}
+        # The log's end row first: whoever sees status.json (wait_job) then finds the row in the log too.
+        # Written after it before, a reader woke by status.json could read the log without it (a test
+        # failed so under load).
+        try:
+            self.log(event="end", status=status, error=error)
+            self._log.close()
+        except OSError:  # the log row is a copy of status.json: lost on a full disk, nothing else is
+            pass
         try:
             atomic_write_json(self.dir / "status.json", outcome)
         except OSError:  # a full disk: the reserve makes room for the outcome
@@ -325,11 +333,6 @@ class JobReporter(CancelWatcher):
             atomic_write_json(self.dir / "status.json", outcome if len(json.dumps(outcome, default=str)) < RESERVE_BYTES
                               else {**outcome, "result": {}})
         self._reserve.unlink(missing_ok=True)
-        try:
-            self.log(event="end", status=status, error=error)
-            self._log.close()
-        except OSError:  # the log row is a copy of status.json: lost on a full disk, nothing else is
-            pass
         if self._previous_handler is not None:  # work run inside the CLI: its process goes on
             signal.signal(signal.SIGTERM, self._previous_handler)
         return exc_type is not None and status == "cancelled"
