@@ -14,42 +14,16 @@ import json
 import os
 import sys
 import tempfile
-import threading
-import time
 import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+from measuring import measured, rss_mb  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
-
-
-def measured(fn):
-    """(result, seconds, extra peak RSS in MB) of fn(), RSS sampled every 5 ms."""
-    start = peak = rss_mb()
-    stop = threading.Event()
-
-    def sample():
-        nonlocal peak
-        while not stop.is_set():
-            peak = max(peak, rss_mb())
-            stop.wait(0.005)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    t0 = time.perf_counter()
-    try:
-        result = fn()
-    finally:
-        elapsed = time.perf_counter() - t0
-        stop.set()
-        thread.join()
-    return result, elapsed, max(peak, rss_mb()) - start
 
 
 def write_bomb(path: Path, inflated_mb: int) -> Path:

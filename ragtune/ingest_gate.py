@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterable
 
 from .errors import BadInputError
+from .jobs import pid_alive
 from .pdf_streams import check_pdf_streams
 from .pdfium_lock import PDFIUM_LOCK
 
@@ -406,7 +407,7 @@ def sweep_staging(ws) -> list[str]:
         if folder.name not in ended:
             try:
                 owner = json.loads((folder / ".owner").read_text())
-                alive = _pid_alive(int(owner["pid"]))
+                alive = pid_alive(int(owner["pid"]))
                 young = time.time() - float(owner["created"]) < STAGING_GRACE_S
             except (OSError, ValueError, KeyError, TypeError):
                 alive, young = False, time.time() - folder.stat().st_mtime < STAGING_GRACE_S
@@ -415,16 +416,6 @@ def sweep_staging(ws) -> list[str]:
         if remove_staging(ws, folder):
             removed.append(folder.name)
     return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def stage_files(checked: list[CheckedFile], datas: list[bytes], folder: Path) -> list[Path]:

@@ -70,7 +70,8 @@ def jobs_dir(ws) -> Path:
     return ws.path("jobs")
 
 
-def _pid_alive(pid: int | None) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """Whether process `pid` runs (a zombie does not; one this process started is asked directly)."""
     if not pid:
         return False
     proc = _children.get(pid)
@@ -153,7 +154,7 @@ def get_job(ws, job_id: str) -> Job:
     if final:
         job.status, job.error = final["status"], final.get("error")
         job.ended_at, job.result = final.get("ended_at"), final.get("result", {})
-    elif _pid_alive(job.pid):
+    elif pid_alive(job.pid):
         job.status = "running"
     else:
         job.status = "stopped"
@@ -198,7 +199,7 @@ def cancel_job(ws, job_id: str) -> Job:
     if job.finished:
         return job
     (job.dir / "CANCEL").touch()
-    if job.pid and _pid_alive(job.pid):
+    if job.pid and pid_alive(job.pid):
         try:
             os.kill(job.pid, signal.SIGTERM)
         except ProcessLookupError:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ragtune.atomic import atomic_write_json, read_json
 from ragtune.errors import BadInputError
+from ragtune.jobs import pid_alive
 
 from .formats import Block
 
@@ -75,18 +76,6 @@ def part_path(final: Path) -> Path:
     return final.with_name(f"{PART_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{final.name}")
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_leftovers(ws) -> None:
     """Rename committed `.part-` files of dead processes into place; delete every file with no row."""
     entries = [p for sub in ("documents", "chunks") if (folder := ws.root / sub).is_dir() for p in folder.iterdir()]
@@ -104,7 +93,7 @@ def clean_leftovers(ws) -> None:
             if name.startswith(PART_PREFIX):
                 pid, _, rest = name[len(PART_PREFIX):].partition("-")
                 final_name = rest.partition("-")[2]
-                if not pid.isdigit() or _alive(int(pid)):
+                if not pid.isdigit() or pid_alive(int(pid)):
                     continue
                 final = path.with_name(final_name)
                 if final_name.split(".")[0] in committed and not final.exists():
