@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -53,21 +52,7 @@ def test_an_older_world_readable_workspace_is_tightened_on_open(tmp_path, loose_
     assert _mode(again.root) == 0o700 and _mode(again.db_path) == 0o600
 
 
-# ------------------------------------------------------------------ a full disk
-
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 6 MB tmpfs: a real file system that really fills up (needs root; skipped elsewhere)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m,mode=0700", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+# ------------------------------------------------------------------ a full disk (tiny_disk: tests/core/conftest.py)
 
 
 def _fill(mount: Path, leave_bytes: int) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -95,21 +94,7 @@ def test_cli_job_reads_failed_with_the_sentence_even_when_its_outcome_needs_the_
     assert sorted(d["name"] for d in list_documents(workspace)) == ["a-small.md", "b-big.md", "c-note.md"]
 
 
-# ------------------------------------------------------------------ a real full disk, where one can be mounted
-
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 6 MB tmpfs: a real file system that really fills up (needs root; skipped elsewhere)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m,mode=0700", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+# ------------------------------------------------------------------ a real full disk, where one can be mounted (tiny_disk: tests/core/conftest.py)
 
 
 def test_a_real_disk_filling_up_mid_ingest(tiny_disk, docs, sample_docs, capsys):
