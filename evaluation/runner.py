@@ -178,6 +178,9 @@ def run_eval(ws, rows: list[dict] | None, variants, engine, *, adapter: str | No
         settings = {"max_tokens": options.max_tokens, "temperature": options.temperature, "top_p": options.top_p,
                     "stop": options.stop, "seed": options.seed, "frequency_penalty": options.frequency_penalty,
                     "k": k, "prompts": _effective_prompts(ws),
+                    # only when set, so the answers cached before these options existed keep their keys
+                    **({"repetition_penalty": options.repetition_penalty} if options.repetition_penalty != 1.0 else {}),
+                    **({"no_repeat_ngram_size": options.no_repeat_ngram_size} if options.no_repeat_ngram_size else {}),
                     "retrieval": ws.get_setting("retrieval")}
         config = {"variants": resolved, "model": model or getattr(engine, "model_name", "unknown"),
                   "engine": getattr(engine, "kind", type(engine).__name__), "settings": settings, "source": source,
@@ -205,7 +208,9 @@ def _answer_all(ws, run: EvalRun, engine, *, progress, judge, assistant, concurr
     s = config["settings"]
     options = SamplingOptions(max_tokens=s["max_tokens"], temperature=s["temperature"], top_p=s["top_p"],
                               stop=s["stop"], seed=s["seed"],
-                              frequency_penalty=s.get("frequency_penalty", 0.0))  # runs from before it: none
+                              frequency_penalty=s.get("frequency_penalty", 0.0),  # runs from before it: none
+                              repetition_penalty=s.get("repetition_penalty", 1.0),
+                              no_repeat_ngram_size=s.get("no_repeat_ngram_size", 0))
     variants = config["variants"]
     done = store.done_keys(ws, run.run_id)
     if concurrency <= 1:  # question by question: a stopped run still compares the variants it reached

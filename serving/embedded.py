@@ -230,6 +230,9 @@ class EmbeddedEngine(BaseEngine):
                     max_new_tokens=budget, do_sample=not options.greedy, eos_token_id=self.stop_token_ids,
                     pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_token_ids[0],
                     bos_token_id=tokenizer.bos_token_id,
+                    **({"repetition_penalty": float(options.repetition_penalty)}
+                       if options.repetition_penalty != 1.0 else {}),
+                    **({"no_repeat_ngram_size": options.no_repeat_ngram_size} if options.no_repeat_ngram_size else {}),
                     **({"begin_suppress_tokens": suppress_first} if suppress_first else {}),
                     **({} if options.greedy else {"temperature": float(options.temperature),
                                                   "top_p": float(options.top_p), "top_k": 0}),

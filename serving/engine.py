@@ -35,12 +35,24 @@ class SamplingOptions:
     # OpenAI's frequency penalty: each token's logit lowered by this times its count in the answer so far
     # (the prompt does not count, so quoting a passage costs nothing). Both engines apply it alike.
     frequency_penalty: float = DEFAULT_FREQUENCY_PENALTY
+    # transformers' repetition penalty (1 = off): the logit of every token already in the prompt or the answer
+    # divided by it (multiplied when negative). vLLM takes it as an extra request field.
+    repetition_penalty: float = 1.0
+    # transformers' n-gram blocking (0 = off): no n-gram of this size twice in prompt + answer. The embedded
+    # engine only; vLLM's server has none and refuses a request that asks for it.
+    no_repeat_ngram_size: int = 0
 
     def __post_init__(self):
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         if not -2.0 <= float(self.frequency_penalty) <= 2.0:
             raise BadInputError(f"frequency_penalty must be between -2 and 2, not {self.frequency_penalty!r}.")
+        if not 0.0 < float(self.repetition_penalty) <= 2.0:
+            raise BadInputError(f"repetition_penalty must be in (0, 2] (1 is off), not {self.repetition_penalty!r}.")
+        if (isinstance(self.no_repeat_ngram_size, bool) or not isinstance(self.no_repeat_ngram_size, int)
+                or self.no_repeat_ngram_size < 0):
+            raise BadInputError(f"no_repeat_ngram_size must be a whole number >= 0 (0 is off), "
+                                f"not {self.no_repeat_ngram_size!r}.")
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
             raise BadInputError(f"max_tokens must be a positive whole number, not {self.max_tokens!r}.")
         if not 0.0 <= float(self.temperature) <= 5.0:

@@ -445,6 +445,9 @@ class VLLMEngine(BaseEngine):
                adapter: str | None = None, cancel: CancelToken | None = None,
                plain: bool = False) -> Iterator[str | Generation]:
         options = options or SamplingOptions()
+        if options.no_repeat_ngram_size:
+            raise BadInputError("no_repeat_ngram_size (n-gram blocking) is not offered by vLLM's server: "
+                                "use the embedded engine for it, or frequency_penalty.")
         timer = Timer()
         messages = check_messages(messages, open_answer=plain)
         ids = self.prompt_ids(messages, plain=plain)
@@ -464,8 +467,11 @@ class VLLMEngine(BaseEngine):
             request["seed"] = options.seed
         if options.frequency_penalty:
             request["frequency_penalty"] = float(options.frequency_penalty)
-        if self.stop_token_ids:
-            request["extra_body"] = {"stop_token_ids": self.stop_token_ids}
+        extra = {"stop_token_ids": self.stop_token_ids} if self.stop_token_ids else {}
+        if options.repetition_penalty != 1.0:
+            extra["repetition_penalty"] = float(options.repetition_penalty)
+        if extra:
+            request["extra_body"] = extra
         cancel = cancel or CancelToken()
         cancel.check()
         first = None

@@ -148,3 +148,37 @@ def test_answers_of_one_engine_are_never_reused_for_another(workspace, tiny_engi
     assert (renamed.computed, renamed.cached) == (2, 0)  # same engine kind, another model
     again = run_eval(workspace, rows[:2], ["base"], _SameWeightsOtherEngine(tiny_engine), options=OPTS)
     assert (again.computed, again.cached) == (0, 2)  # the same engine and model: its own answers come back
+
+
+class _RecordingEngine:
+    """The tiny model's engine, keeping the sampling options of every request."""
+
+    def __init__(self, inner):
+        self._inner, self.options = inner, []
+
+    def stream(self, messages, options=None, **kwargs):
+        self.options.append(options)
+        return self._inner.stream(messages, options, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def test_repetition_controls_are_settings_of_the_run_and_survive_a_resume(workspace, tiny_engine, rows):
+    plain = run_eval(workspace, rows[:2], ["base"], tiny_engine, options=OPTS)
+    # Off, they are not in the settings, so the answers cached before these options existed keep their keys.
+    assert not {"repetition_penalty", "no_repeat_ngram_size"} & set(plain.config["settings"])
+    controlled = SamplingOptions(max_tokens=8, repetition_penalty=1.3, no_repeat_ngram_size=3)
+    engine = _RecordingEngine(tiny_engine)
+
+    def stop_after_one(done, total, label):
+        if done == 1:
+            raise Interrupt()
+
+    with pytest.raises(Interrupt):
+        run_eval(workspace, rows[:2], ["base"], engine, options=controlled, run_id="rep", progress=stop_after_one)
+    resumed = run_eval(workspace, None, None, engine, run_id="rep")
+    assert (resumed.computed, resumed.config["settings"]["repetition_penalty"],
+            resumed.config["settings"]["no_repeat_ngram_size"]) == (1, 1.3, 3)
+    assert len(engine.options) == 2  # a new answer for each question: the plain run's were not reused
+    assert all((o.repetition_penalty, o.no_repeat_ngram_size) == (1.3, 3) for o in engine.options)

@@ -48,6 +48,48 @@ def test_the_frequency_penalty_counts_the_answers_own_tokens(tiny_engine):
         SamplingOptions(frequency_penalty=3.0)
 
 
+def test_repetition_controls_are_checked_and_off_by_default():
+    default = SamplingOptions()
+    assert default.repetition_penalty == 1.0 and default.no_repeat_ngram_size == 0
+    for bad in ({"repetition_penalty": 0.0}, {"repetition_penalty": 2.5}, {"no_repeat_ngram_size": -1},
+                {"no_repeat_ngram_size": 2.5}, {"no_repeat_ngram_size": True}):
+        with pytest.raises(BadInputError, match=next(iter(bad))):
+            SamplingOptions(**bad)
+
+
+def test_vllm_refuses_n_gram_blocking_it_does_not_have():
+    from serving.vllm_engine import VLLMEngine
+
+    engine = VLLMEngine.__new__(VLLMEngine)  # no server: the request is refused before one is needed
+    with pytest.raises(BadInputError, match="no_repeat_ngram_size"):
+        next(engine.stream(Q, SamplingOptions(no_repeat_ngram_size=3)))
+
+
+@pytest.mark.slow
+def test_repetition_penalty_and_n_gram_blocking_stop_gemma_quoting_the_passage():
+    """Both controls count the prompt's tokens, unlike the frequency penalty: asked to quote a passage, Gemma
+    quotes it greedily and with the default frequency penalty, but not with n-gram blocking (no 3 tokens of
+    the prompt again; it answered "building 4", then "building three") nor with a repetition penalty of 1.3
+    (it answered "passageway, 10th floor of Building Four")."""
+    from serving.factory import get_engine
+
+    engine = get_engine("embedded", model="gemma-3-270m")
+    msgs = [{"role": "user", "content": "Passage: The night shift starts at ten and the badge office is in building "
+                                        "four.\n\nQuestion: Where is the badge office? Answer by quoting the passage."}]
+    quote = "the badge office is in building four"
+
+    def answer(**kw):
+        return engine.generate(msgs, SamplingOptions(max_tokens=30, **kw)).text
+
+    plain = answer(frequency_penalty=0)
+    assert quote in plain and quote in answer()  # the default (frequency penalty 0.6) quotes it too
+    assert answer(frequency_penalty=0, repetition_penalty=1.0) == plain
+    blocked, penalised = answer(frequency_penalty=0, no_repeat_ngram_size=3), answer(frequency_penalty=0,
+                                                                                     repetition_penalty=1.3)
+    for text in (blocked, penalised):
+        assert "building four" not in text and text != plain
+
+
 def test_sampling_with_a_seed_is_reproducible(tiny_engine):
     options = SamplingOptions(max_tokens=12, temperature=1.0, seed=7)
     assert tiny_engine.generate(Q, options).text == tiny_engine.generate(Q, options).text
