@@ -296,7 +296,7 @@ def _run_round(ws, config: NextRoundConfig, job) -> dict:
     if earlier is not None:  # a resumed job: its feedback is spent, finish the round it started
         record = get_round(ws, earlier["round_id"])
         train = get_job(ws, record.job_id)
-        if train.status in ("cancelled", "stopped", "failed"):
+        if train.status.resumable:
             resume_training(ws, train.id)
     else:
         record = start_next_round(ws, base_model=config.base_model, method=config.method, variant=config.variant,

@@ -274,6 +274,7 @@ class Timed(threading.Thread):
 def path_http(tmp: Path, files: dict[str, Path], port: int) -> dict:
     import httpx
 
+    from ragtune.jobs import JobStatus
     from ragtune.tether import stop_group, tethered_popen
 
     home = tmp / "home-http"
@@ -320,7 +321,7 @@ def path_http(tmp: Path, files: dict[str, Path], port: int) -> dict:
                     chats.append(during)
                     while True:
                         job = httpx.get(url + body["follow"], timeout=30, **builder).json()
-                        if job["status"] not in ("running", "queued") or time.perf_counter() - t0 > 600:
+                        if not JobStatus(job["status"]).running or time.perf_counter() - t0 > 600:
                             break
                         time.sleep(0.1)
                     row["job_status"] = job["status"]

@@ -258,11 +258,11 @@ def _one_at_a_time(ws):
 
 
 def resume_evaluation(ws, job_id: str):
-    """Restart a cancelled or stopped evaluation job under the same run id: only missing answers run."""
+    """Restart a cancelled, stopped or failed evaluation job under the same run id: only missing answers run."""
     from ragtune.jobs import get_job, start_job
 
     job = get_job(ws, job_id)
-    if not job.finished or job.status == "succeeded":
+    if not job.status.resumable:
         raise BadInputError(f"Evaluation {job_id} is {job.status}: only a cancelled, stopped or failed one resumes.")
     args = [a for a in job.config["args"]]
     if "--resume" not in args:

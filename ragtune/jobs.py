@@ -27,13 +27,47 @@ import traceback
 import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_json, read_json
 from .errors import JobError, RagtuneError
 
-FINAL = ("succeeded", "failed", "cancelled", "stopped")
+
+class JobStatus(StrEnum):
+    """Where a job stands: the one list of job statuses and the one answer to "can it be resumed".
+
+    A ``str`` (``JobStatus.FAILED == "failed"``), so status.json, job dicts and API bodies hold the same
+    strings as before and old job folders load unchanged.
+    """
+
+    QUEUED = "queued"        # a Job not started yet (the dataclass default; a job folder never reads so)
+    RUNNING = "running"      # its process is alive
+    SUCCEEDED = "succeeded"  # written by the job: it finished its work
+    FAILED = "failed"        # written by the job: an error ended it
+    CANCELLED = "cancelled"  # written by the job: a cancel request (CANCEL file, SIGTERM, Ctrl-C) ended it
+    STOPPED = "stopped"      # its process is gone without writing status.json (killed, out of memory, reboot)
+
+    @property
+    def finished(self) -> bool:
+        """It will not change by itself any more."""
+        return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+    @property
+    def running(self) -> bool:
+        """Not finished yet (queued or running): cancel applies, start and resume wait for it."""
+        return not self.finished
+
+    @property
+    def resumable(self) -> bool:
+        """Finished without succeeding: a resume under the same id picks up where it ended (every job keeps
+        what it did: stored files, embedded vectors, answers, checkpoints). A failed job resumes too: its
+        cause (a full disk, a dead server, a bad file) may be fixed since. A kind of job may still refuse
+        (``ragtune.operations.Operation.resume_refusal``)."""
+        return self in (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.STOPPED)
+
+
 _children: dict[int, subprocess.Popen] = {}  # jobs this process started, to reap their exit codes
 
 
@@ -42,7 +76,7 @@ class Job:
     id: str
     kind: str
     dir: Path
-    status: str = "queued"
+    status: JobStatus = JobStatus.QUEUED
     pid: int | None = None
     argv: list[str] = field(default_factory=list)
     config: dict = field(default_factory=dict)
@@ -52,13 +86,16 @@ class Job:
     error: str | None = None
     result: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        self.status = JobStatus(self.status)
+
     @property
     def log_path(self) -> Path:
         return self.dir / "log.jsonl"
 
     @property
     def finished(self) -> bool:
-        return self.status in FINAL
+        return self.status.finished
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -98,7 +135,7 @@ def start_job(ws, kind: str, module: str, args: list[str], *, config: dict | Non
     (folder / "status.json").unlink(missing_ok=True)
     argv = [sys.executable, "-m", module, *args, "--job-dir", str(folder)]
     previous = read_json(folder / "job.json") or {}
-    job = Job(id=job_id, kind=kind, dir=folder, status="running", argv=argv, config=config or {},
+    job = Job(id=job_id, kind=kind, dir=folder, status=JobStatus.RUNNING, argv=argv, config=config or {},
               created_at=previous.get("created_at", time.time()), started_at=time.time())
     child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(folder / "output.log", "ab") as out:
@@ -119,7 +156,7 @@ def write_job_here(ws, kind: str, module: str, args: list[str], *, config: dict 
     folder = jobs_dir(ws) / job_id
     folder.mkdir(parents=True, exist_ok=True)
     now = time.time()
-    job = Job(id=job_id, kind=kind, dir=folder, status="running", pid=os.getpid(), config=config or {},
+    job = Job(id=job_id, kind=kind, dir=folder, status=JobStatus.RUNNING, pid=os.getpid(), config=config or {},
               argv=[sys.executable, "-m", module, *args, "--job-dir", str(folder)], created_at=now, started_at=now)
     _write_job(job)
     return job
@@ -152,12 +189,12 @@ def get_job(ws, job_id: str) -> Job:
     job = Job(dir=folder, **{k: v for k, v in meta.items() if k in Job.__dataclass_fields__})
     final = read_json(folder / "status.json")
     if final:
-        job.status, job.error = final["status"], final.get("error")
+        job.status, job.error = JobStatus(final["status"]), final.get("error")
         job.ended_at, job.result = final.get("ended_at"), final.get("result", {})
     elif pid_alive(job.pid):
-        job.status = "running"
+        job.status = JobStatus.RUNNING
     else:
-        job.status = "stopped"
+        job.status = JobStatus.STOPPED
         job.error = _why_stopped(job)
     return job
 
@@ -309,12 +346,12 @@ class JobReporter(CancelWatcher):
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        status, error = "succeeded", None
+        status, error = JobStatus.SUCCEEDED, None
         if exc_type is not None:
             if issubclass(exc_type, (JobCancelled, KeyboardInterrupt)) or self.cancel_requested:
-                status, error = "cancelled", "Cancelled by the user."
+                status, error = JobStatus.CANCELLED, "Cancelled by the user."
             else:
-                status = "failed"
+                status = JobStatus.FAILED
                 error = str(exc) if isinstance(exc, RagtuneError) else f"{exc_type.__name__}: {exc}"
                 if not isinstance(exc, RagtuneError):  # a RagtuneError is its own sentence, said by the caller
                     traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
@@ -336,4 +373,4 @@ class JobReporter(CancelWatcher):
         self._reserve.unlink(missing_ok=True)
         if self._previous_handler is not None:  # work run inside the CLI: its process goes on
             signal.signal(signal.SIGTERM, self._previous_handler)
-        return exc_type is not None and status == "cancelled"
+        return exc_type is not None and status == JobStatus.CANCELLED

@@ -161,10 +161,8 @@ def resume(ws, job_id: str) -> Job:
     if not ref:
         raise JobError(f"Job {job_id} is a '{job.kind}' job, which this command does not resume.")
     op = load(ref)
-    if not job.finished:
-        raise JobError(f"Job {job_id} is still running.")
-    if job.status == "succeeded":
-        raise JobError(f"Job {job_id} already finished.")
+    if not job.status.resumable:
+        raise JobError(f"Job {job_id} is still running." if job.status.running else f"Job {job_id} already finished.")
     if op.resume_refusal:
         raise JobError(f"Job {job_id} ({op.kind}) {job.status}: {op.resume_refusal}")
     config = op.config(**job.config["config"])

@@ -87,9 +87,9 @@ def resume_training(ws, job_id: str) -> Job:
     job = get_job(ws, job_id)
     if job.kind != KIND:
         raise JobError(f"Job {job_id} is a '{job.kind}' job, not a training job.")
-    if job.status == "running":
+    if job.status.running:
         raise JobError(f"Job {job_id} is still running.")
-    if job.status == "succeeded":
+    if not job.status.resumable:
         raise JobError(f"Job {job_id} already finished and saved adapter '{job.result.get('adapter')}'.")
     config = TrainConfig.from_dict(job.config)
     module, args = _module_and_args(ws, config)

@@ -23,7 +23,7 @@ from typing import Callable
 from ragtune.adapters import AdapterInfo, adapter_path, register_adapter, validate_adapter_name
 from ragtune.atomic import atomic_directory, atomic_write_json, read_json
 from ragtune.errors import BadInputError, RagtuneError
-from ragtune.jobs import CancelWatcher, JobCancelled, JobReporter, read_log
+from ragtune.jobs import CancelWatcher, JobCancelled, JobReporter, JobStatus, read_log
 from ragtune.models import SERVING_TEMPLATE, resolve_llm
 
 from .config import TrainConfig
@@ -638,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
         ws = Workspace(Path(args.workspace))
         reporter.result = train(ws, _parse_config(args.config_json), reporter)
     status = read_json(Path(args.job_dir) / "status.json") or {}
-    return 0 if status.get("status") in ("succeeded", "cancelled") else 1
+    return 0 if status.get("status") in (JobStatus.SUCCEEDED, JobStatus.CANCELLED) else 1
 
 
 def _parse_config(text: str) -> TrainConfig:

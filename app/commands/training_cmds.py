@@ -274,7 +274,7 @@ def follow_job(ws, job_id: str, json_out: bool = False) -> int:
             print(f"training took {m['train_runtime_s'] / 60:.1f} min (estimated {m['estimated_train_s'] / 60:.1f} min)")
     else:
         print(f"job {job_id} {job.status}: {job.error}", file=sys.stderr)
-        if job.status in ("cancelled", "stopped", "failed"):
+        if job.status.resumable:
             print(f"resume with `ragtune jobs resume {job_id} -w {ws.name}`", file=sys.stderr)
     return 0 if job.status == "succeeded" else 1
 

@@ -13,14 +13,13 @@ import gradio as gr
 import pandas as pd
 
 from ragtune.errors import BadInputError
-from ragtune.jobs import list_jobs, read_log
+from ragtune.jobs import JobStatus, list_jobs, read_log
 
 from .common import esc, fmt_seconds, guarded, log, open_ws
 
 DATA_GENERATE = "Generate questions and answers from my documents"
 DATA_UPLOAD = "Use my own Q&A or chat file"
 LOSS_COLUMNS = ["step", "loss", "curve"]
-RESUMABLE = ("cancelled", "stopped", "failed")
 
 
 # ------------------------------------------------------------------ RAG index
@@ -68,16 +67,16 @@ def _index_job_html(job) -> str:
     done, total = p["done"], p["total"]
     head = (f"<div id='index-job' data-status='{esc(job.status)}' data-job='{esc(job.id)}' data-done='{done}' "
             f"data-total='{total}'>")
-    if job.status == "running":
+    if job.status == JobStatus.RUNNING:
         pct = min(100, int(100 * done / total)) if total else 0
         eta = f" | remaining {fmt_seconds(p['eta_s'])}" if p.get("eta_s") else ""
         return (f"{head}<div><b>Building</b> - index job <code>{esc(job.id)}</code>: "
                 f"{esc(p['label'] or 'starting (loading the embedding model)')}</div>"
                 f"<div class='rt-bar'><div style='width:{pct}%'></div></div>"
                 f"<div>{done}/{total or '?'} passages{eta}</div></div>")
-    if job.status != "succeeded" and job.error:
+    if job.status != JobStatus.SUCCEEDED and job.error:
         where = f" at {done}/{total} passages" if total else ""
-        again = " Resume embeds only the passages not embedded yet." if job.status in RESUMABLE else ""
+        again = " Resume embeds only the passages not embedded yet." if job.status.resumable else ""
         return (f"{head}<div class='rt-error'>Index job <code>{esc(job.id)}</code> {esc(job.status)}{where}: "
                 f"{esc(job.error)}{again}</div></div>")
     return head + "</div>"
@@ -95,11 +94,11 @@ def index_view(ws_name, shown: str | None = None):
     changed since ``shown``, the index state (built / stale); returns (job html, status, build, cancel,
     resume buttons, shown)."""
     job = _latest_index_job(ws_name)
-    running = job is not None and not job.finished
+    running = job is not None and job.status.running
     seen = f"{ws_name}:{job.id if job else ''}:{job.status if job else ''}"
     status = index_status(ws_name) if seen != shown else gr.skip()
     return (_index_job_html(job), status, gr.update(interactive=not running), gr.update(interactive=running),
-            gr.update(interactive=job is not None and job.status in RESUMABLE), seen)
+            gr.update(interactive=job is not None and job.status.resumable), seen)
 
 
 def start_index_build(ws_name, chunk_tokens, overlap, k, mode, dense_weight, bm25_weight):
@@ -131,7 +130,7 @@ def resume_index_build(ws_name, shown=None):
     from ragtune import operations
 
     job = _latest_index_job(ws_name)
-    if job is None or job.status not in RESUMABLE:
+    if job is None or not job.status.resumable:
         raise BadInputError("There is no stopped index build to resume.")
     operations.resume(open_ws(ws_name), job.id)
     gr.Info(f"Resuming index job {job.id}: only the passages not embedded yet are embedded.")
@@ -149,7 +148,7 @@ def build_index_and_wait(workspace: str) -> str:
 
     ws = open_ws(workspace)
     job = wait_job(ws, operations.start(ws, INDEX, IndexConfig()).id, timeout=3600)
-    if job.status != "succeeded":
+    if job.status != JobStatus.SUCCEEDED:
         raise BadInputError(f"The index job {job.id} {job.status}: {job.error}")
     return index_status(workspace)
 
@@ -170,13 +169,14 @@ def _preparing_html(job) -> str:
     p = progress_of(job)
     done, total = p["done"], p["total"]
     warnings = [r["message"] for r in p["rows"] if r.get("event") == "warning"]
-    status = "preparing" if job.status == "running" else job.status
+    status = "preparing" if job.status.running else job.status
     text = (f"Writing practice questions from your documents: {done}/{total} passages" if total
-            else "Preparing the training set") if job.status == "running" else {
-        "cancelled": "Cancelled while preparing the training set", "failed": "The training set could not be made",
-        "stopped": "Stopped while preparing the training set"}.get(job.status, job.status)
+            else "Preparing the training set") if job.status.running else {
+        JobStatus.CANCELLED: "Cancelled while preparing the training set",
+        JobStatus.FAILED: "The training set could not be made",
+        JobStatus.STOPPED: "Stopped while preparing the training set"}.get(job.status, job.status)
     extra = "".join(f"<div class='rt-plan'>{esc(w)}</div>" for w in warnings)
-    if job.error and job.status != "succeeded":
+    if job.error and job.status != JobStatus.SUCCEEDED:
         extra += f"<div class='rt-error'>{esc(job.error)}</div>"
     return (f"<div id='train-state' data-status='{esc(status)}' data-job='{esc(job.id)}' data-step='0'>"
             f"<div><b>{esc(text)}</b> - job <code>{esc(job.id)}</code>; the fine-tune starts when it is written</div>"
@@ -222,13 +222,14 @@ def _status_html(job, rows: list[dict]) -> str:
     if elapsed is None and job.started_at:
         elapsed = (job.ended_at or time.time()) - job.started_at
     loss = next((r["loss"] for r in reversed(steps) if r.get("loss") is not None), None)
-    starting = job.status == "running" and not steps
-    label = "Starting (loading the model and data)" if starting else {"running": "Running", "succeeded": "Finished", "failed": "Failed", "cancelled": "Cancelled",
-             "stopped": "Stopped", "queued": "Starting"}.get(job.status, job.status)
+    starting = job.status == JobStatus.RUNNING and not steps
+    label = "Starting (loading the model and data)" if starting else {
+        JobStatus.RUNNING: "Running", JobStatus.SUCCEEDED: "Finished", JobStatus.FAILED: "Failed",
+        JobStatus.CANCELLED: "Cancelled", JobStatus.STOPPED: "Stopped", JobStatus.QUEUED: "Starting"}[job.status]
     extra = "".join(f"<div class='rt-plan'>{esc(text)}</div>" for text in _plan_lines(rows))
     if starting and not extra:
         label = "Starting (measuring the fastest precision, then the plan)"
-    if job.status == "succeeded":
+    if job.status == JobStatus.SUCCEEDED:
         adapter = (job.result or {}).get("adapter")
         extra += f"<div>Fine-tuned model <b>{esc(adapter)}</b> is ready: try it on the Chat tab as <i>ft</i>.</div>"
     elif job.error:
@@ -238,7 +239,7 @@ def _status_html(job, rows: list[dict]) -> str:
         f"<div><b>{label}</b> - job <code>{esc(job.id)}</code></div>"
         f"<div class='rt-bar'><div style='width:{pct}%'></div></div>"
         f"<div>step {esc(step)}/{esc(total or '?')} ({pct}%) | loss {esc(f'{loss:.4f}' if loss is not None else '-')}"
-        f" | elapsed {fmt_seconds(elapsed)} | remaining {fmt_seconds(last.get('eta_s')) if job.status == 'running' else '-'}</div>"
+        f" | elapsed {fmt_seconds(elapsed)} | remaining {fmt_seconds(last.get('eta_s')) if job.status == JobStatus.RUNNING else '-'}</div>"
         f"{extra}</div>"
     )
 
@@ -246,12 +247,12 @@ def _status_html(job, rows: list[dict]) -> str:
 def training_view(ws_name):
     """Status, loss curve and button states of the newest training job (survives page reloads)."""
     job = _latest_train_job(open_ws(ws_name)) if ws_name else None
-    running = job is not None and job.status in ("running", "queued")
+    running = job is not None and job.status.running
     if job is not None and job.kind == "synth":
         return (_preparing_html(job), None, gr.update(interactive=running), gr.update(interactive=False),
                 gr.update(interactive=not running))
     rows = read_log(job.log_path)[0] if job else []
-    resumable = job is not None and job.status in RESUMABLE
+    resumable = job is not None and job.status.resumable
     return (_status_html(job, rows), _loss_frame(rows), gr.update(interactive=running),
             gr.update(interactive=resumable), gr.update(interactive=not running))
 
@@ -303,7 +304,7 @@ def resume_finetune(ws_name):
 
     ws = open_ws(ws_name)
     job = _latest_train_job(ws)
-    if job is None or job.status not in RESUMABLE or job.kind != "train":
+    if job is None or not job.status.resumable or job.kind != "train":
         raise BadInputError("There is no stopped fine-tune to resume.")
     resume_training(ws, job.id)
     gr.Info(f"Resuming job {job.id}.")

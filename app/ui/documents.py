@@ -12,6 +12,7 @@ import gradio as gr
 import pandas as pd
 
 from ragtune.errors import BadInputError
+from ragtune.jobs import JobStatus
 
 from .common import guarded, log, open_ws
 
@@ -124,7 +125,7 @@ def discard_read_uploads(ws, job_id: str) -> int:
     from ragtune.jobs import get_job
 
     job = get_job(ws, job_id)
-    return discard_uploads(_job_paths(job)) if job.status == "succeeded" else 0
+    return discard_uploads(_job_paths(job)) if job.status == JobStatus.SUCCEEDED else 0
 
 
 def _discard_superseded_uploads(ws) -> None:
@@ -198,7 +199,7 @@ def _follow_ingest(ws_name, job, progress):
         if job.finished:
             for row in rows[len(results):]:  # the job stopped before these files
                 row[1:] = (["cancelled", 0, "not read: the ingest was cancelled; Resume reads it"]
-                           if job.status == "cancelled" else ["failed", 0, job.error or "not read: the ingest job ended first"])
+                           if job.status == JobStatus.CANCELLED else ["failed", 0, job.error or "not read: the ingest job ended first"])
         state = [tuple(r) for r in rows]
         if state != shown:
             shown = state
@@ -209,7 +210,7 @@ def _follow_ingest(ws_name, job, progress):
     ok = sum(1 for r in rows if r[1] == "added")
     failed = sum(1 for r in rows if r[1] == "failed")
     msg = f"{ok} of {len(rows)} file(s) added" + (f", {failed} failed (see Details)" if failed else "") + "."
-    if job.status == "cancelled":
+    if job.status == JobStatus.CANCELLED:
         gr.Warning(msg + " The ingest was cancelled: Resume reads the files it did not reach.")
     else:
         (gr.Warning if failed else gr.Info)(msg + " Build the index on the Build tab to use them in answers.")
@@ -242,7 +243,7 @@ def resume_ingest(ws_name, progress=gr.Progress()):
     from ragtune import operations
 
     job = _latest_ingest(ws_name)
-    if job is None or job.status not in ("cancelled", "stopped", "failed"):
+    if job is None or not job.status.resumable:
         raise BadInputError("There is no stopped upload to resume.")
     job = operations.resume(open_ws(ws_name), job.id)
     _discard_when_read(open_ws(ws_name), job.id)

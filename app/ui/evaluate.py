@@ -8,6 +8,7 @@ import pandas as pd
 
 from evaluation.service import HELD_OUT, SAMPLE, EvalConfig
 from ragtune.errors import BadInputError
+from ragtune.jobs import JobStatus
 
 from .common import VARIANTS, adapter_names, esc, fmt_seconds, guarded, log, open_ws
 
@@ -121,7 +122,7 @@ def resume_evaluation(ws_name, _shown=None):
 
     ws = open_ws(ws_name)
     job = latest_evaluation(ws)
-    if job is None:
+    if job is None or not job.status.resumable:
         raise BadInputError("There is no stopped evaluation to resume.")
     resume(ws, job.id)
     gr.Info(f"Resuming evaluation {job.id}: only the missing answers are computed.")
@@ -133,14 +134,15 @@ def _state_html(job, progress: dict) -> str:
         return "<div id='eval-state' data-status='none'>No evaluation started in this workspace yet.</div>"
     done, total = progress["done"], progress["total"]
     pct = min(100, int(100 * done / total)) if total else 0
-    starting = job.status == "running" and not total
+    starting = job.status == JobStatus.RUNNING and not total
     label = "Starting (loading the model and the questions)" if starting else {
-        "running": "Answering", "succeeded": "Finished", "failed": "Failed", "cancelled": "Cancelled",
-        "stopped": "Stopped", "queued": "Starting"}.get(job.status, job.status)
+        JobStatus.RUNNING: "Answering", JobStatus.SUCCEEDED: "Finished", JobStatus.FAILED: "Failed",
+        JobStatus.CANCELLED: "Cancelled", JobStatus.STOPPED: "Stopped", JobStatus.QUEUED: "Starting"}[job.status]
     rate = f" | {progress['rate']:.2f} answers/s" if progress.get("rate") else ""
-    eta = f" | remaining {fmt_seconds(progress['eta_s'])}" if job.status == "running" and progress.get("eta_s") else ""
+    running = job.status == JobStatus.RUNNING
+    eta = f" | remaining {fmt_seconds(progress['eta_s'])}" if running and progress.get("eta_s") else ""
     skipped = f" | {progress['skipped']} line(s) of the file skipped" if progress.get("skipped") else ""
-    extra = f"<div class='rt-error'>{esc(job.error)}</div>" if job.error and job.status != "succeeded" else ""
+    extra = f"<div class='rt-error'>{esc(job.error)}</div>" if job.error and job.status != JobStatus.SUCCEEDED else ""
     return (f"<div id='eval-state' data-status='{esc(job.status)}' data-job='{esc(job.id)}' data-done='{done}' "
             f"data-total='{total}'><div><b>{label}</b> - evaluation <code>{esc(job.id)}</code></div>"
             f"<div class='rt-bar'><div style='width:{pct}%'></div></div>"
@@ -160,11 +162,11 @@ def evaluation_view(ws_name, shown_run):
 
     ws = open_ws(ws_name) if ws_name else None
     job = latest_evaluation(ws) if ws else None
-    running = job is not None and not job.finished
-    resumable = job is not None and job.status in ("cancelled", "stopped", "failed")
+    running = job is not None and job.status.running
+    resumable = job is not None and job.status.resumable
     controls = (_state_html(job, evaluation_progress(job)), gr.update(interactive=running),
                 gr.update(interactive=resumable), gr.update(interactive=not running))
-    if job is not None and job.status == "succeeded" and job.id != shown_run and _newest_run(ws) == job.id:
+    if job is not None and job.status == JobStatus.SUCCEEDED and job.id != shown_run and _newest_run(ws) == job.id:
         return (*controls, *show_run(ws, job.id), job.id, gr.update(interactive=True))
     return (*controls, *(gr.skip() for _ in range(6)))
 

@@ -210,3 +210,77 @@ def test_eval_retrieval_docs_builds_its_index_through_the_index_job(tmp_path):
     assert jobs[0].result["version"] == index_state(ws)["manifest"]["version"]
     steps = [r for r in read_log(jobs[0].log_path)[0] if r.get("step") is not None]
     assert steps[-1]["step"] == steps[-1]["total_steps"] == report["index"]["chunks"]
+
+
+def _job_that_is(ws, kind: str, status: str):
+    """A job folder of `kind` that reads `status`, with no process behind it (nothing is run)."""
+    from ragtune.atomic import atomic_write_json, read_json
+    from ragtune.jobs import get_job, write_job_here
+
+    job = write_job_here(ws, kind, "nothing", [], config={})  # this process's pid: it reads running
+    if status == "stopped":  # gone without an outcome
+        atomic_write_json(job.dir / "job.json", {**read_json(job.dir / "job.json"), "pid": None})
+    elif status != "running":
+        atomic_write_json(job.dir / "status.json", {"status": status, "error": f"it {status}", "ended_at": 1.0,
+                                                    "result": {}})
+    job = get_job(ws, job.id)
+    assert job.status == status
+    return job
+
+
+class _Resumed(Exception):
+    pass
+
+
+def _screens():
+    """(job kind, the screen's view -> is its Resume button enabled, the screen's Resume handler, what it calls)."""
+    from app.ui import build, documents, evaluate
+
+    def enabled(update):
+        return update["interactive"]
+
+    def ingest(ws_name):
+        next(documents.resume_ingest(ws_name, progress=lambda *a, **k: None))
+
+    return {
+        "eval": ("eval", lambda ws: enabled(evaluate.evaluation_view(ws, None)[2]), evaluate.resume_evaluation,
+                 "evaluation.service.resume_evaluation"),
+        "index": ("index", lambda ws: enabled(build.index_view(ws)[4]), build.resume_index_build,
+                  "ragtune.operations.resume"),
+        "train": ("train", lambda ws: enabled(build.training_view(ws)[3]), build.resume_finetune,
+                  "training.jobs.resume_training"),
+        "ingest": ("ingest", None, ingest, "ragtune.operations.resume"),
+    }
+
+
+@pytest.mark.parametrize("status", ["running", "succeeded", "failed", "cancelled", "stopped"])
+@pytest.mark.parametrize("screen", ["eval", "index", "train", "ingest"])
+def test_a_screen_resumes_a_job_exactly_when_its_status_is_resumable(workspace, monkeypatch, screen, status):
+    """One rule (JobStatus.resumable: cancelled, stopped, failed) for every Resume button and handler.
+
+    The Evaluate screen's handler used to pass any newest evaluation to the service (a succeeded or a
+    running one was refused there, in the service's words, "Evaluation X is succeeded: only a cancelled,
+    stopped or failed one resumes."), while its button and the Build screen's handlers applied the rule.
+    """
+    from ragtune.errors import BadInputError
+    from ragtune.jobs import JobStatus
+
+    kind, button_enabled, handler, target = _screens()[screen]
+
+    def resumed(*_a, **_k):
+        raise _Resumed()
+
+    monkeypatch.setattr(target, resumed)
+    _job_that_is(workspace, kind, status)
+    ws_name = str(workspace.root)
+    resumable = JobStatus(status).resumable
+    assert resumable == (status in ("failed", "cancelled", "stopped"))
+    if button_enabled is not None:
+        assert button_enabled(ws_name) is resumable
+    if resumable:
+        with pytest.raises(_Resumed):
+            handler(ws_name)
+    else:
+        with pytest.raises(BadInputError, match="^There is no stopped (evaluation|index build|fine-tune|upload) "
+                                                "to resume.$"):
+            handler(ws_name)

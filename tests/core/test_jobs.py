@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import textwrap
@@ -93,3 +94,27 @@ def test_read_log_skips_a_half_written_line(tmp_path):
     with log.open("a") as f:
         f.write("}\n")
     assert jobs.read_log(log, offset)[0] == [{"step": 2}]
+
+
+def test_job_status_is_one_type_whose_values_are_the_strings_on_disk():
+    S = jobs.JobStatus
+    assert [s.value for s in S] == ["queued", "running", "succeeded", "failed", "cancelled", "stopped"]
+    assert [s for s in S if s.resumable] == [S.FAILED, S.CANCELLED, S.STOPPED]
+    assert [s for s in S if s.finished] == [S.SUCCEEDED, S.FAILED, S.CANCELLED, S.STOPPED]
+    assert [s for s in S if s.running] == [S.QUEUED, S.RUNNING]
+    assert S.FAILED == "failed" and f"{S.CANCELLED}" == "cancelled" and f"{S.STOPPED:9s}|" == "stopped  |"
+    assert json.dumps({"status": S.SUCCEEDED}) == '{"status": "succeeded"}'
+
+
+def test_a_job_folder_written_before_the_type_loads_the_same(workspace):
+    """job.json and status.json as older ragtune wrote them (plain strings) read as the same statuses."""
+    folder = jobs.jobs_dir(workspace) / "index-20240101-000000-abcdef"
+    folder.mkdir(parents=True)
+    (folder / "job.json").write_text(json.dumps({"id": folder.name, "kind": "index", "pid": None, "argv": [],
+                                                 "config": {}, "created_at": 1.0, "started_at": 1.0}))
+    (folder / "status.json").write_text(json.dumps({"status": "cancelled", "error": "Cancelled by the user.",
+                                                    "ended_at": 2.0, "result": {}}))
+    job = jobs.get_job(workspace, folder.name)
+    assert job.status is jobs.JobStatus.CANCELLED and job.finished and job.status.resumable
+    assert json.loads(json.dumps(job.to_dict(), default=str))["status"] == "cancelled"
+    assert jobs.Job(id="x", kind="demo", dir=folder, status="running").status is jobs.JobStatus.RUNNING
