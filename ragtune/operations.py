@@ -154,6 +154,12 @@ def _run(ws, op: Operation, config, job_dir, echo=None) -> None:
         reporter.result = op.work(ws, config, ctx) or {}
 
 
+def kind_refuses_resume(job: Job) -> str | None:
+    """Why a job of this kind never resumes, whatever its status (synth: a dataset is written whole), or None."""
+    ref = (job.config or {}).get("operation")
+    return load(ref).resume_refusal if ref else None
+
+
 def resume(ws, job_id: str) -> Job:
     """Restart a cancelled, stopped or failed job under the same id and config, in its own process."""
     job = get_job(ws, job_id)
@@ -163,7 +169,7 @@ def resume(ws, job_id: str) -> Job:
     op = load(ref)
     if not job.status.resumable:
         raise JobError(f"Job {job_id} is still running." if job.status.running else f"Job {job_id} already finished.")
-    if op.resume_refusal:
+    if kind_refuses_resume(job):
         raise JobError(f"Job {job_id} ({op.kind}) {job.status}: {op.resume_refusal}")
     config = op.config(**job.config["config"])
     for name, env in op.secrets.items():

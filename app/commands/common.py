@@ -60,6 +60,14 @@ def run_operation(ws, op, config, args, *, desc: str, unit: str):
         bar.close()
     if job.status != "succeeded":
         print(f"{op.kind} job {job.id} {job.status}: {job.error}", file=sys.stderr)
-        if op.resume_refusal is None:
-            print(f"resume with `ragtune jobs resume {job.id} -w {ws.name}`", file=sys.stderr)
+        if job.status.resumable:
+            print(resume_hint(job, ws), file=sys.stderr)
     return job
+
+
+def resume_hint(job, ws) -> str:
+    """For a job that ended resumable: the command that resumes it, or why its kind does not resume."""
+    from ragtune.operations import kind_refuses_resume
+
+    refusal = kind_refuses_resume(job)
+    return f"it does not resume: {refusal}" if refusal else f"resume with `ragtune jobs resume {job.id} -w {ws.name}`"

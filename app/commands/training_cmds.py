@@ -11,7 +11,8 @@ from ragtune.progress import progress_bar
 from training.config import TrainConfig
 from training.synth import SynthConfig
 
-from .common import add_detach_arg, add_json_arg, add_workspace_arg, open_workspace, print_json, run_operation
+from .common import (add_detach_arg, add_json_arg, add_workspace_arg, open_workspace, print_json, resume_hint,
+                     run_operation)
 
 
 # Help for TrainConfig fields without metadata help; the flags themselves come from the dataclass, so a new
@@ -275,7 +276,7 @@ def follow_job(ws, job_id: str, json_out: bool = False) -> int:
     else:
         print(f"job {job_id} {job.status}: {job.error}", file=sys.stderr)
         if job.status.resumable:
-            print(f"resume with `ragtune jobs resume {job_id} -w {ws.name}`", file=sys.stderr)
+            print(resume_hint(job, ws), file=sys.stderr)
     return 0 if job.status == "succeeded" else 1
 
 

@@ -212,12 +212,12 @@ def test_eval_retrieval_docs_builds_its_index_through_the_index_job(tmp_path):
     assert steps[-1]["step"] == steps[-1]["total_steps"] == report["index"]["chunks"]
 
 
-def _job_that_is(ws, kind: str, status: str):
+def _job_that_is(ws, kind: str, status: str, config: dict | None = None):
     """A job folder of `kind` that reads `status`, with no process behind it (nothing is run)."""
     from ragtune.atomic import atomic_write_json, read_json
     from ragtune.jobs import get_job, write_job_here
 
-    job = write_job_here(ws, kind, "nothing", [], config={})  # this process's pid: it reads running
+    job = write_job_here(ws, kind, "nothing", [], config=config or {})  # this process's pid: it reads running
     if status == "stopped":  # gone without an outcome
         atomic_write_json(job.dir / "job.json", {**read_json(job.dir / "job.json"), "pid": None})
     elif status != "running":
@@ -284,3 +284,24 @@ def test_a_screen_resumes_a_job_exactly_when_its_status_is_resumable(workspace, 
         with pytest.raises(BadInputError, match="^There is no stopped (evaluation|index build|fine-tune|upload) "
                                                 "to resume.$"):
             handler(ws_name)
+
+
+@pytest.mark.parametrize("kind", ["index", "synth"])
+def test_jobs_show_names_the_resume_command_only_for_a_job_that_resumes(workspace, capsys, kind):
+    """`ragtune jobs show -f` on a job that ended resumable: the resume command, or (synth) why it does not
+    resume, as `ragtune synth` itself says; it used to offer `ragtune jobs resume` for a cancelled synth too,
+    which then refused."""
+    from app.commands.training_cmds import follow_job
+    from ragtune import operations
+    from ragtune.errors import JobError
+
+    ref = {"index": "retrieval.service:INDEX", "synth": "app.training_data:SYNTH"}[kind]
+    job = _job_that_is(workspace, kind, "cancelled", config={"operation": ref, "config": {}})
+    assert follow_job(workspace, job.id) == 1
+    err = capsys.readouterr().err
+    if kind == "index":
+        assert f"resume with `ragtune jobs resume {job.id} -w {workspace.name}`" in err
+    else:
+        assert "resume with" not in err and "it does not resume: a dataset version is written whole" in err
+        with pytest.raises(JobError, match="written whole"):
+            operations.resume(workspace, job.id)
