@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from ragtune.errors import BadInputError, ServerUnavailableError
@@ -162,70 +161,69 @@ def _is_ragtune_server(url: str) -> bool:
 
 
 def _ask_remote(args, options) -> dict:
-    """Ask a running `ragtune serve` through its OpenAI-compatible API."""
+    """Ask a running `ragtune serve` through its OpenAI-compatible API, with the openai client (its stream
+    reader too); a failure is one sentence: the server's own message, or that the server did not answer."""
     import time
 
-    import httpx
+    import openai
 
     from serving.variants import format_variant, parse_variant
 
     variant, named = parse_variant(args.variant)
-    body = {"model": format_variant(variant, named or args.adapter),
-            "messages": [{"role": "user", "content": args.question}], "max_tokens": options.max_tokens,
-            "temperature": options.temperature, "top_p": options.top_p, "stream": bool(args.stream)}
+    request = {"model": format_variant(variant, named or args.adapter),
+               "messages": [{"role": "user", "content": args.question}], "max_tokens": options.max_tokens,
+               "temperature": options.temperature, "top_p": options.top_p}
     if options.seed is not None:
-        body["seed"] = options.seed
+        request["seed"] = options.seed
     if args.k:
-        body["ragtune"] = {"k": args.k}
-    url = args.url.rstrip("/") + "/v1/chat/completions"
+        request["extra_body"] = {"ragtune": {"k": args.k}}
+    client = openai.OpenAI(base_url=args.url.rstrip("/") + "/v1", api_key="not-needed-on-loopback", max_retries=0,
+                           timeout=600)
     start = time.perf_counter()
     try:
         if not args.stream:
-            r = httpx.post(url, json=body, timeout=600)
-            data = _checked(r)
-            text = data["choices"][0]["message"]["content"]
-            extra, usage = data.get("ragtune", {}), data.get("usage", {})
+            reply = client.chat.completions.create(**request)
+            text, extra, usage = reply.choices[0].message.content or "", _ragtune_extra(reply), reply.usage
         else:
-            text, extra, usage = "", {}, {}
-            with httpx.stream("POST", url, json=body, timeout=600) as r:
-                if r.status_code != 200:
-                    r.read()
-                    _checked(r)
-                for line in r.iter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    chunk = json.loads(line[6:])
-                    if "error" in chunk:
-                        raise BadInputError(chunk["error"].get("message", "the server failed"))
-                    for choice in chunk.get("choices", []):
-                        delta = choice.get("delta", {}).get("content") or ""
+            text, extra, usage = "", {}, None
+            with client.chat.completions.create(**request, stream=True,
+                                                stream_options={"include_usage": True}) as stream:
+                for chunk in stream:
+                    for choice in chunk.choices:
+                        delta = choice.delta.content or ""
                         text += delta
                         if delta and not args.json:
                             sys.stdout.write(delta)
                             sys.stdout.flush()
-                    extra = chunk.get("ragtune") or extra
-                    usage = chunk.get("usage") or usage
+                    extra = _ragtune_extra(chunk) or extra
+                    usage = chunk.usage or usage
             if not args.json:
                 sys.stdout.write("\n")
-    except httpx.HTTPError as exc:
-        raise ServerUnavailableError(f"The ragtune server at {args.url} did not answer ({exc}).") from None
+    except openai.APIConnectionError as exc:  # refused, reset, timed out
+        raise ServerUnavailableError(f"The ragtune server at {args.url} did not answer "
+                                     f"({exc.__cause__ or exc}).") from None
+    except openai.APIStatusError as exc:  # an HTTP error status: the server's OpenAI-shaped error says why
+        raise (ServerUnavailableError if exc.status_code >= 500 else BadInputError)(
+            _error_message(exc.body) or f"The server answered HTTP {exc.status_code}.") from None
+    except openai.APIError as exc:  # an error event inside a stream that had started
+        raise BadInputError(_error_message(exc.body) or exc.message) from None
+    finally:
+        client.close()
     return {"answer": text, "variant": extra.get("variant", variant), "adapter": extra.get("adapter"),
             "citations": extra.get("citations", []), "latency_s": extra.get("latency_s", time.perf_counter() - start),
-            "ttft_s": extra.get("ttft_s"), "prompt_tokens": usage.get("prompt_tokens"),
-            "completion_tokens": usage.get("completion_tokens"), "model": extra.get("model"),
+            "ttft_s": extra.get("ttft_s"), "prompt_tokens": usage.prompt_tokens if usage else None,
+            "completion_tokens": usage.completion_tokens if usage else None, "model": extra.get("model"),
             "engine": extra.get("engine")}
 
 
-def _checked(r) -> dict:
-    try:
-        data = r.json()
-    except ValueError:
-        data = {}
-    if r.status_code != 200:
-        message = (data.get("error") or {}).get("message") if isinstance(data, dict) else None
-        raise (ServerUnavailableError if r.status_code >= 500 else BadInputError)(
-            message or f"The server answered HTTP {r.status_code}.")
-    return data
+def _ragtune_extra(reply) -> dict:
+    """The ``ragtune`` field (citations, variant, timings) that the server adds to a completion or chunk."""
+    return (reply.model_extra or {}).get("ragtune") or {}
+
+
+def _error_message(body) -> str | None:
+    """The message of an OpenAI-shaped error body (the client hands over its ``error`` object)."""
+    return body.get("message") if isinstance(body, dict) else None
 
 
 def _print_sources(result: dict) -> None:
