@@ -1,18 +1,20 @@
 """Concurrent streaming clients against a deployed assistant, bounded in count and time.
 
-Used by ``bench/deploy_load.py`` and the deploy tests. A request counts as failed when the
-status is not 200, the stream carries an error chunk, or it ends without ``[DONE]``.
+Used by ``bench/deploy_load.py`` and the deploy tests. The streams are read with the ``openai``
+client, as a program that uses the assistant reads them. A request counts as failed when the status
+is not 200, the stream carries an error chunk, or it ends before its last chunk (the one with a
+``finish_reason``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 
 import httpx
+import openai
 
 
 @dataclass
@@ -47,60 +49,79 @@ class _StreamFailed(Exception):
     pass
 
 
-async def _sse_chunks(client: httpx.AsyncClient, url: str, headers: dict, body: dict):
-    """The JSON chunks of one streamed chat completion, up to ``[DONE]``. Raises ``_StreamFailed`` on an HTTP
-    error, an error chunk, or a stream that ends without ``[DONE]``. Use it under ``aclosing``: leaving the
-    loop early must close the connection at once (that is how a client drops a stream)."""
-    async with client.stream("POST", url, json=body, headers=headers) as response:
-        if response.status_code != 200:
-            text = (await response.aread()).decode(errors="replace")[:200]
-            raise _StreamFailed(f"HTTP {response.status_code}: {text}")
-        async for line in response.aiter_lines():
-            if not line.startswith("data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == "[DONE]":
-                return
-            chunk = json.loads(payload)
-            if "error" in chunk:
-                raise _StreamFailed(chunk["error"].get("message", "error chunk"))
-            yield chunk
-    raise _StreamFailed("stream ended without [DONE]")
+def _client(base_url: str, path: str, key: str | None, timeout_s: float) -> openai.AsyncOpenAI:
+    """An openai client for the chat completions at ``base_url + path``; its pool (1,000 connections) gives
+    every stream a connection of its own, and a failure is not retried (it counts)."""
+    suffix = "/chat/completions"
+    if not path.endswith(suffix):
+        raise ValueError(f"The load test streams chat completions: the path must end with {suffix} (got {path}).")
+    return openai.AsyncOpenAI(base_url=base_url + path[:-len(suffix)], api_key=key or "none", max_retries=0,
+                              timeout=timeout_s)
+
+
+async def _chunks(client: openai.AsyncOpenAI, key: str | None, request: dict):
+    """The chunks of one streamed chat completion (``ChatCompletionChunk``), as the openai client reads them.
+    Raises ``_StreamFailed`` on an HTTP error, an error chunk, or a stream that ends before its last chunk.
+    Use it under ``aclosing``: leaving the loop early must close the connection at once (that is how a
+    client drops a stream). No key: no Authorization header at all (the server says it wants one)."""
+    no_key = {} if key else {"extra_headers": {"Authorization": openai.omit}}
+    finished = False
+    try:
+        stream = await client.chat.completions.create(model=openai.omit, stream=True, **request, **no_key)
+        async with stream:
+            async for chunk in stream:
+                finished = finished or any(choice.finish_reason for choice in chunk.choices)
+                yield chunk
+    except openai.APIStatusError as exc:
+        message = exc.body.get("message") if isinstance(exc.body, dict) else None
+        raise _StreamFailed(f"HTTP {exc.status_code}: {message or exc.message}"[:300]) from None
+    except openai.APIConnectionError:
+        raise
+    except openai.APIError as exc:  # an error event inside the stream
+        raise _StreamFailed(exc.message) from None
+    except ValueError as exc:  # a chunk that is not JSON
+        raise _StreamFailed(f"a chunk that is not JSON ({exc})") from None
+    if not finished:
+        raise _StreamFailed("the stream ended before its last chunk")
 
 
 def _failure(exc: Exception) -> dict:
-    return {"ok": False, "error": str(exc) if isinstance(exc, _StreamFailed) else f"{type(exc).__name__}: {exc}"}
+    if isinstance(exc, _StreamFailed):
+        return {"ok": False, "error": str(exc)}
+    cause = exc.__cause__ if isinstance(exc, openai.APIConnectionError) and exc.__cause__ else exc
+    return {"ok": False, "error": f"{type(cause).__name__}: {cause}"}
 
 
-async def _one(client: httpx.AsyncClient, url: str, headers: dict, body: dict) -> dict:
+def _text(chunk) -> str | None:
+    return chunk.choices[0].delta.content if chunk.choices else None
+
+
+async def _one(client: openai.AsyncOpenAI, key: str | None, request: dict) -> dict:
     started = time.perf_counter()
     ttft = None
     tokens = 0
     try:
-        async with aclosing(_sse_chunks(client, url, headers, body)) as chunks:
+        async with aclosing(_chunks(client, key, request)) as chunks:
             async for chunk in chunks:
-                delta = (chunk.get("choices") or [{}])[0].get("delta", {})
-                if delta.get("content") and ttft is None:
+                if _text(chunk) and ttft is None:
                     ttft = time.perf_counter() - started
-                if chunk.get("usage"):
-                    tokens = chunk["usage"].get("completion_tokens", 0)
-    except (_StreamFailed, httpx.HTTPError, json.JSONDecodeError) as exc:
+                if chunk.usage:
+                    tokens = chunk.usage.completion_tokens
+    except (_StreamFailed, openai.APIConnectionError) as exc:
         return _failure(exc)
     return {"ok": True, "latency": time.perf_counter() - started, "ttft": ttft, "tokens": tokens}
 
 
 async def _run(base_url: str, key: str | None, clients: int, per_client: int, questions: list[str], max_tokens: int,
                timeout_s: float, path: str) -> LoadResult:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
     results: list[dict] = []
 
-    async with httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(timeout_s), limits=limits) as client:
+    async with _client(base_url, path, key, timeout_s) as client:
         async def worker(i: int):
             for j in range(per_client):
                 q = questions[(i * per_client + j) % len(questions)]
-                body = {"messages": [{"role": "user", "content": q}], "max_tokens": max_tokens, "stream": True}
-                results.append(await _one(client, path, headers, body))
+                request = {"messages": [{"role": "user", "content": q}], "max_tokens": max_tokens}
+                results.append(await _one(client, key, request))
 
         started = time.perf_counter()
         try:
@@ -164,14 +185,12 @@ def parse_metrics(text: str) -> tuple[float, float]:
 
 async def _run_drops(base_url: str, key: str | None, clients: int, drop: int, drop_after: int, max_tokens: int,
                      timeout_s: float, path: str, builder_auth: tuple | None, question: str) -> DropResult:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8)
     state = {"live": 0, "drops_left": drop, "drop_times": [], "samples": []}
     results: list[dict] = []
-    body = {"messages": [{"role": "user", "content": question}], "max_tokens": max_tokens, "stream": True,
-            "temperature": 1.0, "seed": 7}  # sampled: the tiny models do not stop early
+    request = {"messages": [{"role": "user", "content": question}], "max_tokens": max_tokens,
+               "temperature": 1.0, "seed": 7}  # sampled: the tiny models do not stop early
 
-    async with httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(timeout_s), limits=limits) as client, \
+    async with _client(base_url, path, key, timeout_s) as client, \
             httpx.AsyncClient(base_url=base_url, timeout=10, auth=builder_auth) as probe:
         async def metrics_now() -> tuple[float, float]:
             r = await probe.get("/metrics")
@@ -184,9 +203,9 @@ async def _run_drops(base_url: str, key: str | None, clients: int, drop: int, dr
             state["live"] += 1
             content = 0
             try:
-                async with aclosing(_sse_chunks(client, path, headers, body)) as chunks:
+                async with aclosing(_chunks(client, key, request)) as chunks:
                     async for chunk in chunks:
-                        if (chunk.get("choices") or [{}])[0].get("delta", {}).get("content"):
+                        if _text(chunk):
                             content += 1
                         if content >= drop_after and state["drops_left"] > 0:
                             state["drops_left"] -= 1
@@ -194,7 +213,7 @@ async def _run_drops(base_url: str, key: str | None, clients: int, drop: int, dr
                             state["drop_times"].append(time.perf_counter())
                             return {"dropped": True}  # leaving the block closes the connection
                 return {"ok": True}
-            except (_StreamFailed, httpx.HTTPError, json.JSONDecodeError) as exc:
+            except (_StreamFailed, openai.APIConnectionError) as exc:
                 return _failure(exc)
 
         async def one():

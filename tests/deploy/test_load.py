@@ -62,3 +62,53 @@ def test_streams_dropped_under_load_stop_and_metrics_return_to_zero(published, t
     assert sorted(status for status, _ in rows) == ["cancelled"] * 3 + ["ok"] * 5
     # Each dropped answer stopped within a few tokens of its client leaving, not at its budget.
     assert all(tokens is not None and tokens < 3 + 30 for tokens in cancelled), cancelled
+
+
+def test_a_refused_stream_fails_with_the_servers_sentence(published, tiny_engine):
+    """The streams are read with the openai client; a refusal is counted with the server's own sentence
+    (it was the raw JSON body), and no key means no Authorization header at all."""
+    app = build_deploy_app(published, tiny_engine)
+    with DeployServer(app) as server:
+        no_key = run_load(server.url, None, clients=2, max_tokens=4, timeout_s=60)
+        bad_key = run_load(server.url, "rtk_not-a-key", clients=1, max_tokens=4, timeout_s=60)
+    assert (no_key.ok, no_key.failed) == (0, 2)
+    assert no_key.errors == ["HTTP 401: An API key is required: send 'Authorization: Bearer <key>'. "
+                             "Create one with `ragtune keys create`."] * 2
+    assert bad_key.errors == ["HTTP 401: This API key is not valid (unknown or revoked)."]
+
+
+def test_a_stream_that_fails_inside_or_stops_short_counts_as_failed(serve_asgi):
+    """An error event after the first words, and a stream that ends (even with [DONE]) before the chunk that
+    carries its finish_reason, are failures; a whole stream is not."""
+    import json
+
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    def sse(obj) -> str:
+        return f"data: {json.dumps(obj)}\n\n"
+
+    def chunk(delta, finish=None, **extra):
+        return sse({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra})
+
+    async def chat(request):
+        how = (await request.json())["messages"][0]["content"]
+
+        def events():
+            yield chunk({"role": "assistant", "content": ""})
+            yield chunk({"content": "Hello"})
+            if how == "error":
+                yield sse({"error": {"message": "The model failed while answering.", "type": "server_error",
+                                     "code": "server_error"}})
+            elif how == "whole":
+                yield chunk({}, "stop", usage={"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4})
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    url = serve_asgi(Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])]))
+    result = run_load(url, "k", clients=3, questions=["whole", "error", "short"], timeout_s=60)
+    assert (result.ok, result.failed, result.completion_tokens) == (1, 2, 1)
+    assert sorted(result.errors) == ["The model failed while answering.", "the stream ended before its last chunk"]
