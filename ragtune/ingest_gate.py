@@ -552,4 +552,8 @@ def read_found(item: Found, limits: IngestLimits) -> bytes:
             raise BadInputError("it is not a regular file (a folder, device, pipe or socket is never read)")
         if st.st_size > limits.max_file_bytes:
             raise BadInputError(f"the file is {st.st_size / MB:.1f} MB, more than the limit of {limits.max_file_mb:g} MB")
-        return f.read(limits.max_file_bytes + 1)
+        # Sized by the file, not the limit: a read of the limit's size sets aside 200 MB for every file.
+        data = f.read(min(st.st_size, limits.max_file_bytes) + 1)
+        if len(data) > st.st_size:  # it grew while being read: read on, up to the limit
+            data += f.read(limits.max_file_bytes + 1 - len(data))
+        return data
