@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterable, Iterator
 
 from .formats import Block
 
@@ -202,7 +203,7 @@ class _Unit:
     caption: str | None = None  # a table row's caption (its block's section), repeated atop a continued table
 
 
-def _counted(blocks: list[Block], counter: TokenCounter):
+def _counted(blocks: Iterable[Block], counter: TokenCounter):
     """(block, its token count), tokenized in batches of bounded size; a block too long to tokenize
     whole gets None (it is split, never kept whole)."""
     batch: list[Block] = []
@@ -226,7 +227,7 @@ def _counted(blocks: list[Block], counter: TokenCounter):
     yield from flush()
 
 
-def _units(blocks: list[Block], counter: TokenCounter, limit: int):
+def _units(blocks: Iterable[Block], counter: TokenCounter, limit: int):
     """The blocks as units of at most `limit` tokens, one at a time."""
     for block, n in _counted(blocks, counter):
         table = block.kind == "table"
@@ -245,7 +246,13 @@ def _fits_back(chunks: list[DraftChunk], current: list[_Unit], counter: TokenCou
     return chunks[-1].tokens + counter.count(body) + 2 <= size
 
 
-def chunk_blocks(blocks: list[Block], counter: TokenCounter, config: ChunkingConfig | None = None) -> list[DraftChunk]:
+def chunk_blocks(blocks: Iterable[Block], counter: TokenCounter, config: ChunkingConfig | None = None) -> list[DraftChunk]:
+    return list(iter_chunks(blocks, counter, config))
+
+
+def iter_chunks(blocks: Iterable[Block], counter: TokenCounter, config: ChunkingConfig | None = None) -> Iterator[DraftChunk]:
+    """The chunks of `blocks`, each produced once the next one is made (a closing fragment may still
+    join the chunk before it): the blocks are read and the chunks handed on one at a time."""
     config = config or ChunkingConfig()
     size = max(16, config.chunk_tokens)
     overlap = max(0, min(config.overlap_tokens, size // 2))
@@ -306,8 +313,11 @@ def chunk_blocks(blocks: list[Block], counter: TokenCounter, config: ChunkingCon
                 close(full=False)
             elif current_tokens + unit.tokens + (carried_tokens if carried else 0) > (size // 2 if rows else size):
                 close(full=True, caption=unit.caption if rows else None)
+        if len(chunks) > 1:  # only the last chunk can still change
+            yield from chunks[:-1]
+            del chunks[:-1]
         current.append(unit)
         current_tokens += unit.tokens
     if current:
         close(full=False)
-    return chunks
+    yield from chunks

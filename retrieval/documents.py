@@ -14,6 +14,7 @@ import secrets
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterable
 
 from ragtune.atomic import atomic_write_json, read_json
 from ragtune.errors import BadInputError
@@ -188,12 +189,19 @@ def all_chunks(ws) -> list[Chunk]:
     return [_row_to_chunk(r) for r in rows]
 
 
-def replace_chunks(conn, doc_id: str, drafts, signature: str) -> int:
+def replace_chunks(conn, doc_id: str, drafts: Iterable, signature: str) -> int:
+    """Store a document's chunks in place of its old ones; `drafts` is read once, one row at a time
+    (a spilled file of a million chunks is never held as a list). Returns how many were stored."""
     conn.execute("DELETE FROM retrieval_chunks WHERE doc_id=?", (doc_id,))
-    conn.executemany(
-        "INSERT INTO retrieval_chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [(chunk_id(doc_id, i, d.text), doc_id, i, d.text, d.page, d.section, d.tokens, d.overlap_chars)
-         for i, d in enumerate(drafts)])
+    stored = 0
+
+    def rows():
+        nonlocal stored
+        for i, d in enumerate(drafts):
+            stored = i + 1
+            yield (chunk_id(doc_id, i, d.text), doc_id, i, d.text, d.page, d.section, d.tokens, d.overlap_chars)
+
+    conn.executemany("INSERT INTO retrieval_chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows())
     conn.execute("UPDATE retrieval_documents SET chunking=? WHERE doc_id=?", (signature, doc_id))
-    return len(drafts)
+    return stored
 

@@ -7,6 +7,7 @@ Every failure is a :class:`BadInputError` whose message says what is wrong with 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -14,6 +15,7 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from ragtune.errors import BadInputError
 from ragtune.pdfium_lock import PDFIUM_LOCK
@@ -143,6 +145,15 @@ def _decode(data: bytes, partial: bool = False) -> str:
 def parse_file(path: str | Path, *, max_pages: int | None = None, strip_repeats: bool = True,
                pdf_tables: bool = False) -> ParsedDocument:
     """Parse one file; raises BadInputError with the reason when it cannot be read."""
+    return _collect(*stream_file(path, max_pages=max_pages, strip_repeats=strip_repeats, pdf_tables=pdf_tables))
+
+
+def stream_file(path: str | Path, *, max_pages: int | None = None, strip_repeats: bool = True,
+                pdf_tables: bool = False) -> tuple[ParsedDocument, Iterator[Block]]:
+    """Parse one file as its document and its blocks, the blocks produced as the file is read where
+    the format allows it (text and Markdown: a 200 MB file is never held whole) and all at once
+    otherwise. The document's title and warnings are final once every block is read. BadInputError
+    says why a file cannot be read, raised here or while its blocks are read."""
     path = Path(path)
     if not path.is_file():
         raise BadInputError("it is not a file")
@@ -151,16 +162,28 @@ def parse_file(path: str | Path, *, max_pages: int | None = None, strip_repeats:
     with path.open("rb") as f:
         head = f.read(65536)
     kind = detect_kind(path, head)
-    parser = _PARSERS[kind]
-    if kind == "pdf":
-        doc = parser(path, max_pages, strip_repeats, pdf_tables)
+    if kind in ("md", "txt"):
+        doc, blocks = _stream_text(path, kind)
     else:
-        doc = parser(path, max_pages) if kind == "pptx" else parser(path)
-    doc.blocks = [b for b in doc.blocks if b.text.strip()]
-    if not doc.blocks:
+        parser = _PARSERS[kind]
+        if kind == "pdf":
+            doc = parser(path, max_pages, strip_repeats, pdf_tables)
+        else:
+            doc = parser(path, max_pages) if kind == "pptx" else parser(path)
+        blocks, doc.blocks = iter(doc.blocks), []
+    return doc, _with_text(blocks, kind)
+
+
+def _with_text(blocks: Iterator[Block], kind: str) -> Iterator[Block]:
+    """The blocks that hold text; BadInputError at the end when none did."""
+    found = False
+    for block in blocks:
+        if block.text.strip():
+            found = True
+            yield block
+    if not found:
         hint = " (a scanned PDF needs OCR first)" if kind == "pdf" else ""
         raise BadInputError(f"no text was found in this {kind.upper()} file{hint}")
-    return doc
 
 
 # ------------------------------------------------------------------ PDF
@@ -670,68 +693,169 @@ def parse_html(path: Path) -> ParsedDocument:
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 
 
+# A line longer than this is cut at a space into several, and a paragraph is closed once it holds this
+# much: no block of a 200 MB one-line file is ever held whole (issue 24). No document of the shared
+# corpora or the sample data comes near it, so they parse as before.
+MAX_BLOCK_CHARS = 1_000_000
+_READ_CHARS = 1 << 18      # a text file is read this many characters at a time
+_DETECT_BYTES = 1 << 20    # its encoding is checked a MB at a time
+
+
 def parse_markdown_text(text: str, kind: str = "md") -> ParsedDocument:
-    blocks: list[Block] = []
+    blocks = list(_markdown_blocks(_lines_of(io.StringIO(text, newline=None)), kind))
+    title = next((b.text for b in blocks if b.kind == "heading"), None)
+    return ParsedDocument(kind, blocks, title=title)
+
+
+def _lines_of(stream) -> Iterator[str]:
+    """The lines of a text stream opened with universal newlines, without their ends, read a bounded
+    piece at a time; a line longer than MAX_BLOCK_CHARS comes as several, cut at a space."""
+    held = ""
+    for piece in iter(lambda: stream.readline(_READ_CHARS), ""):
+        held += piece
+        if held.endswith("\n"):
+            yield held[:-1]
+            held = ""
+            continue
+        while len(held) > MAX_BLOCK_CHARS:
+            cut = held.rfind(" ", MAX_BLOCK_CHARS // 2, MAX_BLOCK_CHARS)
+            cut = cut if cut > 0 else MAX_BLOCK_CHARS
+            yield held[:cut]
+            held = held[cut:].lstrip(" ")
+    if held:
+        yield held
+
+
+def _markdown_blocks(lines: Iterator[str], kind: str) -> Iterator[Block]:
+    """Markdown (or plain text, kind "txt": no headings) as blocks, one line of lookahead at a time."""
     headings: list[tuple[int, str]] = []
     para: list[str] = []
+    para_chars = 0
     para_kind = "paragraph"
     in_code = False
     skip_underline = False
 
     def flush():
-        nonlocal para, para_kind
-        if para:
-            blocks.append(Block("\n".join(para).strip(), None, _path(headings), para_kind))
-        para, para_kind = [], "paragraph"
+        nonlocal para, para_kind, para_chars
+        block = Block("\n".join(para).strip(), None, _path(headings), para_kind) if para else None
+        para, para_kind, para_chars = [], "paragraph", 0
+        return block
 
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    for i, line in enumerate(lines):
+    line = next(lines, None)
+    while line is not None:
+        following = next(lines, None)
+        if para_chars + len(line) > MAX_BLOCK_CHARS and (block := flush()):  # a paragraph of a million characters
+            yield block
         if line.strip().startswith("```"):
             in_code = not in_code
+        if in_code or line.strip().startswith("```"):
             para.append(line)
-            continue
-        if in_code:
-            para.append(line)
+            para_chars += len(line)
+            line = following
             continue
         if skip_underline:
             skip_underline = False
+            line = following
             continue
         heading = None
         m = _MD_HEADING.match(line) if kind == "md" else None
         if m:
             heading = (len(m.group(1)), m.group(2).strip())
-        elif (kind == "md" and not para and line.strip() and i + 1 < len(lines)
-              and re.fullmatch(r"\s*(=+|-{3,})\s*", lines[i + 1])):
-            heading = (1 if "=" in lines[i + 1] else 2, line.strip())  # setext heading
+        elif (kind == "md" and not para and line.strip() and following is not None
+              and re.fullmatch(r"\s*(=+|-{3,})\s*", following)):
+            heading = (1 if "=" in following else 2, line.strip())  # setext heading
             skip_underline = True
         if heading:
-            flush()
+            if block := flush():
+                yield block
             level, title = heading
             if title:
                 headings = [h for h in headings if h[0] < level] + [(level, title)]
-                blocks.append(Block(title, None, _path(headings), "heading"))
+                yield Block(title, None, _path(headings), "heading")
+            line = following
             continue
         if not line.strip() or re.fullmatch(r"\s*([-*_=]\s*){3,}", line):  # blank or horizontal rule
-            flush()
+            if block := flush():
+                yield block
+            line = following
             continue
         stripped = line.strip()
         row_kind = "table" if stripped.startswith("|") else "list" if _BULLET.match(stripped) else "paragraph"
         if para and row_kind != para_kind and not (para_kind == "list" and row_kind == "paragraph" and line.startswith(" ")):
-            flush()
+            if block := flush():
+                yield block
         if not para:
             para_kind = row_kind
         para.append(line.rstrip())
-    flush()
-    title = next((b.text for b in blocks if b.kind == "heading"), None)
-    return ParsedDocument(kind, blocks, title=title)
+        para_chars += len(line)
+        line = following
+    if block := flush():
+        yield block
+
+
+def _text_encoding(raw) -> str:
+    """The encoding of a text file (a binary stream at its start): a byte-order mark, else UTF-8 when
+    every byte decodes as UTF-8 (checked a MB at a time), else charset-normalizer's best guess from
+    the first MB and the bytes around the first one that is not UTF-8."""
+    head = raw.read(_DETECT_BYTES)
+    for bom, enc in ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
+        if head.startswith(bom):
+            return enc
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    piece, offset, bad = head, 0, None
+    while bad is None:
+        try:
+            decoder.decode(piece, final=not piece)
+        except UnicodeDecodeError as exc:
+            bad = offset + exc.start
+        if not piece:
+            break
+        offset += len(piece)
+        piece = raw.read(_DETECT_BYTES)
+    if bad is None:
+        return "utf-8"
+    sample = head
+    if bad >= len(head):
+        raw.seek(max(len(head), bad - (1 << 15)))
+        sample += raw.read(1 << 16)
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(sample).best()
+    if best is None:
+        raise BadInputError("its text encoding could not be recognised")
+    return best.encoding
+
+
+def _stream_text(path: Path, kind: str) -> tuple[ParsedDocument, Iterator[Block]]:
+    """A Markdown or text file read a piece at a time: the document (its title set once its first
+    heading is read) and its blocks, produced as the file is read."""
+    doc = ParsedDocument(kind, [])
+
+    def blocks() -> Iterator[Block]:
+        with path.open("rb") as raw:
+            encoding = _text_encoding(raw)
+            raw.seek(0)
+            # errors="replace": a byte the guessed encoding cannot read is one replacement character
+            text = io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline=None)
+            for block in _markdown_blocks(_lines_of(text), kind):
+                if doc.title is None and block.kind == "heading":
+                    doc.title = block.text
+                yield block
+
+    return doc, blocks()
 
 
 def parse_markdown(path: Path) -> ParsedDocument:
-    return parse_markdown_text(_decode(path.read_bytes()), "md")
+    return _collect(*_stream_text(path, "md"))
 
 
 def parse_txt(path: Path) -> ParsedDocument:
-    return parse_markdown_text(_decode(path.read_bytes()), "txt")
+    return _collect(*_stream_text(path, "txt"))
+
+
+def _collect(doc: ParsedDocument, blocks: Iterator[Block]) -> ParsedDocument:
+    doc.blocks = list(blocks)
+    return doc
 
 
 # ------------------------------------------------------------------ CSV / JSONL

@@ -2,8 +2,9 @@
 
 Every file first passes :mod:`ragtune.ingest_gate` (size, page and archive-bomb limits, no link out
 of the folder, no special file); then it is parsed in a child process under a memory and a time limit
-(:mod:`retrieval.parse_worker`; one worker per batch) and chunked; then it is stored (file under a
-temporary name, row committed, file renamed). Two modes:
+(:mod:`retrieval.parse_worker`; one worker per batch) and chunked as its blocks arrive (the blocks
+written to their file, the chunks to a spill file: memory holds a batch, not the file); then it is
+stored (files under temporary names, rows committed, files renamed). Two modes:
 
 - ``all_or_nothing=True`` (the HTTP upload route): if any file is refused or fails to parse,
   nothing is stored and one BadInputError lists every failure;
@@ -20,19 +21,20 @@ from __future__ import annotations
 import functools
 import json
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from ragtune.errors import BadInputError, RagtuneError, WorkspaceError
 from ragtune.ingest_gate import Found, IngestLimits, gather, read_found, screen_bytes
 from ragtune.jobs import JobCancelled
 from ragtune.workspace import disk_full_error, is_disk_full
 
-from .chunking import ChunkingConfig, TokenCounter, chunk_blocks
+from .chunking import ChunkingConfig, DraftChunk, TokenCounter, iter_chunks
 from .documents import blocks_path, content_hash, open_store, part_path, replace_chunks
-from .formats import ParsedDocument
+from .formats import Block, ParsedDocument
 from .parse_worker import InProcessParser, ParseWorker
 from .settings import RetrievalSettings, load_settings
 
@@ -53,19 +55,79 @@ class IngestResult:
 
 @dataclass
 class _Prepared:
-    """A file that passed the gate and parsed; its copy waits under a `.part-` name."""
+    """A file that passed the gate, parsed and chunked; its copy and its blocks wait under `.part-`
+    names, its chunks in a spill file."""
 
     index: int
     name: str
     doc_id: str
     size: int
-    parsed: ParsedDocument
-    drafts: list
+    document: ParsedDocument  # kind, pages, title, warnings (the blocks are in `blocks_part`)
+    drafts: "_DraftSpill"
     title: str
     stored: Path          # relative to the workspace
     part: Path            # the copy, renamed to `stored` once the row is committed
+    blocks_part: Path     # the parsed blocks, renamed into chunks/ once the row is committed
     parts: list[Path] = field(default_factory=list)
-    blocks_part: Path | None = None
+
+    def discard(self) -> None:
+        for p in self.parts:
+            p.unlink(missing_ok=True)
+        self.parts.clear()
+        self.drafts.close()
+
+
+class _DraftSpill:
+    """A file's chunks between chunking and storing, in an unnamed temporary file beside the workspace's
+    chunks rather than in memory: a 200 MB text makes about a million of them (1.5 GB as objects)."""
+
+    def __init__(self, folder: Path):
+        self._file = tempfile.TemporaryFile(dir=folder)  # gone with its last handle, even after a kill
+
+    def add(self, draft: DraftChunk) -> None:
+        row = [draft.text, draft.page, draft.section, draft.tokens, draft.overlap_chars]
+        self._file.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
+
+    def __iter__(self) -> Iterator[DraftChunk]:
+        self._file.flush()
+        self._file.seek(0)
+        for line in self._file:
+            yield DraftChunk(*json.loads(line))
+
+    def close(self) -> None:
+        _close_dropping(self._file)
+
+
+def _close_dropping(f) -> None:
+    """Close a file whose content is being thrown away (a full disk fails the flush in close again)."""
+    try:
+        f.close()
+    except OSError:
+        pass
+
+
+class _BlocksWriter:
+    """A file's parsed blocks written to their `.part` file as they are read: the JSON document of
+    ``documents.load_blocks``, written piece by piece (never the whole text at once), synced at the end."""
+
+    def __init__(self, path: Path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._file = os.fdopen(fd, "w", encoding="utf-8", newline="\n", buffering=1 << 20)
+        self._file.write('{"blocks": [')
+        self._separator = ""
+
+    def add(self, block: Block) -> None:
+        self._file.write(self._separator + json.dumps(asdict(block), ensure_ascii=False))
+        self._separator = ", "
+
+    def finish(self, title: str) -> None:
+        self._file.write('], "title": ' + json.dumps(title, ensure_ascii=False) + "}\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+    def close(self) -> None:
+        _close_dropping(self._file)
 
 
 def counter_for(settings: RetrievalSettings) -> TokenCounter:
@@ -190,17 +252,43 @@ def _ingest_found(ws, found: list[Found], limits: IngestLimits, progress, all_or
             return failed(item, exc)
 
     def finish(copied: _Copied) -> _Prepared | IngestResult:
-        """The parser's answer for a copied file, chunked."""
+        """The parser's answer for a copied file, chunked as its blocks come: the blocks go to their
+        `.part` file and the chunks to a spill file, so memory holds one batch, not the file."""
+        blocks_part = part_path(blocks_path(ws, copied.doc_id))
+        drafts = _DraftSpill(ws.path("chunks"))
+        writer: _BlocksWriter | None = None
         try:
             counter()  # the tokenizer loads while the parser reads (the first file: while the worker starts)
-            parsed = parser.result()
-            drafts = chunk_blocks(parsed.blocks, counter(), chunking_config(settings))
-        except Exception as exc:
-            copied.part.unlink(missing_ok=True)
+            stream = parser.stream()
+            writer = _BlocksWriter(blocks_part)
+            lead: list[Block] = []  # the opening blocks, which describe() reads
+
+            def blocks() -> Iterator[Block]:
+                for batch in stream:
+                    for block in batch:
+                        if len(lead) < 6:
+                            lead.append(block)
+                        writer.add(block)
+                        yield block
+
+            for draft in iter_chunks(blocks(), counter(), chunking_config(settings)):
+                drafts.add(draft)
+            document = stream.document
+            title = describe(ParsedDocument(document.kind, lead, document.pages, document.title), copied.name)
+            writer.finish(title)
+        except BaseException as exc:
+            parser.abandon()
+            if writer is not None:
+                writer.close()
+            drafts.close()
+            for p in (blocks_part, copied.part):
+                p.unlink(missing_ok=True)
             _forget(copies, copied)
+            if not isinstance(exc, Exception):
+                raise
             return failed(found[copied.index], exc)
-        return _Prepared(copied.index, copied.name, copied.doc_id, copied.size, parsed, drafts,
-                         describe(parsed, copied.name), copied.stored, copied.part, [copied.part])
+        return _Prepared(copied.index, copied.name, copied.doc_id, copied.size, document, drafts, title,
+                         copied.stored, copied.part, blocks_part, [copied.part, blocks_part])
 
     def report(i: int, result: IngestResult) -> None:
         results[i] = result
@@ -238,8 +326,7 @@ def _ingest_found(ws, found: list[Found], limits: IngestLimits, progress, all_or
                 stored.append(result.name)
     finally:
         for item in waiting:
-            for p in item.parts:
-                p.unlink(missing_ok=True)
+            item.discard()
         for copied in copies:
             copied.part.unlink(missing_ok=True)
     if progress:
@@ -290,31 +377,14 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _write_json_synced(path: Path, obj: dict) -> None:
-    """`obj` as indented JSON (dataclasses as dicts), written piece by piece: the same bytes as one
-    json.dumps, without holding the whole text (a 200 MB file's blocks) in memory a second time."""
-    encoder = json.JSONEncoder(indent=2, ensure_ascii=False, default=asdict)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="\n", buffering=1 << 20) as f:
-        for piece in encoder.iterencode(obj):
-            f.write(piece)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _store(ws, items: list[_Prepared], settings: RetrievalSettings) -> list[IngestResult]:
-    """Store prepared files in one transaction: blocks written, rows committed, then files renamed."""
+    """Store prepared files in one transaction: rows committed, then files renamed into place."""
     if not items:
         return []
     signature = settings.chunking_signature()
     results: list[IngestResult] = []
     replaced: list[Path] = []
     try:
-        for item in items:
-            item.blocks_part = blocks_part = part_path(blocks_path(ws, item.doc_id))
-            item.parts.append(blocks_part)
-            _write_json_synced(blocks_part, {"title": item.title, "blocks": item.parsed.blocks})
         with ws.db() as conn:
             for item in items:
                 same = conn.execute("SELECT name FROM retrieval_documents WHERE doc_id=?", (item.doc_id,)).fetchone()
@@ -328,26 +398,22 @@ def _store(ws, items: list[_Prepared], settings: RetrievalSettings) -> list[Inge
                     conn.execute("DELETE FROM retrieval_chunks WHERE doc_id=?", (row["doc_id"],))
                     conn.execute("DELETE FROM retrieval_documents WHERE doc_id=?", (row["doc_id"],))
                     replaced += [ws.root / row["stored_path"], blocks_path(ws, row["doc_id"])]
-                parsed = item.parsed
+                doc = item.document
                 conn.execute("INSERT INTO retrieval_documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                             (item.doc_id, item.name, parsed.mime, parsed.kind, parsed.pages, item.size, item.title,
+                             (item.doc_id, item.name, doc.mime, doc.kind, doc.pages, item.size, item.title,
                               str(item.stored), time.time(), signature))
                 n = replace_chunks(conn, item.doc_id, item.drafts, signature)
-                notes = parsed.warnings + (["replaced the previous version of this file"] if older else [])
+                notes = doc.warnings + (["replaced the previous version of this file"] if older else [])
                 results.append(IngestResult(item.name, "added", "; ".join(notes) or None, item.doc_id, n))
     except BaseException:
         for item in items:  # nothing was committed: the copies go
-            for p in item.parts:
-                p.unlink(missing_ok=True)
-            item.parts.clear()
+            item.discard()
         raise
     for item, result in zip(items, results):
         if result.status == "added":
             os.replace(item.part, ws.root / item.stored)
             os.replace(item.blocks_part, blocks_path(ws, item.doc_id))
-        for p in item.parts:
-            p.unlink(missing_ok=True)
-        item.parts.clear()
+        item.discard()
     for p in replaced:
         Path(p).unlink(missing_ok=True)
     return results

@@ -2,8 +2,9 @@
 
 Kept apart from its parent's side so that it starts on the fewest imports: the interpreter, the
 parsers' entry module, and what is needed to talk on its pipes. It caps its own address space once
-started, reads one JSON request a line on stdin, and answers each with a length-prefixed JSON message
-on the stdout it had at start (stdout itself then points at stderr, so a parser that prints cannot
+started, reads one JSON request a line on stdin, and answers each with length-prefixed JSON messages
+on the stdout it had at start (the blocks in batches as they are parsed, then the document or why it
+failed) (stdout itself then points at stderr, so a parser that prints cannot
 corrupt an answer). It exits at end of input, after a MemoryError, or when its owner dies.
 """
 
@@ -16,19 +17,37 @@ import signal
 import struct
 import sys
 import time
+from typing import Iterator
 
 from ragtune.errors import BadInputError
 
-from .formats import ParsedDocument, parse_file
+from .formats import Block, ParsedDocument, stream_file
 
 MB = 1024 * 1024
 HEADER = struct.Struct(">Q")  # the length of the JSON answer that follows
 _PR_SET_PDEATHSIG = 1
 
 
+# The blocks go to the parent in messages of about this many characters: neither side ever holds the
+# whole text of a big file as one message (a 200 MB text file's answer was 200 MB of JSON at once).
+BATCH_CHARS = 1 * MB
+
+
 def to_dict(doc: ParsedDocument) -> dict:
-    return {"kind": doc.kind, "pages": doc.pages, "title": doc.title, "warnings": doc.warnings,
-            "blocks": [[b.text, b.page, b.section, b.kind] for b in doc.blocks]}
+    """The document without its blocks (they went before it, in batches)."""
+    return {"kind": doc.kind, "pages": doc.pages, "title": doc.title, "warnings": doc.warnings}
+
+
+def _batches(blocks: Iterator[Block]) -> Iterator[list]:
+    batch, chars = [], 0
+    for b in blocks:
+        batch.append([b.text, b.page, b.section, b.kind])
+        chars += len(b.text)
+        if chars >= BATCH_CHARS:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
 
 
 def _status(key: str) -> int:
@@ -88,10 +107,12 @@ def _serve(parent: int, memory_mb: float) -> None:
         reply: dict | None = None
         short = False
         try:
-            doc = parse_file(request["path"], max_pages=request.get("max_pages"),
-                             strip_repeats=request.get("strip_repeats", True), pdf_tables=request.get("pdf_tables", False))
+            doc, blocks = stream_file(request["path"], max_pages=request.get("max_pages"),
+                                      strip_repeats=request.get("strip_repeats", True),
+                                      pdf_tables=request.get("pdf_tables", False))
+            for batch in _batches(blocks):
+                _send(channel, {"blocks": batch})
             reply = {"doc": to_dict(doc)}
-            del doc
         except BadInputError as exc:
             reply = {"refused": str(exc)}
         except BaseException as exc:  # noqa: BLE001 - any failure is this file's, said in one line
@@ -115,10 +136,6 @@ def main(argv: list[str]) -> None:
     parent = int(argv[argv.index("--parent") + 1])
     memory_mb = float(argv[argv.index("--memory-mb") + 1])
     _serve(parent, memory_mb)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
 
 
 if __name__ == "__main__":

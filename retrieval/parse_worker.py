@@ -42,7 +42,7 @@ from typing import Callable
 
 from ragtune.errors import BadInputError
 
-from .formats import Block, ParsedDocument, parse_file
+from .formats import Block, ParsedDocument, parse_file, stream_file
 from .parse_child import HEADER as _HEADER
 
 log = logging.getLogger("ragtune.ingest")
@@ -72,11 +72,24 @@ class InProcessParser:
         self._call = (path, options)
 
     def result(self) -> ParsedDocument:
+        return _collect(self.stream())
+
+    def stream(self) -> "ParsedStream":
         (path, options), self._call = self._call, None
-        return parse_file(path, **options)
+
+        def batches():
+            doc, blocks = stream_file(path, **options)
+            for block in blocks:
+                yield [block]
+            return doc
+
+        return ParsedStream(batches())
 
     def parse(self, path, **options) -> ParsedDocument:
         return parse_file(path, **options)
+
+    def abandon(self) -> None:
+        self._call = None
 
     def close(self) -> None:
         self._call = None
@@ -137,6 +150,13 @@ class ParseWorker:
         except subprocess.TimeoutExpired:
             pass
         self._kill()
+
+    def abandon(self) -> None:
+        """Drop the file being read (its stream was left part-way): the worker is stopped, and the next
+        file starts a new one."""
+        if self._pending:
+            self._pending = False
+            self._kill()
 
     def __enter__(self) -> "ParseWorker":
         return self
@@ -199,36 +219,66 @@ class ParseWorker:
             self._broken = True
 
     def result(self) -> ParsedDocument:
+        """The file's whole document (for a file whose blocks fit in memory; ingest uses ``stream``)."""
+        return _collect(self.stream())
+
+    def stream(self) -> "ParsedStream":
+        """The answer for the file sent: its blocks batch by batch as the worker sends them, then its
+        document. The file's time limit counts the time spent waiting for the worker, not the time the
+        caller spends between batches (chunking them); a limit passed, a refusal or the worker's death
+        is a BadInputError raised while the batches are read (what came before it must be dropped)."""
         if not self._pending:
             raise RuntimeError("no file was sent to the parse worker")
         self._pending = False
-        try:
-            if self._broken:
-                raise _Gone()
-            if not self._ready:
-                ready_at = self._wait_ready()
-                if self.timeout_s:
-                    self._deadline = ready_at + self.timeout_s
-            reply = self._read_reply(self._deadline if self.timeout_s else None)
-        except _Gone:
-            raise self._died() from None
-        except BaseException:  # stopped while waiting (a cancel): the file is abandoned with its worker
-            self._kill()
-            raise
-        if reply is None:
-            self._kill()
-            raise BadInputError(f"parsing it took more than {self.timeout_s:g} s, the time limit for one file, so it "
-                                "was stopped; nothing of it was stored")
-        if isinstance(reply.get("peak_mb"), (int, float)):
-            self.peak_mb = max(self.peak_mb, float(reply["peak_mb"]))
-        if "doc" in reply:
-            return _from_dict(reply["doc"])
-        if "refused" in reply:
-            raise BadInputError(reply["refused"])
-        if reply.get("memory"):
-            self._kill()  # its heap may be in any state: the next file gets a fresh worker
-            raise BadInputError(self._memory_sentence())
-        raise BadInputError(f"unexpected error while reading it ({reply.get('error', 'no answer')})")
+        return ParsedStream(self._batches())
+
+    def _batches(self):
+        budget = None  # seconds of the file's time limit left, once its first message came
+        while True:
+            self._pending = True  # abandoned between batches: close() kills the worker
+            waited_from = time.monotonic()
+            try:
+                if self._broken:
+                    raise _Gone()
+                if not self._ready:
+                    ready_at = self._wait_ready()
+                    if self.timeout_s:
+                        self._deadline = ready_at + self.timeout_s
+                if not self.timeout_s:
+                    deadline = None
+                elif budget is None:
+                    deadline = self._deadline
+                else:
+                    deadline = waited_from + budget
+                reply = self._read_reply(deadline)
+            except _Gone:
+                self._pending = False
+                raise self._died() from None
+            except BaseException:  # stopped while waiting (a cancel): the file is abandoned with its worker
+                self._pending = False
+                self._kill()
+                raise
+            if reply is None:
+                self._pending = False
+                self._kill()
+                raise BadInputError(f"parsing it took more than {self.timeout_s:g} s, the time limit for one file, "
+                                    "so it was stopped; nothing of it was stored")
+            if deadline is not None:
+                budget = max(0.0, deadline - time.monotonic())
+            if "blocks" in reply:
+                yield _blocks(reply["blocks"])
+                continue
+            self._pending = False
+            if isinstance(reply.get("peak_mb"), (int, float)):
+                self.peak_mb = max(self.peak_mb, float(reply["peak_mb"]))
+            if "doc" in reply:
+                return _document(reply["doc"])
+            if "refused" in reply:
+                raise BadInputError(reply["refused"])
+            if reply.get("memory"):
+                self._kill()  # its heap may be in any state: the next file gets a fresh worker
+                raise BadInputError(self._memory_sentence())
+            raise BadInputError(f"unexpected error while reading it ({reply.get('error', 'no answer')})")
 
     def _memory_sentence(self) -> str:
         if self.memory_mb:
@@ -292,13 +342,36 @@ class ParseWorker:
         return bytes(buf)
 
 
-def _from_dict(d: dict) -> ParsedDocument:
-    def text(value) -> str | None:
-        return value if isinstance(value, str) else None
+class ParsedStream:
+    """A parsed file's blocks in batches (iterate once), then ``document``: its kind, pages, title and
+    warnings, set once the last batch has been read."""
 
-    def page(value) -> int | None:
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    def __init__(self, batches):
+        self._batches = batches
+        self.document: ParsedDocument | None = None
 
-    blocks = [Block(str(t), page(p), text(s), str(k)) for t, p, s, k in d["blocks"]]
+    def __iter__(self):
+        self.document = yield from self._batches
+
+
+def _collect(stream: ParsedStream) -> ParsedDocument:
+    blocks = [block for batch in stream for block in batch]
+    stream.document.blocks = blocks
+    return stream.document
+
+
+def _text(value) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _page(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _blocks(rows: list) -> list[Block]:
+    return [Block(str(t), _page(p), _text(s), str(k)) for t, p, s, k in rows]
+
+
+def _document(d: dict) -> ParsedDocument:
     warnings = [str(w) for w in d.get("warnings") or []]
-    return ParsedDocument(str(d["kind"]), blocks, page(d.get("pages")), text(d.get("title")), warnings)
+    return ParsedDocument(str(d["kind"]), [], _page(d.get("pages")), _text(d.get("title")), warnings)

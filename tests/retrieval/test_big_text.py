@@ -4,6 +4,11 @@ A 200 MB paragraph used to be tokenized whole (tens of millions of token ids and
 ``ragtune ingest`` passed 4 GB in 5 s and was killed (bench/big_text_ingest.py). Overlong text is now
 split at sentence, line or word boundaries before it is tokenized, blocks are counted in bounded
 batches and units produced one at a time, so memory grows with one chunk, not with the file.
+
+Then the whole file was still held at once: read and split whole by the parse worker, sent to the
+ingesting process as one message, its chunks listed before they were stored (2.9 GB for 200 MB). A text
+file is now read a piece at a time, its blocks travel in batches, are chunked as they come, and the
+chunks wait in a spill file for the store.
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.chunking import MAX_TOKENIZED_CHARS, ChunkingConfig, chunk_blocks
-from retrieval.formats import Block, parse_file
+from retrieval.chunking import MAX_TOKENIZED_CHARS, ChunkingConfig, chunk_blocks, iter_chunks
+from retrieval.formats import MAX_BLOCK_CHARS, Block, parse_file
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,3 +85,85 @@ def test_normal_documents_chunk_exactly_as_before(counter, name):
     chunks = chunk_blocks(doc.blocks, counter, ChunkingConfig(200, 40, 50))
     rows = [[c.text, c.page, c.section, c.tokens, c.overlap_chars] for c in chunks]
     assert hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16] == BEFORE[name]
+
+
+def _paragraphs(mb: float, seed: int = 11) -> str:
+    return _one_paragraph(mb, True, seed).replace(". ", ".\n\n")
+
+
+def test_the_parse_worker_never_holds_a_text_file_whole(tmp_path):
+    from retrieval.parse_worker import ParseWorker
+
+    text = _paragraphs(48)
+    path = tmp_path / "big.txt"
+    path.write_text(text, encoding="utf-8")
+    with ParseWorker() as worker:
+        doc = worker.parse(path)
+    assert "".join("".join(b.text for b in doc.blocks).split()) == "".join(text.split())
+    # Read whole and answered as one message, 48 MB of paragraphs took the worker +200 MB; read a piece
+    # at a time and sent in batches of 1 MB, about +10 MB whatever the file's size.
+    assert worker.peak_mb - worker.base_mb < 48, (worker.peak_mb, worker.base_mb)
+
+
+def test_a_line_longer_than_a_block_is_cut_at_spaces_and_nothing_is_lost(tmp_path):
+    text = _one_paragraph(2.5, True)
+    path = tmp_path / "one-line.txt"
+    path.write_text("Title line\n\n" + text, encoding="utf-8")
+    blocks = parse_file(path).blocks
+    assert blocks[0].text == "Title line" and len(blocks) >= 4
+    assert all(len(b.text) <= MAX_BLOCK_CHARS for b in blocks)
+    assert all(not b.text[0].isspace() and not b.text[-1].isspace() for b in blocks)
+    assert "".join(b.text for b in blocks[1:]).replace(" ", "") == text.replace(" ", "")
+
+
+def test_a_byte_past_the_first_megabyte_still_decides_the_encoding(tmp_path):
+    path = tmp_path / "late-latin1.txt"
+    path.write_bytes(_paragraphs(2.5).encode("ascii") + b"\n\nCaf\xe9 au lait costs 3 euros.\n")
+    blocks = parse_file(path).blocks
+    assert blocks[-1].text == "Caf\u00e9 au lait costs 3 euros."  # read whole, the file was judged whole
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-8-sig", "cp1252"])
+def test_text_files_in_other_encodings_stream_the_same_text(tmp_path, encoding):
+    from charset_normalizer import from_bytes
+
+    text = "# Caf\u00e9 menu\n\nCr\u00e8me br\u00fbl\u00e9e costs 7 euros.\r\nServed daily.\n\n" * 3000
+    path = tmp_path / "menu.md"
+    path.write_bytes(text.encode(encoding))
+    if encoding == "cp1252":  # no mark says which: the whole file's best guess, as when it was read whole
+        text = str(from_bytes(path.read_bytes()).best())
+    doc = parse_file(path)
+    first, paragraph = text.replace("\r\n", "\n").split("\n\n")[:2]
+    assert doc.title == first[2:] and doc.blocks[1].text == paragraph and len(doc.blocks) == 6000
+    if encoding != "cp1252":
+        assert paragraph == "Cr\u00e8me br\u00fbl\u00e9e costs 7 euros.\nServed daily."
+
+
+def test_chunks_are_handed_on_before_the_last_block_is_read(counter):
+    pulled = []
+
+    def blocks():
+        for i in range(1000):
+            pulled.append(i)
+            yield Block(f"Paragraph {i}. " + "The pump runs at forty litres a minute. " * 12, None, "Pumps", "paragraph")
+
+    chunks = iter_chunks(blocks(), counter, ChunkingConfig(200, 40, 50))
+    first = next(chunks)
+    assert first.text.startswith("Paragraph 0.") and len(pulled) <= 300  # counted 256 blocks at a time
+    rest = list(chunks)
+    assert len(pulled) == 1000 and [first, *rest] == chunk_blocks(blocks(), counter, ChunkingConfig(200, 40, 50))
+
+
+def test_ingest_stores_the_blocks_it_parsed_and_leaves_no_temporary(workspace, tmp_path):
+    from retrieval.documents import document_chunks, load_blocks
+    from retrieval.ingest import ingest_paths
+
+    path = tmp_path / "handbook.md"
+    path.write_text("# Handbook\n\n" + _paragraphs(0.3) + "\n\n## Leave\n\nTwenty days a year.\n", encoding="utf-8")
+    [result] = ingest_paths(workspace, [path])
+    assert result.status == "added", result
+    assert load_blocks(workspace, result.doc_id) == parse_file(path).blocks
+    chunks = document_chunks(workspace, result.doc_id)
+    assert len(chunks) == result.chunks > 100 and chunks[-1].text.endswith("Leave\n\nTwenty days a year.")
+    assert [p.name for p in workspace.path("chunks").iterdir()] == [f"{result.doc_id}.blocks.json"]
+    assert sorted(p.name for p in workspace.path("documents").iterdir()) == [f"{result.doc_id}.md"]
