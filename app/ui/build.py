@@ -16,6 +16,7 @@ from ragtune.errors import BadInputError
 from ragtune.jobs import JobStatus, list_jobs, read_log
 
 from .common import esc, fmt_seconds, guarded, log, open_ws
+from .uploads import discard_superseded_uploads, discard_uploads, discard_when_read, stage_uploads
 
 DATA_GENERATE = "Generate questions and answers from my documents"
 DATA_UPLOAD = "Use my own Q&A or chat file"
@@ -266,14 +267,19 @@ def start_finetune(ws_name, source, upload, adapter_name, base_model, method, ra
     from training.synth import SynthConfig
 
     ws = open_ws(ws_name)
-    from_file = None
-    if source == DATA_UPLOAD:
-        if not upload:
-            raise BadInputError("Choose a Q&A or chat file to train on (JSONL or CSV).")
-        from_file = str(Path(upload if isinstance(upload, str) else upload.name))
+    if source == DATA_UPLOAD and not upload:
+        raise BadInputError("Choose a Q&A or chat file to train on (JSONL or CSV).")
     train = defaults_for(base_model, method, adapter_name=(adapter_name or "").strip() or None, rank=int(rank),
                          alpha=int(alpha), epochs=float(epochs), lr=float(lr))
-    job = operations.start(ws, SYNTH, SynthConfig(from_file=from_file, then_train=train.to_dict()))
+    staged = stage_uploads([Path(upload if isinstance(upload, str) else upload.name)]) if source == DATA_UPLOAD else []
+    try:
+        discard_superseded_uploads(ws, SYNTH.kind)
+        job = operations.start(ws, SYNTH, SynthConfig(from_file=str(staged[0]) if staged else None,
+                                                      then_train=train.to_dict()))
+    except BaseException:
+        discard_uploads(staged)  # refused before a job took it
+        raise
+    discard_when_read(ws, job.id)  # the dataset holds its rows once the job succeeds
     gr.Info(f"Preparing the training set (job {job.id}); the fine-tune starts as soon as it is written. "
             "You can leave this page; it keeps running.")
     return training_view(ws_name)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-import threading
 import time
 from pathlib import Path
 
@@ -14,7 +11,8 @@ import pandas as pd
 from ragtune.errors import BadInputError
 from ragtune.jobs import JobStatus
 
-from .common import guarded, log, open_ws
+from .common import guarded, open_ws
+from .uploads import discard_read_uploads, discard_superseded_uploads, discard_uploads, discard_when_read, stage_uploads
 
 RESULT_COLUMNS = ["File", "Result", "Chunks", "Details"]
 DOC_COLUMNS = ["Document", "Type", "Pages", "Chunks", "Size", "Added", "Id"]
@@ -44,116 +42,6 @@ def _label(status: str) -> str:
     return {"added": "added", "duplicate": "already there", "failed": "failed"}.get(status, status)
 
 
-def upload_folder() -> Path:
-    """Where Gradio keeps the files dropped on the app ($GRADIO_TEMP_DIR, else <tmp>/gradio)."""
-    from gradio.utils import get_upload_folder
-
-    return Path(get_upload_folder()).resolve()
-
-
-def _inside(path, root: Path) -> Path | None:
-    try:
-        path = Path(path).resolve()
-    except (OSError, RuntimeError):
-        return None
-    return path if root in path.parents else None
-
-
-def _prune(folder: Path, root: Path) -> None:
-    """Remove `folder` and its parents up to `root` while they are empty."""
-    while folder != root and root in folder.parents:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
-        folder = folder.parent
-
-
-def stage_uploads(paths: list[Path]) -> list[Path]:
-    """Move the dropped files out of Gradio's shared cache (where a file sits at a path named by its content,
-    so two drops of one file share it) into a folder of this ingest's own, inside the same upload folder
-    (a rename, nothing copied). Paths outside Gradio's folder are left as they are."""
-    root = upload_folder()
-    own = root / f"ragtune-ingest-{secrets.token_hex(8)}"
-    staged = []
-    for i, p in enumerate(paths):
-        src = _inside(p, root)
-        if src is None:
-            staged.append(p)
-            continue
-        dest = own / str(i) / src.name
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.replace(src, dest)
-        except OSError as exc:
-            discard_uploads([*staged, *paths[i:]])
-            if isinstance(exc, FileNotFoundError):
-                raise BadInputError(f"The upload of {src.name} is gone from the app's cache; drop it again.") from None
-            raise
-        _prune(src.parent, root)
-        staged.append(dest)
-    return staged
-
-
-def discard_uploads(paths) -> int:
-    """Delete the files among `paths` that lie in Gradio's upload folder (and their emptied folders); a path
-    anywhere else (a file named on the command line) is never touched. Returns how many went."""
-    root, gone = upload_folder(), 0
-    for p in paths:
-        p = _inside(p, root)
-        if p is None:
-            continue
-        try:
-            p.unlink()
-            gone += 1
-        except FileNotFoundError:
-            pass
-        except OSError:
-            continue
-        _prune(p.parent, root)
-    return gone
-
-
-def _job_paths(job) -> list[str]:
-    return list(((job.config or {}).get("config") or {}).get("paths", []))
-
-
-def discard_read_uploads(ws, job_id: str) -> int:
-    """Once an ingest job has read every file it was given (each stored, already there or refused: the job
-    succeeded), its uploads are deleted from Gradio's folder; the workspace keeps its own copy of each stored
-    one. A cancelled, stopped or failed job keeps them for Resume."""
-    from ragtune.jobs import get_job
-
-    job = get_job(ws, job_id)
-    return discard_uploads(_job_paths(job)) if job.status == JobStatus.SUCCEEDED else 0
-
-
-def _discard_superseded_uploads(ws) -> None:
-    """Uploads left by finished ingest jobs: those the app can no longer resume (a newer ingest is starting)
-    and those that succeeded while no page followed them (the app had stopped)."""
-    from ragtune.jobs import list_jobs
-    from retrieval.service import INGEST
-
-    for job in list_jobs(ws, kind=INGEST.kind):
-        if job.finished:
-            discard_uploads(_job_paths(job))
-
-
-def _discard_when_read(ws, job_id: str) -> None:
-    """In the background too, so a page closed mid-ingest leaves nothing behind in Gradio's folder."""
-    from ragtune.jobs import get_job
-
-    def watch():
-        try:
-            while not get_job(ws, job_id).finished:
-                time.sleep(0.5)
-            discard_read_uploads(ws, job_id)
-        except Exception:  # the workspace or job was deleted meanwhile: nothing to follow
-            log.debug("upload cleanup for job %s stopped", job_id, exc_info=True)
-
-    threading.Thread(target=watch, name=f"ragtune-uploads-{job_id}", daemon=True).start()
-
-
 def ingest_files(ws_name, files, progress=gr.Progress()):
     """Add uploaded files as an ingest job (the same operation as `ragtune ingest`), yielding each file's
     result as the job reports it. One bad file never stops the batch. The uploads leave Gradio's shared
@@ -167,14 +55,14 @@ def ingest_files(ws_name, files, progress=gr.Progress()):
         if not paths:
             raise gr.Error("Drop one or more files first.")
         paths = stage_uploads(paths)
-        _discard_superseded_uploads(ws)
+        discard_superseded_uploads(ws, INGEST.kind)
         docs, choices = documents_table(ws_name)
         yield pd.DataFrame([[p.name, "waiting", "", ""] for p in paths], columns=RESULT_COLUMNS), docs, choices
         job = operations.start(ws, INGEST, IngestConfig(paths=[str(p) for p in paths]))
     except BaseException:
         discard_uploads(paths)  # refused before a job took them
         raise
-    _discard_when_read(ws, job.id)
+    discard_when_read(ws, job.id)
     yield from _follow_ingest(ws_name, job, progress)
 
 

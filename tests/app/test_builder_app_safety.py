@@ -76,6 +76,35 @@ def test_dropped_files_leave_gradios_cache_once_read(app, tmp_path):
     assert all((app.uploads / f).stat().st_size == 0 for f in left), left
 
 
+def test_a_dropped_training_file_leaves_gradios_cache_once_imported(app, tmp_path):
+    """Issue 24: the Build tab's training-file drop was capped, but its upload stayed in Gradio's cache."""
+    from gradio_client import Client, handle_file
+
+    from app.ui.build import DATA_UPLOAD
+    from ragtune.jobs import list_jobs
+    from ragtune.workspace import Workspace
+
+    rows = (Path(__file__).resolve().parents[2] / "datasets" / "sample_train_qa.jsonl").read_text().splitlines()[:12]
+    train = tmp_path / "k7_questions.jsonl"
+    train.write_text("\n".join(rows) + "\n")
+    client = Client(app.url, verbose=False, download_files=False)
+    client.predict("safe", DATA_UPLOAD, handle_file(str(train)), "k7-upload", "tiny-llama", "lora", 2, 4, 0.1, 2e-4,
+                   api_name="/start_finetune")
+    ws = Workspace.open(app.home / "workspaces" / "safe")
+    deadline = time.monotonic() + 180  # a bound on the wait, not a measurement
+    while time.monotonic() < deadline and not [j for j in list_jobs(ws, kind="synth") if j.finished]:
+        time.sleep(0.5)
+    [synth] = list_jobs(ws, kind="synth")
+    assert synth.status == "succeeded", synth.error
+    dataset = synth.result["dataset"]  # the workspace has its own copy of the rows
+    assert dataset["file"] == "k7_questions.jsonl" and sum(dataset["counts"].values()) == 12, dataset
+    deadline = time.monotonic() + 30  # deleted by a thread that checks twice a second
+    while time.monotonic() < deadline and [f for f in _files(app.uploads) if f.endswith("k7_questions.jsonl")]:
+        time.sleep(0.5)
+    left = _files(app.uploads)
+    assert not [f for f in left if f.endswith("k7_questions.jsonl")], left
+
+
 def test_a_file_over_the_size_limit_is_refused_and_not_kept(app, tmp_path):
     from gradio_client import Client, handle_file
 
