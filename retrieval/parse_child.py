@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import resource
 import signal
 import struct
 import sys
@@ -50,10 +51,47 @@ def _batches(blocks: Iterator[Block]) -> Iterator[list]:
         yield batch
 
 
-def _status(key: str) -> int:
-    """A size from /proc/self/status, in bytes (VmSize: address space, VmHWM: peak resident)."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
+_PROC_STATUS = "/proc/self/status"
+
+
+def _proc_status(key: str) -> int | None:
+    """A size from /proc/self/status in bytes (VmSize: address space, VmHWM: peak resident); None
+    where there is no /proc (macOS)."""
+    try:
+        with open(_PROC_STATUS) as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def _address_space() -> int:
+    size = _proc_status("VmSize")
+    if size is None:
+        import psutil  # only where there is no /proc: it costs the worker's start 10 ms
+
+        size = psutil.Process().memory_info().vms
+    return size
+
+
+def _peak_resident() -> int:
+    peak = _proc_status("VmHWM")
+    if peak is None:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    return peak
+
+
+def _cap_address_space(memory_mb: float) -> tuple[int, bool]:
+    """(what this process holds, whether the cap above it took): a system that refuses RLIMIT_AS
+    leaves the time limit only."""
+    base = _address_space()
+    if memory_mb <= 0:
+        return base, False
+    cap = base + int(memory_mb * MB)
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    except (ValueError, OSError):
+        return base, False
+    return base, True
 
 
 def _die_with(parent: int) -> None:
@@ -87,17 +125,12 @@ def _send(channel, message: dict) -> None:
 
 
 def _serve(parent: int, memory_mb: float) -> None:
-    import resource
-
     _die_with(parent)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     channel = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a parser that prints writes to stderr, never into an answer
-    base = _status("VmSize")
-    if memory_mb > 0:
-        cap = base + int(memory_mb * MB)
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    _send(channel, {"ready": True, "base_mb": round(base / MB, 1), "at": time.monotonic()})
+    base, capped = _cap_address_space(memory_mb)
+    _send(channel, {"ready": True, "base_mb": round(base / MB, 1), "memory_capped": capped, "at": time.monotonic()})
     stdin = sys.stdin.buffer
     while True:
         line = stdin.readline()
@@ -122,7 +155,7 @@ def _serve(parent: int, memory_mb: float) -> None:
                 reply = {"error": f"{type(exc).__name__}: {exc}"[:500]}
         if short:  # outside the handler, so the frames holding the big objects are gone
             reply = {"memory": True}
-        reply["peak_mb"] = round(_status("VmHWM") / MB, 1)
+        reply["peak_mb"] = round(_peak_resident() / MB, 1)
         try:
             _send(channel, reply)
         except MemoryError:

@@ -4,7 +4,8 @@ A file can pass every cap of the gate and still be expensive to parse: 2 MB of `
 BeautifulSoup 12 s and 300 MB, 20 MB (the upload size cap) about ten times that. So, as Apache Tika's
 server and unstructured's API do, parsing runs in a separate process with limits:
 
-- **memory**: the worker caps its own address space (``RLIMIT_AS``) at what it holds once started
+- **memory**: the worker caps its own address space (``RLIMIT_AS``, where the system enforces it: Linux;
+  elsewhere a warning is logged once and the time limit holds alone) at what it holds once started
   (about 20 MB of address space: the interpreter and :mod:`retrieval.formats`) plus ``memory_mb``; the parsers'
   own modules load under that budget. An allocation past it fails inside the worker (Python's
   MemoryError, libxml2's "Memory allocation failed"), the worker says so and is replaced;
@@ -19,7 +20,7 @@ starting one costs an interpreter (~0.1 s, started at once and overlapped with t
 the first file); a request and its answer cost about a millisecond. Answers are JSON, never pickle:
 the worker reads hostile bytes, the parent trusts none of what it sends back beyond plain text.
 
-The worker dies with its owner: ``PR_SET_PDEATHSIG`` (SIGKILL) set in the worker, which fires when
+The worker dies with its owner: ``PR_SET_PDEATHSIG`` (SIGKILL, Linux) set in the worker, which fires when
 the thread that started it exits (it is the thread that runs the batch, and it closes the worker
 first), and end-of-file on its stdin between files. It runs in a session of its own, so a Ctrl-C
 reaches the CLI, which stops the worker itself. The worker is single-threaded, so PDFium's
@@ -28,6 +29,7 @@ thread-unsafety (``ragtune.pdfium_lock``) never meets another thread there.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -52,6 +54,8 @@ START_TIMEOUT_S = 60.0   # the worker's own start, not counted in a file's time 
 BODY_S = 30.0            # to read an answer whose head came in time
 CHECK_S = 0.25           # how often `check` is called while an answer is awaited
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+# What the worker runs, after the interpreter (the tests run a stand-in whose parser never returns).
+CHILD = ("-m", "retrieval.parse_child")
 
 
 def size_text(mb: float) -> str:
@@ -122,7 +126,7 @@ class ParseWorker:
             return
         self._stderr = tempfile.TemporaryFile()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)}
-        argv = [sys.executable, "-m", "retrieval.parse_child", "--parent", str(os.getpid()),
+        argv = [sys.executable, *CHILD, "--parent", str(os.getpid()),
                 "--memory-mb", str(self.memory_mb or 0)]
         self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
                                       bufsize=0, start_new_session=True, env=env, close_fds=True)
@@ -308,6 +312,8 @@ class ParseWorker:
             self._kill()
             raise RuntimeError(f"the parsing process did not start within {START_TIMEOUT_S:g} s")
         self.base_mb = hello.get("base_mb")
+        if self.memory_mb and hello.get("memory_capped") is False:
+            _warn_uncapped_once()
         self._ready = True
         at = hello.get("at")
         return min(float(at), time.monotonic()) if isinstance(at, (int, float)) else time.monotonic()
@@ -340,6 +346,12 @@ class ParseWorker:
                 raise _Gone()
             buf += chunk
         return bytes(buf)
+
+
+@functools.cache
+def _warn_uncapped_once() -> None:
+    log.warning("this system does not let the parse worker cap its memory (RLIMIT_AS): files are parsed "
+                "under the time limit only")
 
 
 class ParsedStream:
