@@ -162,8 +162,8 @@ def stream_file(path: str | Path, *, max_pages: int | None = None, strip_repeats
     with path.open("rb") as f:
         head = f.read(65536)
     kind = detect_kind(path, head)
-    if kind in ("md", "txt"):
-        doc, blocks = _stream_text(path, kind)
+    if kind in _STREAMED:
+        doc, blocks = _STREAMED[kind](path)
     else:
         parser = _PARSERS[kind]
         if kind == "pdf":
@@ -833,11 +833,7 @@ def _stream_text(path: Path, kind: str) -> tuple[ParsedDocument, Iterator[Block]
 
     def blocks() -> Iterator[Block]:
         with path.open("rb") as raw:
-            encoding = _text_encoding(raw)
-            raw.seek(0)
-            # errors="replace": a byte the guessed encoding cannot read is one replacement character
-            text = io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline=None)
-            for block in _markdown_blocks(_lines_of(text), kind):
+            for block in _markdown_blocks(_lines_of(_open_text(raw, None)), kind):
                 if doc.title is None and block.kind == "heading":
                     doc.title = block.text
                 yield block
@@ -860,47 +856,84 @@ def _collect(doc: ParsedDocument, blocks: Iterator[Block]) -> ParsedDocument:
 
 # ------------------------------------------------------------------ CSV / JSONL
 
+def _open_text(raw, newline: str | None, encoding: str | None = None) -> io.TextIOWrapper:
+    """A text file's binary stream as text from its start, in `encoding` or the one _text_encoding finds."""
+    raw.seek(0)
+    if encoding is None:
+        encoding = _text_encoding(raw)
+        raw.seek(0)
+    # errors="replace": a byte the guessed encoding cannot read is one replacement character
+    return io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline=newline)
+
+
+def _stream_csv(path: Path) -> tuple[ParsedDocument, Iterator[Block]]:
+    """One block per row, written as 'column: value' pairs so each row stands alone in a chunk; the
+    rows are read one at a time."""
+    doc = ParsedDocument("csv", [])
+
+    def blocks() -> Iterator[Block]:
+        with path.open("rb") as raw:
+            head = _open_text(raw, "")
+            sample = head.read(8192)
+            encoding = head.encoding
+            head.detach()  # `raw` stays open for the rows
+            try:
+                dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
+            except csv.Error:
+                dialect = csv.excel
+            rows = (r for r in csv.reader(_open_text(raw, "", encoding), dialect) if any(c.strip() for c in r))
+            header = next(rows, None)
+            if header is None:
+                raise BadInputError("the CSV file has no rows")
+            body = False
+            for r in rows:
+                body = True
+                pairs = [f"{h.strip() or f'column {i + 1}'}: {v.strip()}" for i, (h, v) in enumerate(zip(header, r))
+                         if v.strip()]
+                yield Block("; ".join(pairs), None, None, "table")
+            if not body:
+                yield Block(", ".join(header), None, None, "table")
+
+    return doc, blocks()
+
+
+def _stream_jsonl(path: Path) -> tuple[ParsedDocument, Iterator[Block]]:
+    """Each record becomes one block of its text fields, read a line at a time; malformed lines are
+    skipped and counted (the document's warning, once every line is read)."""
+    doc = ParsedDocument("jsonl", [])
+
+    def blocks() -> Iterator[Block]:
+        bad, first_bad, found = 0, None, False
+        with path.open("rb") as raw:
+            for n, line in enumerate(_open_text(raw, None), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    bad, first_bad = bad + 1, first_bad or n
+                    continue
+                if isinstance(record, dict):
+                    text = "\n".join(f"{k}: {_flat(v)}" for k, v in record.items() if _flat(v).strip())
+                else:
+                    text = _flat(record)
+                if text.strip():
+                    found = True
+                    yield Block(text, None, None, "paragraph")
+        if not found and bad:
+            raise BadInputError(f"no line is valid JSON (first bad line: {first_bad})")
+        if bad:
+            doc.warnings.append(f"skipped {bad} line(s) that are not valid JSON (first: line {first_bad})")
+
+    return doc, blocks()
+
+
 def parse_csv(path: Path) -> ParsedDocument:
-    """One block per row, written as 'column: value' pairs so each row stands alone in a chunk."""
-    text = _decode(path.read_bytes())
-    try:
-        dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|")
-    except csv.Error:
-        dialect = csv.excel
-    rows = [r for r in csv.reader(io.StringIO(text), dialect) if any(c.strip() for c in r)]
-    if not rows:
-        raise BadInputError("the CSV file has no rows")
-    header, body = rows[0], rows[1:]
-    if not body:
-        return ParsedDocument("csv", [Block(", ".join(header), None, None, "table")])
-    blocks = []
-    for r in body:
-        pairs = [f"{h.strip() or f'column {i + 1}'}: {v.strip()}" for i, (h, v) in enumerate(zip(header, r)) if v.strip()]
-        blocks.append(Block("; ".join(pairs), None, None, "table"))
-    return ParsedDocument("csv", blocks)
+    return _collect(*_stream_csv(path))
 
 
 def parse_jsonl(path: Path) -> ParsedDocument:
-    """Each record becomes one block of its text fields; malformed lines are skipped and counted."""
-    blocks, bad = [], []
-    for n, line in enumerate(_decode(path.read_bytes()).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            bad.append(n)
-            continue
-        if isinstance(record, dict):
-            text = "\n".join(f"{k}: {_flat(v)}" for k, v in record.items() if _flat(v).strip())
-        else:
-            text = _flat(record)
-        if text.strip():
-            blocks.append(Block(text, None, None, "paragraph"))
-    if not blocks and bad:
-        raise BadInputError(f"no line is valid JSON (first bad line: {bad[0]})")
-    warnings = [f"skipped {len(bad)} line(s) that are not valid JSON (first: line {bad[0]})"] if bad else []
-    return ParsedDocument("jsonl", blocks, warnings=warnings)
+    return _collect(*_stream_jsonl(path))
 
 
 def _flat(value) -> str:
@@ -951,6 +984,11 @@ def parse_rtf(path: Path) -> ParsedDocument:
     return doc
 
 
+# Formats read a piece at a time (a 200 MB file is never held whole); the others are parsed whole.
+_STREAMED = {
+    "md": lambda path: _stream_text(path, "md"), "txt": lambda path: _stream_text(path, "txt"),
+    "csv": _stream_csv, "jsonl": _stream_jsonl,
+}
 _PARSERS = {
     "pdf": parse_pdf, "docx": parse_docx, "pptx": parse_pptx, "html": parse_html, "md": parse_markdown,
     "txt": parse_txt, "csv": parse_csv, "jsonl": parse_jsonl, "eml": parse_eml, "rtf": parse_rtf,
