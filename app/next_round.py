@@ -314,4 +314,4 @@ def _run_round(ws, config: NextRoundConfig, job) -> dict:
     return record.to_dict()
 
 
-NEXT_ROUND = Operation(kind="next-round", config=NextRoundConfig, work=_run_round, ref="app.next_round:NEXT_ROUND")
+NEXT_ROUND = Operation(kind="next-round", config=NextRoundConfig, work=_run_round)

@@ -116,7 +116,7 @@ def _synth(ws, config: SynthConfig, job) -> dict:
     return result
 
 
-SYNTH = Operation(kind="synth", config=SynthConfig, work=_synth, ref="app.training_data:SYNTH", prepare=_prepare,
+SYNTH = Operation(kind="synth", config=SynthConfig, work=_synth, prepare=_prepare,
                   secrets={"teacher_api_key": TEACHER_KEY_ENV},
                   resume_refusal=("a dataset version is written whole when the questions are done, so a stopped synth "
                                   "left nothing to continue from; start it again with `ragtune synth` (the extractive "

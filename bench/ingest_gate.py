@@ -58,9 +58,9 @@ def main() -> None:
         (good,), good_s, good_mb = measured(lambda: ingest_paths(ws, [REPO / "datasets" / "sample" / "travel_policy.docx"]))
         (refused,), bomb_s, bomb_mb = measured(lambda: ingest_paths(ws, [bomb]))
         assert good.status == "added" and refused.status == "failed" and "archive bomb" in refused.reason
-        from retrieval.service import upload_pipeline
+        from app.wiring import deploy_uploads
 
-        app = build_deploy_app(ws, None, builder_password="pw", start_ingest=upload_pipeline())
+        app = build_deploy_app(ws, None, builder_password="pw", start_ingest=deploy_uploads())
         with TestClient(app) as client:
             small = write_bomb(tmp / "minutes.docx", 60)  # under the 100 MB upload budget: refused while streaming
             http = {}

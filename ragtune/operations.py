@@ -1,9 +1,12 @@
 """Long operations (ingest, index, synth, next round) as jobs: one config dataclass, one code path.
 
 An ``Operation`` names its job kind, its config dataclass (which validates itself) and the
-function that does the work, ``work(ws, config, job) -> result dict``. The CLI runs it in its
-own process (``run_here``); the app and ``--detach`` start it in a process of its own
-(``start``, ``python -m ragtune.operations``). Both write the same job folder
+function that does the work, ``work(ws, config, job) -> result dict``. An ``OperationRegistry``
+holds every operation by kind and names the module whose ``main`` runs one in a job process;
+the app layer assembles it (``app.wiring.OPERATIONS``, the composition root), so this module never
+imports an operation's module by name: a job record keeps the operation's kind, and the job process
+looks the kind up in the registry it was started from. The CLI runs an operation in its own process
+(``run_here``); the app and ``--detach`` start it in a process of its own (``start``). Both write the same job folder
 (``ragtune.jobs``): ``log.jsonl`` with ``step``/``total_steps``/rate/ETA rows, ``status.json``
 with the outcome. So ``ragtune jobs show -f/cancel/resume``, the screens and a page reload all
 see either kind, and cancel is the same CANCEL file or SIGTERM.
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import os
 import time
@@ -32,15 +34,11 @@ from typing import Callable
 from .errors import BadInputError, JobError
 from .jobs import Job, JobReporter, cancel_job, get_job, list_jobs, start_job, start_lock, write_job_here
 
-MODULE = "ragtune.operations"
-
-
 @dataclass(frozen=True)
 class Operation:
     kind: str                                   # the job kind ("index", "ingest", "synth", "next-round")
     config: type                                # dataclass with validate() -> self
     work: Callable[..., dict]                   # work(ws, config, job: JobContext) -> result
-    ref: str                                    # "module:NAME" of this Operation, for the job process
     prepare: Callable | None = None             # prepare(ws, config) -> config: checks needing the workspace
     exclusive: bool = True                      # False: several may run at once (ingest: stores are content-addressed)
     resume_refusal: str | None = None           # why a stopped job of this kind does not resume (None: it does)
@@ -50,8 +48,10 @@ class Operation:
 class JobContext:
     """What the work sees: ``progress(done, total, label)`` (logs a row, honours cancel), ``log``, ``result``."""
 
-    def __init__(self, reporter: JobReporter, echo: Callable[[int, int, str], None] | None = None):
+    def __init__(self, reporter: JobReporter, echo: Callable[[int, int, str], None] | None = None,
+                 operations: "OperationRegistry | None" = None):
         self.reporter = reporter
+        self.operations = operations  # the registry this job runs from: work that starts another job uses it
         self.echo = echo
         self.started = time.time()
         self._first: int | None = None
@@ -74,11 +74,6 @@ class JobContext:
                           eta_s=round((total - done) / rate, 1) if rate and total else None)
         if self.echo:
             self.echo(done, total, label)
-
-
-def load(ref: str) -> Operation:
-    module, _, name = ref.partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def _checked(ws, op: Operation, config):
@@ -115,69 +110,124 @@ def running(ws, op: Operation) -> Job | None:
 
 
 def _job_config(op: Operation, stored: dict) -> dict:
-    return {"operation": op.ref, "config": stored}
+    return {"operation": op.kind, "config": stored}
 
 
-def _args(ws, op: Operation, stored: dict) -> list[str]:
-    return ["--operation", op.ref, "--workspace", str(ws.root), "--config-json", json.dumps(stored)]
+def operation_kind(job: Job) -> str | None:
+    """The kind of operation a job record runs, or None for a job no operation runs (training, evaluation).
 
-
-def start(ws, op: Operation, config) -> Job:
-    """Validate, then run the operation in its own process; returns the Job at once (tail ``job.log_path``)."""
-    config = _checked(ws, op, config)
-    stored = _stored(op, config)
-    with start_lock(ws, op.kind):
-        _refuse_if_running(ws, op)
-        return start_job(ws, op.kind, MODULE, _args(ws, op, stored), config=_job_config(op, stored),
-                         env=_secret_env(op, config))
-
-
-def run_here(ws, op: Operation, config, *, echo: Callable[[int, int, str], None] | None = None) -> Job:
-    """Validate and run the operation in this process, as a job others see (``ragtune jobs list``, the app).
-
-    ``echo(done, total, label)`` hears each progress row (a terminal bar). Returns the finished Job:
-    its ``status`` is succeeded, cancelled (``ragtune jobs cancel`` or Ctrl-C) or failed, with ``error``.
-    """
-    config = _checked(ws, op, config)
-    stored = _stored(op, config)
-    with start_lock(ws, op.kind):
-        _refuse_if_running(ws, op)
-        job = write_job_here(ws, op.kind, MODULE, _args(ws, op, stored), config=_job_config(op, stored))
-    _run(ws, op, config, job.dir, echo)
-    return get_job(ws, job.id)
-
-
-def _run(ws, op: Operation, config, job_dir, echo=None) -> None:
-    with JobReporter(job_dir) as reporter:
-        ctx = JobContext(reporter, echo)
-        reporter.log(event="start", operation=op.kind, config=_stored(op, config))
-        reporter.result = op.work(ws, config, ctx) or {}
-
-
-def kind_refuses_resume(job: Job) -> str | None:
-    """Why a job of this kind never resumes, whatever its status (synth: a dataset is written whole), or None."""
-    ref = (job.config or {}).get("operation")
-    return load(ref).resume_refusal if ref else None
-
-
-def resume(ws, job_id: str) -> Job:
-    """Restart a cancelled, stopped or failed job under the same id and config, in its own process."""
-    job = get_job(ws, job_id)
+    A record keeps the kind (``{"operation": "index"}``); a record written before kept a ``"module:NAME"``
+    path of the Operation (``"retrieval.service:INDEX"``), whose kind is the job's own."""
     ref = (job.config or {}).get("operation")
     if not ref:
-        raise JobError(f"Job {job_id} is a '{job.kind}' job, which this command does not resume.")
-    op = load(ref)
-    if not job.status.resumable:
-        raise JobError(f"Job {job_id} is still running." if job.status.running else f"Job {job_id} already finished.")
-    if kind_refuses_resume(job):
-        raise JobError(f"Job {job_id} ({op.kind}) {job.status}: {op.resume_refusal}")
-    config = op.config(**job.config["config"])
-    for name, env in op.secrets.items():
-        setattr(config, name, os.environ.get(env))
-    with start_lock(ws, op.kind):
-        _refuse_if_running(ws, op)
-        return start_job(ws, op.kind, MODULE, _args(ws, op, job.config["config"]), config=job.config,
-                         job_id=job_id, env=_secret_env(op, config))
+        return None
+    return job.kind if ":" in ref else ref
+
+
+class OperationRegistry:
+    """Every operation by kind, and the module whose ``main()`` runs one in a job process.
+
+    Built once by the composition root (``app.wiring``), which also owns that module: the job process
+    imports the registry there, so no layer below the app names a module of the app, or of any
+    layer, for a job to load. Starting, resuming and running here go through it."""
+
+    def __init__(self, operations, *, entry: str):
+        self.by_kind: dict[str, Operation] = {}
+        for op in operations:
+            if op.kind in self.by_kind:
+                raise ValueError(f"two operations of kind '{op.kind}'")
+            self.by_kind[op.kind] = op
+        self.entry = entry  # `python -m <entry> --operation KIND ...` runs a job: its main calls self.main
+
+    def __contains__(self, op: Operation) -> bool:
+        return self.by_kind.get(op.kind) is op
+
+    def get(self, kind: str) -> Operation:
+        try:
+            return self.by_kind[kind]
+        except KeyError:
+            raise JobError(f"No operation of kind '{kind}' (known: {', '.join(sorted(self.by_kind))}).") from None
+
+    def _registered(self, op: Operation) -> Operation:
+        if op not in self:
+            raise JobError(f"The {op.kind} operation is not in this registry, so its job process could not run it.")
+        return op
+
+    def _args(self, ws, op: Operation, stored: dict) -> list[str]:
+        return ["--operation", op.kind, "--workspace", str(ws.root), "--config-json", json.dumps(stored)]
+
+    def start(self, ws, op: Operation, config) -> Job:
+        """Validate, then run the operation in its own process; returns the Job at once (tail ``job.log_path``)."""
+        op = self._registered(op)
+        config = _checked(ws, op, config)
+        stored = _stored(op, config)
+        with start_lock(ws, op.kind):
+            _refuse_if_running(ws, op)
+            return start_job(ws, op.kind, self.entry, self._args(ws, op, stored), config=_job_config(op, stored),
+                             env=_secret_env(op, config))
+
+    def run_here(self, ws, op: Operation, config, *, echo: Callable[[int, int, str], None] | None = None) -> Job:
+        """Validate and run the operation in this process, as a job others see (``ragtune jobs list``, the app).
+
+        ``echo(done, total, label)`` hears each progress row (a terminal bar). Returns the finished Job:
+        its ``status`` is succeeded, cancelled (``ragtune jobs cancel`` or Ctrl-C) or failed, with ``error``.
+        """
+        op = self._registered(op)
+        config = _checked(ws, op, config)
+        stored = _stored(op, config)
+        with start_lock(ws, op.kind):
+            _refuse_if_running(ws, op)
+            job = write_job_here(ws, op.kind, self.entry, self._args(ws, op, stored),
+                                 config=_job_config(op, stored))
+        self._run(ws, op, config, job.dir, echo)
+        return get_job(ws, job.id)
+
+    def _run(self, ws, op: Operation, config, job_dir, echo=None) -> None:
+        with JobReporter(job_dir) as reporter:
+            ctx = JobContext(reporter, echo, operations=self)
+            reporter.log(event="start", operation=op.kind, config=_stored(op, config))
+            reporter.result = op.work(ws, config, ctx) or {}
+
+    def refuses_resume(self, job: Job) -> str | None:
+        """Why a job of this kind never resumes, whatever its status (synth: a dataset is written whole), or None."""
+        kind = operation_kind(job)
+        return self.get(kind).resume_refusal if kind else None
+
+    def resume(self, ws, job_id: str) -> Job:
+        """Restart a cancelled, stopped or failed job under the same id and config, in its own process."""
+        job = get_job(ws, job_id)
+        kind = operation_kind(job)
+        if not kind:
+            raise JobError(f"Job {job_id} is a '{job.kind}' job, which this command does not resume.")
+        op = self.get(kind)
+        if not job.status.resumable:
+            raise JobError(f"Job {job_id} is still running." if job.status.running else f"Job {job_id} already finished.")
+        if op.resume_refusal:
+            raise JobError(f"Job {job_id} ({op.kind}) {job.status}: {op.resume_refusal}")
+        stored = job.config["config"]
+        config = op.config(**stored)
+        for name, env in op.secrets.items():
+            setattr(config, name, os.environ.get(env))
+        with start_lock(ws, op.kind):
+            _refuse_if_running(ws, op)
+            return start_job(ws, op.kind, self.entry, self._args(ws, op, stored), config=_job_config(op, stored),
+                             job_id=job_id, env=_secret_env(op, config))
+
+    def main(self, argv: list[str] | None = None) -> None:
+        """The job process: run the operation of ``--operation KIND`` (started by ``start`` or ``resume``)."""
+        p = argparse.ArgumentParser(prog=f"python -m {self.entry}")
+        p.add_argument("--operation", required=True, help="the operation's kind")
+        p.add_argument("--workspace", required=True)
+        p.add_argument("--config-json", required=True)
+        p.add_argument("--job-dir", required=True)
+        args = p.parse_args(argv)
+        from .workspace import Workspace
+
+        op = self.get(args.operation)
+        config = op.config(**json.loads(args.config_json))
+        for name, env in op.secrets.items():
+            setattr(config, name, os.environ.get(env))
+        self._run(Workspace.open(args.workspace), op, config, args.job_dir)
 
 
 def cancel(ws, job_id: str) -> Job:
@@ -198,25 +248,3 @@ def progress_of(job: Job | None) -> dict:
     last = steps[-1] if steps else {}
     return {"done": last.get("step", 0), "total": last.get("total_steps") or 0, "label": last.get("label", ""),
             "rate": last.get("rate"), "eta_s": last.get("eta_s"), "rows": rows}
-
-
-# ------------------------------------------------------------------ the job process
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog=f"python -m {MODULE}")
-    p.add_argument("--operation", required=True)
-    p.add_argument("--workspace", required=True)
-    p.add_argument("--config-json", required=True)
-    p.add_argument("--job-dir", required=True)
-    args = p.parse_args(argv)
-    from .workspace import Workspace
-
-    op = load(args.operation)
-    config = op.config(**json.loads(args.config_json))
-    for name, env in op.secrets.items():
-        setattr(config, name, os.environ.get(env))
-    _run(Workspace.open(args.workspace), op, config, args.job_dir)
-
-
-if __name__ == "__main__":
-    main()

@@ -128,27 +128,27 @@ def _ingest(ws, config: IngestConfig, job) -> dict:
 
             remove_staging(ws, config.staged)
     if config.upload:  # the index as the one-at-a-time job `ragtune index` starts; its id goes in the result
-        built = _start_index(ws) if config.index and any(r.status == "added" for r in results) else None
+        built = _start_index(ws, job) if config.index and any(r.status == "added" for r in results) else None
     else:
         built = _index(ws, IndexConfig(), job) if config.index else None
     return {"results": [r.to_dict() for r in results], "index": built}
 
 
-def _start_index(ws) -> dict:
-    """Start the index job: its id and where to follow it, or why it did not start (the documents are stored)."""
-    from ragtune import operations
+def _start_index(ws, ingest_job) -> dict:
+    """Start the index job from the registry the ingest job runs from: its id and where to follow it, or
+    why it did not start (the documents are stored)."""
     from ragtune.errors import RagtuneError
 
     try:
-        job = operations.start(ws, INDEX, IndexConfig())
+        job = ingest_job.operations.start(ws, INDEX, IndexConfig())
     except RagtuneError as exc:
         return {"job": None, "status": "not_started", "error": str(exc)}
     return {"job": job.id, "status": job.status, "follow": f"/builder/{ws.name}/jobs/{job.id}"}
 
 
-INDEX = Operation(kind="index", config=IndexConfig, work=_index, ref="retrieval.service:INDEX", prepare=_prepare_index)
+INDEX = Operation(kind="index", config=IndexConfig, work=_index, prepare=_prepare_index)
 # Concurrent ingests are safe (content-addressed; tests/retrieval/test_ingest_gate.py): several may run at once.
-INGEST = Operation(kind="ingest", config=IngestConfig, work=_ingest, ref="retrieval.service:INGEST", exclusive=False)
+INGEST = Operation(kind="ingest", config=IngestConfig, work=_ingest, exclusive=False)
 
 
 def file_results(job, latest_run: bool = False) -> list[dict]:
@@ -163,13 +163,13 @@ def file_results(job, latest_run: bool = False) -> list[dict]:
     return [r for r in rows if r.get("event") == "file"]
 
 
-def upload_pipeline():
+def upload_pipeline(operations):
     """``start_ingest(ws, staged, paths, limits, index) -> Job`` for the builder upload route of the assistant
     server (``ragtune deploy``, the app's Deploy tab): the files the route checked and staged in `staged`
-    are ingested by an ingest job (``INGEST``, in a process of its own, as ``ragtune ingest --detach``
-    starts it) under upload limits, all or nothing; the job owns `staged` and removes it when it ends.
-    With `index`, the job then starts the index job (``INDEX``, one at a time, as ``ragtune index``)."""
-    from ragtune import operations
+    are ingested by an ingest job (``INGEST`` of the ``operations`` registry, the app's, in a process of its
+    own, as ``ragtune ingest --detach`` starts it) under upload limits, all or nothing; the job owns `staged`
+    and removes it when it ends. With `index`, the job then starts the index job (``INDEX``, one at a time,
+    as ``ragtune index``)."""
 
     def start_ingest(ws, staged, paths, limits, index: bool = False):
         config = IngestConfig(paths=[str(p) for p in paths], upload=True, staged=str(staged), index=index,

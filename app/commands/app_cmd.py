@@ -32,7 +32,7 @@ def register(sub) -> None:
 def prepare_sample(name: str = SAMPLE_WORKSPACE) -> Workspace:
     """Create the sample workspace, add datasets/sample and build its index (the same ingest and index
     operations as `ragtune ingest` / `ragtune index`), showing progress here."""
-    from ragtune import operations
+    from app.wiring import OPERATIONS
     from ragtune.errors import JobError
     from ragtune.progress import PhaseProgress
     from retrieval.documents import list_documents
@@ -44,7 +44,7 @@ def prepare_sample(name: str = SAMPLE_WORKSPACE) -> Workspace:
     def run(op, config, desc, unit):
         bar = PhaseProgress(desc, unit=unit)
         try:
-            job = operations.run_here(ws, op, config, echo=bar)
+            job = OPERATIONS.run_here(ws, op, config, echo=bar)
         finally:
             bar.close()
         if job.status != "succeeded":

@@ -42,11 +42,11 @@ def run_operation(ws, op, config, args, *, desc: str, unit: str):
     """Run a ``ragtune.operations`` operation here (a bar, or a line every 10 s when redirected), or with
     ``--detach`` start it as a job; either way it is a job `ragtune jobs list/show/cancel/resume` knows.
     Returns the Job; a cancelled or failed one has been reported on stderr with the command that resumes it."""
-    from ragtune import operations
+    from app.wiring import OPERATIONS
     from ragtune.progress import PhaseProgress
 
     if getattr(args, "detach", False):
-        job = operations.start(ws, op, config)
+        job = OPERATIONS.start(ws, op, config)
         if getattr(args, "json", False):
             print_json(job.to_dict())
         else:
@@ -55,7 +55,7 @@ def run_operation(ws, op, config, args, *, desc: str, unit: str):
         return job
     bar = PhaseProgress(desc, unit=unit, disable=getattr(args, "json", False))
     try:
-        job = operations.run_here(ws, op, config, echo=bar)
+        job = OPERATIONS.run_here(ws, op, config, echo=bar)
     finally:
         bar.close()
     if job.status != "succeeded":
@@ -67,7 +67,7 @@ def run_operation(ws, op, config, args, *, desc: str, unit: str):
 
 def resume_hint(job, ws) -> str:
     """For a job that ended resumable: the command that resumes it, or why its kind does not resume."""
-    from ragtune.operations import kind_refuses_resume
+    from app.wiring import OPERATIONS
 
-    refusal = kind_refuses_resume(job)
+    refusal = OPERATIONS.refuses_resume(job)
     return f"it does not resume: {refusal}" if refusal else f"resume with `ragtune jobs resume {job.id} -w {ws.name}`"

@@ -99,11 +99,11 @@ def _deploy(args) -> int:
 
         raise BadInputError(f"Nothing is published in workspace '{ws.name}': pass --variant (the newest evaluation "
                             f"suggests `ragtune deploy -w {ws.name} --variant {suggested_variant(ws)}`).")
-    from retrieval.service import upload_pipeline
+    from app.wiring import deploy_uploads
 
     engine = engine_from_args(args)
     app = build_deploy_app(workspaces_root() if args.all_workspaces else ws, engine,
-                           limits=DeployLimits(max_tokens=args.max_tokens), start_ingest=upload_pipeline(),
+                           limits=DeployLimits(max_tokens=args.max_tokens), start_ingest=deploy_uploads(),
                            assistant_factory=make_assistant)
     server = DeployServer(app, host=args.host, port=args.port, log_level="info")
     server.start()

@@ -330,13 +330,13 @@ def _jobs_cancel(args):
 
 def _jobs_resume(args):
     from evaluation.service import JOB_KIND as EVAL_KIND, resume_evaluation
-    from ragtune import operations
+    from app.wiring import OPERATIONS
     from ragtune.jobs import get_job
     from training.jobs import KIND as TRAIN_KIND, resume_training
 
     ws = open_workspace(args)
     kind = get_job(ws, args.job_id).kind
-    resume = {EVAL_KIND: resume_evaluation, TRAIN_KIND: resume_training}.get(kind, operations.resume)
+    resume = {EVAL_KIND: resume_evaluation, TRAIN_KIND: resume_training}.get(kind, OPERATIONS.resume)
     job = resume(ws, args.job_id)
     print(f"resumed job {job.id}")
     return 0 if args.detach else follow_job(ws, job.id)

@@ -104,10 +104,10 @@ def index_view(ws_name, shown: str | None = None):
 
 def start_index_build(ws_name, chunk_tokens, overlap, k, mode, dense_weight, bm25_weight):
     """Start the index job (the same operation as `ragtune index`); the card follows it."""
-    from ragtune import operations
+    from app.wiring import OPERATIONS
     from retrieval.service import INDEX
 
-    job = operations.start(open_ws(ws_name), INDEX, index_config(chunk_tokens, overlap, k, mode, dense_weight,
+    job = OPERATIONS.start(open_ws(ws_name), INDEX, index_config(chunk_tokens, overlap, k, mode, dense_weight,
                                                                   bm25_weight))
     gr.Info(f"Building the index (job {job.id}). You can leave or reload this page; it keeps going.")
     return index_view(ws_name)
@@ -128,12 +128,12 @@ def cancel_index_build(ws_name, shown=None):
 
 def resume_index_build(ws_name, shown=None):
     """Resume the newest stopped index job under its id and config, as `ragtune jobs resume` does."""
-    from ragtune import operations
+    from app.wiring import OPERATIONS
 
     job = _latest_index_job(ws_name)
     if job is None or not job.status.resumable:
         raise BadInputError("There is no stopped index build to resume.")
-    operations.resume(open_ws(ws_name), job.id)
+    OPERATIONS.resume(open_ws(ws_name), job.id)
     gr.Info(f"Resuming index job {job.id}: only the passages not embedded yet are embedded.")
     return index_view(ws_name, shown)
 
@@ -143,12 +143,12 @@ def build_index_and_wait(workspace: str) -> str:
 
     The same index job as the Build button and `ragtune index` (its own process), waited for here.
     """
-    from ragtune import operations
+    from app.wiring import OPERATIONS
     from ragtune.jobs import wait_job
     from retrieval.service import INDEX, IndexConfig
 
     ws = open_ws(workspace)
-    job = wait_job(ws, operations.start(ws, INDEX, IndexConfig()).id, timeout=3600)
+    job = wait_job(ws, OPERATIONS.start(ws, INDEX, IndexConfig()).id, timeout=3600)
     if job.status != JobStatus.SUCCEEDED:
         raise BadInputError(f"The index job {job.id} {job.status}: {job.error}")
     return index_status(workspace)
@@ -262,7 +262,7 @@ def start_finetune(ws_name, source, upload, adapter_name, base_model, method, ra
     """One job writes the training set (the same operation as `ragtune synth` or `synth --from-file`: a
     versioned dataset, its test split kept aside), then starts the fine-tune on it (`training.jobs`)."""
     from app.training_data import SYNTH
-    from ragtune import operations
+    from app.wiring import OPERATIONS
     from training.config import defaults_for
     from training.synth import SynthConfig
 
@@ -274,7 +274,7 @@ def start_finetune(ws_name, source, upload, adapter_name, base_model, method, ra
     staged = stage_uploads([Path(upload if isinstance(upload, str) else upload.name)]) if source == DATA_UPLOAD else []
     try:
         discard_superseded_uploads(ws, SYNTH.kind)
-        job = operations.start(ws, SYNTH, SynthConfig(from_file=str(staged[0]) if staged else None,
+        job = OPERATIONS.start(ws, SYNTH, SynthConfig(from_file=str(staged[0]) if staged else None,
                                                       then_train=train.to_dict()))
     except BaseException:
         discard_uploads(staged)  # refused before a job took it

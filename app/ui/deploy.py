@@ -38,11 +38,11 @@ class EndUserServer:
                 return self.url
             from serving.deploy.server import DeployServer, build_deploy_app
 
-            from retrieval.service import upload_pipeline
+            from app.wiring import deploy_uploads
 
             app = build_deploy_app(workspaces_root(), self.ctx.engine(),
                                    assistant_factory=lambda ws, engine: self.ctx.assistant(ws),
-                                   start_ingest=upload_pipeline())  # the same upload job as `ragtune deploy`'s
+                                   start_ingest=deploy_uploads())  # the same upload job as `ragtune deploy`'s
             server = DeployServer(app, host=self.host, port=self.port or 0, fallback=True)
             self.port = server.port
             try:

@@ -46,7 +46,7 @@ def ingest_files(ws_name, files, progress=gr.Progress()):
     """Add uploaded files as an ingest job (the same operation as `ragtune ingest`), yielding each file's
     result as the job reports it. One bad file never stops the batch. The uploads leave Gradio's shared
     cache at once and are deleted once the job has read them (``discard_read_uploads``)."""
-    from ragtune import operations
+    from app.wiring import OPERATIONS
     from retrieval.service import INGEST, IngestConfig
 
     paths = [Path(f if isinstance(f, str) else f.name) for f in (files or [])]
@@ -58,7 +58,7 @@ def ingest_files(ws_name, files, progress=gr.Progress()):
         discard_superseded_uploads(ws, INGEST.kind)
         docs, choices = documents_table(ws_name)
         yield pd.DataFrame([[p.name, "waiting", "", ""] for p in paths], columns=RESULT_COLUMNS), docs, choices
-        job = operations.start(ws, INGEST, IngestConfig(paths=[str(p) for p in paths]))
+        job = OPERATIONS.start(ws, INGEST, IngestConfig(paths=[str(p) for p in paths]))
     except BaseException:
         discard_uploads(paths)  # refused before a job took them
         raise
@@ -128,12 +128,12 @@ def cancel_ingest(ws_name) -> None:
 
 def resume_ingest(ws_name, progress=gr.Progress()):
     """Resume the newest stopped ingest under its id (only the files not stored yet are read) and follow it."""
-    from ragtune import operations
+    from app.wiring import OPERATIONS
 
     job = _latest_ingest(ws_name)
     if job is None or not job.status.resumable:
         raise BadInputError("There is no stopped upload to resume.")
-    job = operations.resume(open_ws(ws_name), job.id)
+    job = OPERATIONS.resume(open_ws(ws_name), job.id)
     _discard_when_read(open_ws(ws_name), job.id)
     yield from _follow_ingest(ws_name, job, progress)
 

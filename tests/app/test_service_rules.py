@@ -173,8 +173,7 @@ def test_the_deploy_tab_and_ragtune_deploy_share_one_upload_pipeline(tmp_path):
 
     import app.commands.deploy_cmds as deploy_cmds
     import app.ui.deploy as deploy_tab
-    from retrieval.service import upload_pipeline
-
+    from app.wiring import deploy_uploads
     from ragtune.ingest_gate import UploadLimits, new_staging
     from ragtune.jobs import wait_job
 
@@ -183,11 +182,11 @@ def test_the_deploy_tab_and_ragtune_deploy_share_one_upload_pipeline(tmp_path):
     big = staged / "notes.txt"
     big.write_text("Lumora notes.\n" * (21 * 1024 * 1024 // 14 + 1))  # over the upload limit (20 MB), not the local one
     # The upload's job applies the route's upload limits, and removes what was staged.
-    job = wait_job(ws, upload_pipeline()(ws, staged, [big], UploadLimits()).id, timeout=240)
+    job = wait_job(ws, deploy_uploads()(ws, staged, [big], UploadLimits()).id, timeout=240)
     assert job.status == "failed" and "more than the limit of 20 MB" in job.error, job.error
     assert not staged.exists()
     for module in (deploy_cmds, deploy_tab):
-        assert "upload_pipeline()" in inspect.getsource(module)
+        assert "deploy_uploads()" in inspect.getsource(module)
 
 
 def test_eval_retrieval_docs_builds_its_index_through_the_index_job(tmp_path):
@@ -246,10 +245,10 @@ def _screens():
         "eval": ("eval", lambda ws: enabled(evaluate.evaluation_view(ws, None)[2]), evaluate.resume_evaluation,
                  "evaluation.service.resume_evaluation"),
         "index": ("index", lambda ws: enabled(build.index_view(ws)[4]), build.resume_index_build,
-                  "ragtune.operations.resume"),
+                  "app.wiring.OPERATIONS.resume"),
         "train": ("train", lambda ws: enabled(build.training_view(ws)[3]), build.resume_finetune,
                   "training.jobs.resume_training"),
-        "ingest": ("ingest", None, ingest, "ragtune.operations.resume"),
+        "ingest": ("ingest", None, ingest, "app.wiring.OPERATIONS.resume"),
     }
 
 
@@ -286,16 +285,18 @@ def test_a_screen_resumes_a_job_exactly_when_its_status_is_resumable(workspace, 
             handler(ws_name)
 
 
+@pytest.mark.parametrize("record", ["kind", "module_ref"])
 @pytest.mark.parametrize("kind", ["index", "synth"])
-def test_jobs_show_names_the_resume_command_only_for_a_job_that_resumes(workspace, capsys, kind):
+def test_jobs_show_names_the_resume_command_only_for_a_job_that_resumes(workspace, capsys, kind, record):
     """`ragtune jobs show -f` on a job that ended resumable: the resume command, or (synth) why it does not
     resume, as `ragtune synth` itself says; it used to offer `ragtune jobs resume` for a cancelled synth too,
-    which then refused."""
+    which then refused. A job record names its operation by kind; one written before named the Operation's
+    "module:NAME", and reads the same."""
     from app.commands.training_cmds import follow_job
-    from ragtune import operations
+    from app.wiring import OPERATIONS
     from ragtune.errors import JobError
 
-    ref = {"index": "retrieval.service:INDEX", "synth": "app.training_data:SYNTH"}[kind]
+    ref = kind if record == "kind" else {"index": "retrieval.service:INDEX", "synth": "app.training_data:SYNTH"}[kind]
     job = _job_that_is(workspace, kind, "cancelled", config={"operation": ref, "config": {}})
     assert follow_job(workspace, job.id) == 1
     err = capsys.readouterr().err
@@ -304,4 +305,4 @@ def test_jobs_show_names_the_resume_command_only_for_a_job_that_resumes(workspac
     else:
         assert "resume with" not in err and "it does not resume: a dataset version is written whole" in err
         with pytest.raises(JobError, match="written whole"):
-            operations.resume(workspace, job.id)
+            OPERATIONS.resume(workspace, job.id)

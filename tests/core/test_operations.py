@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from app.wiring import OPERATIONS
 from ragtune import operations
 from ragtune.errors import BadInputError, JobError
 from ragtune.jobs import cancel_job, get_job, list_jobs, read_log, wait_job
@@ -38,16 +39,55 @@ def _steps(job) -> list[dict]:
     return [r for r in read_log(job.log_path)[0] if r.get("step") is not None]
 
 
+def test_a_job_record_names_its_operation_by_kind_and_an_old_module_ref_still_resumes(workspace):
+    """Job records keep the operation's kind, not a module the job process would import; a record written
+    before, with the Operation's "module:NAME", resumes as its kind and is rewritten with the kind."""
+    from ragtune.jobs import JobStatus, write_job_here
+    from retrieval.documents import list_documents
+    from retrieval.service import INGEST, IngestConfig
+
+    job = OPERATIONS.run_here(workspace, INGEST, IngestConfig(paths=[str(SAMPLE / "faq.md")]))
+    assert job.status == "succeeded" and job.config["operation"] == "ingest"
+    assert job.argv[1:5] == ["-m", OPERATIONS.entry, "--operation", "ingest"]
+
+    old = write_job_here(workspace, "ingest", "ragtune.operations",
+                         ["--operation", "retrieval.service:INGEST"],
+                         config={"operation": "retrieval.service:INGEST",
+                                 "config": dataclasses.asdict(IngestConfig(paths=[str(SAMPLE / "warranty_and_support.txt")]))})
+    meta = json.loads((old.dir / "job.json").read_text())
+    (old.dir / "job.json").write_text(json.dumps({**meta, "pid": 2 ** 22 + 1}))  # its process is gone
+    assert get_job(workspace, old.id).status == JobStatus.STOPPED
+    assert OPERATIONS.refuses_resume(get_job(workspace, old.id)) is None
+    resumed = wait_job(workspace, OPERATIONS.resume(workspace, old.id).id, timeout=240)
+    assert resumed.status == "succeeded" and resumed.id == old.id, resumed.error
+    assert resumed.config["operation"] == "ingest" and "retrieval.service:INGEST" not in resumed.argv
+    assert {d["name"] for d in list_documents(workspace)} == {"faq.md", "warranty_and_support.txt"}
+
+
+def test_the_registry_runs_only_its_own_operations(workspace):
+    from ragtune.operations import Operation, OperationRegistry
+    from retrieval.service import INDEX, INGEST, IngestConfig
+
+    only_index = OperationRegistry([INDEX], entry=OPERATIONS.entry)
+    with pytest.raises(JobError, match="not in this registry"):
+        only_index.start(workspace, INGEST, IngestConfig(paths=[str(SAMPLE / "faq.md")]))
+    with pytest.raises(JobError, match="No operation of kind 'ingest'"):
+        only_index.get("ingest")
+    with pytest.raises(ValueError, match="two operations of kind 'index'"):
+        OperationRegistry([INDEX, Operation(kind="index", config=IngestConfig, work=lambda *a: {})], entry="x")
+    assert set(OPERATIONS.by_kind) == {"ingest", "index", "synth", "next-round"}
+
+
 def test_ingest_cancelled_midway_resumes_in_a_job_process_storing_only_the_rest(workspace):
     from retrieval.documents import list_documents
     from retrieval.service import INGEST, IngestConfig, file_results
 
     files = [SAMPLE / "faq.md", SAMPLE / "warranty_and_support.txt", SAMPLE / "employee_handbook.md"]
-    job = operations.run_here(workspace, INGEST, IngestConfig(paths=files), echo=_cancel_at_first_progress(workspace))
+    job = OPERATIONS.run_here(workspace, INGEST, IngestConfig(paths=files), echo=_cancel_at_first_progress(workspace))
     assert job.status == "cancelled" and job.kind == "ingest"
     stored_before = {d["name"] for d in list_documents(workspace)}
     assert len(stored_before) < 3
-    resumed = wait_job(workspace, operations.resume(workspace, job.id).id, timeout=240)
+    resumed = wait_job(workspace, OPERATIONS.resume(workspace, job.id).id, timeout=240)
     assert resumed.status == "succeeded" and resumed.id == job.id, resumed.error
     assert {d["name"] for d in list_documents(workspace)} == {p.name for p in files}
     statuses = {r["name"]: r["status"] for r in resumed.result["results"]}
@@ -68,7 +108,7 @@ def test_index_job_builds_reports_progress_and_is_one_at_a_time(workspace):
     def start():
         gate.wait()
         try:
-            results.append(operations.start(workspace, INDEX, IndexConfig(k=3)))
+            results.append(OPERATIONS.start(workspace, INDEX, IndexConfig(k=3)))
         except JobError as exc:
             results.append(str(exc))
 
@@ -98,12 +138,12 @@ def test_a_cancelled_index_build_keeps_the_old_index_and_resumes(workspace):
     from retrieval.service import INDEX, IndexConfig
 
     ingest_paths(workspace, [SAMPLE / "faq.md"])
-    job = operations.run_here(workspace, INDEX, IndexConfig(), echo=_cancel_at_first_progress(workspace))
+    job = OPERATIONS.run_here(workspace, INDEX, IndexConfig(), echo=_cancel_at_first_progress(workspace))
     assert job.status == "cancelled" and not index_state(workspace)["built"]
-    resumed = wait_job(workspace, operations.resume(workspace, job.id).id, timeout=240)
+    resumed = wait_job(workspace, OPERATIONS.resume(workspace, job.id).id, timeout=240)
     assert resumed.status == "succeeded" and index_state(workspace)["built"]
     with pytest.raises(JobError, match="already finished"):
-        operations.resume(workspace, job.id)
+        OPERATIONS.resume(workspace, job.id)
 
 
 def test_configs_validate_before_any_job_starts(workspace):
@@ -112,15 +152,15 @@ def test_configs_validate_before_any_job_starts(workspace):
     from training.synth import SynthConfig
 
     with pytest.raises(BadInputError, match="at least one file"):
-        operations.start(workspace, INGEST, IngestConfig())
+        OPERATIONS.start(workspace, INGEST, IngestConfig())
     with pytest.raises(BadInputError, match="Chunk size"):
-        operations.start(workspace, INDEX, IndexConfig(chunk_tokens=8))
+        OPERATIONS.start(workspace, INDEX, IndexConfig(chunk_tokens=8))
     with pytest.raises(BadInputError, match="no documents"):
-        operations.start(workspace, SYNTH, SynthConfig())
+        OPERATIONS.start(workspace, SYNTH, SynthConfig())
     with pytest.raises(BadInputError, match="not found"):
-        operations.start(workspace, SYNTH, SynthConfig(from_file=str(workspace.root / "nope.jsonl")))
+        OPERATIONS.start(workspace, SYNTH, SynthConfig(from_file=str(workspace.root / "nope.jsonl")))
     with pytest.raises(BadInputError, match="--teacher-url"):
-        operations.start(workspace, SYNTH, SynthConfig(teacher="openai"))
+        OPERATIONS.start(workspace, SYNTH, SynthConfig(teacher="openai"))
     assert list_jobs(workspace) == []
 
 
@@ -131,15 +171,15 @@ def test_synth_runs_as_a_job_keeps_its_key_off_disk_and_says_why_it_does_not_res
     from training.synth import SynthConfig
 
     ingest_paths(workspace, [SAMPLE / "faq.md"])
-    done = operations.run_here(workspace, SYNTH, SynthConfig(teacher_api_key="sk-secret-123"))
+    done = OPERATIONS.run_here(workspace, SYNTH, SynthConfig(teacher_api_key="sk-secret-123"))
     assert done.status == "succeeded", done.error
     assert done.result["dataset"]["name"] == list_datasets(workspace)[0].name
     assert "sk-secret-123" not in "".join(p.read_text() for p in done.dir.iterdir() if p.is_file())
 
-    cancelled = operations.run_here(workspace, SYNTH, SynthConfig(), echo=_cancel_at_first_progress(workspace))
+    cancelled = OPERATIONS.run_here(workspace, SYNTH, SynthConfig(), echo=_cancel_at_first_progress(workspace))
     assert cancelled.status == "cancelled" and len(list_datasets(workspace)) == 1  # nothing half-written
     with pytest.raises(JobError, match="written whole"):
-        operations.resume(workspace, cancelled.id)
+        OPERATIONS.resume(workspace, cancelled.id)
 
 
 def test_synth_then_train_is_the_build_screens_fine_tune(workspace, tiny_llm):
@@ -148,7 +188,7 @@ def test_synth_then_train_is_the_build_screens_fine_tune(workspace, tiny_llm):
     from training.synth import SynthConfig
 
     train = defaults_for("tiny-llama", adapter_name="from-build", max_steps=500, num_threads=1)
-    job = operations.start(workspace, SYNTH, SynthConfig(from_file=str(TRAIN_QA), then_train=train.to_dict()))
+    job = OPERATIONS.start(workspace, SYNTH, SynthConfig(from_file=str(TRAIN_QA), then_train=train.to_dict()))
     done = wait_job(workspace, job.id, timeout=240)
     assert done.status == "succeeded", done.error
     trained = get_job(workspace, done.result["train_job"])
@@ -156,7 +196,7 @@ def test_synth_then_train_is_the_build_screens_fine_tune(workspace, tiny_llm):
         assert trained.kind == "train" and trained.config["dataset"] == done.result["dataset"]["name"]
         assert trained.config["adapter_name"] == "from-build"
         with pytest.raises(JobError, match="already running"):  # the fine-tune rule, checked before writing
-            operations.start(workspace, SYNTH, SynthConfig(from_file=str(TRAIN_QA), then_train=train.to_dict()))
+            OPERATIONS.start(workspace, SYNTH, SynthConfig(from_file=str(TRAIN_QA), then_train=train.to_dict()))
     finally:
         cancel_job(workspace, trained.id)
         wait_job(workspace, trained.id, timeout=120)
@@ -169,8 +209,8 @@ def test_next_round_as_a_job_records_its_round_and_starts_the_fine_tune(workspac
     turn = feedback.record_conversation(workspace, "Where is the Lumora head office?", "In Eindhoven.", variant="base")
     feedback.record_feedback(workspace, turn["message_id"], rating="up")
     with pytest.raises(BadInputError, match="fine-tuned variant"):
-        operations.run_here(workspace, NEXT_ROUND, NextRoundConfig(variant="rag"))
-    job = operations.run_here(workspace, NEXT_ROUND, NextRoundConfig(base_model="tiny-llama", epochs=50))
+        OPERATIONS.run_here(workspace, NEXT_ROUND, NextRoundConfig(variant="rag"))
+    job = OPERATIONS.run_here(workspace, NEXT_ROUND, NextRoundConfig(base_model="tiny-llama", epochs=50))
     assert job.status == "succeeded", job.error
     [record] = list_rounds(workspace)
     assert job.result["round_id"] == record.round_id and record.status == "training"
@@ -180,7 +220,7 @@ def test_next_round_as_a_job_records_its_round_and_starts_the_fine_tune(workspac
     cancel_job(workspace, train.id)
     assert wait_job(workspace, train.id, timeout=120).finished
     with pytest.raises(BadInputError, match="no new feedback"):  # its feedback is spent
-        operations.run_here(workspace, NEXT_ROUND, NextRoundConfig(base_model="tiny-llama"))
+        OPERATIONS.run_here(workspace, NEXT_ROUND, NextRoundConfig(base_model="tiny-llama"))
 
 
 def test_cli_flags_are_derived_from_each_operations_config():
@@ -223,7 +263,7 @@ def test_a_waiting_next_round_cancels_its_fine_tune_and_resumes_the_same_round(w
 
     turn = feedback.record_conversation(workspace, "Where is the Lumora head office?", "In Eindhoven.", variant="base")
     feedback.record_feedback(workspace, turn["message_id"], rating="up")
-    job = operations.start(workspace, NEXT_ROUND, NextRoundConfig(base_model="tiny-llama", epochs=3000, wait=True))
+    job = OPERATIONS.start(workspace, NEXT_ROUND, NextRoundConfig(base_model="tiny-llama", epochs=3000, wait=True))
 
     def wait_for_a_step(job_id):
         deadline = time.time() + 180
@@ -238,7 +278,7 @@ def test_a_waiting_next_round_cancels_its_fine_tune_and_resumes_the_same_round(w
     assert wait_job(workspace, record.job_id, timeout=120).status == "cancelled"  # its fine-tune stopped with it
 
     before = len(_steps(get_job(workspace, record.job_id)))
-    resumed = operations.resume(workspace, job.id)
+    resumed = OPERATIONS.resume(workspace, job.id)
     deadline = time.time() + 180
     while len(_steps(get_job(workspace, record.job_id))) <= before:  # the same fine-tune steps on
         assert time.time() < deadline and not get_job(workspace, resumed.id).finished, get_job(workspace, resumed.id).error

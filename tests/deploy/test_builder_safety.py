@@ -11,9 +11,9 @@ CROSS_SITE = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
 
 
 def _ingest(*args):
-    from retrieval.service import upload_pipeline
+    from app.wiring import deploy_uploads
 
-    return upload_pipeline()(*args)
+    return deploy_uploads()(*args)
 
 
 def _stored(ws) -> set[str]:

@@ -9,14 +9,14 @@ import zipfile
 
 from fastapi.testclient import TestClient
 
-from retrieval.service import upload_pipeline
+from app.wiring import deploy_uploads
 from serving.deploy import keys
 from serving.deploy.server import build_deploy_app
 from serving.deploy.upload_safety import UploadLimits
 
 from .conftest import auth, chat_body
 
-_ingest = upload_pipeline()
+_ingest = deploy_uploads()
 
 
 def _staging(ws) -> list[str]:
@@ -159,7 +159,7 @@ def test_upload_while_an_index_job_runs_stores_the_files_and_names_the_running_j
     from ragtune.jobs import JobReporter, get_job, write_job_here
     from retrieval.documents import list_documents
 
-    running = write_job_here(published, "index", "ragtune.operations", [])  # an index build in this process
+    running = write_job_here(published, "index", "app.jobs_entry", [])  # an index build in this process
     app = build_deploy_app(published, tiny_engine, builder_password="pw", start_ingest=_ingest)
     try:
         with TestClient(app, base_url="http://localhost", headers={"X-Ragtune-Builder": "1"}) as client:
@@ -256,8 +256,8 @@ def test_staging_left_by_a_crash_is_removed_at_start(published, tiny_engine, sam
     (crashed / "0000").mkdir()
     (crashed / "0000" / "faq.md").write_bytes(b"# left behind")
     killed = new_staging(published)  # its job was killed before it could clean up
-    stopped = write_job_here(published, "ingest", "ragtune.operations", [],
-                             config={"operation": "retrieval.service:INGEST", "config": {"staged": str(killed)}})
+    stopped = write_job_here(published, "ingest", "app.jobs_entry", [],
+                             config={"operation": "ingest", "config": {"staged": str(killed)}})
     (stopped.dir / "job.json").write_text((stopped.dir / "job.json").read_text().replace(
         f'"pid": {os.getpid()}', '"pid": 1073741'))  # no such process: the job reads "stopped"
     live = new_staging(published)  # an upload being staged by a live server right now
