@@ -151,8 +151,8 @@ def parse_file(path: str | Path, *, max_pages: int | None = None, strip_repeats:
 def stream_file(path: str | Path, *, max_pages: int | None = None, strip_repeats: bool = True,
                 pdf_tables: bool = False) -> tuple[ParsedDocument, Iterator[Block]]:
     """Parse one file as its document and its blocks, the blocks produced as the file is read where
-    the format allows it (text and Markdown: a 200 MB file is never held whole) and all at once
-    otherwise. The document's title and warnings are final once every block is read. BadInputError
+    the format allows it (text, Markdown, CSV, JSONL: a 200 MB file is never held whole) and all at
+    once otherwise. The document's title and warnings are final once every block is read. BadInputError
     says why a file cannot be read, raised here or while its blocks are read."""
     path = Path(path)
     if not path.is_file():
