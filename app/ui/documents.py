@@ -134,7 +134,7 @@ def resume_ingest(ws_name, progress=gr.Progress()):
     if job is None or not job.status.resumable:
         raise BadInputError("There is no stopped upload to resume.")
     job = OPERATIONS.resume(open_ws(ws_name), job.id)
-    _discard_when_read(open_ws(ws_name), job.id)
+    discard_when_read(open_ws(ws_name), job.id)
     yield from _follow_ingest(ws_name, job, progress)
 
 
