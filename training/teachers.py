@@ -256,15 +256,49 @@ def _in_place_question(sentence: str, span: tuple[int, int, str]) -> str | None:
     return (q[0].upper() + q[1:]).rstrip(" ,;:") + "?"
 
 
+# "What is X?" only where the sentence says what X is: not for a passive ("was founded"), a place or a
+# condition ("is under the jurisdiction of", "is within 30 days"), an adverb or an adjective ("is medically
+# necessary", "is responsible for"): "What is the investigation?" -> "under the jurisdiction of ..." asks nothing.
+_NOT_A_DEFINITION = re.compile(
+    r"(?i)(?:\w+ly\s+)?\w+(?:ed|en|ing|ible|able|ary|ant|ent)\b|(?:in|on|at|by|for|from|to|with|of|under|over|"
+    r"within|between|about|into|through|without|during|after|before|above|below|near|outside|inside|against|among|"
+    r"via|per|not|also|still|only|now|then|often|always|never|very|so|too|more|less|most|least)(?=\s|$)")
+
+
 def _fronted_question(sentence: str) -> str | None:
     s = sentence.rstrip(" .!")
     m = re.match(r"^(?P<subj>(?:The|A|An|Our|Its|Each|Every)\s[^,;]{3,70}?)\s(?P<verb>is|are|was|were)\s(?P<rest>.{2,})$", s)
-    if m and not re.match(r"\w+(?:ed|en|ing)\b|(?:in|on|at|by|for|from|to|with|of)\b", m["rest"]):
+    if m and is_noun_phrase(m["subj"]) and not _NOT_A_DEFINITION.match(m["rest"]):
         return f"What {m['verb']} {_lower_first(m['subj'])}?"  # not for passives: "What was the company?"
     m = re.match(r"^(?P<subj>[^,;]{3,60}?)\s(?:has|have)\s(?:a|an)\s(?P<attr>[^,;]{3,50}?)\sof\s(?P<val>.+)$", s)
-    if m:
+    if m and is_noun_phrase(m["subj"]):
         return f"What is the {m['attr']} of {_lower_first(m['subj'])}?"
     return None
+
+
+# A subject is a noun phrase: a regex that takes the words before the first verb-like word ("cost", "are")
+# also takes clauses ("the Northwind Standard plan does not cover the", "You can also contact X if you",
+# "the plan covers injections when they"); those are cut sentences, not subjects to ask about.
+_CLAUSE_WORD = re.compile(r"(?i)\b(?:not|does|do|did|doesn't|don't|if|when|whenever|whether|because|unless|"
+                          r"although|you|we|they|he|she|i)\b")
+_PRONOUNS = {"you", "we", "they", "he", "she", "i", "it", "me", "us", "them", "him"}
+
+
+def is_noun_phrase(subject: str) -> bool:
+    """Whether the words taken as a sentence's subject read as one noun phrase, not a cut clause."""
+    words = subject.strip(" ,.:;'\"").split()
+    if not words:
+        return False
+    last = words[-1].lower()
+    return not (last in _FUNCTION_WORDS or last in _DANGLING or last in _PRONOUNS or _CLAUSE_WORD.search(subject))
+
+
+def _names_the_document(subject: str, chunk: ChunkView) -> bool:
+    """A topic made only of the document's own name ("Northwind Standard" in Northwind_Standard_Benefits.pdf)
+    names no fact of the page: every sentence of the document is about it."""
+    doc_words = set(re.findall(r"[a-z0-9]+", re.sub(r"\.\w+$", "", chunk.doc).lower()))
+    words = [w for w in re.findall(r"[a-z0-9]+", subject.lower()) if w not in _FUNCTION_WORDS]
+    return bool(words) and all(w in doc_words for w in words)
 
 
 def _topic(sentence: str, chunk: ChunkView) -> str | None:
@@ -274,7 +308,8 @@ def _topic(sentence: str, chunk: ChunkView) -> str | None:
                            r"because|when|if|while|as|no|in|on|at|for|once|after|before|during|upon|unless|until|whether)\b|\d"
                            r"|\s(?:we|i|they|he|she)$", m["subj"], re.I):
         subject = m["subj"].strip(" ,.:;'")
-        if len([w for w in subject.split() if w.lower() not in _FUNCTION_WORDS]) >= 2:
+        if (len([w for w in subject.split() if w.lower() not in _FUNCTION_WORDS]) >= 2 and is_noun_phrase(subject)
+                and not _names_the_document(subject, chunk)):
             return _lower_first(subject.replace('"', "") if subject.count('"') % 2 else subject)
     # No fallback to the section heading: "What is stated about Analysis?" names no fact a person asks for.
     return None
@@ -380,7 +415,8 @@ def question_defect(question: str) -> str | None:
         return "a cloze over a run of numbers"
     if re.search(rf"\S{_WH}|{_WH}[^\s?,]|{_WH}\s+(?!I\b)[A-Z]", q):
         return "the value is part of a name, an address or a code"
-    if re.search(rf"(?i)\b(?:or|and)\s+{_WH}\b|\b{_WH}\s+(?:and|or|to)\b", q):
+    if re.search(rf"(?i)\b(?:or|and)\s+{_WH}\b|\b{_WH}\s+(?:and|or|to)\b|\b{_WH}\+|\bfrom\s+{_WH}\b[^?]*\sto\s+[$€£]?\d",
+                 q):
         return "one end of a range or a list"
     if re.search(r"(?<=\s)(?:Otherwise|However|Finally|Furthermore|Moreover|Additionally|Thus|Therefore|"
                  r"Specifically|Subsequently)\b|[•▪①②③]|^(?:Therefore|However|Thus|Furthermore|Moreover),", q):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from training.questions import wh_question
@@ -119,3 +121,46 @@ def test_a_heading_or_bullet_run_into_a_sentence_is_not_part_of_its_question():
         "The duration of the project will be 18 months."
     assert without_lead_in("• Patients must be 18 years or older.", chunk) == "Patients must be 18 years or older."
     assert without_lead_in("The pilot held a private certificate.", chunk) == "The pilot held a private certificate."
+
+
+def test_no_question_is_made_from_a_table_row_a_cut_clause_or_the_documents_own_name():
+    """Held-out rows (contoso-benefits, ntsb-reports; bench/results/synth_junk_heldout.json): a table row read
+    as a sentence, a subject taken up to a later verb ("What is stated about the Northwind Standard plan does not
+    cover the?"), a topic that is the document itself, "What is X?" where the sentence does not say what X is."""
+    teacher = ExtractiveTeacher(seed=0)
+    text = ("Net sales by category were as follows.\n"
+            "Total $ 5,931 $ 12,189 206 % $ 38,819\n"
+            "The Northwind Standard plan does not cover the cost of allergy testing or treatment for cosmetic purposes.\n"
+            "You can also contact Northwind Health if you have any questions about the prior authorization process.\n"
+            "Northwind Standard will cover the cost of foot surgery, so you do not have to worry about the burden.\n"
+            "The investigation is under the jurisdiction of the Organization of Eastern Caribbean States.\n"
+            "The appointment is medically necessary and is covered by the plan.\n"
+            "The Northwind Standard plan is a contract between the employee and Northwind Health.\n")
+    facts = teacher.facts(ChunkView("c", "Northwind_Standard_Benefits_Details.pdf", text, 3, None), 3, 10)
+    questions = [q for f in facts for q in f.questions]
+    assert "What is the Northwind Standard plan?" in questions  # the sentence says what it is
+    for q in questions:
+        assert not re.search(r"\d.*\d", q), q  # no cloze over the table row's numbers
+        assert not re.search(r"(?:the|if you|cover the)\?$", q), q  # no subject cut mid-clause
+        assert not q.endswith("about Northwind Standard?"), q  # the document's own name is no topic
+        assert q not in ("What is the investigation?", "What is the appointment?"), q
+
+
+def test_a_subject_is_a_noun_phrase_not_a_cut_clause():
+    from training.teachers import is_noun_phrase
+
+    for subject in ("the Northwind Standard plan does not cover the", "Ask Northwind Health Plus if you",
+                    "We want to make sure our employees", "the portion of the",
+                    "the Northwind Standard plan covers therapeutic injections when they"):
+        assert not is_noun_phrase(subject), subject
+    for subject in ("the Manager of Operations", "Out-of-network acupuncture services", "the study population"):
+        assert is_noun_phrase(subject), subject
+
+
+def test_one_end_of_a_range_or_an_open_bound_is_not_asked():
+    from training.teachers import question_defect
+
+    assert question_defect("From how much may copays for diagnostic testing range to $100 depending on the test?") \
+        == "one end of a range or a list"
+    assert question_defect("How many+ years of experience in operations management?") == "one end of a range or a list"
+    assert question_defect("How much do copays for diagnostic testing cost?") is None
