@@ -132,6 +132,25 @@ def test_the_parse_worker_reads_rows_one_at_a_time(tmp_path, kind):
     assert worker.peak_mb - worker.base_mb < 24, (worker.peak_mb, worker.base_mb)
 
 
+def test_time_spent_between_batches_is_not_the_parsers(tmp_path):
+    """The file's time limit counts the waits for the worker: a caller that chunks each batch for longer
+    than the limit (a 200 MB text takes minutes to chunk) does not see the file stopped."""
+    import time
+
+    from retrieval.parse_worker import ParseWorker
+
+    path = tmp_path / "three-batches.txt"
+    path.write_text(_paragraphs(2.5), encoding="utf-8")
+    with ParseWorker(timeout_s=3) as worker:
+        worker.submit(path)
+        stream = worker.stream()
+        batches = 0
+        for _ in stream:
+            batches += 1
+            time.sleep(3.5)  # longer than the whole limit, after every batch
+    assert batches >= 3 and stream.document.kind == "txt"
+
+
 def test_a_line_longer_than_a_block_is_cut_at_spaces_and_nothing_is_lost(tmp_path):
     text = _one_paragraph(2.5, True)
     path = tmp_path / "one-line.txt"
