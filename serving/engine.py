@@ -20,8 +20,9 @@ Message = dict  # {"role": "system" | "user" | "assistant", "content": str}
 
 
 # The frequency penalty answers get when none is asked for. Gemma 3 270M's RAG answers to people's questions
-# looped on a phrase in 2 of 20 (ntsb-paraphrased, policyqa) without it and in none with 0.6, token F1 equal
-# or higher on all three corpora measured (bench/generation_loops.py, docs/evaluation.md).
+# looped on a phrase in 3 of 40 (ntsb-paraphrased, policyqa) without it and in 0 and 1 of 40 with 0.6, no
+# metric significantly lower with it; transformers' repetition penalty and n-gram blocking, measured against it, lowered token F1
+# (bench/generation_loops.py --settings, docs/evaluation.md), so both stay off.
 DEFAULT_FREQUENCY_PENALTY = 0.6
 
 
