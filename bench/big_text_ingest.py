@@ -15,6 +15,7 @@ peak of the tree's summed RSS, and each process's own peak. A run past ``--kill-
 
     python bench/big_text_ingest.py [--files one-paragraph.txt paragraphs.txt ...] [--mb 199.9]
                                     [--out bench/results/big_text_ingest.json] [--label after]
+                                    [--baseline-tree DIR]   # the same files by another checkout first, and the ratios
 """
 
 from __future__ import annotations
@@ -72,12 +73,12 @@ def generate(path: Path, size: int, seed: int = 7) -> None:
             i += 1
 
 
-def run_ingest(path: Path, home: Path, kill_mb: float, timeout: float) -> dict:
+def run_ingest(path: Path, home: Path, kill_mb: float, timeout: float, tree: Path = REPO) -> dict:
     env = {**os.environ, "RAGTUNE_HOME": str(home), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "GRADIO_ANALYTICS_ENABLED": "False"}
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "ingest", str(path), "-w", "b", "--json"], env=env,
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     root = psutil.Process(proc.pid)
     peak_sum, peaks, killed = 0.0, {}, None
     import threading
@@ -148,6 +149,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--kill-mb", type=float, default=4000.0)
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--label", default="after")
+    ap.add_argument("--baseline-tree", type=Path, default=None,
+                    help="a checkout of the code to compare with (git worktree add DIR COMMIT): each file is "
+                         "ingested by it first, then by this tree, and the ratios are written")
     ap.add_argument("--out", default=str(REPO / "bench/results/big_text_ingest.json"))
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="big-text-"))
@@ -157,10 +161,20 @@ def main(argv: list[str]) -> int:
         for name in args.files:
             path = tmp / name
             generate(path, int(args.mb * MB))
+            if args.baseline_tree:
+                base = run_ingest(path, tmp / f"home-base-{name}", args.kill_mb, args.timeout, args.baseline_tree)
+                base["file_mb"] = round(path.stat().st_size / MB, 1)
+                print(name, "baseline", json.dumps(base), flush=True)
+                report.setdefault(f"{args.label}-baseline", {})[name] = base
+                shutil.rmtree(tmp / f"home-base-{name}", ignore_errors=True)
             row = run_ingest(path, tmp / f"home-{name}", args.kill_mb, args.timeout)
             row["file_mb"] = round(path.stat().st_size / MB, 1)
             print(name, json.dumps(row), flush=True)
             report.setdefault(args.label, {})[name] = row
+            if args.baseline_tree and not base["killed"] and not row["killed"]:
+                report.setdefault(f"{args.label}-ratio", {})[name] = {
+                    key: round(row[key] / base[key], 3) for key in ("seconds", "peak_tree_rss_mb", "peak_cli_rss_mb",
+                                                                   "peak_worker_rss_mb") if base[key]}
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(report, indent=2) + "\n")
             path.unlink()
