@@ -142,8 +142,7 @@ class ParseWorker:
         if proc is None:
             return
         if self._pending:  # abandoned mid-file (cancel, an error elsewhere): no need to wait for it
-            self._pending = False
-            self._kill()
+            self.abandon()
             return
         try:
             proc.stdin.close()
