@@ -67,6 +67,14 @@ def test_docx_headings_lists_and_tables(sample_docs):
     assert "City: Rotterdam; Country: Netherlands; Daily per-diem rate:" in table.text
 
 
+def test_every_detected_type_has_one_reader():
+    """The readers are keyed by the type detect_kind names (the MIME table's keys): a type without a
+    reader would fail on a user's file as a KeyError, a reader no type reaches would be dead code."""
+    from retrieval.formats import MIME, READERS
+
+    assert sorted(READERS) == sorted(MIME)
+
+
 FIXTURES = {
     "docx-tables.docx": "docx", "example-10k-1p.html": "html", "example-10k.html": "html",
     "example-list-items-multiple.docx": "docx", "fake-doc.rtf": "rtf", "fake-html.html": "html",
