@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import queue
 import threading
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -59,7 +61,7 @@ class AnswerFrequencyPenalty:
         self.n_prompt, self.penalty = n_prompt, float(penalty)
 
     def __call__(self, input_ids, scores):
-        import torch
+        import torch  # heavy optional library: loaded with the engine, not with ragtune
 
         answer = input_ids[:, self.n_prompt:]
         if answer.shape[1] == 0:
@@ -74,7 +76,7 @@ class EmbeddedEngine(BaseEngine):
 
     def __init__(self, model: str = DEFAULT_LLM, *, dtype: str = "float32", max_model_len: int | None = None,
                  device: str = "cpu"):
-        import torch
+        import torch  # heavy optional libraries: loaded with the engine, not with ragtune
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         resolved = resolve_llm(model)
@@ -122,7 +124,7 @@ class EmbeddedEngine(BaseEngine):
 
     # ------------------------------------------------------------ adapters
     def load_adapter(self, name: str, path: str | Path) -> None:
-        from peft import PeftModel
+        from peft import PeftModel  # heavy optional library: only when an adapter is loaded
 
         path = Path(path)
         if not (path / "adapter_config.json").exists():
@@ -175,7 +177,7 @@ class EmbeddedEngine(BaseEngine):
         # After "Answer:" a base model may open a new line and go on with the passage list, or end at
         # once; the answer must start on that line.
         suppress = self.newline_ids + list(self.stop_token_ids) if plain else []
-        return self._run(ids, budget, options, adapter, cancel or CancelToken(), suppress)
+        return self._run(_Request(ids, budget, options, adapter, cancel or CancelToken(), suppress))
 
     def _acquire(self, cancel: CancelToken) -> None:
         """The model lock, unless the request is cancelled while it waits its turn."""
@@ -185,126 +187,97 @@ class EmbeddedEngine(BaseEngine):
             self._lock.release()
             raise GenerationCancelled()
 
-    def _run(self, ids: list[int], budget: int, options: SamplingOptions, adapter: str | None,
-             cancel: CancelToken, suppress_first: list[int] | None = None):
-        import torch
-
-        tokens: queue.Queue = queue.Queue()
-        finished = threading.Event()  # the consumer stopped reading (done, cancelled or failed)
-        result: dict = {}
-        stops = StopTextFilter(options.stop)
-        stop_texts = stops.stops
-        n_prompt = len(ids)
-
-        class _Streamer:  # transformers calls put() with the prompt once, then with each new token
-            seen_prompt = False
-
-            def put(self, value):
-                if not self.seen_prompt:
-                    self.seen_prompt = True
-                    return
-                for t in value.reshape(-1).tolist():
-                    tokens.put(t)
-
-            def end(self):
-                pass
-
-        tokenizer = self.tokenizer
-
-        def stop_now(input_ids, scores, **kwargs):
-            if finished.is_set() or cancel.cancelled:
-                return torch.ones(input_ids.shape[0], dtype=torch.bool)
-            if stop_texts:
-                tail = tokenizer.decode(input_ids[0, n_prompt:][-32:], skip_special_tokens=True)
-                if any(s in tail for s in stop_texts):
-                    return torch.ones(input_ids.shape[0], dtype=torch.bool)
-            return torch.zeros(input_ids.shape[0], dtype=torch.bool)
-
-        def work():
-            from contextlib import nullcontext
-
-            from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
-
-            try:
-                config = GenerationConfig(
-                    max_new_tokens=budget, do_sample=not options.greedy, eos_token_id=self.stop_token_ids,
-                    pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_token_ids[0],
-                    bos_token_id=tokenizer.bos_token_id,
-                    **({"repetition_penalty": float(options.repetition_penalty)}
-                       if options.repetition_penalty != 1.0 else {}),
-                    **({"no_repeat_ngram_size": options.no_repeat_ngram_size} if options.no_repeat_ngram_size else {}),
-                    **({"begin_suppress_tokens": suppress_first} if suppress_first else {}),
-                    **({} if options.greedy else {"temperature": float(options.temperature),
-                                                  "top_p": float(options.top_p), "top_k": 0}),
-                )
-                if options.seed is not None:
-                    torch.manual_seed(options.seed)
-                model = self.model
-                if adapter is not None:
-                    if adapter not in self._adapters:  # unloaded between the request and its turn
-                        raise self._unknown_adapter(adapter)
-                    model.set_adapter(adapter)
-                    switch = nullcontext()
-                else:
-                    switch = model.disable_adapter() if self._adapters else nullcontext()
-                penalties = LogitsProcessorList(
-                    [AnswerFrequencyPenalty(n_prompt, options.frequency_penalty)] if options.frequency_penalty else [])
-                with torch.inference_mode(), switch:
-                    out = model.generate(input_ids=torch.tensor([ids], device=self.device),
-                                         attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
-                                         generation_config=config, streamer=_Streamer(),
-                                         stopping_criteria=StoppingCriteriaList([stop_now]),
-                                         logits_processor=penalties)
-                result["ids"] = out[0, n_prompt:].tolist()
-            except BaseException as exc:  # handed to the consumer thread
-                result["error"] = exc
-            finally:
-                self._lock.release()
-                tokens.put(_DONE)
-
-        timer = Timer()
-        self._acquire(cancel)
-        thread = threading.Thread(target=work, name="embedded-generate", daemon=True)
-        try:
-            thread.start()
-        except BaseException:
-            self._lock.release()
-            raise
+    def _run(self, request: _Request) -> Iterator[str | Generation]:
+        """Text deltas as the worker thread's tokens arrive, then the Generation; the model lock is held from the
+        request's turn until the worker's generate() returns."""
+        timer = Timer()  # from before the wait for the model: the caller waits for it too
+        worker = _Worker()
+        self._acquire(request.cancel)
+        self._start_worker(worker, request)
+        stops = StopTextFilter(request.options.stop)
         generated: list[int] = []
-        decoder = IncrementalDecoder(tokenizer)
         try:
-            while True:
-                try:
-                    item = tokens.get(timeout=POLL_S)
-                except queue.Empty:
-                    cancel.check()
-                    continue
-                if item is _DONE:
-                    break
-                cancel.check()
-                timer.mark_first()
-                generated.append(item)
-                if item in self.stop_token_ids:
-                    continue
-                out = stops.feed(decoder.push(item))
-                if out:
-                    yield out
-            thread.join()
-            cancel.check()
-            if "error" in result:
-                raise result["error"]
+            yield from self._deltas(worker, request.cancel, timer, stops, generated)
+            worker.thread.join()
+            request.cancel.check()
+            if worker.error is not None:
+                raise worker.error
             tail = stops.flush()
             if tail:
                 yield tail
-            n_out = len(result.get("ids", generated))
-            ended = bool(generated) and generated[-1] in self.stop_token_ids
-            finish = "stop" if ended or stops.stopped else "length"
-            ttft, latency, rate = timer.finish(n_out)
-            yield Generation(text=stops.text, prompt_tokens=n_prompt, completion_tokens=n_out, ttft_s=ttft,
-                             latency_s=latency, tokens_per_s=rate, finish_reason=finish,
-                             model=self.model_name, adapter=adapter)
+            yield self._generation(request, worker, generated, stops, timer)
         finally:
-            finished.set()  # a consumer that stops reading early frees the model at the next token
+            worker.finished.set()  # a consumer that stops reading early frees the model at the next token
+
+    def _start_worker(self, worker: _Worker, request: _Request) -> None:
+        worker.thread = threading.Thread(target=self._work, args=(worker, request), name="embedded-generate",
+                                         daemon=True)
+        try:
+            worker.thread.start()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _work(self, worker: _Worker, request: _Request) -> None:
+        """The worker thread: generate, hand back the ids or the error, free the model, then say it is done."""
+        try:
+            worker.output_ids = self._generate_ids(worker, request)
+        except BaseException as exc:  # handed to the consumer thread
+            worker.error = exc
+        finally:
+            self._lock.release()
+            worker.tokens.put(_DONE)
+
+    def _generate_ids(self, worker: _Worker, request: _Request) -> list[int]:
+        import torch  # heavy optional library: loaded with the engine, not with ragtune
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        options, n_prompt = request.options, len(request.ids)
+        config = _generation_config(options, request.budget, self.stop_token_ids, self.tokenizer,
+                                    request.suppress_first)
+        if options.seed is not None:
+            torch.manual_seed(options.seed)
+        penalties = LogitsProcessorList(
+            [AnswerFrequencyPenalty(n_prompt, options.frequency_penalty)] if options.frequency_penalty else [])
+        stop = _StopWhen(self.tokenizer, n_prompt, StopTextFilter(options.stop).stops, worker.finished,
+                         request.cancel)
+        with torch.inference_mode(), self._adapter_switch(request.adapter):
+            out = self.model.generate(input_ids=torch.tensor([request.ids], device=self.device),
+                                      attention_mask=torch.ones(1, n_prompt, dtype=torch.long, device=self.device),
+                                      generation_config=config, streamer=_QueueStreamer(worker.tokens),
+                                      stopping_criteria=StoppingCriteriaList([stop]), logits_processor=penalties)
+        return out[0, n_prompt:].tolist()
+
+    def _adapter_switch(self, adapter: str | None):
+        """The model answering as `adapter`, or as the base model (peft's adapters off) when it is None."""
+        if adapter is None:
+            return self.model.disable_adapter() if self._adapters else nullcontext()
+        if adapter not in self._adapters:  # unloaded between the request and its turn
+            raise self._unknown_adapter(adapter)
+        self.model.set_adapter(adapter)
+        return nullcontext()
+
+    def _deltas(self, worker: _Worker, cancel: CancelToken, timer: Timer, stops: StopTextFilter,
+                generated: list[int]) -> Iterator[str]:
+        """The answer's text, a delta per token, cut at a stop string; every token id lands in `generated`."""
+        decoder = IncrementalDecoder(self.tokenizer)
+        for token in _queued_tokens(worker.tokens, cancel):
+            timer.mark_first()
+            generated.append(token)
+            if token in self.stop_token_ids:
+                continue
+            out = stops.feed(decoder.push(token))
+            if out:
+                yield out
+
+    def _generation(self, request: _Request, worker: _Worker, generated: list[int], stops: StopTextFilter,
+                    timer: Timer) -> Generation:
+        n_out = len(worker.output_ids if worker.output_ids is not None else generated)
+        ended = bool(generated) and generated[-1] in self.stop_token_ids
+        ttft, latency = timer.finish()
+        return Generation(text=stops.text, prompt_tokens=len(request.ids), completion_tokens=n_out, ttft_s=ttft,
+                          latency_s=latency, finish_reason="stop" if ended or stops.stopped else "length",
+                          model=self.model_name, adapter=request.adapter)
 
     def close(self) -> None:
         self.model = None
@@ -325,3 +298,95 @@ def _stop_token_ids(tokenizer, model) -> list[int]:
     if isinstance(turn_end, int) and turn_end != tokenizer.unk_token_id and turn_end not in ids:
         ids.append(turn_end)
     return ids
+
+
+@dataclass
+class _Request:
+    """One generation as the engine runs it: prompt ids, the answer's token budget and how to sample it."""
+    ids: list[int]
+    budget: int
+    options: SamplingOptions
+    adapter: str | None
+    cancel: CancelToken
+    suppress_first: list[int]  # token ids the answer may not open with (a plain prompt's new lines and ends)
+
+
+@dataclass
+class _Worker:
+    """The thread that runs transformers' generate(): token ids come out through `tokens`, then _DONE."""
+    tokens: queue.Queue = field(default_factory=queue.Queue)
+    finished: threading.Event = field(default_factory=threading.Event)  # the consumer stopped reading
+    thread: threading.Thread | None = None
+    output_ids: list[int] | None = None  # the answer's ids once generate() returned
+    error: BaseException | None = None  # what generate() raised, re-raised in the consumer's thread
+
+
+class _QueueStreamer:
+    """transformers' streamer: called once with the prompt (skipped), then with each new token, queued."""
+
+    def __init__(self, tokens: queue.Queue):
+        self.tokens = tokens
+        self.seen_prompt = False
+
+    def put(self, value) -> None:
+        if not self.seen_prompt:
+            self.seen_prompt = True
+            return
+        for token in value.reshape(-1).tolist():
+            self.tokens.put(token)
+
+    def end(self) -> None:
+        pass
+
+
+class _StopWhen:
+    """transformers' stopping criterion: the consumer went away, the request was cancelled, or a stop string
+    appeared in the answer's last tokens."""
+
+    def __init__(self, tokenizer, n_prompt: int, stop_texts: list[str], finished: threading.Event,
+                 cancel: CancelToken):
+        self.tokenizer, self.n_prompt, self.stop_texts = tokenizer, n_prompt, stop_texts
+        self.finished, self.cancel = finished, cancel
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch  # heavy optional library: loaded with the engine, not with ragtune
+
+        stop = self.finished.is_set() or self.cancel.cancelled or self._stop_text_in_tail(input_ids)
+        return (torch.ones if stop else torch.zeros)(input_ids.shape[0], dtype=torch.bool)
+
+    def _stop_text_in_tail(self, input_ids) -> bool:
+        if not self.stop_texts:
+            return False
+        tail = self.tokenizer.decode(input_ids[0, self.n_prompt:][-32:], skip_special_tokens=True)
+        return any(s in tail for s in self.stop_texts)
+
+
+def _queued_tokens(tokens: queue.Queue, cancel: CancelToken) -> Iterator[int]:
+    """The worker's token ids until it is done, looking at the cancel token while it waits."""
+    while True:
+        try:
+            item = tokens.get(timeout=POLL_S)
+        except queue.Empty:
+            cancel.check()
+            continue
+        if item is _DONE:
+            return
+        cancel.check()
+        yield item
+
+
+def _generation_config(options: SamplingOptions, budget: int, stop_token_ids: list[int], tokenizer,
+                       suppress_first: list[int] | None):
+    """transformers' GenerationConfig for these options; settings left at their default stay unset."""
+    from transformers import GenerationConfig  # heavy optional library: loaded with the engine
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_token_ids[0]
+    return GenerationConfig(
+        max_new_tokens=budget, do_sample=not options.greedy, eos_token_id=stop_token_ids, pad_token_id=pad,
+        bos_token_id=tokenizer.bos_token_id,
+        **({"repetition_penalty": float(options.repetition_penalty)} if options.repetition_penalty != 1.0 else {}),
+        **({"no_repeat_ngram_size": options.no_repeat_ngram_size} if options.no_repeat_ngram_size else {}),
+        **({"begin_suppress_tokens": suppress_first} if suppress_first else {}),
+        **({} if options.greedy else {"temperature": float(options.temperature), "top_p": float(options.top_p),
+                                      "top_k": 0}),
+    )

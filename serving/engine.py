@@ -66,6 +66,23 @@ class SamplingOptions:
         return float(self.temperature) == 0.0
 
 
+def decode_tokens_per_s(completion_tokens: int | None, ttft_s: float | None, latency_s: float | None) -> float | None:
+    """Decode rate: the output tokens after the first over the time after the first token (None when the answer
+    has fewer than two tokens). The speed of the model's token loop, without the prompt's processing."""
+    decode_s = (latency_s or 0.0) - (ttft_s or 0.0)
+    if not completion_tokens or completion_tokens < 2 or decode_s <= 0:
+        return None
+    return (completion_tokens - 1) / decode_s
+
+
+def e2e_tokens_per_s(completion_tokens: int | None, latency_s: float | None) -> float | None:
+    """End-to-end rate: the output tokens over the whole request's wall time, prompt processing (and, for an
+    assistant's answer, retrieval) included (None when nothing was generated). What a caller waits for."""
+    if not completion_tokens or not latency_s:
+        return None
+    return completion_tokens / latency_s
+
+
 @dataclass
 class Generation:
     text: str
@@ -73,13 +90,21 @@ class Generation:
     completion_tokens: int
     ttft_s: float | None
     latency_s: float
-    tokens_per_s: float
     finish_reason: str  # "stop" | "length"
     model: str = ""
     adapter: str | None = None
 
+    @property
+    def decode_tokens_per_s(self) -> float | None:
+        return decode_tokens_per_s(self.completion_tokens, self.ttft_s, self.latency_s)
+
+    @property
+    def e2e_tokens_per_s(self) -> float | None:
+        return e2e_tokens_per_s(self.completion_tokens, self.latency_s)
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "decode_tokens_per_s": self.decode_tokens_per_s,
+                "e2e_tokens_per_s": self.e2e_tokens_per_s}
 
 
 class GenerationCancelled(Exception):
@@ -274,14 +299,11 @@ class Timer:
         if self.first is None:
             self.first = time.perf_counter()
 
-    def finish(self, completion_tokens: int) -> tuple[float | None, float, float]:
-        """(ttft_s, latency_s, decode tokens/s)."""
-        end = time.perf_counter()
-        latency = end - self.start
+    def finish(self) -> tuple[float | None, float]:
+        """(ttft_s, latency_s); a Generation derives its token rates from them."""
+        latency = time.perf_counter() - self.start
         ttft = None if self.first is None else self.first - self.start
-        decode_time = end - (self.first or self.start)
-        rate = (completion_tokens - 1) / decode_time if completion_tokens > 1 and decode_time > 0 else 0.0
-        return ttft, latency, rate
+        return ttft, latency
 
 
 def collect(stream: Iterator[str | Generation]) -> Generation:

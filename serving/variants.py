@@ -296,11 +296,9 @@ def _joined(first: Generation, head: str, more: Generation) -> Generation:
     text = head + " " + more.text.strip() if more.text.strip() else head
     tokens = first.completion_tokens + more.completion_tokens
     latency = first.latency_s + more.latency_s
-    decode = latency - (first.ttft_s or 0.0)
     return dataclasses.replace(
         more, text=text, prompt_tokens=first.prompt_tokens + more.prompt_tokens,
-        completion_tokens=tokens, ttft_s=first.ttft_s, latency_s=latency,
-        tokens_per_s=(tokens - 1) / decode if tokens > 1 and decode > 0 else 0.0)
+        completion_tokens=tokens, ttft_s=first.ttft_s, latency_s=latency)
 
 
 def _clean_history(history) -> list[dict]:

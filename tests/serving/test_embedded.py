@@ -20,6 +20,8 @@ def test_greedy_generation_is_repeatable_and_streams_the_same_text(tiny_engine):
     assert first.prompt_tokens == len(tiny_engine.prompt_ids(Q))
     assert first.completion_tokens == 12 and first.finish_reason == "length"
     assert first.ttft_s is not None and 0 < first.ttft_s <= first.latency_s
+    assert first.decode_tokens_per_s == pytest.approx(11 / (first.latency_s - first.ttft_s))
+    assert first.e2e_tokens_per_s == pytest.approx(12 / first.latency_s)
 
     items = list(tiny_engine.stream(Q, options))
     assert isinstance(items[-1], Generation)

@@ -227,7 +227,7 @@ def test_a_streamed_answer_gets_the_added_citation_as_its_last_delta(tiny_engine
     passage = prep.citations[1]["text"]
     said = " ".join(passage.split()[:12])  # an answer made of the second passage's words
     deltas = [said[:10], said[10:], Generation(text=said, prompt_tokens=5, completion_tokens=12, ttft_s=0.1,
-                                               latency_s=0.2, tokens_per_s=10.0, finish_reason="stop")]
+                                               latency_s=0.2, finish_reason="stop")]
     items = list(assistant._stream(prep, iter(deltas)))
     assert isinstance(items[-1], Answer) and items[-2] == " [2]"
     assert "".join(items[:-1]) == items[-1].text == said + " [2]"

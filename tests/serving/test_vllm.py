@@ -16,7 +16,13 @@ import httpx
 import pytest
 
 from ragtune.errors import BadInputError, ServerUnavailableError
-from serving.engine import SamplingOptions
+from ragtune.net import free_port
+from ragtune.workspace import Workspace
+from serving.engine import CancelToken, GenerationCancelled, SamplingOptions
+from serving.factory import get_engine
+from serving.plain_prompt import PLAIN_STOP
+from serving.vllm_engine import VLLMEngine
+from serving.vllm_process import VLLMServer
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +32,6 @@ GREEDY = SamplingOptions(max_tokens=24)
 @pytest.fixture(scope="module")
 def stack(gemma_llm, lora_trainer, facts, tmp_path_factory):
     """The vLLM server (starting in the background) and, meanwhile, a LoRA freshly trained on Gemma."""
-    from serving.vllm_engine import VLLMEngine, VLLMServer
-
     logs = tmp_path_factory.mktemp("vllm-logs")
     server = VLLMServer("gemma-3-270m", max_model_len=1024, kv_cache_gib=1, max_loras=2, max_lora_rank=16,
                         log_dir=logs, startup_timeout=420)
@@ -56,7 +60,7 @@ def stack(gemma_llm, lora_trainer, facts, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gemma_assistant(stack, indexed_workspace):
-    from app.assistants import make_assistant
+    from app.wiring.assistants import build_assistant as make_assistant
 
     return make_assistant(indexed_workspace, stack[0])
 
@@ -73,8 +77,6 @@ def registered_lora(stack, gemma_assistant, adapter_registrar) -> str:
 
 
 def test_same_greedy_text_on_vllm_and_embedded(stack):
-    from serving.factory import get_engine
-
     vllm = stack[0]
     embedded = get_engine("embedded", model="gemma-3-270m")
     for question in ("Write one sentence about warehouse robots.", "What is the capital of France?"):
@@ -88,9 +90,6 @@ def test_same_greedy_text_on_vllm_and_embedded(stack):
 def test_plain_prompts_answer_as_on_the_embedded_engine(stack, monkeypatch):
     """A base model's plain prompt may not be answered with a new line first: the embedded engine forbids
     it at the first position (begin-suppress), vLLM asks that first token on its own; greedy answers agree."""
-    from serving.factory import get_engine
-    from serving.plain_prompt import PLAIN_STOP
-
     vllm = stack[0]
     embedded = get_engine("embedded", model="gemma-3-270m")
     assert vllm.newline_ids == embedded.newline_ids and vllm.newline_ids
@@ -121,9 +120,6 @@ def test_plain_prompts_answer_as_on_the_embedded_engine(stack, monkeypatch):
 def test_the_frequency_penalty_gives_the_same_answers_on_both_engines(stack):
     """The answer's own tokens are counted alike on both engines, the plain prompt's first token (asked
     alone on vLLM, then sent as prompt) included; and the penalty changes a greedy answer that repeats."""
-    from serving.factory import get_engine
-    from serving.plain_prompt import PLAIN_STOP
-
     vllm, embedded = stack[0], get_engine("embedded", model="gemma-3-270m")
     question = [{"role": "user", "content": "List the days of the week, then list them again."}]
     for plain in (False, True):
@@ -150,8 +146,6 @@ def _running_requests(engine) -> float:
 
 
 def test_a_cancelled_stream_stops_on_the_server(stack):
-    from serving.engine import CancelToken, GenerationCancelled
-
     engine = stack[0]
     cancel = CancelToken()
     items = engine.stream([{"role": "user", "content": "Write a very long story about robots."}],
@@ -258,15 +252,11 @@ def test_recovers_after_the_server_is_killed(stack, gemma_assistant, facts, regi
 
 
 def test_a_dead_url_is_a_clear_error():
-    from serving.vllm_engine import VLLMEngine
-
     with pytest.raises(ServerUnavailableError, match="not answering"):
         VLLMEngine("http://127.0.0.1:9")
 
 
 def test_a_server_that_cannot_start_reports_its_log(tmp_path):
-    from serving.vllm_engine import VLLMServer
-
     server = VLLMServer("tiny-llama", extra_args=["--no-such-vllm-option"], log_dir=tmp_path, watch=False)
     with pytest.raises(ServerUnavailableError, match="exited with code") as info:
         server.start()
@@ -275,8 +265,6 @@ def test_a_server_that_cannot_start_reports_its_log(tmp_path):
 
 
 def test_gpu_and_scale_out_options_pass_through(gemma_llm):
-    from serving.vllm_engine import VLLMServer
-
     gpu = VLLMServer("gemma-3-270m", device="cuda", extra_args=["--tensor-parallel-size", "2",
                                                                "--data-parallel-size", "2"])
     argv, env = gpu.argv(), gpu.environment()
@@ -298,9 +286,6 @@ def test_kill_9_of_ragtune_serve_takes_its_vllm_server_with_it(tmp_path):
     import sys
 
     import psutil
-
-    from ragtune.net import free_port
-    from ragtune.workspace import Workspace
 
     ws = Workspace.create("serve-kill", root=tmp_path / "workspaces")
     port, vllm_port = free_port("127.0.0.1"), free_port("127.0.0.1")
