@@ -66,12 +66,13 @@ def run(args) -> int:
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    from app.wiring.assistants import EngineSpec, build_engine
+    from app.wiring.servers import deploy_server
     from ragtune.workspace import Workspace
     from serving.deploy import deployments, keys
     from serving.deploy.loadtest import run_drops, run_load
     from serving.deploy.server import DeployLimits
-    from serving.deploy.server import DeployServer, build_deploy_app
-    from serving.factory import close_all, get_engine
+    from serving.factory import close_all
 
     ws = Workspace.create("bench")
     if args.variant.endswith("rag"):
@@ -84,20 +85,15 @@ def run(args) -> int:
     key = keys.create_key(ws, "bench", 100_000)
     t0 = time.perf_counter()
     max_len = args.max_model_len or (1024 if args.model.startswith("tiny-") else None)
-    engine = get_engine(args.engine, model=args.model, **({"max_model_len": max_len} if max_len else {}))
+    engine = build_engine(EngineSpec(kind=args.engine, model=args.model, max_model_len=max_len))
     load_s = time.perf_counter() - t0
-    factory = None
-    try:
-        from app.assistants import make_assistant as factory
-    except ImportError:
-        pass
-    app = build_deploy_app(ws, engine, assistant_factory=factory,
-                           limits=DeployLimits(max_tokens=max(512, args.drop_max_tokens)))
+    # the server `ragtune deploy` runs, from the same composition root
+    server = deploy_server(ws, engine, limits=DeployLimits(max_tokens=max(512, args.drop_max_tokens)))
     questions = [r["question"] for r in map(json.loads, (REPO / "datasets" / "sample_qa.jsonl").read_text().splitlines()
                                              if (REPO / "datasets" / "sample_qa.jsonl").exists() else [])
                  ] or None
     try:
-        with DeployServer(app) as server:
+        with server:
             run_load(server.url, key, clients=1, per_client=1, questions=questions, max_tokens=4, timeout_s=120)  # warm-up
             baseline = run_load(server.url, key, clients=1, per_client=args.baseline_requests, questions=questions,
                                 max_tokens=args.max_tokens, timeout_s=args.timeout)

@@ -1,46 +1,21 @@
-"""Wire an Assistant to this workspace's retriever: the one place serving meets retrieval.
+"""The assistant an evaluation runs when its caller hands it none (its own job process, the CLI's `eval`).
 
-serving and retrieval never import each other; the CLI, the UI, the deploy server and the
-evaluation runner all build their assistants here (evaluation is the lowest layer that sees both).
+The same wiring as the app's composition root (``app/wiring/assistants.py``, which the chat tab, `ragtune
+ask` and the deploy app use): serving's Assistant on the workspace's own index and prompt builder. It is
+written here too because evaluation sits below the app and may not import it.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
+from retrieval.prompt import build_rag_messages
+from retrieval.search import Retriever
+from serving.engine import Engine
 from serving.variants import Assistant
 
 
-def make_assistant(ws, engine) -> Assistant:
-    """An Assistant for `ws` on `engine`; the index loads on the first rag question, not before."""
-    try:
-        from retrieval.prompt import build_rag_messages
-    except ImportError:  # retrieval not installed: base and ft still work, rag says why it cannot
-        build_rag_messages = None
-    return Assistant(ws, engine, prompt_builder=build_rag_messages, retriever_factory=lambda: FreshRetriever(ws))
-
-
-class FreshRetriever:
-    """The workspace's retriever, looked up per question so a rebuilt index is used at once.
-
-    ``Retriever.for_workspace`` caches per index version, so this costs one small file read.
-    """
-
-    def __init__(self, ws):
-        from retrieval.search import Retriever
-
-        self.ws = ws
-        self._open = Retriever.for_workspace
-        self._open(ws)  # fails now, with a clear message, when the workspace has no index
-
-    def retrieve(self, query: str, k: int | None = None, **kwargs):
-        return self._open(self.ws).retrieve(query, k=k, **kwargs)
-
-    def worked_example(self, passages):
-        return self._open(self.ws).worked_example(passages)
-
-    @property
-    def answer_k(self) -> int | None:
-        return self._open(self.ws).answer_k
-
-    @property
-    def version(self) -> str:
-        return self._open(self.ws).version
+def make_assistant(ws, engine: Engine) -> Assistant:
+    """An Assistant for `ws` on `engine`; the index is looked up per rag question (base and ft need none)."""
+    return Assistant(ws, engine, prompt_builder=build_rag_messages,
+                     open_retriever=partial(Retriever.for_workspace, ws))

@@ -5,9 +5,9 @@
 - ``ft``: a fine-tuned LoRA adapter, question only.
 - ``ft+rag``: the adapter, with the retrieved passages.
 
-serving never imports retrieval: the layer above hands the Assistant a retriever (anything with
-``.retrieve(query, k)`` returning passages) and the RAG prompt builder
-(``retrieval.prompt.build_rag_messages``); ``app.assistants.make_assistant`` does that wiring.
+serving never imports retrieval: the layer above hands the Assistant a ``Retriever`` (or a way to open
+one per question) and a ``PromptBuilder``, the protocols of ``serving.components``; the composition root
+``app/wiring/assistants.py`` does that wiring (and ``evaluation/assistants.py`` for an evaluation's process).
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 from ragtune import adapters as adapter_registry
 from ragtune.errors import BadInputError
 from ragtune.models import canonical_name
 
-from .engine import Generation, SamplingOptions, adapter_key, collect
 from .citations import citation_suffix
+from .components import OpenRetriever, Passage, PromptBuilder, Retriever
+from .engine import Engine, Generation, SamplingOptions, adapter_key, collect
 from .plain_prompt import PLAIN_STOP
 from .prompts import clean_answer, get_prompts, system_prompt, user_prompts
 
@@ -91,13 +92,18 @@ class _Prepared:
 
 
 class Assistant:
-    def __init__(self, ws, engine, retriever=None, prompt_builder: Callable | None = None, *,
-                 retriever_factory: Callable[[], object] | None = None):
-        """``retriever_factory`` builds the retriever on first use, so base/ft never need an index."""
+    """Answers a question with one of the four variants, on one engine and the workspace's document search.
+
+    ``open_retriever`` is called for each question that searches (base and ft never need an index), so a
+    rebuilt index is used at once; a fixed ``retriever`` is used as it is.
+    """
+
+    def __init__(self, ws, engine: Engine, retriever: Retriever | None = None,
+                 prompt_builder: PromptBuilder | None = None, *, open_retriever: OpenRetriever | None = None):
         self.ws = ws
         self.engine = engine
         self._retriever = retriever
-        self._retriever_factory = retriever_factory
+        self._open_retriever = open_retriever
         self.prompt_builder = prompt_builder
 
     # ------------------------------------------------------------ public
@@ -158,9 +164,10 @@ class Assistant:
                 yield item
 
     @property
-    def retriever(self):
-        if self._retriever is None and self._retriever_factory is not None:
-            self._retriever = self._retriever_factory()
+    def retriever(self) -> Retriever | None:
+        """The retriever for the next question: the fixed one, else a fresh look-up; None without search."""
+        if self._retriever is None and self._open_retriever is not None:
+            return self._open_retriever()
         return self._retriever
 
     def resolve_adapter(self, name: str | None):
@@ -222,17 +229,18 @@ class Assistant:
                          plain)
 
     def _rag_messages(self, question, history, system, options, k, plain=False):
-        if self.prompt_builder is None or self.retriever is None:
+        retriever = self.retriever  # one look-up per question: every step below sees the same index
+        if self.prompt_builder is None or retriever is None:
             raise BadInputError("The 'rag' variants need document search, and this assistant was built without "
-                                "it: create it with app.assistants.make_assistant (or pass a retriever and "
+                                "it: build it with app.wiring.assistants.build_assistant (or pass a retriever and "
                                 "retrieval.prompt.build_rag_messages).")
         settings = self.ws.get_setting("retrieval", {}) or {}
         # Passages per answer: the caller's, else the number chosen for this corpus when its index was built.
-        k = int(k or getattr(self.retriever, "answer_k", None) or settings.get("k") or DEFAULT_K)
+        k = int(k or retriever.answer_k or settings.get("k") or DEFAULT_K)
         if k < 1:
             raise BadInputError(f"k must be at least 1, not {k}.")
         t0 = time.perf_counter()
-        found = list(self.retriever.retrieve(question, k=k))
+        found = list(retriever.retrieve(question, k=k))
         retrieval_s = time.perf_counter() - t0
         # Leave the answer and the question room inside the model's window.
         room = self.engine.max_model_len - options.max_tokens - self.engine.count_tokens(question) - 96
@@ -243,15 +251,11 @@ class Assistant:
             raise BadInputError(
                 f"No room left for passages: the model's window is {self.engine.max_model_len} tokens and the answer "
                 f"may use {options.max_tokens}. Ask for a shorter answer or shorten the conversation.")
-        # A worked example from the user's own corpus (never from ragtune's text), when the retriever offers one.
-        make_example = getattr(self.retriever, "worked_example", None)
-        extra = ({"example": make_example(found)} if make_example is not None and not history and not plain
-                 else {})
-        if plain:
-            extra["style"] = "plain"
+        # A worked example from the user's own corpus (never from ragtune's text), for a chat model's first turn.
+        example = retriever.worked_example(found) if not history and not plain else None
         messages, used = self.prompt_builder(question, found, count_tokens=self.engine.count_tokens,
                                              max_context_tokens=budget, system=system or None, history=history or None,
-                                             **extra)
+                                             example=example, style="plain" if plain else "chat")
         citations = [{"n": n, **{key: d[key] for key in CITATION_KEYS}}
                      for n, d in enumerate(map(_passage_dict, used), start=1)]
         passages = [_passage_dict(p) for p in found]
@@ -318,20 +322,10 @@ def _clean_history(history) -> list[dict]:
     return clean
 
 
-def _passage_dict(p) -> dict:
-    if dataclasses.is_dataclass(p):
-        d = asdict(p)
-    elif isinstance(p, dict):
-        d = dict(p)
-    else:
-        d = dict(vars(p))
-    citation = getattr(p, "citation", None) if not isinstance(p, dict) else p.get("citation")
-    if citation is None:
-        doc, page = d.get("doc"), d.get("page")
-        citation = f"{doc}#page={page}" if page else doc
-    return {"doc": d.get("doc"), "page": d.get("page"), "section": d.get("section"), "text": d.get("text", ""),
-            "score": float(d["score"]) if d.get("score") is not None else None, "citation": citation,
-            **({"chunk_id": d["chunk_id"]} if "chunk_id" in d else {})}
+def _passage_dict(p: Passage) -> dict:
+    return {"doc": p.doc, "page": p.page, "section": p.section, "text": p.text,
+            "score": float(p.score) if p.score is not None else None, "citation": p.citation,
+            "chunk_id": p.chunk_id}
 
 
 def _same_base(base_model: str, engine) -> bool:

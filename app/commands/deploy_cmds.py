@@ -5,16 +5,28 @@ from __future__ import annotations
 import sys
 import time
 
-from app.next_round import NextRoundConfig
+from app.next_round import NEXT_ROUND, NextRound, NextRoundConfig, finish_next_round, list_rounds
+from app.wiring.servers import deploy_server
+from evaluation.service import suggested_variant
 from ragtune.config_args import add_dataclass_arguments, dataclass_from_args
 from ragtune.errors import BadInputError
+from ragtune.paths import workspaces_root
+from serving.deploy import deployments, keys
+from serving.deploy.server import DeployLimits
+from serving.factory import close_engine
 
 from .common import add_detach_arg, add_json_arg, add_workspace_arg, open_workspace, print_json, run_operation
+from .serving_cmds import add_engine_args, engine_from_args
 
 
 def register(sub) -> None:
-    from .serving_cmds import add_engine_args
+    _register_deploy(sub)
+    _register_keys(sub)
+    _register_deployments(sub)
+    _register_next_round(sub)
 
+
+def _register_deploy(sub) -> None:
     p = sub.add_parser("deploy", help="publish a variant (optional) and serve the end-user assistant",
                        description="Serve the published assistant of a workspace: a chat page for end users at "
                        "/chat/<workspace> and an OpenAI-compatible API at /v1 (API keys required: "
@@ -31,6 +43,8 @@ def register(sub) -> None:
     add_engine_args(p)
     p.set_defaults(func=_deploy)
 
+
+def _register_keys(sub) -> None:
     k = sub.add_parser("keys", help="create, list or revoke API keys of the deployed assistant")
     k_sub = k.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = k_sub.add_parser("create", help="create a key (printed once; only a hash is stored)")
@@ -48,6 +62,8 @@ def register(sub) -> None:
     p.add_argument("key")
     p.set_defaults(func=_keys_revoke)
 
+
+def _register_deployments(sub) -> None:
     d = sub.add_parser("deployments", help="published versions: list, publish, roll back")
     d_sub = d.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = d_sub.add_parser("list", help="every published version, newest first")
@@ -65,6 +81,8 @@ def register(sub) -> None:
     p.add_argument("--to", type=int, dest="to_version", help="version number to restore")
     p.set_defaults(func=_dep_rollback)
 
+
+def _register_next_round(sub) -> None:
     p = sub.add_parser("next-round", help="turn end-user feedback into training rows, fine-tune again, publish",
                        description="Approved answers and corrections from the chat page become a new dataset "
                        "version (deduplicated, test questions held out); a fine-tune starts on it. With --wait it "
@@ -83,29 +101,16 @@ def register(sub) -> None:
 # ------------------------------------------------------------------ deploy
 
 def _deploy(args) -> int:
-    from app.assistants import make_assistant
-    from ragtune.paths import workspaces_root
-    from serving.deploy import deployments
-    from serving.deploy.server import DeployLimits, DeployServer, build_deploy_app
-
-    from .serving_cmds import engine_from_args
-
     ws = open_workspace(args)
     if args.variant:
         dep = deployments.publish(ws, args.variant, args.adapter, note=args.note)
         print(f"published version {dep.version}: {dep.model}", file=sys.stderr)
     elif deployments.current(ws) is None:
-        from evaluation.service import suggested_variant
-
         raise BadInputError(f"Nothing is published in workspace '{ws.name}': pass --variant (the newest evaluation "
                             f"suggests `ragtune deploy -w {ws.name} --variant {suggested_variant(ws)}`).")
-    from app.wiring import deploy_uploads
-
     engine = engine_from_args(args)
-    app = build_deploy_app(workspaces_root() if args.all_workspaces else ws, engine,
-                           limits=DeployLimits(max_tokens=args.max_tokens), start_ingest=deploy_uploads(),
-                           assistant_factory=make_assistant)
-    server = DeployServer(app, host=args.host, port=args.port, log_level="info")
+    server = deploy_server(workspaces_root() if args.all_workspaces else ws, engine, host=args.host, port=args.port,
+                           limits=DeployLimits(max_tokens=args.max_tokens), log_level="info")
     server.start()
     print(f"chat page:  {server.url}/chat/{ws.name}\nOpenAI API: {server.url}/v1  (Authorization: Bearer <key>)\n"
           f"metrics:    {server.url}/metrics\nCtrl+C to stop.", file=sys.stderr)
@@ -116,8 +121,6 @@ def _deploy(args) -> int:
         pass
     finally:
         server.stop()
-        from serving.factory import close_engine
-
         close_engine(engine)
     return 0
 
@@ -125,8 +128,6 @@ def _deploy(args) -> int:
 # ------------------------------------------------------------------ keys
 
 def _keys_create(args) -> int:
-    from serving.deploy import keys
-
     ws = open_workspace(args)
     key = keys.create_key(ws, args.name, args.rate)
     if args.json:
@@ -139,8 +140,6 @@ def _keys_create(args) -> int:
 
 
 def _keys_list(args) -> int:
-    from serving.deploy import keys
-
     found = keys.list_keys(open_workspace(args))
     if args.json:
         print_json([k.to_dict() for k in found])
@@ -155,8 +154,6 @@ def _keys_list(args) -> int:
 
 
 def _keys_revoke(args) -> int:
-    from serving.deploy import keys
-
     info = keys.revoke_key(open_workspace(args), args.key)
     print(f"revoked key {info.key_id} ({info.name})")
     return 0
@@ -165,8 +162,6 @@ def _keys_revoke(args) -> int:
 # ------------------------------------------------------------------ deployments
 
 def _dep_list(args) -> int:
-    from serving.deploy import deployments
-
     found = deployments.history(open_workspace(args))
     if args.json:
         print_json([d.to_dict() for d in found])
@@ -180,16 +175,12 @@ def _dep_list(args) -> int:
 
 
 def _dep_publish(args) -> int:
-    from serving.deploy import deployments
-
     d = deployments.publish(open_workspace(args), args.variant, args.adapter, note=args.note)
     print(f"version {d.version} is live: {d.model}")
     return 0
 
 
 def _dep_rollback(args) -> int:
-    from serving.deploy import deployments
-
     d = deployments.rollback(open_workspace(args), args.to_version)
     print(f"version {d.version} is live again: {d.model}")
     return 0
@@ -198,8 +189,6 @@ def _dep_rollback(args) -> int:
 # ------------------------------------------------------------------ next round
 
 def _next_round(args) -> int:
-    from app.next_round import NEXT_ROUND, NextRound, finish_next_round, list_rounds
-
     ws = open_workspace(args)
     say = (lambda msg: print(msg, file=sys.stderr))
     if args.list:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from app.wiring.assistants import EngineSpec, build_assistant, build_engine
 from ragtune.errors import BadInputError, ServerUnavailableError
 from ragtune.models import DEFAULT_LLM
+from serving.engine import Engine, SamplingOptions
+from serving.variants import Answer
 
 from .common import add_json_arg, add_workspace_arg, open_workspace, print_json
 
@@ -67,44 +70,15 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                    help="any other vLLM option, repeatable: --vllm-arg=--enable-prefix-caching")
 
 
-def engine_from_args(args):
-    from serving.factory import get_engine
-
-    options: dict = {}
-    if args.max_model_len:
-        options["max_model_len"] = args.max_model_len
-    if args.dtype:
-        options["dtype"] = args.dtype
-    if args.engine == "vllm" and not args.url:
-        extra = list(args.vllm_arg)
-        for flag, value in (("--tensor-parallel-size", args.tensor_parallel_size),
-                            ("--data-parallel-size", args.data_parallel_size),
-                            ("--gpu-memory-utilization", args.gpu_memory_utilization)):
-            if value is not None:
-                extra += [flag, str(value)]
-        options["extra_args"] = extra
-        if args.max_loras:
-            options["max_loras"] = args.max_loras
-        if args.max_lora_rank:
-            options["max_lora_rank"] = args.max_lora_rank
-        if args.kv_cache_gib:
-            options["kv_cache_gib"] = args.kv_cache_gib
-        if args.vllm_port:
-            options["port"] = args.vllm_port
-    elif args.engine == "vllm":
-        options = {}  # the running server's settings are its own
-    elif args.url:
-        raise BadInputError("--url names a running server: use it with --engine vllm (or point it at `ragtune serve`).")
-    if args.engine == "embedded" and options.get("dtype") == "auto":
-        options["dtype"] = "float32"
-    if args.engine == "vllm" and not args.url:
-        print(f"starting a vLLM server for {args.model} (about a minute on CPU) ...", file=sys.stderr, flush=True)
-    return get_engine(args.engine, model=args.model, url=args.url, **options)
+def engine_from_args(args) -> Engine:
+    """The engine the engine flags (``add_engine_args``) name, built by the composition root."""
+    spec = EngineSpec.from_args(args)
+    if spec.starts_a_server:
+        print(f"starting a vLLM server for {spec.model} (about a minute on CPU) ...", file=sys.stderr, flush=True)
+    return build_engine(spec)
 
 
-def _sampling(args):
-    from serving.engine import SamplingOptions
-
+def _sampling(args) -> SamplingOptions:
     return SamplingOptions(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
 
 
@@ -126,12 +100,7 @@ def _ask(args) -> int:
 
 
 def _ask_local(args, options) -> dict:
-    from app.assistants import make_assistant
-    from serving.variants import Answer
-
-    ws = open_workspace(args)
-    engine = engine_from_args(args)
-    assistant = make_assistant(ws, engine)
+    assistant = build_assistant(open_workspace(args), engine_from_args(args))
     if args.stream:
         answer = None
         for item in assistant.stream(args.question, args.variant, adapter=args.adapter, options=options, k=args.k):
@@ -242,7 +211,6 @@ def _print_sources(result: dict) -> None:
 def _serve(args) -> int:
     import uvicorn
 
-    from app.assistants import make_assistant
     from serving.deploy.security import allowed_hosts
     from serving.openai_api import build_app
 
@@ -250,7 +218,7 @@ def _serve(args) -> int:
     engine = engine_from_args(args)
     # Only the names this address answers to (and $RAGTUNE_ALLOWED_HOSTS): a page that rebinds its own
     # name to this address gets 421, not the workspace's models and answers.
-    app = build_app(ws, engine, assistant=make_assistant(ws, engine), hosts=allowed_hosts(args.host))
+    app = build_app(ws, engine, assistant=build_assistant(ws, engine), hosts=allowed_hosts(args.host))
     print(f"ragtune serving workspace '{ws.name}' with {engine!r} on http://{args.host}:{args.port}/v1 "
           "(model = base | rag | ft:<adapter> | ft+rag:<adapter>)", file=sys.stderr)
     try:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import gradio as gr
 
 from ragtune.errors import BadInputError
+from serving.engine import SamplingOptions
+from serving.variants import Answer
 
 from .common import VARIANT_LABELS, VARIANTS, adapter_names, citations_html, esc, guarded, open_ws
 
 MAX_COMPARE = 4
 
 
-def _options(max_tokens, temperature):
-    from serving.engine import SamplingOptions
-
+def _options(max_tokens, temperature) -> SamplingOptions:
     return SamplingOptions(max_tokens=int(max_tokens), temperature=float(temperature))
 
 
@@ -28,15 +30,16 @@ def _cite_line(citations) -> str:
 
 
 def _stream_answer(ctx, ws, question, variant, adapter, history, options):
-    """Yield (text so far, final Answer or None)."""
+    """Yield (text so far, final Answer or None). The assistant comes from the composition root
+    (``app.wiring.assistants.build_assistant``) on the app's shared engine."""
     assistant = ctx.assistant(ws, [variant])
     text = ""
     for item in assistant.stream(question, variant=variant, adapter=adapter, history=history, options=options):
-        if isinstance(item, str):
+        if isinstance(item, Answer):
+            yield item.text or text, item
+        else:
             text += item
             yield text, None
-        else:
-            yield item.text or text, item
 
 
 def chat_turn(ctx, ws_name, question, variant, adapter, max_tokens, temperature, messages, history):
@@ -124,11 +127,11 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks) -> None:
             cols.append(col)
 
     chat_inputs = [ws_select, question, variant, adapter, max_tokens, temperature, chatbot, history]
-    chat_fn = guarded(lambda *a: (yield from chat_turn(ctx, *a)))
+    chat_fn = guarded(partial(chat_turn, ctx))
     for trigger in (send.click, question.submit):
         trigger(chat_fn, chat_inputs, [chatbot, question, sources, history], api_visibility="private")
     clear.click(lambda: ([], [], ""), None, [chatbot, history, sources], api_visibility="private")
-    cmp_fn = guarded(lambda *a: (yield from compare(ctx, *a)))
+    cmp_fn = guarded(partial(compare, ctx))
     cmp_args = [ws_select, cmp_question, cmp_variants, adapter, max_tokens, temperature]
     cmp_btn.click(cmp_fn, cmp_args, [*cols, *outs], api_visibility="private")
     cmp_question.submit(cmp_fn, cmp_args, [*cols, *outs], api_visibility="private")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from app.wiring.assistants import EngineSpec, build_assistant, build_engine
 from ragtune.errors import BadInputError, RagtuneError, ServerUnavailableError, WorkspaceError
 from ragtune.workspace import Workspace, list_workspaces
 
@@ -156,9 +157,7 @@ class AppContext:
 
     def _load(self) -> None:
         try:
-            from serving.factory import get_engine
-
-            engine = get_engine(self.engine_kind, model=self.model, url=self.engine_url)
+            engine = build_engine(EngineSpec(kind=self.engine_kind, model=self.model, url=self.engine_url))
             engine.count_tokens("warm up")
             self._engine = engine
         except Exception as exc:  # noqa: BLE001 - reported in the header and on use
@@ -206,9 +205,7 @@ class AppContext:
 
     def assistant(self, ws: Workspace, variants=None):
         """The one assistant factory on the shared engine; the index opens only for variants that search."""
-        from evaluation.assistants import make_assistant
-
-        return make_assistant(ws, self.engine())
+        return build_assistant(ws, self.engine())
 
 
 def index_manifest_path(ws) -> Path:

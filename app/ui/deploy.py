@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 
 import gradio as gr
 import pandas as pd
 
+from app.wiring.servers import deploy_server
+from evaluation.service import suggested_variant as suggest
 from ragtune.errors import BadInputError, ServerUnavailableError
 from ragtune.paths import workspaces_root
+from serving.deploy import deployments, keys
 
 from .common import VARIANT_LABELS, VARIANTS, adapter_names, guarded, log, open_ws
 
@@ -32,18 +36,17 @@ class EndUserServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def started(self) -> bool:
+        return self._server is not None
+
     def ensure(self) -> str:
         with self._lock:
-            if self._server is not None:
+            if self.started:
                 return self.url
-            from serving.deploy.server import DeployServer, build_deploy_app
-
-            from app.wiring import deploy_uploads
-
-            app = build_deploy_app(workspaces_root(), self.ctx.engine(),
-                                   assistant_factory=lambda ws, engine: self.ctx.assistant(ws),
-                                   start_ingest=deploy_uploads())  # the same upload job as `ragtune deploy`'s
-            server = DeployServer(app, host=self.host, port=self.port or 0, fallback=True)
+            # the same app as `ragtune deploy`'s, on this app's engine
+            server = deploy_server(workspaces_root(), self.ctx.engine(), host=self.host, port=self.port or 0,
+                                   fallback=True)
             self.port = server.port
             try:
                 server.start()
@@ -68,42 +71,65 @@ def _examples(base: str, ws_name: str, model: str, key: str | None) -> str:
 
 
 def history_table(ws) -> pd.DataFrame:
-    from serving.deploy.deployments import history
-
     rows = [[d.version, d.variant, d.adapter or "", time.strftime("%Y-%m-%d %H:%M", time.localtime(d.created_at)),
-             d.note, "yes" if d.current else ""] for d in history(ws)]
+             d.note, "yes" if d.current else ""] for d in deployments.history(ws)]
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
 
 def deploy_view(server: EndUserServer, ws_name, key=None, start=False):
-    from serving.deploy.deployments import current
-
     if not ws_name:
         return "No workspace open.", "", pd.DataFrame(columns=HISTORY_COLUMNS)
     ws = open_ws(ws_name)
-    live = current(ws)
+    live = deployments.current(ws)
     if live is None:
         return "**Nothing published yet.** Pick the variant that won your evaluation and publish it.", "", history_table(ws)
     # Serve the live version as soon as the model is there (e.g. after an app restart).
-    start = start or server._server is not None or server.ctx.engine_loaded
+    start = start or server.started or server.ctx.engine_loaded
     base = server.ensure() if start else server.url
     page = f"{base}/chat/{ws.name}"
     status = (f"**Live: version {live.version}** - {VARIANT_LABELS.get(live.variant, live.variant)}"
               + (f" with **{live.adapter}**" if live.adapter else "")
               + f"\n\nChat page for your users: <a href='{page}' target='_blank' id='deploy-url'>{page}</a>"
-              + ("" if server._server is not None else " (starts as soon as the model has loaded)"))
+              + ("" if server.started else " (starts as soon as the model has loaded)"))
     return status, _examples(base, ws.name, live.model, key), history_table(ws)
 
 
 def suggested_variant(ws_name):
     """Preselect what the newest evaluation recommended (evaluation.service.suggested_variant)."""
-    from evaluation.service import suggested_variant as suggest
-
     try:
         return suggest(open_ws(ws_name))
     except Exception:  # noqa: BLE001 - only a preselection: a broken run store must not block publishing
         log.debug("no deploy suggestion", exc_info=True)
         return "rag"
+
+
+def publish(ctx, server: EndUserServer, ws_name, variant, adapter, note):
+    ws = open_ws(ws_name)
+    if variant.endswith("rag"):
+        ctx.retriever(ws)  # refuse to publish a RAG assistant without an index
+    if variant.startswith("ft") and not adapter_names(ws):
+        raise BadInputError("There is no fine-tuned model yet: run a fine-tune on the Build tab first.")
+    dep = deployments.publish(ws, variant, adapter or None, note=note or "")
+    gr.Info(f"Version {dep.version} is live.")
+    return deploy_view(server, ws_name, start=True)
+
+
+def rollback(server: EndUserServer, ws_name):
+    dep = deployments.rollback(open_ws(ws_name))
+    gr.Info(f"Version {dep.version} is live again.")
+    return deploy_view(server, ws_name)
+
+
+def create_key(server: EndUserServer, ws_name, name, rate):
+    key = keys.create_key(open_ws(ws_name), (name or "").strip() or "key", int(rate or 60))
+    return key, deploy_view(server, ws_name, key=key)[1]
+
+
+def on_open(server: EndUserServer, ws_name):
+    ws = open_ws(ws_name) if ws_name else None
+    choices = [("newest", "")] + ([(a, a) for a in adapter_names(ws)] if ws else [])
+    return (*deploy_view(server, ws_name), gr.update(choices=choices, value=""),
+            suggested_variant(ws_name) if ws_name else "rag")
 
 
 def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks, server: EndUserServer) -> None:
@@ -127,44 +153,9 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks, server: EndUserServer) -
     example = gr.Code(language="python", label="Use it from your code", elem_id="deploy-example")
     history = gr.Dataframe(headers=HISTORY_COLUMNS, label="Versions", interactive=False, elem_id="deploy-history")
 
-    @guarded
-    def publish(ws_name, variant, adapter, note):
-        from serving.deploy.deployments import publish as do_publish
-
-        ws = open_ws(ws_name)
-        if variant.endswith("rag"):
-            ctx.retriever(ws)  # refuse to publish a RAG assistant without an index
-        if variant.startswith("ft") and not adapter_names(ws):
-            raise BadInputError("There is no fine-tuned model yet: run a fine-tune on the Build tab first.")
-        dep = do_publish(ws, variant, adapter or None, note=note or "")
-        gr.Info(f"Version {dep.version} is live.")
-        return deploy_view(server, ws_name, start=True)
-
-    @guarded
-    def rollback(ws_name):
-        from serving.deploy.deployments import rollback as do_rollback
-
-        dep = do_rollback(open_ws(ws_name))
-        gr.Info(f"Version {dep.version} is live again.")
-        return deploy_view(server, ws_name)
-
-    @guarded
-    def create_key(ws_name, name, rate):
-        from serving.deploy.keys import create_key as make_key
-
-        ws = open_ws(ws_name)
-        key = make_key(ws, (name or "").strip() or "key", int(rate or 60))
-        return key, deploy_view(server, ws_name, key=key)[1]
-
-    @guarded
-    def on_open(ws_name):
-        ws = open_ws(ws_name) if ws_name else None
-        choices = [("newest", "")] + ([(a, a) for a in adapter_names(ws)] if ws else [])
-        return (*deploy_view(server, ws_name), gr.update(choices=choices, value=""),
-                suggested_variant(ws_name) if ws_name else "rag")
-
-    publish_btn.click(publish, [ws_select, variant, adapter, note], [status, example, history])
-    rollback_btn.click(rollback, [ws_select], [status, example, history])
-    key_btn.click(create_key, [ws_select, key_name, key_rate], [key_out, example])
+    view = [status, example, history]
+    publish_btn.click(guarded(partial(publish, ctx, server)), [ws_select, variant, adapter, note], view)
+    rollback_btn.click(guarded(partial(rollback, server)), [ws_select], view)
+    key_btn.click(guarded(partial(create_key, server)), [ws_select, key_name, key_rate], [key_out, example])
     for trigger in (ws_select.change, demo.load):
-        trigger(on_open, [ws_select], [status, example, history, adapter, variant], show_progress="hidden")
+        trigger(guarded(partial(on_open, server)), [ws_select], [*view, adapter, variant], show_progress="hidden")

@@ -6,17 +6,16 @@ import json
 
 from fastapi.testclient import TestClient
 
-from app.assistants import make_assistant
+from app.wiring.servers import deploy_app
 from serving.deploy import deployments, keys, metrics
-from serving.deploy.server import build_deploy_app
 
 from .conftest import auth, chat_body
 
 
 def test_metrics_and_summary_per_variant(published, tiny_engine, artifacts_dir):
     key = keys.create_key(published, "app", 1000)
-    # Wired as `ragtune deploy` wires it, so a rag answer reaches the (missing) index and fails there.
-    with TestClient(build_deploy_app(published, tiny_engine, assistant_factory=make_assistant), base_url="http://localhost") as client:
+    # The app `ragtune deploy` serves, so a rag answer reaches the (missing) index and fails there.
+    with TestClient(deploy_app(published, tiny_engine), base_url="http://localhost") as client:
         answers = [client.post("/v1/chat/completions", json=chat_body(f"Question {i}?"), headers=auth(key)).json()
                    for i in range(2)]
         streamed = client.post("/v1/chat/completions", json=chat_body("Streamed?", stream=True), headers=auth(key))

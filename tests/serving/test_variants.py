@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from app.wiring.assistants import build_assistant
 from ragtune.errors import BadInputError
 from serving.engine import SamplingOptions
 from serving.variants import Answer, parse_variant
@@ -16,9 +17,7 @@ CITATION_KEYS = {"n", "doc", "page", "section", "text", "score", "citation"}
 
 @pytest.fixture
 def assistant(indexed_workspace, tiny_engine):
-    from app.assistants import make_assistant
-
-    return make_assistant(indexed_workspace, tiny_engine)
+    return build_assistant(indexed_workspace, tiny_engine)
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -118,9 +117,7 @@ def test_ft_without_any_adapter_says_to_train_one(tiny_engine, workspace):
 
 
 def test_rag_without_an_index_says_how_to_build_one(tiny_engine, workspace):
-    from app.assistants import make_assistant
-
-    assistant = make_assistant(workspace, tiny_engine)
+    assistant = build_assistant(workspace, tiny_engine)
     with pytest.raises(BadInputError, match="ragtune index"):
         assistant.answer("hi", "rag")
     assert assistant.answer("hi", "base", options=SHORT).text  # base needs no index
