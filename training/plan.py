@@ -132,55 +132,77 @@ def make_plan(meta: list[dict], lengths: list[int], val_lengths: list[int], *, e
               setup_s: float, eval_each_epoch: bool, seed: int = 0, probe_s: float = 0.0) -> TrainPlan:
     """Rows, epochs, steps and expected times; with a budget, the most useful rows that fit in it."""
     groups = useful_order(meta)
-    kept_groups = groups
     measured = tokens_per_s
     tokens_per_s = tokens_per_s / TRAINER_OVERHEAD if tokens_per_s else None  # what training will reach
-    note = ""
-    train_budget = None
+    kept_groups, note = groups, ""
     if budget_s and tokens_per_s:
-        # What is left after setup, saving and evaluation, less a margin for a machine that gets busier.
-        train_budget = (budget_s * (1 - EVAL_SHARE) - setup_s - SAVE_S) * (1 - MARGIN)
-        if train_budget <= 0:
-            raise BadInputError(
-                f"The time budget of {budget_s / 60:.1f} min is used up before training starts (loading and "
-                f"measuring took {setup_s:.0f} s); raise --time-budget.")
-        for try_epochs in _epoch_choices(epochs):
-            fit = _fit(groups, lengths, train_budget * tokens_per_s / try_epochs)
-            if sum(len(g) for g in fit) >= min(MIN_USEFUL_ROWS, sum(len(g) for g in groups)):
-                kept_groups = fit
-                if try_epochs != epochs:
-                    note = f"epochs lowered from {epochs:g} to {try_epochs:g} to fit the budget"
-                epochs = try_epochs
-                break
-        else:
-            one_epoch = sum(sorted(lengths)[:MIN_USEFUL_ROWS]) / tokens_per_s
-            raise BadInputError(
-                f"No useful training fits in the time budget of {budget_s / 60:.1f} min: at the measured "
-                f"{tokens_per_s} tokens/s even one epoch of the {MIN_USEFUL_ROWS} shortest rows takes "
-                f"{one_epoch / 60:.1f} min after {setup_s:.0f} s of setup. Raise --time-budget (or 0 for none).")
+        kept_groups, epochs, note = _fit_budget(groups, lengths, epochs, tokens_per_s, budget_s, setup_s)
     kept = sorted(i for g in kept_groups for i in g)
     row_tokens = [lengths[i] for i in kept]
     tokens_per_epoch = sum(min(t, max_length) for t in row_tokens)
     train_s = tokens_per_epoch * epochs / tokens_per_s if tokens_per_s else None
-
     eval_kept: list[int] = []
     eval_s = None
     if eval_each_epoch and val_lengths:
-        order = list(range(len(val_lengths)))
-        random.Random(seed).shuffle(order)
-        n = min(MAX_EVAL_ROWS, len(order))
-        if budget_s and tokens_per_s:
-            evaluations = max(1, math.ceil(epochs))
-            mean = sum(val_lengths) / len(val_lengths)
-            affordable = EVAL_SHARE * budget_s * tokens_per_s / EVAL_COST / evaluations / max(mean, 1)
-            if affordable < n:
-                n = int(affordable)
-                if n < MIN_EVAL_ROWS:
-                    n = 0
-                    note = "; ".join(x for x in (note, "validation skipped: the budget is tight") if x)
-        eval_kept = sorted(order[:n])
-        if tokens_per_s and eval_kept:
+        eval_kept = _validation_sample(val_lengths, epochs, tokens_per_s, budget_s, seed)
+        if not eval_kept:
+            note = "; ".join(x for x in (note, "validation skipped: the budget is tight") if x)
+        elif tokens_per_s:
             eval_s = sum(val_lengths[i] for i in eval_kept) * EVAL_COST / tokens_per_s * max(1, math.ceil(epochs))
+    total_s = None if train_s is None else setup_s + train_s + (eval_s or 0.0) + SAVE_S
+    return TrainPlan(
+        rows=len(kept), rows_total=len(meta), facts=len(kept_groups), facts_total=len(groups),
+        tokens_per_epoch=tokens_per_epoch, epochs=epochs,
+        steps=_steps(row_tokens, max_length, batch_size, grad_accum, epochs), tokens_per_s=measured,
+        train_s=None if train_s is None else round(train_s, 1), eval_rows=len(eval_kept),
+        eval_s=None if eval_s is None else round(eval_s, 1), setup_s=round(setup_s, 1),
+        total_s=None if total_s is None else round(total_s, 1), budget_s=budget_s,
+        left_out=_left_out(meta, groups, kept_groups), note=note, probe_s=round(probe_s, 1),
+        tokens_per_epoch_all=sum(min(t, max_length) for t in lengths), kept=kept, eval_kept=eval_kept)
+
+
+def _fit_budget(groups: list[list[int]], lengths: list[int], epochs: float, tokens_per_s: float, budget_s: float,
+                setup_s: float) -> tuple[list[list[int]], float, str]:
+    """(the facts kept, the epochs, a note): the most useful whole facts that fit the budget at the configured
+    epochs, else at fewer whole epochs; refused where not even MIN_USEFUL_ROWS rows fit one epoch."""
+    # What is left after setup, saving and evaluation, less a margin for a machine that gets busier.
+    train_budget = (budget_s * (1 - EVAL_SHARE) - setup_s - SAVE_S) * (1 - MARGIN)
+    if train_budget <= 0:
+        raise BadInputError(
+            f"The time budget of {budget_s / 60:.1f} min is used up before training starts (loading and "
+            f"measuring took {setup_s:.0f} s); raise --time-budget.")
+    for try_epochs in _epoch_choices(epochs):
+        fit = _fit(groups, lengths, train_budget * tokens_per_s / try_epochs)
+        if sum(len(g) for g in fit) >= min(MIN_USEFUL_ROWS, sum(len(g) for g in groups)):
+            note = f"epochs lowered from {epochs:g} to {try_epochs:g} to fit the budget" if try_epochs != epochs else ""
+            return fit, try_epochs, note
+    one_epoch = sum(sorted(lengths)[:MIN_USEFUL_ROWS]) / tokens_per_s
+    raise BadInputError(
+        f"No useful training fits in the time budget of {budget_s / 60:.1f} min: at the measured "
+        f"{tokens_per_s} tokens/s even one epoch of the {MIN_USEFUL_ROWS} shortest rows takes "
+        f"{one_epoch / 60:.1f} min after {setup_s:.0f} s of setup. Raise --time-budget (or 0 for none).")
+
+
+def _validation_sample(val_lengths: list[int], epochs: float, tokens_per_s: float | None, budget_s: float | None,
+                       seed: int) -> list[int]:
+    """Indices of a seeded sample of validation rows, at most MAX_EVAL_ROWS and, with a budget, what
+    EVAL_SHARE of it pays for; none where that is fewer than MIN_EVAL_ROWS."""
+    order = list(range(len(val_lengths)))
+    random.Random(seed).shuffle(order)
+    n = min(MAX_EVAL_ROWS, len(order))
+    if budget_s and tokens_per_s:
+        evaluations = max(1, math.ceil(epochs))
+        mean = sum(val_lengths) / len(val_lengths)
+        affordable = EVAL_SHARE * budget_s * tokens_per_s / EVAL_COST / evaluations / max(mean, 1)
+        if affordable < n:
+            n = int(affordable)
+            if n < MIN_EVAL_ROWS:
+                n = 0
+    return sorted(order[:n])
+
+
+def _left_out(meta: list[dict], groups: list[list[int]], kept_groups: list[list[int]]) -> dict:
+    """What the plan leaves out: rows and facts over the budget, the documents left with no row, duplicates."""
     left_groups = [g for g in groups if g not in kept_groups]
     left_out = {}
     if left_groups:
@@ -192,15 +214,7 @@ def make_plan(meta: list[dict], lengths: list[int], val_lengths: list[int], *, e
     duplicates = len(meta) - sum(len(g) for g in groups)
     if duplicates:
         left_out["duplicates"] = duplicates
-    total_s = None if train_s is None else setup_s + train_s + (eval_s or 0.0) + SAVE_S
-    return TrainPlan(
-        rows=len(kept), rows_total=len(meta), facts=len(kept_groups), facts_total=len(groups),
-        tokens_per_epoch=tokens_per_epoch, epochs=epochs,
-        steps=_steps(row_tokens, max_length, batch_size, grad_accum, epochs), tokens_per_s=measured,
-        train_s=None if train_s is None else round(train_s, 1), eval_rows=len(eval_kept),
-        eval_s=None if eval_s is None else round(eval_s, 1), setup_s=round(setup_s, 1),
-        total_s=None if total_s is None else round(total_s, 1), budget_s=budget_s, left_out=left_out, note=note,
-        probe_s=round(probe_s, 1), tokens_per_epoch_all=sum(min(t, max_length) for t in lengths), kept=kept, eval_kept=eval_kept)
+    return left_out
 
 
 def _epoch_choices(epochs: float) -> list[float]:

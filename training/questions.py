@@ -12,6 +12,7 @@ keeps its simpler fallbacks for those.
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 _AUX = {"is", "are", "was", "were", "must", "can", "may", "will", "should", "shall", "might", "could", "would"}
 _HAVE = {"has": "does", "have": "do", "had": "did"}
@@ -93,12 +94,52 @@ def _count_noun(after: str) -> tuple[str, int]:
     return " ".join(words), used
 
 
+class _Verb(NamedTuple):
+    """The main verb of a fact sentence, and how a question fronts it."""
+
+    index: int  # of its token
+    kind: str  # "aux": the verb itself moves to the front ("must a badge"); "do": do-support ("does the K7 reach")
+    form: str  # what goes to the front: the auxiliary, or do / does / did
+    lemma: str  # what stays behind with do-support: "reach"
+    word: str  # as written in the sentence
+
+
 def wh_question(sentence: str, start: int, end: int, wh: str, context: str = "") -> str | None:
     """A fronted wh-question asking for sentence[start:end] (the value), or None if the rules do not fit.
     `context` (the surrounding text) tells names from common words when the subject moves mid-question."""
     names = names_in(f"{context} {sentence}")
+    s, start, end, intro = _without_label_and_intro(sentence, start, end)
+    tokens = list(re.finditer(r"\S+", s))
+    verb = _main_verb(tokens, start)
+    if not verb or tokens[verb.index].end() > start:
+        return None
+    subject = _plain_subject(s[: tokens[verb.index].start()])
+    if subject is None:
+        return None  # not a plain subject: an imperative, a clause, a heading glued to text, a record
+    pre = s[tokens[verb.index].end(): start]
+    if re.search(r"(?i)\b(?:which|who|where|that)\b|for example|[,;:]|(?<![\w-])\d", pre):
+        return None  # the value sits in a clause, an aside or a range, not in the main clause
+    prep, pre = _preposition_before(pre)
+    after = s[end:]
+    value_range = re.match(rf"^\s*(?:to|-|–)\s*{_VALUE}", after)
+    if value_range and verb.form in ("is", "are", "was", "were") and not pre.strip():
+        # "Core hours are 10:00 to 15:00 from Monday to Thursday" -> "What are core hours from Monday to Thursday?"
+        tail = _cut_tail(after[value_range.end():])
+        return _finish(f"what {verb.form} {_lower_first(subject, names)} {tail}", _lower_first(intro, names))
+    asked = _wh_phrase(wh, after, prep)
+    if asked is None:
+        return None
+    wh, after = asked
+    q = _fronted(wh, verb, _lower_first(subject, names), prep, pre.strip(" ,"), _cut_tail(after))
+    return _finish(q, _lower_first(intro, names))
+
+
+def _without_label_and_intro(sentence: str, start: int, end: int) -> tuple[str, int, int, str]:
+    """The sentence without a leading label ("Parental leave: every new parent gets ...") or introductory
+    phrase ("After 2 years of service, ...") before the value, the value's new offsets, and the phrase,
+    which the question keeps at its end."""
     s = sentence.rstrip(" .!")
-    label = re.match(r"^[A-Z][\w /&-]{2,40}:\s+", s)  # "Parental leave: every new parent gets ..."
+    label = re.match(r"^[A-Z][\w /&-]{2,40}:\s+", s)
     if label and label.end() <= start:
         offset = label.end()
         s, start, end = s[offset:], start - offset, end - offset
@@ -109,8 +150,11 @@ def wh_question(sentence: str, start: int, end: int, wh: str, context: str = "")
         intro = m.group().rstrip(", ")
         offset = m.end()
         s, start, end = s[offset:], start - offset, end - offset
-    tokens = list(re.finditer(r"\S+", s))
-    verb = None
+    return s, start, end, intro
+
+
+def _main_verb(tokens: list[re.Match], start: int) -> _Verb | None:
+    """The first auxiliary, form of "have" or known lexical verb (before the value) among the first words."""
     for i, tok in enumerate(tokens[1:13], start=1):
         word = tok.group().strip(",").lower()
         if tokens[i - 1].group().lower() in ("who", "that", "which", "to"):
@@ -118,20 +162,21 @@ def wh_question(sentence: str, start: int, end: int, wh: str, context: str = "")
         nxt = tokens[i + 1].group().lower() if i + 1 < len(tokens) else ""
         if i + 1 < len(tokens) and (nxt in _AUX or nxt == "not") and word not in _AUX:
             continue  # "Hotel costs may not exceed": the noun before a modal is not the verb
+        written = tok.group().strip(",")
         if word in _AUX:
-            verb = (i, "aux", word, word)
-        elif word in _HAVE:
+            return _Verb(i, "aux", word, word, written)
+        if word in _HAVE:
             is_aux = nxt == "been" or re.fullmatch(r"\w+(?:ed|en)", nxt) is not None
-            verb = (i, "aux", word, word) if is_aux else (i, "do", _HAVE[word], "have")
-        elif _verb(word) and tok.start() < start:
+            return _Verb(i, "aux", word, word, written) if is_aux else _Verb(i, "do", _HAVE[word], "have", written)
+        if _verb(word) and tok.start() < start:
             do, lemma = _verb(word)
-            verb = (i, "do", do, lemma)
-        if verb:
-            break
-    if not verb or tokens[verb[0]].end() > start:
-        return None
-    i, kind, form, lemma = verb
-    subject = s[: tokens[i].start()].strip(" ,")
+            return _Verb(i, "do", do, lemma, written)
+    return None
+
+
+def _plain_subject(subject: str) -> str | None:
+    """The subject before the verb, or None where it is not a plain noun phrase."""
+    subject = subject.strip(" ,")
     if "," in subject:  # "every new parent, regardless of gender," -> "every new parent"; "Quayline, you" -> "you"
         parts = [p.strip() for p in subject.split(",") if p.strip()]
         subject = parts[-1] if parts[-1].lower() in ("you", "we", "they", "he", "she") else parts[0]
@@ -141,23 +186,21 @@ def wh_question(sentence: str, start: int, end: int, wh: str, context: str = "")
             or re.search(r"\s[-–—]\s|\b[A-Z]{3,}\s[A-Z]{3,}\b|[;:]|\s(?:The|A|An)\s", subject)
             or (len(subject.split()) >= 2 and first not in _FUNCTION
                 and subject.split()[1].lower() in _DETERMINERS)):
-        return None  # not a plain subject: an imperative, a clause, a heading glued to text, a record
-    pre = s[tokens[i].end(): start]
-    if re.search(r"(?i)\b(?:which|who|where|that)\b|for example|[,;:]|(?<![\w-])\d", pre):
-        return None  # the value sits in a clause, an aside or a range, not in the main clause
-    prep = ""
+        return None
+    return subject
+
+
+def _preposition_before(pre: str) -> tuple[str, str]:
+    """(the preposition right before the value, or "", and the words between verb and value without it)."""
     for p in _DROP_PREP + _FRONT_PREP + _STRAND_PREP:
         if re.search(rf"(?:^|\s){re.escape(p)}\s*$", pre, re.I):
-            prep = p
-            pre = re.sub(rf"\s*{re.escape(p)}\s*$", "", pre, flags=re.I)
-            break
-    middle = pre.strip(" ,")
-    after = s[end:]
-    value_range = re.match(rf"^\s*(?:to|-|–)\s*{_VALUE}", after)
-    if value_range and form in ("is", "are", "was", "were") and not pre.strip():
-        # "Core hours are 10:00 to 15:00 from Monday to Thursday" -> "What are core hours from Monday to Thursday?"
-        tail = _cut_tail(after[value_range.end():])
-        return _finish(f"what {form} {_lower_first(subject, names)} {tail}", _lower_first(intro, names))
+            return p, re.sub(rf"\s*{re.escape(p)}\s*$", "", pre, flags=re.I)
+    return "", pre
+
+
+def _wh_phrase(wh: str, after: str, prep: str) -> tuple[str, str] | None:
+    """The wh-phrase with what it counts ("how many vacation days"), and the rest of the sentence after it;
+    None where a bare number counts nothing."""
     if wh == "how many":
         noun, used = _count_noun(after)
         if not noun:
@@ -168,23 +211,21 @@ def wh_question(sentence: str, start: int, end: int, wh: str, context: str = "")
     if of_phrase and wh.startswith("how ") and prep not in _FRONT_PREP:
         # "gets 18 weeks of fully paid parental leave" -> "how many weeks of fully paid parental leave"
         wh, after = f"{wh} of {of_phrase.group(1).strip()}", after[of_phrase.end():]
-    tail = _cut_tail(after)
-    if kind == "aux":
-        clause = f"{form} {_lower_first(subject, names)}"
-    else:
-        clause = f"{form} {_lower_first(subject, names)} {lemma}"
+    return wh, after
+
+
+def _fronted(wh: str, verb: _Verb, subject: str, prep: str, middle: str, tail: str) -> str:
+    """The question's words: the wh-phrase (with its preposition) in front, then the inverted clause."""
+    clause = f"{verb.form} {subject}" if verb.kind == "aux" else f"{verb.form} {subject} {verb.lemma}"
     of_np = re.match(r"(?i)^(?:(?P<prep>with|at|for|on)\s)?(?:a|an|the)\s(?P<np>.+)$", middle)
     if prep == "of" and of_np:
         # "X comes with a warranty of 5 years" -> "How many years is the warranty that X comes with?"
-        verb_word = tokens[i].group().strip(",")
-        q = f"{wh} is the {of_np['np']} that {_lower_first(subject, names)} {verb_word} {of_np['prep'] or ''} {tail}"
-    elif prep in _FRONT_PREP:
-        q = f"{prep} {wh} {clause} {middle} {tail}"
-    elif prep in _STRAND_PREP:
-        q = f"{wh} {clause} {middle} {prep} {tail}"
-    else:
-        q = f"{wh} {clause} {middle} {tail}"
-    return _finish(q, _lower_first(intro, names))
+        return f"{wh} is the {of_np['np']} that {subject} {verb.word} {of_np['prep'] or ''} {tail}"
+    if prep in _FRONT_PREP:
+        return f"{prep} {wh} {clause} {middle} {tail}"
+    if prep in _STRAND_PREP:
+        return f"{wh} {clause} {middle} {prep} {tail}"
+    return f"{wh} {clause} {middle} {tail}"
 
 
 def _finish(q: str, intro: str = "") -> str:
