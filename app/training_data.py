@@ -36,7 +36,7 @@ def local_teacher(model: str | None):
     from ragtune.models import DEFAULT_LLM
     from serving.engine import SamplingOptions
     from serving.factory import get_engine
-    from training.teachers import ChatTeacher
+    from training.chat_teachers import ChatTeacher
 
     engine = get_engine("embedded", model=model or DEFAULT_LLM)
 

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 from pathlib import Path
+from typing import Iterable, Iterator
 
 from ragtune.errors import BadInputError
 
@@ -109,24 +110,29 @@ def load_chat_file(path: str | Path) -> tuple[list[dict], list[tuple[int, str]]]
 
 
 def _load_jsonl(path: Path) -> tuple[list[dict], list[tuple[int, str]]]:
-    rows, errors = [], []
+    return _rows_and_errors(_jsonl_records(path))
+
+
+def _load_csv(path: Path, delimiter: str = ",") -> tuple[list[dict], list[tuple[int, str]]]:
+    return _rows_and_errors(_csv_records(path, delimiter))
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[int, object, str | None]]:
+    """(line number, object, why the line is not one) for each non-empty line."""
     for line_no, line in enumerate(_read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            errors.append((line_no, f"invalid JSON ({exc.msg} at column {exc.colno})"))
+            yield line_no, None, f"invalid JSON ({exc.msg} at column {exc.colno})"
             continue
-        row, reason = _row_from_object(obj)
-        if reason:
-            errors.append((line_no, reason))
-        else:
-            rows.append(row)
-    return rows, errors
+        yield line_no, obj, None
 
 
-def _load_csv(path: Path, delimiter: str = ",") -> tuple[list[dict], list[tuple[int, str]]]:
+def _csv_records(path: Path, delimiter: str) -> Iterator[tuple[int, object, str | None]]:
+    """(line number, the row as an object keyed by lower-case column, why the row is not one) for each
+    non-empty row; a file without question and answer columns is refused whole."""
     text = _read_text(path)
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     fields = [f.strip().lower() for f in (reader.fieldnames or [])]
@@ -134,16 +140,20 @@ def _load_csv(path: Path, delimiter: str = ",") -> tuple[list[dict], list[tuple[
         raise BadInputError(
             f"{path.name}: a CSV training file needs 'question' and 'answer' columns; found {fields or 'no header'}."
         )
-    rows, errors = [], []
     for record in reader:
-        line_no = reader.line_num
         if None in record:
-            errors.append((line_no, f"{len(record[None])} more cells than header columns"))
+            yield reader.line_num, None, f"{len(record[None])} more cells than header columns"
             continue
         obj = {(k or "").strip().lower(): v for k, v in record.items()}
-        if all(not (v or "").strip() for v in obj.values()):
-            continue
-        row, reason = _row_from_object(obj)
+        if any((v or "").strip() for v in obj.values()):
+            yield reader.line_num, obj, None
+
+
+def _rows_and_errors(records: Iterable[tuple[int, object, str | None]]) -> tuple[list[dict], list[tuple[int, str]]]:
+    """The training rows of a file's records, and (line number, reason) for each record that makes none."""
+    rows, errors = [], []
+    for line_no, obj, reason in records:
+        row, reason = (None, reason) if reason else _row_from_object(obj)
         if reason:
             errors.append((line_no, reason))
         else:

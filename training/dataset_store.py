@@ -7,6 +7,7 @@ rename, so a reader never sees half a dataset, and never change once written.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import time
@@ -65,8 +66,6 @@ class DatasetVersion:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    import json
-
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -23,7 +23,8 @@ from ragtune.errors import BadInputError
 
 from .chat_data import qa_to_messages
 from .dataset_store import DatasetVersion, get_dataset, latest_dataset, list_datasets, save_dataset_version
-from .teachers import ChunkView, ExtractiveTeacher, OpenAITeacherSettings, Teacher, openai_teacher
+from .chat_teachers import OpenAITeacherSettings, openai_teacher
+from .teachers import ChunkView, ExtractiveTeacher, Fact, Teacher
 
 __all__ = ["SynthConfig", "synthesize", "list_datasets", "latest_dataset", "get_dataset", "DatasetVersion"]
 
@@ -187,15 +188,40 @@ def synthesize(ws, config: SynthConfig | None = None, progress: Callable[[int, i
                chunks: Iterable, teacher: Teacher | None = None) -> DatasetVersion:
     """Generate, filter and split a Q&A training set from `chunks`; returns the new dataset version."""
     config = (config or SynthConfig()).validate()
+    views = _usable_views(ws, chunks)
+    teacher = teacher or make_teacher(config)
+    results = _ask_teacher(teacher, views, config, progress)
+    items, dropped = _usable_questions(results, config, n_docs=len({v.doc for v in views}))
+    if not items:
+        raise BadInputError(
+            f"The {getattr(teacher, 'name', 'teacher')} teacher produced no usable question/answer pairs from "
+            f"{len(views)} chunks (dropped: {dict(dropped) or 'none'}). Check the documents' text, or use another teacher."
+        )
+    splits = _split_rows(items, config, {v.chunk_id: v for v in views})
+    manifest = {
+        "source": "synth", "teacher": getattr(teacher, "name", type(teacher).__name__), "split_seed": config.seed,
+        "split_by": config.split_by, "config": config.public(), "chunks_total": len(views),
+        "chunks_used": len({it["chunk_id"] for it in items}),
+        "split_chunks": {s: sorted({r["chunk_id"] for r in rows}) for s, rows in splits.items()},
+        "facts": len({it["fact"] for it in items}), "dropped": dict(dropped),
+        "teacher_failures": getattr(teacher, "failures", 0), "note": config.note,
+    }
+    return save_dataset_version(ws, splits, manifest)
+
+
+def _usable_views(ws, chunks: Iterable) -> list[ChunkView]:
+    """The chunks with text, running headers and footers taken out."""
     views = [ChunkView.of(c) for c in chunks or []]
     views = [v for v in views if v.text.strip()]
     if not views:
         raise BadInputError(f"Workspace '{ws.name}' has no document chunks: ingest documents first "
                             "(`ragtune ingest PATH`), then run `ragtune synth`.")
-    views = without_page_furniture(views)
-    teacher = teacher or make_teacher(config)
-    by_id = {v.chunk_id: v for v in views}
+    return without_page_furniture(views)
 
+
+def _ask_teacher(teacher: Teacher, views: list[ChunkView], config: SynthConfig,
+                 progress: Callable[[int, int, str], None] | None) -> list[tuple[ChunkView, list[Fact]]]:
+    """Each chunk's facts, in chunk order; a model teacher is asked by `config.workers` threads at once."""
     def work(view: ChunkView):
         return view, teacher.facts(view, config.questions_per_fact, config.max_facts_per_chunk)
 
@@ -206,27 +232,22 @@ def synthesize(ws, config: SynthConfig | None = None, progress: Callable[[int, i
             results.append((view, facts))
             if progress:
                 progress(i, len(views), view.doc)
+    return results
 
-    dropped = Counter()
-    # An answer found in many documents is boilerplate (a legal notice on every report), whatever the layout.
-    answer_docs: dict[str, set[str]] = {}
-    for view, facts in results:
-        for fact in facts:
-            answer_docs.setdefault(_line_key(fact.answer), set()).add(view.doc)
-    n_docs = len({v.doc for v in views})
-    boilerplate = {k for k, docs in answer_docs.items() if n_docs >= 4 and len(docs) >= max(3, 0.25 * n_docs)}
+
+def _usable_questions(results: list[tuple[ChunkView, list[Fact]]], config: SynthConfig,
+                      n_docs: int) -> tuple[list[dict], Counter]:
+    """One item per question kept, and the count of questions dropped for each reason: boilerplate answers,
+    answers too short or long or not supported by the chunk, questions too short or long, duplicates."""
+    boilerplate = _boilerplate_answers(results, n_docs)
+    dropped: Counter = Counter()
     seen: set[str] = set()
-    items = []  # one per question
+    items = []
     for view, facts in results:
         for fact in facts:
-            if _line_key(fact.answer) in boilerplate:
-                dropped["boilerplate"] += len(fact.questions)
-                continue
-            if not (config.min_answer_chars <= len(fact.answer) <= config.max_answer_chars):
-                dropped["answer_length"] += len(fact.questions)
-                continue
-            if support(fact.answer, view.text) < config.min_support:
-                dropped["unsupported"] += len(fact.questions)
+            reason = _fact_defect(fact, view, config, boilerplate)
+            if reason:
+                dropped[reason] += len(fact.questions)
                 continue
             for q_index, question in enumerate(fact.questions):
                 if not (config.min_question_chars <= len(question) <= config.max_question_chars):
@@ -240,12 +261,31 @@ def synthesize(ws, config: SynthConfig | None = None, progress: Callable[[int, i
                 items.append({"chunk_id": view.chunk_id, "fact": f"{view.chunk_id}#{fact.fact_id}",
                               "q_index": q_index, "question": question, "answer": fact.answer,
                               "quote": fact.quote, "doc": view.doc, "page": view.page, "section": view.section})
-    if not items:
-        raise BadInputError(
-            f"The {getattr(teacher, 'name', 'teacher')} teacher produced no usable question/answer pairs from "
-            f"{len(views)} chunks (dropped: {dict(dropped) or 'none'}). Check the documents' text, or use another teacher."
-        )
+    return items, dropped
 
+
+def _boilerplate_answers(results: list[tuple[ChunkView, list[Fact]]], n_docs: int) -> set[str]:
+    """An answer found in many documents is boilerplate (a legal notice on every report), whatever the layout."""
+    answer_docs: dict[str, set[str]] = {}
+    for view, facts in results:
+        for fact in facts:
+            answer_docs.setdefault(_line_key(fact.answer), set()).add(view.doc)
+    return {k for k, docs in answer_docs.items() if n_docs >= 4 and len(docs) >= max(3, 0.25 * n_docs)}
+
+
+def _fact_defect(fact: Fact, view: ChunkView, config: SynthConfig, boilerplate: set[str]) -> str | None:
+    if _line_key(fact.answer) in boilerplate:
+        return "boilerplate"
+    if not (config.min_answer_chars <= len(fact.answer) <= config.max_answer_chars):
+        return "answer_length"
+    if support(fact.answer, view.text) < config.min_support:
+        return "unsupported"
+    return None
+
+
+def _split_rows(items: list[dict], config: SynthConfig, by_id: dict[str, ChunkView]) -> dict[str, list[dict]]:
+    """The rows of each split: test rows as plain questions, training and validation rows as the training
+    prompt (with RAFT distractors when configured)."""
     split_of = _assign_splits(items, config)
     rng = random.Random(config.seed + 1)
     train_chunks = sorted({it["chunk_id"] for it in items if split_of[id(it)] == "train"})
@@ -259,17 +299,7 @@ def synthesize(ws, config: SynthConfig | None = None, progress: Callable[[int, i
             continue
         messages, with_context = _training_messages(it, config, by_id, train_chunks, rng)
         splits[split].append({**base, "context": with_context, "messages": messages})
-
-    teacher_name = getattr(teacher, "name", type(teacher).__name__)
-    manifest = {
-        "source": "synth", "teacher": teacher_name, "split_seed": config.seed, "split_by": config.split_by,
-        "config": config.public(), "chunks_total": len(views),
-        "chunks_used": len({it["chunk_id"] for it in items}),
-        "split_chunks": {s: sorted({r["chunk_id"] for r in rows}) for s, rows in splits.items()},
-        "facts": len({it["fact"] for it in items}), "dropped": dict(dropped),
-        "teacher_failures": getattr(teacher, "failures", 0), "note": config.note,
-    }
-    return save_dataset_version(ws, splits, manifest)
+    return splits
 
 
 def _assign_splits(items: list[dict], config: SynthConfig) -> dict[int, str]:
