@@ -119,7 +119,7 @@ def run(args) -> int:
     def line(name, r):
         return (f"{name:<14} requests {r.ok}/{r.requests} ok, failed {r.failed}, latency p50 {r.latency_p50_s or 0:.3f} s "
                 f"p95 {r.latency_p95_s or 0:.3f} s, ttft p50 {r.ttft_p50_s or 0:.3f} s p95 {r.ttft_p95_s or 0:.3f} s, "
-                f"{r.requests_per_s:.2f} req/s, {r.tokens_per_s:.1f} tok/s")
+                f"{r.requests_per_s:.2f} req/s, {r.e2e_tokens_per_s:.1f} tok/s")
 
     print(f"{args.model} on {args.engine}, variant {args.variant}, max_tokens {args.max_tokens}")
     print(line("1 client", baseline))

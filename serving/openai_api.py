@@ -1,50 +1,68 @@
-"""An OpenAI-compatible API over the assistants: `model` names a variant, not a checkpoint.
+"""``ragtune serve``: an OpenAI-compatible API over the assistants, where `model` names a variant.
 
 ``model`` is ``base``, ``rag``, ``ft:<adapter>`` or ``ft+rag:<adapter>`` (``ft`` alone means the
 newest adapter; the base model's own name means ``base``). Answers carry an extra ``ragtune``
 field with the citations, the passages and the timings. Client system messages are ignored: each
-variant has its own system prompt (``serving.prompts``). ``chat_completion_response`` is the
-reusable core, also used by the deployment server.
+variant has its own system prompt (``serving.prompts``).
+
+The app comes from the one factory (``serving.openai_server``) with the ``LOOPBACK`` policy: no key,
+answers only for loopback names, the address it listens on and ``RAGTUNE_ALLOWED_HOSTS``, takes
+state-changing requests only from its own site. Bodies, errors and streams are the deploy server's.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Iterable, Iterator
 
-from starlette.requests import Request  # module level: FastAPI reads the endpoint's annotations here
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from ragtune import __version__
 from ragtune import adapters as adapter_registry
-from ragtune.errors import BadInputError, ModelNotFoundError, RagtuneError, ServerUnavailableError
+from ragtune.errors import RagtuneError
 
-from .engine import SamplingOptions
-from .openai_format import DONE_EVENT, CompletionFormat, RequestError, error_event, parse_chat_request, usage
-from .openai_format import error_body as openai_error_body
+from .deploy.security import allowed_hosts
+from .engine import CancelToken, SamplingOptions, check_messages
+from .openai_protocol import (ChatCompletionRequest, CompletionIds, ErrorCode, ModelCard, ModelList, RequestError,
+                              UsageInfo)
+from .openai_server import DEFAULT_MAX_BODY_KB, CallerPolicy, Surface, body_of, create_openai_app
+from .openai_stream import AnswerDone, AnswerEvent, TextDelta, encode_chunks
+from .streaming import sse_response, watch_disconnect
 from .variants import Answer, Assistant, format_variant, parse_variant
 
+router = APIRouter()
 
-def parse_request(body: dict, assistant: Assistant) -> dict:
-    """Validate an OpenAI chat request; returns what Assistant.answer/stream takes."""
-    request = parse_chat_request(body)
+
+@dataclass
+class VariantRequest:
+    """A chat request as ``Assistant.answer`` / ``Assistant.stream`` take it."""
+    question: str
+    variant: str
+    adapter: str | None
+    history: list[dict]
+    options: SamplingOptions
+    k: int | None
+
+    def arguments(self) -> dict:
+        return {"question": self.question, "variant": self.variant, "adapter": self.adapter,
+                "history": self.history, "options": self.options, "k": self.k}
+
+
+def variant_request(request: ChatCompletionRequest, assistant: Assistant) -> VariantRequest:
+    """The variant `model` names and the conversation without the client's system messages."""
     model = (request.model or "").strip()
     if not model:
         raise RequestError("Name the assistant in `model`: base, rag, ft:<adapter> or ft+rag:<adapter>.", "model",
-                           "missing_required_parameter")
+                           ErrorCode.MISSING_REQUIRED_PARAMETER)
     if model == assistant.engine.model_name:
         model = "base"
     variant, adapter = parse_variant(model)
-    turns = [m for m in _clean(request.messages) if m["role"] != "system"]
-    options = request.sampling(request.requested_max_tokens or SamplingOptions.max_tokens)
-    return {"question": turns[-1]["content"], "variant": variant, "adapter": adapter, "history": turns[:-1],
-            "options": options, "k": request.ragtune.k if request.ragtune else None,
-            "stream": request.stream,
-            "include_usage": bool(request.stream_options and request.stream_options.include_usage)}
-
-
-def _clean(messages):
-    from .engine import check_messages
-
-    return check_messages(messages)
+    turns = [m for m in check_messages(request.messages) if m["role"] != "system"]
+    return VariantRequest(question=turns[-1]["content"], variant=variant, adapter=adapter, history=turns[:-1],
+                          options=request.sampling(request.requested_max_tokens or SamplingOptions.max_tokens),
+                          k=request.ragtune.k if request.ragtune else None)
 
 
 def _ragtune_field(answer: Answer) -> dict:
@@ -53,63 +71,37 @@ def _ragtune_field(answer: Answer) -> dict:
     return d
 
 
-def chat_completion_response(body: dict, assistant: Assistant, cancel=None) -> dict | Iterator[str]:
-    """A chat.completion dict, or (``stream: true``) an iterator of SSE lines ending in ``[DONE]``.
-
-    Bad requests (unknown variant or adapter, over-long prompt...) raise RagtuneError before any
-    line is produced; a failure mid-stream becomes an ``error`` event, then ``[DONE]``.
-    """
-    request = parse_request(body, assistant)
-    stream, include_usage = request.pop("stream"), request.pop("include_usage")
-    if not stream:
-        answer = assistant.answer(**request)
-        fmt = CompletionFormat(format_variant(answer.variant, answer.adapter))
-        return fmt.completion(answer.text, answer.finish_reason, answer.prompt_tokens, answer.completion_tokens,
-                              ragtune=_ragtune_field(answer))
-    items = assistant.stream(**request, cancel=cancel)
-    return _sse(items, CompletionFormat(format_variant(request["variant"], request["adapter"])), include_usage)
-
-
-def _sse(items, fmt: CompletionFormat, include_usage: bool) -> Iterator[str]:
-    yield fmt.first_chunk()
+def answer_events(items: Iterable[str | Answer]) -> Iterator[AnswerEvent]:
+    """``Assistant.stream``'s text pieces and final ``Answer`` as the stream encoder's events."""
     try:
         for item in items:
             if isinstance(item, Answer):
-                fmt.model = format_variant(item.variant, item.adapter)
-                yield fmt.chunk({}, item.finish_reason or "stop", ragtune=_ragtune_field(item))
-                if include_usage:
-                    yield fmt.chunk(None, usage=usage(item.prompt_tokens, item.completion_tokens))
+                yield AnswerDone(item.text, item.finish_reason or "stop", item.prompt_tokens, item.completion_tokens,
+                                 _ragtune_field(item), format_variant(item.variant, item.adapter))
             elif item:
-                yield fmt.chunk({"content": item})
-    except Exception as exc:  # the response has started: report in-band, keep the server up
-        status, error = error_body(exc)
-        yield error_event(status, error["error"]["message"], error["error"]["code"])
+                yield TextDelta(item)
     finally:
         close = getattr(items, "close", None)
         if close is not None:
             close()  # a client that went away stops the generation
-    yield DONE_EVENT
 
 
-def error_body(exc: Exception) -> tuple[int, dict]:
-    """HTTP status and OpenAI-style error object for an exception."""
-    param = getattr(exc, "param", None)
-    code = getattr(exc, "code", None) if isinstance(exc, RequestError) else None
-    if isinstance(exc, ServerUnavailableError):
-        status, code = 503, "server_unavailable"
-    elif isinstance(exc, ModelNotFoundError):
-        status, code = 404, "model_not_found"
-    elif isinstance(exc, BadInputError):
-        status, code = 400, code or "invalid_request"
-    elif isinstance(exc, RagtuneError):
-        status, code = 500, "ragtune_error"
-    else:
-        status, code = 500, "internal_error"
-    message = str(exc) if isinstance(exc, RagtuneError) else f"Internal error ({type(exc).__name__}: {exc})."
-    return status, openai_error_body(status, message, code, param)
+def chat_completion(request: ChatCompletionRequest, assistant: Assistant, cancel: CancelToken) -> dict | Iterator[str]:
+    """A chat.completion body, or (``stream: true``) the SSE lines ending in ``[DONE]``. Bad requests
+    (unknown variant or adapter, over-long prompt...) raise before any line is produced."""
+    asked = variant_request(request, assistant)
+    if not request.stream:
+        answer = assistant.answer(**asked.arguments())
+        ids = CompletionIds(format_variant(answer.variant, answer.adapter))
+        return ids.completion(answer.text, answer.finish_reason,
+                              UsageInfo.of(answer.prompt_tokens, answer.completion_tokens),
+                              ragtune=_ragtune_field(answer)).dump()
+    items = assistant.stream(**asked.arguments(), cancel=cancel)
+    return encode_chunks(CompletionIds(format_variant(asked.variant, asked.adapter)), answer_events(items),
+                         include_usage=request.include_usage)
 
 
-def list_models(ws, engine) -> list[str]:
+def list_models(ws) -> list[str]:
     names = ["base", "rag"]
     try:
         for info in adapter_registry.list_adapters(ws):
@@ -120,59 +112,41 @@ def list_models(ws, engine) -> list[str]:
     return names
 
 
+@router.get("/health")
+def health(request: Request):
+    ws, engine = request.app.state.ws, request.app.state.engine
+    healthy = getattr(engine, "healthy", None)
+    ok = healthy() if callable(healthy) else True
+    return JSONResponse({"status": "ok" if ok else "unavailable", "ragtune": __version__, "engine": engine.kind,
+                         "model": engine.model_name, "workspace": ws.name}, status_code=200 if ok else 503)
+
+
+@router.get("/v1/models")
+def models(request: Request):
+    ws, engine = request.app.state.ws, request.app.state.engine
+    return ModelList(data=[ModelCard(id=name, owned_by="ragtune", root=engine.model_name)
+                           for name in list_models(ws)]).dump()
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request, body: ChatCompletionRequest = Depends(body_of(ChatCompletionRequest))):
+    cancel = CancelToken()
+    result = await run_in_threadpool(chat_completion, body, request.app.state.assistant, cancel)
+    if isinstance(result, dict):
+        return JSONResponse(result)
+    return sse_response(result, cancel, watch_disconnect(request, cancel))
+
+
 def build_app(ws, engine, assistant: Assistant | None = None, *, hosts: set[str] | None = None,
               max_body_kb: int | None = None):
-    """FastAPI app: GET /health, GET /v1/models, POST /v1/chat/completions.
+    """The ``ragtune serve`` app: GET /health, GET /v1/models, POST /v1/chat/completions.
 
-    Pass an ``assistant`` wired to a retriever (``app.assistants.make_assistant``) for the rag
-    variants; without one, rag answers with an error saying an index is needed.
-
-    It answers only for `hosts` (default: loopback names and $RAGTUNE_ALLOWED_HOSTS; ``ragtune serve``
-    adds the address it listens on), which stops DNS rebinding, refuses state-changing requests from
-    other sites, and reads a body no further than `max_body_kb` (default: the deploy server's 256 KB):
-    the deploy server's own guard, body reader and error handlers.
+    Pass an ``assistant`` wired to a retriever for the rag variants; without one, rag answers with an
+    error saying an index is needed. `hosts`: the host names it answers for (default: loopback names and
+    $RAGTUNE_ALLOWED_HOSTS; ``ragtune serve`` adds the address it listens on); `max_body_kb`: the largest
+    body read (default 256 KB, the deploy server's).
     """
-    from fastapi import FastAPI
-    from fastapi.responses import JSONResponse
-    from starlette.concurrency import run_in_threadpool
-
-    from .deploy.auth import read_json_body
-    from .deploy.errors import error_response, install_error_handlers
-    from .deploy.security import HostGuard, allowed_hosts
-    from .deploy.state import DeployLimits
-    from .engine import CancelToken
-    from .streaming import sse_response, watch_disconnect
-
-    assistant = assistant or Assistant(ws, engine)
-    max_body_kb = max_body_kb or DeployLimits.max_body_kb
-    app = FastAPI(title="ragtune", version=__version__, docs_url=None, redoc_url=None)
-    app.state.hosts = hosts if hosts is not None else allowed_hosts()  # DeployServer adds the address it binds
-    install_error_handlers(app)
-    app.add_middleware(HostGuard, hosts=app.state.hosts, refuse=error_response)
-
-    @app.get("/health")
-    def health():
-        healthy = getattr(engine, "healthy", None)
-        ok = healthy() if callable(healthy) else True
-        return JSONResponse({"status": "ok" if ok else "unavailable", "ragtune": __version__, "engine": engine.kind,
-                             "model": engine.model_name, "workspace": ws.name}, status_code=200 if ok else 503)
-
-    @app.get("/v1/models")
-    def models():
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "ragtune",
-                                            "root": engine.model_name} for name in list_models(ws, engine)]}
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
-        body = await read_json_body(request, max_body_kb)
-        cancel = CancelToken()
-        try:
-            result = await run_in_threadpool(chat_completion_response, body, assistant, cancel)
-        except Exception as exc:
-            status, error = error_body(exc)
-            return JSONResponse(error, status_code=status)
-        if isinstance(result, dict):
-            return JSONResponse(result)
-        return sse_response(result, cancel, watch_disconnect(request, cancel))
-
-    return app
+    return create_openai_app([Surface(CallerPolicy.LOOPBACK, router)], title="ragtune",
+                             hosts=hosts if hosts is not None else allowed_hosts(),
+                             max_body_kb=max_body_kb or DEFAULT_MAX_BODY_KB,
+                             state={"ws": ws, "engine": engine, "assistant": assistant or Assistant(ws, engine)})

@@ -9,16 +9,16 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 from dataclasses import dataclass
 
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from ragtune.workspace import Workspace
+from serving.openai_errors import ApiError
+from serving.openai_protocol import ErrorCode
 
 from . import keys
-from .errors import ApiError
 from .state import DeployState
 
 PAGE_HEADER = "x-ragtune-page"
@@ -43,36 +43,7 @@ def rate_check(state: DeployState, bucket: str, per_min: int, ws_name: str, what
         state.metrics.observe_refused(ws_name, "rate_limited")
         wait = max(1, int(decision.retry_after_s + 0.999))
         raise ApiError(429, f"Too many requests for this {what} (limit {per_min} per minute); retry in {wait} s.",
-                       "rate_limit_exceeded", {"Retry-After": str(wait)})
-
-
-async def read_json_body(request: Request, max_body_kb: int) -> dict:
-    """The request's JSON object, read no further than `max_body_kb` (a declared larger length is refused
-    before any of it is read). Shared with ``ragtune serve`` (``serving.openai_api``)."""
-    cap = max_body_kb * 1024
-    declared = request.headers.get("content-length")
-    too_big = ApiError(413, f"The request body is over {max_body_kb} KB.", "request_too_large")
-    if declared and declared.isdigit() and int(declared) > cap:
-        raise too_big
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > cap:
-            raise too_big
-    try:
-        data = json.loads(body or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "The request body is not valid JSON.", "invalid_json") from None
-    except RecursionError:  # the parser's recursion limit: it used to escape as a plain-text 500
-        raise ApiError(400, "The request body is JSON nested too deeply.", "invalid_json") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "The request body must be a JSON object.", "invalid_json")
-    return data
-
-
-async def json_body(request: Request, state: DeployState = Depends(deploy_state)) -> dict:
-    """The request's JSON object, read no further than the body limit."""
-    return await read_json_body(request, state.limits.max_body_kb)
+                       ErrorCode.RATE_LIMIT_EXCEEDED, {"Retry-After": str(wait)})
 
 
 # ------------------------------------------------------------------ API keys
@@ -83,17 +54,18 @@ def _key_caller(state: DeployState, request: Request, workspace: str | None) -> 
     if scheme.lower() != "bearer" or not token.strip():
         state.metrics.observe_refused(workspace or "", "no_key")
         raise ApiError(401, "An API key is required: send 'Authorization: Bearer <key>'. "
-                            "Create one with `ragtune keys create`.", "invalid_api_key", {"WWW-Authenticate": "Bearer"})
+                            "Create one with `ragtune keys create`.", ErrorCode.INVALID_API_KEY,
+                       {"WWW-Authenticate": "Bearer"})
     key_id = keys.key_id_of(token)
     ws = state.spaces.owner_of(key_id) if key_id else None
     info = keys.verify_key(ws, token) if ws is not None else None
     if info is None:
         state.metrics.observe_refused(workspace or "", "bad_key")
-        raise ApiError(401, "This API key is not valid (unknown or revoked).", "invalid_api_key",
+        raise ApiError(401, "This API key is not valid (unknown or revoked).", ErrorCode.INVALID_API_KEY,
                        {"WWW-Authenticate": "Bearer"})
     if workspace is not None and ws.name != workspace:
         state.metrics.observe_refused(workspace, "wrong_workspace")
-        raise ApiError(403, "This API key belongs to another assistant.", "permission_denied")
+        raise ApiError(403, "This API key belongs to another assistant.", ErrorCode.PERMISSION_DENIED)
     rate_check(state, f"key:{info.key_id}", info.rate_limit_per_min, ws.name, "API key")
     return Caller(ws, f"key:{info.key_id}", key=info)
 
@@ -115,11 +87,11 @@ def page_session(workspace: str, request: Request, state: DeployState = Depends(
     ws = state.spaces.get(workspace)
     if request.headers.get(PAGE_HEADER) != "1":
         raise ApiError(403, "This route is for the chat page only; programs use /v1/chat/completions with a key.",
-                       "permission_denied")
+                       ErrorCode.PERMISSION_DENIED)
     payload = state.signer.unsign(request.cookies.get(SESSION_COOKIE, ""))
     if payload is None or payload.get("ws") != ws.name or not isinstance(payload.get("sid"), str):
         state.metrics.observe_refused(ws.name, "no_session")
-        raise ApiError(401, "Your chat session has expired; reload the page.", "session_expired")
+        raise ApiError(401, "Your chat session has expired; reload the page.", ErrorCode.SESSION_EXPIRED)
     return Caller(ws, f"page:{payload['sid']}", session=payload["sid"])
 
 
@@ -143,17 +115,17 @@ def builder_guard(request: Request, state: DeployState = Depends(deploy_state)) 
         except (ValueError, binascii.Error):
             given = ""
     if not given:
-        raise ApiError(401, "Builder routes need the builder password.", "builder_auth_required",
+        raise ApiError(401, "Builder routes need the builder password.", ErrorCode.BUILDER_AUTH_REQUIRED,
                        {"WWW-Authenticate": 'Basic realm="ragtune builder"'})
     client = request.client.host if request.client else "?"
     wait = state.throttle.wait_s(client)
     if wait > 0:
         retry = max(1, int(wait + 0.999))
-        raise ApiError(429, f"Too many wrong builder passwords; try again in {retry} s.", "login_throttled",
+        raise ApiError(429, f"Too many wrong builder passwords; try again in {retry} s.", ErrorCode.LOGIN_THROTTLED,
                        {"Retry-After": str(retry)})
     if not hmac.compare_digest(given.encode(), state.password.encode()):
         state.throttle.failed(client)
-        raise ApiError(401, "Builder routes need the builder password.", "builder_auth_required",
+        raise ApiError(401, "Builder routes need the builder password.", ErrorCode.BUILDER_AUTH_REQUIRED,
                        {"WWW-Authenticate": 'Basic realm="ragtune builder"'})
     state.throttle.succeeded(client)
 

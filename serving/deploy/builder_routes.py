@@ -1,4 +1,4 @@
-"""Builders: metrics, deployments, monitoring, feedback, document upload (an ingest job) and its jobs.
+"""Builders (policy ``BUILDER``): metrics, deployments, monitoring, feedback, document upload (an ingest job) and its jobs.
 
 Every route needs the builder password when one is set (``auth.builder_guard``); state-changing
 ones also need a same-origin proof, checked before routing (``security.HostGuard``). A key or a
@@ -19,10 +19,11 @@ from ragtune import operations
 from ragtune.errors import BadInputError, JobError, RagtuneError
 from ragtune.jobs import get_job
 from ragtune.workspace import Workspace
+from serving.openai_errors import ApiError
+from serving.openai_protocol import ErrorCode
 
 from . import deployments, metrics, upload_safety
 from .auth import builder_guard, builder_workspace, deploy_state
-from .errors import ApiError
 from .state import DeployState
 
 log = logging.getLogger("ragtune.deploy")
@@ -62,19 +63,19 @@ async def builder_upload(request: Request, ws: Workspace = Depends(builder_works
     start_ingest, upload_limits = state.start_ingest, state.upload_limits
     if start_ingest is None:
         raise ApiError(501, "This server was started without the document pipeline; upload from the builder app "
-                            "or `ragtune ingest`.", "not_implemented")
+                            "or `ragtune ingest`.", ErrorCode.NOT_IMPLEMENTED)
     overhead = 64 * 1024 * upload_limits.max_files + 1024 * 1024
     declared = request.headers.get("content-length")
     if not declared or not declared.isdigit():
-        raise ApiError(411, "Uploads must declare their size (Content-Length).", "length_required")
+        raise ApiError(411, "Uploads must declare their size (Content-Length).", ErrorCode.LENGTH_REQUIRED)
     if int(declared) > upload_limits.max_total_mb * upload_safety.MB + overhead:
         raise ApiError(413, f"This upload is over the {upload_limits.max_total_mb:.0f} MB limit per upload; "
-                            "nothing was stored.", "upload_refused")
+                            "nothing was stored.", ErrorCode.UPLOAD_REFUSED)
     try:
         form = await request.form(max_files=upload_limits.max_files, max_fields=20)
     except Exception as exc:  # starlette raises its own MultiPartException / HTTPException types
         detail = getattr(exc, "detail", None) or getattr(exc, "message", None) or str(exc)
-        raise ApiError(400, f"Upload refused, nothing was stored: {detail}.", "upload_refused") from None
+        raise ApiError(400, f"Upload refused, nothing was stored: {detail}.", ErrorCode.UPLOAD_REFUSED) from None
     try:
         uploads = [f for f in form.getlist("files") if hasattr(f, "filename")]
         files = []
@@ -83,14 +84,14 @@ async def builder_upload(request: Request, ws: Workspace = Depends(builder_works
                                            f.filename or "file")
             files.append((f.filename or "", data))
     except BadInputError as exc:
-        raise ApiError(413, f"Upload refused, nothing was stored: {exc}", "upload_refused") from None
+        raise ApiError(413, f"Upload refused, nothing was stored: {exc}", ErrorCode.UPLOAD_REFUSED) from None
     finally:
         await form.close()
     try:
         checked = await run_in_threadpool(upload_safety.check_batch, files, upload_limits)
     except BadInputError as exc:
         log.info("upload refused ws=%s files=%d", ws.name, len(files))
-        raise ApiError(400, str(exc), "upload_refused") from None
+        raise ApiError(400, str(exc), ErrorCode.UPLOAD_REFUSED) from None
     index = request.query_params.get("index") in ("1", "true", "yes")
 
     def stage_and_start():
@@ -106,7 +107,7 @@ async def builder_upload(request: Request, ws: Workspace = Depends(builder_works
     try:
         job = await run_in_threadpool(stage_and_start)
     except RagtuneError as exc:
-        raise ApiError(503, f"The upload was not started, nothing was stored: {exc}", "not_started") from None
+        raise ApiError(503, f"The upload was not started, nothing was stored: {exc}", ErrorCode.NOT_STARTED) from None
     log.info("upload ws=%s files=%d job=%s", ws.name, len(files), job.id)
     return JSONResponse(status_code=202, content={
         "job": job.id, "status": job.status, "follow": f"/builder/{ws.name}/jobs/{job.id}",
@@ -119,15 +120,15 @@ async def builder_job(job_id: str, ws: Workspace = Depends(builder_workspace)):
     result (an upload's: ``{"results": [one per file], "index": the index job or why it did not start}``).
     Read from the workspace's job folder, so it is found again after a reload or a server restart."""
     if not JOB_ID.fullmatch(job_id):
-        raise ApiError(404, f"No job '{job_id}' in workspace '{ws.name}'.", "not_found")
+        raise ApiError(404, f"No job '{job_id}' in workspace '{ws.name}'.", ErrorCode.NOT_FOUND)
 
     def read() -> dict:
         job = get_job(ws, job_id)
         progress = operations.progress_of(job)
         return {"id": job.id, "kind": job.kind, "status": job.status, "error": job.error, "result": job.result,
-                **{k: progress[k] for k in ("done", "total", "label", "rate", "eta_s")}}
+                **{k: getattr(progress, k) for k in ("done", "total", "label", "rate", "eta_s")}}
 
     try:
         return await run_in_threadpool(read)
     except JobError as exc:
-        raise ApiError(404, str(exc), "not_found") from None
+        raise ApiError(404, str(exc), ErrorCode.NOT_FOUND) from None

@@ -30,11 +30,19 @@ class LoadResult:
     ttft_p95_s: float | None
     requests_per_s: float
     completion_tokens: int
-    tokens_per_s: float
+    e2e_tokens_per_s: float  # output tokens of all answers over the run's whole wall time (first token wait included)
     errors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, row: dict) -> "LoadResult":
+        """A stored result; rows written before the rename call the same figure ``tokens_per_s``."""
+        row = dict(row)
+        if "tokens_per_s" in row:
+            row.setdefault("e2e_tokens_per_s", row.pop("tokens_per_s"))
+        return cls(**row)
 
 
 def _pct(values, q):
@@ -140,7 +148,7 @@ async def _run(base_url: str, key: str | None, clients: int, per_client: int, qu
     return LoadResult(clients=clients, requests=expected, ok=len(ok), failed=expected - len(ok), wall_s=wall,
                       latency_p50_s=_pct(lat, 50), latency_p95_s=_pct(lat, 95), ttft_p50_s=_pct(ttft, 50),
                       ttft_p95_s=_pct(ttft, 95), requests_per_s=len(ok) / wall if wall else 0.0,
-                      completion_tokens=tokens, tokens_per_s=tokens / wall if wall else 0.0, errors=errors[:20])
+                      completion_tokens=tokens, e2e_tokens_per_s=tokens / wall if wall else 0.0, errors=errors[:20])
 
 
 def run_load(base_url: str, key: str | None, *, clients: int = 32, per_client: int = 1,
@@ -183,88 +191,100 @@ def parse_metrics(text: str) -> tuple[float, float]:
     return in_flight, cancelled
 
 
+class _Drops:
+    """One drop run's shared state: the streams still open, the drops left to make and when each was made,
+    and the samples of /metrics: (time, in-flight, cancelled since the start, streams open when read)."""
+
+    def __init__(self, client: openai.AsyncOpenAI, probe: httpx.AsyncClient, key: str | None, request: dict,
+                 drop: int, drop_after: int):
+        self.client, self.probe, self.key, self.request = client, probe, key, request
+        self.drops_left, self.drop_after = drop, drop_after
+        self.live, self.drop_times, self.samples, self.results = 0, [], [], []
+        self.cancelled_before = 0.0
+
+    async def metrics_now(self) -> tuple[float, float]:
+        r = await self.probe.get("/metrics")
+        r.raise_for_status()
+        in_flight, cancelled = parse_metrics(r.text)
+        return in_flight, cancelled - self.cancelled_before
+
+    async def stream(self) -> None:
+        """One stream, dropped (its connection closed) after `drop_after` chunks of text while drops are left."""
+        self.live += 1
+        content, dropped = 0, False
+        try:
+            async with aclosing(_chunks(self.client, self.key, self.request)) as chunks:
+                async for chunk in chunks:
+                    content += bool(_text(chunk))
+                    if content >= self.drop_after and self.drops_left > 0:
+                        self.drops_left -= 1
+                        self.live -= 1  # before the close: the server may count it at once
+                        self.drop_times.append(time.perf_counter())
+                        dropped = True
+                        break  # leaving the block closes the connection
+            outcome = {"dropped": True} if dropped else {"ok": True}
+        except (_StreamFailed, openai.APIConnectionError) as exc:
+            outcome = _failure(exc)
+        if not dropped:
+            self.live -= 1
+        self.results.append(outcome)
+
+    async def sample_forever(self) -> None:
+        while True:
+            live = self.live  # read first: streams only end after this, so in-flight can only fall
+            in_flight, cancelled = await self.metrics_now()
+            self.samples.append((time.perf_counter(), in_flight, cancelled, live))
+            await asyncio.sleep(0.05)
+
+    async def settle(self, within_s: float = 30) -> None:
+        """Sample until in-flight is 0 and every drop is counted cancelled (the server may still be unwinding)."""
+        deadline = time.perf_counter() + within_s
+        while time.perf_counter() < deadline:
+            in_flight, cancelled = await self.metrics_now()
+            self.samples.append((time.perf_counter(), in_flight, cancelled, 0))
+            if in_flight == 0 and cancelled >= len(self.drop_times):
+                return
+            await asyncio.sleep(0.05)
+
+    def result(self, clients: int, started: float, wall: float, timeout_s: float) -> DropResult:
+        samples, drop_times = sorted(self.samples), self.drop_times
+        to_cancelled = []
+        for i, t in enumerate(drop_times):
+            seen = next((s[0] for s in samples if s[0] >= t and s[2] >= i + 1), None)
+            to_cancelled.append(None if seen is None else seen - t)
+        last_drop = drop_times[-1] if drop_times else started
+        true_at = next((s[0] for s in samples if s[0] >= last_drop and s[1] <= s[3]), None)
+        settled = max([t for t in to_cancelled if t is not None] or [0.0]) + last_drop
+        excess = max([s[1] - s[3] for s in samples if s[0] > settled] or [0.0])
+        ok = sum(1 for r in self.results if r.get("ok"))
+        errors = [r["error"] for r in self.results if "error" in r]
+        if len(self.results) < clients:
+            errors.append(f"{clients - len(self.results)} streams did not finish within {timeout_s:.0f} s")
+        return DropResult(clients=clients, dropped=len(drop_times), ok=ok, failed=clients - len(drop_times) - ok,
+                          wall_s=wall, drop_to_cancelled_s=[t for t in to_cancelled if t is not None],
+                          drop_to_in_flight_true_s=None if true_at is None else true_at - last_drop,
+                          in_flight_max_excess=excess, in_flight_end=samples[-1][1] if samples else None,
+                          cancelled_counted=samples[-1][2] if samples else 0.0, errors=errors[:20])
+
+
 async def _run_drops(base_url: str, key: str | None, clients: int, drop: int, drop_after: int, max_tokens: int,
                      timeout_s: float, path: str, builder_auth: tuple | None, question: str) -> DropResult:
-    state = {"live": 0, "drops_left": drop, "drop_times": [], "samples": []}
-    results: list[dict] = []
     request = {"messages": [{"role": "user", "content": question}], "max_tokens": max_tokens,
                "temperature": 1.0, "seed": 7}  # sampled: the tiny models do not stop early
-
     async with _client(base_url, path, key, timeout_s) as client, \
             httpx.AsyncClient(base_url=base_url, timeout=10, auth=builder_auth) as probe:
-        async def metrics_now() -> tuple[float, float]:
-            r = await probe.get("/metrics")
-            r.raise_for_status()
-            return parse_metrics(r.text)
-
-        _, cancelled_before = await metrics_now()
-
-        async def stream_one():
-            state["live"] += 1
-            content = 0
-            try:
-                async with aclosing(_chunks(client, key, request)) as chunks:
-                    async for chunk in chunks:
-                        if _text(chunk):
-                            content += 1
-                        if content >= drop_after and state["drops_left"] > 0:
-                            state["drops_left"] -= 1
-                            state["live"] -= 1  # before the close: the server may count it at once
-                            state["drop_times"].append(time.perf_counter())
-                            return {"dropped": True}  # leaving the block closes the connection
-                return {"ok": True}
-            except (_StreamFailed, openai.APIConnectionError) as exc:
-                return _failure(exc)
-
-        async def one():
-            outcome = await stream_one()
-            if not outcome.get("dropped"):
-                state["live"] -= 1
-            results.append(outcome)
-
-        async def sample():
-            while True:
-                live = state["live"]  # read first: streams only end after this, so in-flight can only fall
-                in_flight, cancelled = await metrics_now()
-                state["samples"].append((time.perf_counter(), in_flight, cancelled - cancelled_before, live))
-                await asyncio.sleep(0.05)
-
-        sampler = asyncio.ensure_future(sample())
+        run = _Drops(client, probe, key, request, drop, drop_after)
+        run.cancelled_before = (await run.metrics_now())[1]
+        sampler = asyncio.ensure_future(run.sample_forever())
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(asyncio.gather(*(one() for _ in range(clients))), timeout=timeout_s)
+            await asyncio.wait_for(asyncio.gather(*(run.stream() for _ in range(clients))), timeout=timeout_s)
         except asyncio.TimeoutError:
             pass
         wall = time.perf_counter() - started
-        deadline = time.perf_counter() + 30  # the cancelled ones may still be unwinding on the server
-        while time.perf_counter() < deadline:
-            in_flight_end, cancelled = await metrics_now()
-            state["samples"].append((time.perf_counter(), in_flight_end, cancelled - cancelled_before, 0))
-            if in_flight_end == 0 and cancelled - cancelled_before >= len(state["drop_times"]):
-                break
-            await asyncio.sleep(0.05)
+        await run.settle()
         sampler.cancel()
-
-    samples = sorted(state["samples"])
-    drop_times = state["drop_times"]
-    to_cancelled = []
-    for i, t in enumerate(drop_times):
-        seen = next((s[0] for s in samples if s[0] >= t and s[2] >= i + 1), None)
-        to_cancelled.append(None if seen is None else seen - t)
-    last_drop = drop_times[-1] if drop_times else started
-    true_at = next((s[0] for s in samples if s[0] >= last_drop and s[1] <= s[3]), None)
-    settled = max([t for t in to_cancelled if t is not None] or [0.0]) + last_drop
-    excess = max([s[1] - s[3] for s in samples if s[0] > settled] or [0.0])
-    ok = sum(1 for r in results if r.get("ok"))
-    errors = [r["error"] for r in results if "error" in r]
-    expected = clients - len(drop_times)
-    if len(results) < clients:
-        errors.append(f"{clients - len(results)} streams did not finish within {timeout_s:.0f} s")
-    return DropResult(clients=clients, dropped=len(drop_times), ok=ok, failed=expected - ok, wall_s=wall,
-                      drop_to_cancelled_s=[t for t in to_cancelled if t is not None],
-                      drop_to_in_flight_true_s=None if true_at is None else true_at - last_drop,
-                      in_flight_max_excess=excess, in_flight_end=samples[-1][1] if samples else None,
-                      cancelled_counted=samples[-1][2] if samples else 0.0, errors=errors[:20])
+    return run.result(clients, started, wall, timeout_s)
 
 
 def run_drops(base_url: str, key: str | None, *, clients: int = 64, drop: int = 3, drop_after: int = 3,

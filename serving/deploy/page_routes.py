@@ -1,4 +1,5 @@
-"""End users on the chat page: the page itself (which issues the session cookie) and its two routes."""
+"""End users on the chat page (policy ``PAGE_SESSION``): the page itself (which issues the session cookie) and
+its two routes, which take only that cookie and the page's own header."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import time
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
+from serving.openai_protocol import ChatCompletionRequest, FeedbackRequest
+from serving.openai_server import body_of
+
 from . import deployments, page
 from .answers import chat, give_feedback
-from .auth import SESSION_COOKIE, Caller, deploy_state, json_body, page_session, rate_check
+from .auth import SESSION_COOKIE, Caller, deploy_state, page_session, rate_check
 from .state import DeployState
 
 router = APIRouter()
@@ -49,7 +53,8 @@ async def chat_page(workspace: str, state: DeployState = Depends(deploy_state)):
 
 @router.post("/chat/{workspace}/api/chat")
 async def page_chat(request: Request, caller: Caller = Depends(page_session),
-                    state: DeployState = Depends(deploy_state), body: dict = Depends(json_body)):
+                    state: DeployState = Depends(deploy_state),
+                    body: ChatCompletionRequest = Depends(body_of(ChatCompletionRequest))):
     ws = caller.ws
     rate_check(state, f"page:{ws.name}", state.limits.page_workspace_rate_per_min, ws.name, "assistant's page")
     rate_check(state, f"session:{caller.session}", state.limits.page_rate_per_min, ws.name, "chat session")
@@ -58,7 +63,7 @@ async def page_chat(request: Request, caller: Caller = Depends(page_session),
 
 @router.post("/chat/{workspace}/api/feedback")
 async def page_feedback(caller: Caller = Depends(page_session), state: DeployState = Depends(deploy_state),
-                        body: dict = Depends(json_body)):
+                        body: FeedbackRequest = Depends(body_of(FeedbackRequest))):
     rate_check(state, f"feedback:{caller.session}", state.limits.feedback_rate_per_min, caller.ws.name,
                "chat session")
     return await give_feedback(state, caller.ws, body, client=caller.client)

@@ -18,10 +18,13 @@ import os
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from serving.openai_protocol import ErrorCode
 
 LOCAL_NAMES = ("127.0.0.1", "localhost", "::1")
 ALLOWED_HOSTS_ENV = "RAGTUNE_ALLOWED_HOSTS"
@@ -55,18 +58,28 @@ def host_name(value: str) -> str:
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
+@dataclass(frozen=True)
+class SameSiteRule:
+    """What a state-changing request must show to prove it comes from this site: no other site named in
+    ``Origin`` / ``Sec-Fetch-Site``, and (where the routes are only ever called by ragtune's own clients)
+    `header` set to "1", which a cross-site form cannot send."""
+    header: str | None = None
+
+
+SAME_SITE = SameSiteRule()
+
+
 class HostGuard:
-    """ASGI middleware: known hosts only; for unsafe methods on `protected` paths, same-origin only.
+    """ASGI middleware: known hosts only; for unsafe methods, the same-site rule of the path (if it has one).
 
     ``hosts`` is a set the owner may extend after start (the deploy server adds the address it bound).
-    ``require_header`` names a header that protected unsafe requests must carry with the value "1".
+    ``rule_for(path)`` gives the path's ``SameSiteRule`` or None (default: ``SAME_SITE`` everywhere).
     ``refuse(status, message, code)`` builds the error response.
     """
 
-    def __init__(self, app, hosts: set[str], refuse: Callable, protected: Callable[[str], bool] = lambda _p: True,
-                 require_header: str | None = None):
-        self.app, self.hosts, self.refuse = app, hosts, refuse
-        self.protected, self.require_header = protected, require_header
+    def __init__(self, app, hosts: set[str], refuse: Callable,
+                 rule_for: Callable[[str], SameSiteRule | None] = lambda _path: SAME_SITE):
+        self.app, self.hosts, self.refuse, self.rule_for = app, hosts, refuse, rule_for
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
@@ -80,23 +93,27 @@ class HostGuard:
             return await send({"type": "websocket.close", "code": 1008})
         return await self.refuse(status, message, code)(scope, receive, send)
 
-    def problem(self, scope, headers: dict) -> tuple[int, str, str] | None:
+    def problem(self, scope, headers: dict) -> tuple[int, str, ErrorCode] | None:
         host = host_name(headers.get("host", ""))
         if "*" not in self.hosts and host not in self.hosts:
             return 421, (f"This server does not answer for the host '{host or '(none)'}'; add it to "
-                         f"{ALLOWED_HOSTS_ENV} if it is yours."), "unknown_host"
-        method = scope.get("method", "")
-        if scope["type"] == "http" and (method not in UNSAFE_METHODS or not self.protected(scope.get("path", ""))):
+                         f"{ALLOWED_HOSTS_ENV} if it is yours."), ErrorCode.UNKNOWN_HOST
+        if scope["type"] == "http" and scope.get("method", "") not in UNSAFE_METHODS:
+            return None
+        rule = self.rule_for(scope.get("path", ""))
+        if rule is None:
             return None
         site = headers.get("sec-fetch-site")
         if site is not None and site.lower() not in SAME_SITE_FETCH:
-            return 403, f"Refused: this request came from another site (Sec-Fetch-Site: {site}).", "cross_site_request"
+            return (403, f"Refused: this request came from another site (Sec-Fetch-Site: {site}).",
+                    ErrorCode.CROSS_SITE_REQUEST)
         origin = headers.get("origin")
         if origin is not None and not self._same_origin(origin, headers.get("host", "")):
-            return 403, "Refused: this request came from another site (Origin does not match).", "cross_site_request"
-        if self.require_header and scope["type"] == "http" and headers.get(self.require_header) != "1":
-            return 403, (f"Builder requests must carry the header '{self.require_header}: 1' (a web page of "
-                         "another site cannot send it)."), "cross_site_request"
+            return (403, "Refused: this request came from another site (Origin does not match).",
+                    ErrorCode.CROSS_SITE_REQUEST)
+        if rule.header and scope["type"] == "http" and headers.get(rule.header) != "1":
+            return 403, (f"Builder requests must carry the header '{rule.header}: 1' (a web page of "
+                         "another site cannot send it)."), ErrorCode.CROSS_SITE_REQUEST
         return None
 
     @staticmethod

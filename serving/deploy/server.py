@@ -14,9 +14,11 @@ Three kinds of caller, three kinds of permission, never mixed:
   (``RAGTUNE_BUILDER_PASSWORD``), wrong guesses limited per address and in total; state-changing
   builder requests also need a same-origin proof, password or not. A key or a page session never opens a builder route.
 
-The server answers only for the host names it was started for (``RAGTUNE_ALLOWED_HOSTS`` adds
-more), which stops DNS rebinding. Routes live in ``page_routes``, ``api_routes`` and
-``builder_routes``; who may call them in ``auth``; the wire format in ``serving.openai_format``.
+The app comes from the one factory of ragtune's OpenAI servers (``serving.openai_server``), shared with
+``ragtune serve``: the host guard (only the host names it was started for; ``RAGTUNE_ALLOWED_HOSTS`` adds
+more), the error handlers, the body reader and the stream encoder. Routes live in ``page_routes``,
+``api_routes`` and ``builder_routes``, one ``Surface`` each with its ``CallerPolicy``; who may call them
+in ``auth``; the wire format in ``serving.openai_protocol``.
 
 Every answer is served by the workspace's *current* deployment (read per request, so publish
 and rollback apply at once), stored with the version, variant and adapter that produced it, and
@@ -31,26 +33,28 @@ import logging
 import os
 import threading
 import time
-from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Callable
 
+import anyio.to_thread
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from ragtune.errors import BadInputError, ServerUnavailableError
 from ragtune.net import free_port, port_is_free
 from ragtune.workspace import list_workspaces
+from serving.openai_errors import create_error_response
+from serving.openai_server import CallerPolicy, Surface, create_openai_app
 
 from . import api_routes, builder_routes, page_routes, upload_safety
 from .auth import PAGE_HEADER, SESSION_COOKIE  # noqa: F401 - re-exported for callers and tests
-from .errors import ApiError, error_response, install_error_handlers  # noqa: F401
-from .security import BUILDER_HEADER, HostGuard, LoginThrottle, allowed_hosts
+from .security import HostGuard, LoginThrottle, allowed_hosts
 from .state import SESSION_TTL_S, DeployLimits, DeployState, Workspaces  # noqa: F401
 
 log = logging.getLogger("ragtune.deploy")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
-                    (b"cache-control", b"no-store")]
+SURFACES = (Surface(CallerPolicy.PAGE_SESSION, page_routes.router), Surface(CallerPolicy.API_KEY, api_routes.router),
+            Surface(CallerPolicy.BUILDER, builder_routes.router))
 
 
 def env_builder_password() -> str | None:
@@ -110,30 +114,9 @@ def builder_app_middleware(host: str, hosts: set[str] | None = None) -> list:
     """FastAPI middleware for the Gradio builder app (``launch(app_kwargs={"middleware": ...})``):
     its known host names only, no state-changing request from another site, and the caller's address
     for the login throttle."""
-    from starlette.middleware import Middleware
-
-    return [Middleware(HostGuard, hosts=hosts if hosts is not None else allowed_hosts(host), refuse=error_response),
+    return [Middleware(HostGuard, hosts=hosts if hosts is not None else allowed_hosts(host),
+                       refuse=create_error_response),
             Middleware(_ClientAddress)]
-
-
-class _SecurityHeaders:
-    """Plain ASGI (not BaseHTTPMiddleware, which gets in the way of streamed answers and disconnects)."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def send_with_headers(message):
-            if message["type"] == "http.response.start":
-                present = {k.lower() for k, _ in message.get("headers", [])}
-                message["headers"] = list(message.get("headers", [])) + [
-                    (k, v) for k, v in SECURITY_HEADERS if k not in present]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 def _sweep_staging(spaces: Workspaces) -> None:
@@ -176,33 +159,14 @@ def build_deploy_app(target, engine, *, limits: DeployLimits | None = None,
                         hosts=hosts if hosts is not None else allowed_hosts(),
                         assistant_factory=assistant_factory, start_ingest=start_ingest)
 
-    @asynccontextmanager
-    async def lifespan(_app):
-        import anyio.to_thread
-
-        # Each streaming answer holds a worker thread while it waits for the model; the default
-        # 40 would make the 41st concurrent client wait for a thread, not for the model.
-        anyio.to_thread.current_default_thread_limiter().total_tokens = 256
+    async def sweep_staging() -> None:
         if state.start_ingest is not None:
             await anyio.to_thread.run_sync(_sweep_staging, state.spaces)
-        yield
 
-    app = FastAPI(title="ragtune deployed assistant", docs_url=None, redoc_url=None, openapi_url=None,
-                  lifespan=lifespan)
-    app.state.deploy = state
-    app.state.metrics = state.metrics
-    app.state.limiter = state.limiter
-    app.state.limits = state.limits
-    app.state.builder_protected = bool(state.password)
-    app.state.hosts = state.hosts
-    install_error_handlers(app)
-    app.add_middleware(_SecurityHeaders)
-    app.add_middleware(HostGuard, hosts=state.hosts, refuse=error_response,
-                       protected=lambda path: path.startswith("/builder/"), require_header=BUILDER_HEADER)
-    app.include_router(page_routes.router)
-    app.include_router(api_routes.router)
-    app.include_router(builder_routes.router)
-    return app
+    return create_openai_app(SURFACES, title="ragtune deployed assistant", hosts=state.hosts,
+                             max_body_kb=state.limits.max_body_kb, on_startup=sweep_staging,
+                             state={"deploy": state, "metrics": state.metrics, "limiter": state.limiter,
+                                    "limits": state.limits, "builder_protected": bool(state.password)})
 
 
 # ------------------------------------------------------------------ running it

@@ -10,9 +10,11 @@ from typing import Callable
 
 from ragtune.errors import WorkspaceError
 from ragtune.workspace import META_FILE, NAME_RE, Workspace, list_workspaces
+from serving.openai_errors import ApiError
+from serving.openai_protocol import ErrorCode
+from serving.variants import Assistant
 
 from . import keys, metrics, upload_safety
-from .errors import ApiError
 from .ratelimit import RateLimiter
 from .security import LoginThrottle, SessionSigner
 
@@ -50,7 +52,7 @@ class Workspaces:
 
     def get(self, name: str) -> Workspace:
         if not isinstance(name, str) or not NAME_RE.match(name):
-            raise ApiError(404, "No such assistant.", "not_found")
+            raise ApiError(404, "No such assistant.", ErrorCode.NOT_FOUND)
         with self._lock:
             ws = self._open.get(name)
             if ws is not None and not (ws.root / META_FILE).exists():  # deleted or renamed since
@@ -59,13 +61,13 @@ class Workspaces:
         if ws is not None:
             return ws
         if self.single is not None:
-            raise ApiError(404, "No such assistant.", "not_found")
+            raise ApiError(404, "No such assistant.", ErrorCode.NOT_FOUND)
         try:
             ws = Workspace.open(name, root=self.root)
         except WorkspaceError:
-            raise ApiError(404, "No such assistant.", "not_found") from None
+            raise ApiError(404, "No such assistant.", ErrorCode.NOT_FOUND) from None
         if ws.root.parent != self.root.resolve():
-            raise ApiError(404, "No such assistant.", "not_found")
+            raise ApiError(404, "No such assistant.", ErrorCode.NOT_FOUND)
         with self._lock:
             self._open[name] = ws
         return ws
@@ -110,7 +112,5 @@ class DeployState:
                 if self.assistant_factory is not None:
                     self._assistants[ws.name] = self.assistant_factory(ws, self.engine)
                 else:
-                    from serving.variants import Assistant
-
                     self._assistants[ws.name] = Assistant(ws, self.engine)
             return self._assistants[ws.name]
