@@ -150,3 +150,36 @@ def test_history_is_part_of_the_prompt(tiny_engine, workspace):
     assert followup.prompt_tokens > alone.prompt_tokens
     with pytest.raises(BadInputError, match="History turn 1"):
         assistant.answer("x", "base", history=[{"role": "robot", "content": "x"}])
+
+
+def test_the_workspace_retriever_and_the_rag_prompt_fit_the_protocols_the_assistant_declares(indexed_workspace):
+    """retrieval never imports serving: its Retriever and prompt builder fit serving.components by shape."""
+    from retrieval.prompt import build_rag_messages
+    from retrieval.search import Retriever as IndexRetriever
+    from serving import components
+
+    retriever = IndexRetriever.for_workspace(indexed_workspace)
+    assert isinstance(retriever, components.Retriever)
+    found = retriever.retrieve("What is the payload of the K7?", k=2)
+    messages, used = build_rag_messages("What is the payload of the K7?", found, count_tokens=len,
+                                        max_context_tokens=4000, example=retriever.worked_example(found))
+    assert used and all(p.citation and p.chunk_id for p in used) and messages[-1]["role"] == "user"
+
+
+def test_a_rebuilt_index_answers_the_next_question_of_the_same_assistant(tiny_engine, workspace, tmp_path):
+    from retrieval.index import build_index
+    from retrieval.ingest import ingest_paths
+
+    (tmp_path / "k7.md").write_text("# K7\n\nThe K7 robot carries a payload of 1,450 kg.\n")
+    (tmp_path / "k9.md").write_text("# K9\n\nThe K9 drone flies for 55 minutes on one charge.\n")
+    ingest_paths(workspace, [tmp_path / "k7.md"])
+    build_index(workspace, progress=False)
+    assistant = build_assistant(workspace, tiny_engine)
+    before = assistant.retriever.version
+    assert {c["doc"] for c in assistant.answer("How long does the K9 fly?", "rag", options=SHORT).citations} \
+        == {"k7.md"}
+    ingest_paths(workspace, [tmp_path / "k9.md"])
+    build_index(workspace, progress=False)
+    assert assistant.retriever.version != before
+    answer = assistant.answer("How long does the K9 fly?", "rag", options=SHORT, k=1)
+    assert [c["doc"] for c in answer.citations] == ["k9.md"]
