@@ -32,8 +32,11 @@ from dataclasses import asdict, dataclass, field
 
 from ragtune import feedback as feedback_store
 from ragtune.errors import BadInputError, JobError
+from ragtune.job_events import Message, RoundStarted, TrainingStep, last_of, of_type, read_events
+from ragtune.jobs import JobCancelled, cancel_job, get_job
 from ragtune.models import DEFAULT_LLM
 from ragtune.operations import Operation
+from training.jobs import TRAIN
 
 MIGRATIONS = [
     [
@@ -164,13 +167,14 @@ def build_round_dataset(ws, round_id: str, deployment=None):
     return version, parent, [row["message_id"] for row in pending], stats
 
 
-def start_next_round(ws, *, base_model: str | None = None, method: str = "lora", variant: str | None = None,
+def start_next_round(ws, operations, *, base_model: str | None = None, method: str = "lora", variant: str | None = None,
                      adapter_name: str | None = None, train_overrides: dict | None = None, wait: bool = False,
                      publish: bool = False, timeout: float = 3600, progress=None) -> NextRound:
-    """Feedback -> new dataset version -> training job (-> wait -> publish). Returns the round."""
+    """Feedback -> new dataset version -> training job (-> wait -> publish). Returns the round.
+
+    ``operations`` is the job registry that starts the fine-tune (``app.wiring.OPERATIONS``)."""
     from serving.deploy import deployments
     from training.config import defaults_for
-    from training.jobs import start_training
 
     if publish and not wait:
         raise BadInputError("Publishing needs the fine-tune to finish first: pass wait=True, or call "
@@ -188,7 +192,7 @@ def start_next_round(ws, *, base_model: str | None = None, method: str = "lora",
         progress(f"dataset {version.name}: {stats['new_rows']} new rows from {stats['feedback_entries']} feedback entries")
     config = defaults_for(base_model, method, dataset=version.name,
                           adapter_name=adapter_name or f"{round_id}"[:64], **(train_overrides or {}))
-    job = start_training(ws, config)
+    job = operations.start(ws, TRAIN, config)
     feedback_store.mark_used(ws, used, round_id)
     record = NextRound(round_id=round_id, dataset=version.name, parent_dataset=parent.name if parent else None,
                        base_model=base_model, variant=variant, adapter=config.adapter_name, job_id=job.id,
@@ -205,7 +209,6 @@ def finish_next_round(ws, round_id: str, *, publish: bool = True, timeout: float
 
     ``on_step(step, total, label)`` hears each training step; ``check()`` is called at every poll;
     either may raise to stop waiting (a cancel)."""
-    from ragtune.jobs import get_job, read_log
     from serving.deploy import deployments
 
     record = get_round(ws, round_id)
@@ -216,12 +219,12 @@ def finish_next_round(ws, round_id: str, *, publish: bool = True, timeout: float
     while True:
         job = get_job(ws, record.job_id)
         if progress or on_step:
-            rows, offset = read_log(job.log_path, offset)
-            for row in rows:
-                if "step" in row and progress:
-                    progress(f"step {row.get('step')}/{row.get('total_steps', '?')} loss {row.get('loss')}")
-                if "step" in row and on_step:
-                    on_step(row["step"], row.get("total_steps"), f"fine-tune of {round_id}")
+            events, offset = read_events(job.log_path, offset)
+            for step in of_type(events, TrainingStep):
+                if progress:
+                    progress(f"step {step.step}/{step.total_steps or '?'} loss {step.loss}")
+                if on_step:
+                    on_step(step.step, step.total_steps, f"fine-tune of {round_id}")
         if job.finished:
             break
         if check:
@@ -289,27 +292,24 @@ def list_rounds(ws) -> list[NextRound]:
 
 
 def _run_round(ws, config: NextRoundConfig, job) -> dict:
-    from ragtune.jobs import JobCancelled, get_job, read_log
-    from training.jobs import cancel_training, resume_training
-
-    earlier = next((r for r in read_log(job.reporter.dir / "log.jsonl")[0] if r.get("event") == "round"), None)
+    earlier = last_of(read_events(job.job_dir / "log.jsonl")[0], RoundStarted)
     if earlier is not None:  # a resumed job: its feedback is spent, finish the round it started
-        record = get_round(ws, earlier["round_id"])
+        record = get_round(ws, earlier.round_id)
         train = get_job(ws, record.job_id)
         if train.status.resumable:
-            resume_training(ws, train.id)
+            job.operations.resume(ws, train.id)
     else:
-        record = start_next_round(ws, base_model=config.base_model, method=config.method, variant=config.variant,
-                                  adapter_name=config.adapter_name,
+        record = start_next_round(ws, job.operations, base_model=config.base_model, method=config.method,
+                                  variant=config.variant, adapter_name=config.adapter_name,
                                   train_overrides={"epochs": config.epochs} if config.epochs else None,
-                                  progress=lambda msg: job.log(event="message", message=msg))
-        job.log(event="round", round_id=record.round_id, train_job=record.job_id)
+                                  progress=lambda msg: job.emit(Message(message=msg)))
+        job.emit(RoundStarted(round_id=record.round_id, train_job=record.job_id))
     if config.wait:
         try:
             record = finish_next_round(ws, record.round_id, publish=config.publish, on_step=job.progress,
                                        check=job.check_cancel)
         except JobCancelled:
-            cancel_training(ws, record.job_id)  # the round's fine-tune stops with it, at a checkpoint
+            cancel_job(ws, record.job_id)  # the round's fine-tune stops with it, at a checkpoint
             raise
     return record.to_dict()
 

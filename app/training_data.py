@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import os
 
+from ragtune.adapters import adapter_path, validate_adapter_name
 from ragtune.errors import BadInputError
-from ragtune.operations import Operation
+from ragtune.job_events import JobWarning
+from ragtune.operations import Operation, refuse_if_running
+from training.config import TrainConfig
+from training.jobs import TRAIN
 from training.synth import SynthConfig
 
 TEACHER_KEY_ENV = "RAGTUNE_TEACHER_API_KEY"
@@ -79,17 +83,13 @@ def _prepare(ws, config: SynthConfig) -> SynthConfig:
         raise BadInputError(f"Workspace '{ws.name}' has no documents: ingest documents first "
                             f"(`ragtune ingest PATH -w {ws.name}`), then run `ragtune synth -w {ws.name}`.")
     if config.then_train is not None:  # everything the fine-tune can check now, before minutes of writing
-        from ragtune.adapters import adapter_path, validate_adapter_name
-        from training.config import TrainConfig
-        from training.jobs import refuse_if_training
-
         train = TrainConfig.from_dict(config.then_train).validate()
         if train.adapter_name:
             validate_adapter_name(train.adapter_name)
             if adapter_path(ws, train.adapter_name).exists():
                 raise BadInputError(f"An adapter named '{train.adapter_name}' already exists; choose another name "
                                     "or delete it first.")
-        refuse_if_training(ws)
+        refuse_if_running(ws, TRAIN)
     return config
 
 
@@ -102,16 +102,13 @@ def _synth(ws, config: SynthConfig, job) -> dict:
     if config.from_file:
         version, skipped = dataset_from_file(ws, config.from_file, config)
         if skipped:
-            job.log(event="warning", message=f"skipped {len(skipped)} malformed rows: {describe_errors(skipped, limit=10)}")
+            job.emit(JobWarning(message=f"skipped {len(skipped)} malformed rows: {describe_errors(skipped, limit=10)}"))
     else:
         version = dataset_from_documents(ws, config, job.progress)
     result = {"dataset": version.to_dict(), "skipped": len(skipped),
               "skipped_detail": describe_errors(skipped, limit=3) if skipped else ""}
     if config.then_train is not None:
-        from training.config import TrainConfig
-        from training.jobs import start_training
-
-        train = start_training(ws, TrainConfig.from_dict({**config.then_train, "dataset": version.name}))
+        train = job.operations.start(ws, TRAIN, TrainConfig.from_dict({**config.then_train, "dataset": version.name}))
         result["train_job"] = train.id
     return result
 

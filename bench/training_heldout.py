@@ -225,7 +225,8 @@ def main() -> int:
     from retrieval.documents import all_chunks
     from retrieval.ingest import ingest_paths
     from training.config import defaults_for
-    from training.jobs import start_training
+    from app.wiring import OPERATIONS
+    from training.jobs import TRAIN
     from training.synth import SynthConfig, synthesize
 
     ws = Workspace.create("bench", root=scratch / "workspaces")
@@ -242,7 +243,7 @@ def main() -> int:
                           num_threads=args.threads, **overrides)
     print("config:", json.dumps(config.to_dict()), flush=True)
     t0 = time.time()
-    job = start_training(ws, config)
+    job = OPERATIONS.start(ws, TRAIN, config)
     offset, losses = 0, []
     while True:
         rows, offset = read_log(job.log_path, offset)

@@ -1,20 +1,24 @@
 """Evaluation as one use case: one config, validated once, run in this process or as a job.
 
-``ragtune eval`` runs ``evaluate`` in its own process; the UI calls ``start_evaluation`` and
-tails the job (``python -m evaluation.job``), which runs the same ``evaluate``: a page reload or
-another browser finds the job from the workspace's ``jobs/`` folder, cancel stops it keeping
-every answer, and resume restarts it under the same run id so only the missing answers are
-computed. CLI flags are derived from ``EvalConfig`` (``ragtune.config_args``).
+``ragtune eval`` runs ``evaluate`` in its own process; the UI and ``ragtune eval --detach`` start
+``EVAL``, an operation of the one job runner (``ragtune.operations``), whose job process runs the same
+``evaluate``: a page reload or another browser finds the job from the workspace's ``jobs/`` folder,
+cancel stops it keeping every answer, and resume restarts it under the same run id so only the
+missing answers are computed. CLI flags are derived from ``EvalConfig`` (``ragtune.config_args``).
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ragtune.atomic import atomic_write_bytes, atomic_write_jsonl
 from ragtune.errors import BadInputError
+from ragtune.job_events import JobProgress, QuestionsLoaded, last_of
+from ragtune.operations import Operation
 from serving.engine import DEFAULT_FREQUENCY_PENALTY
+
+from .runner import new_run_id
 
 JOB_KIND = "eval"
 HELD_OUT = "held-out"
@@ -106,15 +110,6 @@ class EvalConfig:
         from .judge import JudgeConfig
 
         return JudgeConfig(self.judge_url, self.judge_model) if self.judge_url else None
-
-    def to_argv(self) -> list[str]:
-        """The flags that rebuild this config (``ragtune.config_args``), for the job process."""
-        argv = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is not None:
-                argv += ["--" + f.name.replace("_", "-"), str(value)]
-        return argv
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -212,95 +207,69 @@ def evaluate(ws, config: EvalConfig, *, run_id: str | None = None, resume: bool 
 
 # ------------------------------------------------------------------ as a job
 
-def start_evaluation(ws, config: EvalConfig, *, rows: list[dict] | None = None):
-    """Start an evaluation in its own process; returns the Job (its id is the run id).
 
-    Questions typed in (``rows``) or an uploaded file are copied into the workspace first, so
-    a resume days later still finds them.
-    """
-    from ragtune.atomic import atomic_write_bytes, atomic_write_jsonl
-    from ragtune.jobs import start_job
+@dataclass
+class EvalJobConfig(EvalConfig):
+    """An evaluation run as a job of the one job runner: the config, and the run it computes."""
 
-    from .runner import new_run_id
+    run_id: str | None = field(default=None, metadata={"help": (
+        "the run this job computes, and the job's id (set when the job starts; a resume keeps it)")})
+    rows: list | None = field(default=None, metadata={"help": (
+        "questions typed in (question, answer, ...): written to a file of the workspace before the job starts, "
+        "so a resume days later still finds them")})
 
-    config = replace(config.validate())  # the caller's config stays as it was
-    run_id = new_run_id()
-    if rows is not None:
-        config.qa = str(atomic_write_jsonl(ws.path("evals", f"{run_id}.jsonl"), rows))
+    @classmethod
+    def of(cls, config: EvalConfig, *, rows: list | None = None) -> "EvalJobConfig":
+        """The job of an evaluation config (``rows``: questions typed in rather than a file)."""
+        return cls(**{f.name: getattr(config, f.name) for f in fields(EvalConfig)}, rows=rows)
+
+    def eval_config(self) -> EvalConfig:
+        return EvalConfig(**{f.name: getattr(self, f.name) for f in fields(EvalConfig)})
+
+
+def _prepare_job(ws, config: EvalJobConfig) -> EvalJobConfig:
+    """Give the run its id and keep its questions in the workspace; a bad file or no held-out split fails
+    here, in a sentence, not in the job."""
+    config.run_id = config.run_id or new_run_id()
+    if config.rows is not None:
+        config.qa = str(atomic_write_jsonl(ws.path("evals", f"{config.run_id}.jsonl"), config.rows))
+        config.rows = None
     elif config.qa not in (HELD_OUT, SAMPLE):
         source = Path(config.qa)
         if not source.is_file():
             raise BadInputError(f"Test set not found: {source}.")
-        kept = ws.path("evals", f"{run_id}-{source.name}")
+        kept = ws.path("evals", f"{config.run_id}-{source.name}")
         atomic_write_bytes(kept, source.read_bytes())
         config.qa = str(kept)
-    load_questions(ws, config)  # a bad file or no held-out split fails here, in a sentence, not in the job
-    args = ["--workspace", str(ws.root), "--run-id", run_id, *config.to_argv()]
-    with _one_at_a_time(ws):
-        return start_job(ws, JOB_KIND, "evaluation.job", args, config={"run_id": run_id, "eval": config.to_dict(),
-                                                                          "args": args}, job_id=run_id)
+    load_questions(ws, config.eval_config())
+    return config
 
 
-@contextmanager
-def _one_at_a_time(ws):
-    """One evaluation job per workspace: two would share the CPU and each take twice as long.
+def _evaluate_job(ws, config: EvalJobConfig, job) -> dict:
+    """The job's work: compute the run, or on a resume only its missing answers (``evaluate`` tells which)."""
+    def loaded(rows, skipped, source):
+        job.emit(QuestionsLoaded(rows=len(rows) if rows is not None else None, source=source,
+                                 skipped=[{"line": ln, "reason": r} for ln, r in skipped]))
 
-    A file lock makes check-then-start atomic, so two clicks (or a click and the CLI) never both start.
-    """
-    from ragtune.jobs import start_lock
-
-    with start_lock(ws, JOB_KIND):
-        running = running_evaluation(ws)
-        if running is not None:
-            raise BadInputError(f"An evaluation is already running ({running.id}); cancel it with "
-                                f"`ragtune jobs cancel {running.id} -w {ws.name}` or wait for it to finish.")
-        yield
+    run = evaluate(ws, config.eval_config(), run_id=config.run_id, resume=True, progress=job.progress,
+                   on_loaded=loaded)
+    return {"run_id": run.run_id, "computed": run.computed, "cached": run.cached, "engine": run.config.get("engine"),
+            "recommendation": run.summary["recommendation"]}
 
 
-def resume_evaluation(ws, job_id: str):
-    """Restart a cancelled, stopped or failed evaluation job under the same run id: only missing answers run."""
-    from ragtune.jobs import get_job, start_job
-
-    job = get_job(ws, job_id)
-    if not job.status.resumable:
-        raise BadInputError(f"Evaluation {job_id} is {job.status}: only a cancelled, stopped or failed one resumes.")
-    args = [a for a in job.config["args"]]
-    if "--resume" not in args:
-        args.append("--resume")
-    with _one_at_a_time(ws):
-        return start_job(ws, JOB_KIND, "evaluation.job", args, config=job.config, job_id=job_id)
-
-
-def cancel_evaluation(ws, job_id: str):
-    from ragtune.jobs import cancel_job
-
-    return cancel_job(ws, job_id)
-
-
-def latest_evaluation(ws):
-    from ragtune.jobs import list_jobs
-
-    jobs = list_jobs(ws, kind=JOB_KIND)
-    return jobs[0] if jobs else None
-
-
-def running_evaluation(ws):
-    from ragtune.jobs import list_jobs
-
-    return next((j for j in list_jobs(ws, kind=JOB_KIND) if not j.finished), None)
+# One evaluation at a time per workspace: two would share the CPU and each take twice as long. Its job id is
+# its run id; cancel keeps every answer, and resume computes only the missing ones.
+EVAL = Operation(kind=JOB_KIND, config=EvalJobConfig, work=_evaluate_job, prepare=_prepare_job,
+                 job_id=lambda config: config.run_id, title="an evaluation",
+                 legacy_config=lambda stored: {**stored["eval"], "run_id": stored["run_id"]})
 
 
 def evaluation_progress(job) -> dict:
     """Done/total answers, rate and what the job is doing, from its log (for any screen)."""
-    from ragtune.jobs import read_log
-
-    rows = read_log(job.log_path)[0] if job is not None else []
-    steps = [r for r in rows if r.get("step") is not None]
-    last = steps[-1] if steps else {}
-    loaded = next((r for r in reversed(rows) if r.get("event") == "loaded"), {})
-    return {"done": last.get("step", 0), "total": last.get("total_steps") or 0, "label": last.get("label", ""),
-            "rate": last.get("rate"), "eta_s": last.get("eta_s"), "skipped": len(loaded.get("skipped") or []),
-            "questions": loaded.get("rows")}
+    progress = JobProgress.of_job(job)
+    loaded = last_of(progress.events, QuestionsLoaded) or QuestionsLoaded()
+    return {"done": progress.done, "total": progress.total, "label": progress.label, "rate": progress.rate,
+            "eta_s": progress.eta_s, "skipped": len(loaded.skipped), "questions": loaded.rows}
 
 
 def suggested_variant(ws, default: str = "rag") -> str:

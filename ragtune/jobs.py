@@ -33,6 +33,7 @@ from typing import Any
 
 from .atomic import atomic_write_json, read_json
 from .errors import JobError, RagtuneError
+from .job_events import Ended, read_log  # noqa: F401 - read_log: its readers import it from here too
 
 
 class JobStatus(StrEnum):
@@ -255,24 +256,6 @@ def wait_job(ws, job_id: str, timeout: float = 3600, poll: float = 0.5) -> Job:
         time.sleep(poll)
 
 
-def read_log(path: Path, offset: int = 0) -> tuple[list[dict], int]:
-    """Rows appended to a JSONL log since byte `offset`, and the new offset (tail -f)."""
-    path = Path(path)
-    if not path.exists():
-        return [], offset
-    with path.open("rb") as f:
-        f.seek(offset)
-        data = f.read()
-    end = data.rfind(b"\n") + 1  # a line still being written stays for next time
-    rows = []
-    for line in data[:end].splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows, offset + end
-
-
 # ------------------------------------------------------------------ child side
 
 RESERVE_BYTES = 64 * 1024
@@ -317,6 +300,10 @@ class CancelWatcher:
     def log(self, **row) -> None:
         """Only the reporting process logs; other processes of a job (e.g. GPU ranks) stay silent."""
 
+    def emit(self, event) -> None:
+        """Log a typed event (``ragtune.job_events``)."""
+        self.log(**event.to_row())
+
 
 class JobReporter(CancelWatcher):
     """Used inside the job process: append log rows, check for cancel, record the outcome.
@@ -360,7 +347,7 @@ class JobReporter(CancelWatcher):
         # Written after it before, a reader woke by status.json could read the log without it (a test
         # failed so under load).
         try:
-            self.log(event="end", status=status, error=error)
+            self.emit(Ended(status=status, error=error))
             self._log.close()
         except OSError:  # the log row is a copy of status.json: lost on a full disk, nothing else is
             pass

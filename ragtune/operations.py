@@ -17,8 +17,9 @@ each file is stored once and the other run reports it as a duplicate). ``resume`
 same config when the work picks up where it stopped (the index keeps every embedded vector,
 ingest skips stored files); otherwise it says why it does not resume.
 
-Evaluation (``evaluation.service``) and training (``training.jobs``) predate this module and
-keep their own job processes, with the same job folder, log rows and start lock.
+Training (``training.jobs.TRAIN``) and evaluation (``evaluation.service.EVAL``) are operations too: each
+still runs in a process of its own, a training one under ``accelerate launch`` where its config asks
+(``Operation.launcher``), and its job id may be its own (an evaluation's is its run id).
 """
 
 from __future__ import annotations
@@ -32,7 +33,18 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .errors import BadInputError, JobError
-from .jobs import Job, JobReporter, cancel_job, get_job, list_jobs, start_job, start_lock, write_job_here
+from .job_events import JobProgress, OperationStarted, ProgressMeter
+from .jobs import (CancelWatcher, Job, JobCancelled, JobReporter, cancel_job, get_job, list_jobs, start_job,
+                   start_lock, write_job_here)
+from .workspace import Workspace
+
+
+def _no_launcher(config, entry: str, args: list[str]) -> tuple[str, list[str]]:
+    return entry, args
+
+
+def _no_environment(config) -> dict:
+    return {}
 
 @dataclass(frozen=True)
 class Operation:
@@ -43,18 +55,32 @@ class Operation:
     exclusive: bool = True                      # False: several may run at once (ingest: stores are content-addressed)
     resume_refusal: str | None = None           # why a stopped job of this kind does not resume (None: it does)
     secrets: dict = dataclasses.field(default_factory=dict)  # config field -> environment variable, never on disk
+    # How the job process starts: (module, args) for `python -m`; training wraps it in `accelerate launch`.
+    launcher: Callable[..., tuple[str, list[str]]] = _no_launcher
+    environment: Callable[..., dict] = _no_environment  # extra environment of the job process (OMP_NUM_THREADS)
+    job_id: Callable[..., str | None] = lambda config: None  # the job's id where the work names it (an eval run)
+    # The stored config of a job record written before this kind was an operation (its own job process).
+    legacy_config: Callable[[dict], dict] | None = None
+    title: str = ""  # what a person calls one ("a fine-tune"); default "a <kind> job"
+
+    def __post_init__(self):
+        if not self.title:
+            object.__setattr__(self, "title", f"a {self.kind} job")
 
 
 class JobContext:
-    """What the work sees: ``progress(done, total, label)`` (logs a row, honours cancel), ``log``, ``result``."""
+    """What the work sees: ``progress(done, total, label)`` (logs a row, honours cancel), ``log``/``emit``, ``result``."""
 
-    def __init__(self, reporter: JobReporter, echo: Callable[[int, int, str], None] | None = None,
+    def __init__(self, reporter: CancelWatcher, echo: Callable[[int, int, str], None] | None = None,
                  operations: "OperationRegistry | None" = None):
         self.reporter = reporter
         self.operations = operations  # the registry this job runs from: work that starts another job uses it
         self.echo = echo
-        self.started = time.time()
-        self._first: int | None = None
+        self.meter = ProgressMeter()
+
+    @property
+    def job_dir(self):
+        return self.reporter.dir
 
     def check_cancel(self) -> None:
         self.reporter.check_cancel()
@@ -62,16 +88,12 @@ class JobContext:
     def log(self, **row) -> None:
         self.reporter.log(**row)
 
+    def emit(self, event) -> None:
+        self.reporter.emit(event)
+
     def progress(self, done: int, total: int | None, label: str = "") -> None:
         self.reporter.check_cancel()
-        if self._first is None:
-            self._first = done  # work already done when this process started (resume)
-        elapsed = time.time() - self.started
-        fresh = done - self._first
-        rate = fresh / elapsed if elapsed > 0 and fresh > 0 else None
-        self.reporter.log(step=done, total_steps=total, label=label, elapsed_s=round(elapsed, 1),
-                          rate=round(rate, 3) if rate else None,
-                          eta_s=round((total - done) / rate, 1) if rate and total else None)
+        self.reporter.emit(self.meter.reading(done, total, label))
         if self.echo:
             self.echo(done, total, label)
 
@@ -95,13 +117,14 @@ def _secret_env(op: Operation, config) -> dict:
     return {env: str(getattr(config, name)) for name, env in op.secrets.items() if getattr(config, name, None)}
 
 
-def _refuse_if_running(ws, op: Operation) -> None:
+def refuse_if_running(ws, op: Operation) -> None:
+    """The rule "one job of this kind at a time per workspace", in one sentence with the command that ends the other."""
     if not op.exclusive:
         return
     busy = running(ws, op)
     if busy is not None:
-        raise JobError(f"A {busy.kind} job is already running in workspace '{ws.name}' ({busy.id}); wait for it "
-                       f"or cancel it with `ragtune jobs cancel {busy.id} -w {ws.name}`.")
+        raise JobError(f"{op.title[:1].upper()}{op.title[1:]} is already running in workspace '{ws.name}' ({busy.id}); "
+                       f"wait for it or cancel it with `ragtune jobs cancel {busy.id} -w {ws.name}`.")
 
 
 def running(ws, op: Operation) -> Job | None:
@@ -120,8 +143,20 @@ def operation_kind(job: Job) -> str | None:
     path of the Operation (``"retrieval.service:INDEX"``), whose kind is the job's own."""
     ref = (job.config or {}).get("operation")
     if not ref:
-        return None
+        return job.kind if job.kind in _OWN_PROCESS_KINDS else None
     return job.kind if ":" in ref else ref
+
+
+_OWN_PROCESS_KINDS = ("train", "eval")  # their records kept no "operation" before they became operations
+
+
+def _stored_config(op: Operation, job: Job) -> dict:
+    config = job.config or {}
+    if "operation" in config:
+        return config["config"]
+    if op.legacy_config is None:
+        raise JobError(f"Job {job.id} was written by an older ragtune that this version cannot resume.")
+    return op.legacy_config(config)
 
 
 class OperationRegistry:
@@ -153,18 +188,21 @@ class OperationRegistry:
             raise JobError(f"The {op.kind} operation is not in this registry, so its job process could not run it.")
         return op
 
-    def _args(self, ws, op: Operation, stored: dict) -> list[str]:
-        return ["--operation", op.kind, "--workspace", str(ws.root), "--config-json", json.dumps(stored)]
+    def _launch(self, ws, op: Operation, config, stored: dict, job_id: str | None = None) -> Job:
+        """Start the job process of ``op`` under the kind's start lock (check-then-start is atomic)."""
+        args = ["--operation", op.kind, "--workspace", str(ws.root), "--config-json", json.dumps(stored)]
+        module, args = op.launcher(config, self.entry, args)
+        with start_lock(ws, op.kind):
+            refuse_if_running(ws, op)
+            return start_job(ws, op.kind, module, args, config=_job_config(op, stored),
+                             job_id=job_id or op.job_id(config), env={**op.environment(config), **_secret_env(op, config)})
 
     def start(self, ws, op: Operation, config) -> Job:
         """Validate, then run the operation in its own process; returns the Job at once (tail ``job.log_path``)."""
         op = self._registered(op)
+        refuse_if_running(ws, op)  # before preparing (a training set is read whole): a clear answer at once
         config = _checked(ws, op, config)
-        stored = _stored(op, config)
-        with start_lock(ws, op.kind):
-            _refuse_if_running(ws, op)
-            return start_job(ws, op.kind, self.entry, self._args(ws, op, stored), config=_job_config(op, stored),
-                             env=_secret_env(op, config))
+        return self._launch(ws, op, config, _stored(op, config))
 
     def run_here(self, ws, op: Operation, config, *, echo: Callable[[int, int, str], None] | None = None) -> Job:
         """Validate and run the operation in this process, as a job others see (``ragtune jobs list``, the app).
@@ -175,18 +213,25 @@ class OperationRegistry:
         op = self._registered(op)
         config = _checked(ws, op, config)
         stored = _stored(op, config)
+        args = ["--operation", op.kind, "--workspace", str(ws.root), "--config-json", json.dumps(stored)]
         with start_lock(ws, op.kind):
-            _refuse_if_running(ws, op)
-            job = write_job_here(ws, op.kind, self.entry, self._args(ws, op, stored),
-                                 config=_job_config(op, stored))
+            refuse_if_running(ws, op)
+            job = write_job_here(ws, op.kind, self.entry, args, config=_job_config(op, stored))
         self._run(ws, op, config, job.dir, echo)
         return get_job(ws, job.id)
 
     def _run(self, ws, op: Operation, config, job_dir, echo=None) -> None:
         with JobReporter(job_dir) as reporter:
             ctx = JobContext(reporter, echo, operations=self)
-            reporter.log(event="start", operation=op.kind, config=_stored(op, config))
+            reporter.emit(OperationStarted(operation=op.kind, config=_stored(op, config)))
             reporter.result = op.work(ws, config, ctx) or {}
+
+    def _run_silently(self, ws, op: Operation, config, job_dir) -> None:
+        """A process of a multi-process launch other than rank 0 (accelerate): the same work, no log, no status."""
+        try:
+            op.work(ws, config, JobContext(CancelWatcher(job_dir), operations=self))
+        except JobCancelled:
+            pass
 
     def refuses_resume(self, job: Job) -> str | None:
         """Why a job of this kind never resumes, whatever its status (synth: a dataset is written whole), or None."""
@@ -194,24 +239,32 @@ class OperationRegistry:
         return self.get(kind).resume_refusal if kind else None
 
     def resume(self, ws, job_id: str) -> Job:
-        """Restart a cancelled, stopped or failed job under the same id and config, in its own process."""
+        """Restart a cancelled, stopped or failed job under the same id and config, in its own process.
+
+        The work picks up where it stopped: ingest skips stored files, an index keeps its embedded vectors,
+        training continues from its last checkpoint, an evaluation computes only its missing answers."""
         job = get_job(ws, job_id)
         kind = operation_kind(job)
         if not kind:
             raise JobError(f"Job {job_id} is a '{job.kind}' job, which this command does not resume.")
         op = self.get(kind)
         if not job.status.resumable:
-            raise JobError(f"Job {job_id} is still running." if job.status.running else f"Job {job_id} already finished.")
+            raise JobError(f"Job {job_id} is still running." if job.status.running else
+                           f"Job {job_id} already finished" + (
+                               f" and saved adapter '{job.result['adapter']}'." if (job.result or {}).get("adapter")
+                               else "."))
         if op.resume_refusal:
             raise JobError(f"Job {job_id} ({op.kind}) {job.status}: {op.resume_refusal}")
-        stored = job.config["config"]
+        stored = _stored_config(op, job)
+        config = self._config(op, stored)
+        return self._launch(ws, op, config, stored, job_id=job_id)
+
+    @staticmethod
+    def _config(op: Operation, stored: dict):
         config = op.config(**stored)
         for name, env in op.secrets.items():
             setattr(config, name, os.environ.get(env))
-        with start_lock(ws, op.kind):
-            _refuse_if_running(ws, op)
-            return start_job(ws, op.kind, self.entry, self._args(ws, op, stored), config=_job_config(op, stored),
-                             job_id=job_id, env=_secret_env(op, config))
+        return config
 
     def main(self, argv: list[str] | None = None) -> None:
         """The job process: run the operation of ``--operation KIND`` (started by ``start`` or ``resume``)."""
@@ -221,13 +274,13 @@ class OperationRegistry:
         p.add_argument("--config-json", required=True)
         p.add_argument("--job-dir", required=True)
         args = p.parse_args(argv)
-        from .workspace import Workspace
-
         op = self.get(args.operation)
-        config = op.config(**json.loads(args.config_json))
-        for name, env in op.secrets.items():
-            setattr(config, name, os.environ.get(env))
-        self._run(Workspace.open(args.workspace), op, config, args.job_dir)
+        config = self._config(op, json.loads(args.config_json))
+        ws = Workspace.open(args.workspace)
+        if int(os.environ.get("RANK", "0")) != 0:
+            self._run_silently(ws, op, config, args.job_dir)
+        else:
+            self._run(ws, op, config, args.job_dir)
 
 
 def cancel(ws, job_id: str) -> Job:
@@ -239,12 +292,6 @@ def latest(ws, op: Operation) -> Job | None:
     return jobs[0] if jobs else None
 
 
-def progress_of(job: Job | None) -> dict:
+def progress_of(job: Job | None) -> JobProgress:
     """Done/total, rate, ETA and label of a job, from its log (for any screen or command)."""
-    from .jobs import read_log
-
-    rows = read_log(job.log_path)[0] if job is not None else []
-    steps = [r for r in rows if r.get("step") is not None]
-    last = steps[-1] if steps else {}
-    return {"done": last.get("step", 0), "total": last.get("total_steps") or 0, "label": last.get("label", ""),
-            "rate": last.get("rate"), "eta_s": last.get("eta_s"), "rows": rows}
+    return JobProgress.of_job(job)

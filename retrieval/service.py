@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ragtune.errors import BadInputError
+from ragtune.job_events import FileIngested, OperationStarted, of_type, read_events
 from ragtune.operations import Operation
 
 
@@ -120,7 +121,7 @@ def _ingest(ws, config: IngestConfig, job) -> dict:
 
     try:
         results = ingest_paths(ws, config.paths, limits=config.limits(), progress=job.progress,
-                               all_or_nothing=config.upload, on_result=lambda r: job.log(event="file", **r.to_dict()),
+                               all_or_nothing=config.upload, on_result=lambda r: job.emit(FileIngested(extra=r.to_dict())),
                                check=job.check_cancel)
     finally:
         if config.staged:
@@ -146,7 +147,7 @@ def _start_index(ws, ingest_job) -> dict:
     return {"job": job.id, "status": job.status, "follow": f"/builder/{ws.name}/jobs/{job.id}"}
 
 
-INDEX = Operation(kind="index", config=IndexConfig, work=_index, prepare=_prepare_index)
+INDEX = Operation(kind="index", config=IndexConfig, work=_index, prepare=_prepare_index, title="an index build")
 # Concurrent ingests are safe (content-addressed; tests/retrieval/test_ingest_gate.py): several may run at once.
 INGEST = Operation(kind="ingest", config=IngestConfig, work=_ingest, exclusive=False)
 
@@ -154,13 +155,11 @@ INGEST = Operation(kind="ingest", config=IngestConfig, work=_ingest, exclusive=F
 def file_results(job, latest_run: bool = False) -> list[dict]:
     """Each file's result so far, in order, from an ingest job's log (the Documents screen's rows);
     ``latest_run``: only the newest run's (a resumed job logs every file again)."""
-    from ragtune.jobs import read_log
-
-    rows = read_log(job.log_path)[0] if job is not None else []
+    events = read_events(job.log_path)[0] if job is not None else []
     if latest_run:
-        starts = [i for i, r in enumerate(rows) if r.get("event") == "start"]
-        rows = rows[starts[-1]:] if starts else rows
-    return [r for r in rows if r.get("event") == "file"]
+        starts = [i for i, e in enumerate(events) if isinstance(e, OperationStarted)]
+        events = events[starts[-1]:] if starts else events
+    return [e.extra for e in of_type(events, FileIngested)]
 
 
 def upload_pipeline(operations):

@@ -26,28 +26,31 @@ def _cli(*args, home: Path) -> subprocess.CompletedProcess:
 
 
 def test_a_second_finetune_is_refused_while_one_runs(workspace, tiny_llm):
-    from ragtune.jobs import get_job, wait_job
+    from app.wiring import OPERATIONS
+    from ragtune.jobs import cancel_job, get_job, wait_job
+    from ragtune.operations import running
     from training.config import defaults_for
-    from training.jobs import cancel_training, running_training, start_training
+    from training.jobs import TRAIN
 
     config = defaults_for("tiny-llama", dataset=str(TRAIN_QA), max_steps=500, num_threads=1)
-    job = start_training(workspace, config)
+    job = OPERATIONS.start(workspace, TRAIN, config)
     try:
-        assert running_training(workspace).id == job.id
+        assert running(workspace, TRAIN).id == job.id
         with pytest.raises(JobError, match="already running"):
-            start_training(workspace, config)
+            OPERATIONS.start(workspace, TRAIN, config)
     finally:
-        cancel_training(workspace, job.id)
+        cancel_job(workspace, job.id)
         wait_job(workspace, job.id, timeout=120)
-    assert get_job(workspace, job.id).finished and running_training(workspace) is None
+    assert get_job(workspace, job.id).finished and running(workspace, TRAIN) is None
 
 
 def test_two_concurrent_finetune_starts_one_wins_the_other_is_told(workspace, tiny_llm):
     import threading
 
-    from ragtune.jobs import list_jobs, wait_job
+    from app.wiring import OPERATIONS
+    from ragtune.jobs import cancel_job, list_jobs, wait_job
     from training.config import defaults_for
-    from training.jobs import cancel_training, start_training
+    from training.jobs import TRAIN
 
     config = defaults_for("tiny-llama", dataset=str(TRAIN_QA), max_steps=500, num_threads=1)
     gate = threading.Barrier(2)
@@ -56,7 +59,7 @@ def test_two_concurrent_finetune_starts_one_wins_the_other_is_told(workspace, ti
     def start(name):
         gate.wait()
         try:
-            started.append(start_training(workspace, defaults_for("tiny-llama", dataset=str(TRAIN_QA), max_steps=500,
+            started.append(OPERATIONS.start(workspace, TRAIN, defaults_for("tiny-llama", dataset=str(TRAIN_QA), max_steps=500,
                                                                   num_threads=1, adapter_name=name)))
         except JobError as exc:
             refused.append(str(exc))
@@ -68,12 +71,12 @@ def test_two_concurrent_finetune_starts_one_wins_the_other_is_told(workspace, ti
         t.join(120)
     try:
         assert len(started) == 1 and len(refused) == 1, (started, refused)
-        assert f"already running ({started[0].id})" in refused[0]
+        assert f"A fine-tune is already running in workspace '{workspace.name}' ({started[0].id})" in refused[0]
         assert f"ragtune jobs cancel {started[0].id} -w {workspace.name}" in refused[0]
         assert [j.id for j in list_jobs(workspace, kind="train")] == [started[0].id]
     finally:
         for job in started:
-            cancel_training(workspace, job.id)
+            cancel_job(workspace, job.id)
             wait_job(workspace, job.id, timeout=120)
     assert config.adapter_name is None  # the shared defaults were not touched
 
@@ -171,8 +174,7 @@ def test_the_deploy_tab_and_ragtune_deploy_share_one_upload_pipeline(tmp_path):
     """The upload route of the assistant server applies the upload limits whoever started it."""
     import inspect
 
-    import app.commands.deploy_cmds as deploy_cmds
-    import app.ui.deploy as deploy_tab
+    import app.wiring.servers as servers  # the one deploy app of `ragtune deploy` and the Deploy tab (test_wiring)
     from app.wiring import deploy_uploads
     from ragtune.ingest_gate import UploadLimits, new_staging
     from ragtune.jobs import wait_job
@@ -185,8 +187,7 @@ def test_the_deploy_tab_and_ragtune_deploy_share_one_upload_pipeline(tmp_path):
     job = wait_job(ws, deploy_uploads()(ws, staged, [big], UploadLimits()).id, timeout=240)
     assert job.status == "failed" and "more than the limit of 20 MB" in job.error, job.error
     assert not staged.exists()
-    for module in (deploy_cmds, deploy_tab):
-        assert "deploy_uploads()" in inspect.getsource(module)
+    assert "deploy_uploads()" in inspect.getsource(servers)
 
 
 def test_eval_retrieval_docs_builds_its_index_through_the_index_job(tmp_path):
@@ -243,11 +244,11 @@ def _screens():
 
     return {
         "eval": ("eval", lambda ws: enabled(evaluate.evaluation_view(ws, None)[2]), evaluate.resume_evaluation,
-                 "evaluation.service.resume_evaluation"),
+                 "app.wiring.OPERATIONS.resume"),
         "index": ("index", lambda ws: enabled(build.index_view(ws)[4]), build.resume_index_build,
                   "app.wiring.OPERATIONS.resume"),
         "train": ("train", lambda ws: enabled(build.training_view(ws)[3]), build.resume_finetune,
-                  "training.jobs.resume_training"),
+                  "app.wiring.OPERATIONS.resume"),
         "ingest": ("ingest", None, ingest, "app.wiring.OPERATIONS.resume"),
     }
 

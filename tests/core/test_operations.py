@@ -75,7 +75,7 @@ def test_the_registry_runs_only_its_own_operations(workspace):
         only_index.get("ingest")
     with pytest.raises(ValueError, match="two operations of kind 'index'"):
         OperationRegistry([INDEX, Operation(kind="index", config=IngestConfig, work=lambda *a: {})], entry="x")
-    assert set(OPERATIONS.by_kind) == {"ingest", "index", "synth", "next-round"}
+    assert set(OPERATIONS.by_kind) == {"ingest", "index", "synth", "train", "eval", "next-round"}
 
 
 def test_ingest_cancelled_midway_resumes_in_a_job_process_storing_only_the_rest(workspace):
@@ -193,8 +193,8 @@ def test_synth_then_train_is_the_build_screens_fine_tune(workspace, tiny_llm):
     assert done.status == "succeeded", done.error
     trained = get_job(workspace, done.result["train_job"])
     try:
-        assert trained.kind == "train" and trained.config["dataset"] == done.result["dataset"]["name"]
-        assert trained.config["adapter_name"] == "from-build"
+        assert trained.kind == "train" and trained.config["config"]["dataset"] == done.result["dataset"]["name"]
+        assert trained.config["config"]["adapter_name"] == "from-build"
         with pytest.raises(JobError, match="already running"):  # the fine-tune rule, checked before writing
             OPERATIONS.start(workspace, SYNTH, SynthConfig(from_file=str(TRAIN_QA), then_train=train.to_dict()))
     finally:

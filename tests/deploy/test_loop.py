@@ -42,15 +42,16 @@ def ask_on_page(page, question: str) -> str:
 
 def test_feedback_next_round_publish_and_rollback(workspace, tiny_engine):
     from app.next_round import list_rounds, start_next_round
+    from app.wiring import OPERATIONS
     from training.config import defaults_for
     from training.dataset_store import get_dataset, save_dataset_version
-    from training.jobs import start_training
+    from training.jobs import TRAIN
 
     ws = workspace
     v1 = save_dataset_version(ws, {"train": [chat(q, a) for q, a in FACTS], "validation": [],
                                    "test": [{"question": HELD_OUT[0], "answer": HELD_OUT[1], "doc": None, "page": None,
                                              **chat(*HELD_OUT)}]}, {"source": "test", "teacher": None})
-    job = start_training(ws, defaults_for("tiny-llama", dataset=v1.name, adapter_name="first"))
+    job = OPERATIONS.start(ws, TRAIN, defaults_for("tiny-llama", dataset=v1.name, adapter_name="first"))
     assert wait_job(ws, job.id, timeout=600).status == "succeeded"
     first = deployments.publish(ws, "ft", "first", note="round 0")
 
@@ -90,7 +91,7 @@ def test_feedback_next_round_publish_and_rollback(workspace, tiny_engine):
         assert len(rows) == 4 and {r["adapter"] for r in rows} == {"first"}
         assert {r["deployment_version"] for r in rows} == {first.version}
 
-        record = start_next_round(ws, wait=True, publish=True, timeout=600)
+        record = start_next_round(ws, OPERATIONS, wait=True, publish=True, timeout=600)
         assert record.status == "published" and record.adapter != "first"
         new_data = get_dataset(ws, record.dataset)
         train_questions = [r["messages"][0]["content"] for r in new_data.rows("train")]

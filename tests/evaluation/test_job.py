@@ -2,11 +2,17 @@
 
 import pytest
 
-from ragtune.errors import BadInputError
+from ragtune.errors import BadInputError, JobError
 
+from app.wiring import OPERATIONS
 from evaluation.runner import load_run
-from evaluation.service import EvalConfig, start_evaluation
+from evaluation.service import EVAL, EvalConfig, EvalJobConfig
 from ragtune.jobs import read_log, wait_job
+from ragtune.operations import cancel, running
+
+
+def start_evaluation(ws, config: EvalConfig, rows=None):
+    return OPERATIONS.start(ws, EVAL, EvalJobConfig.of(config, rows=rows))
 
 
 def test_eval_job_runs_in_background_and_stores_the_run(workspace, tiny_llm):
@@ -37,23 +43,21 @@ def _wait_for_answers(job, at_least: int, timeout: float = 120) -> int:
 
 
 def test_eval_job_cancel_then_resume_computes_only_the_missing_answers(workspace, tiny_llm):
-    from evaluation.service import cancel_evaluation, resume_evaluation, running_evaluation
-
     rows = [{"question": f"What is part {i} of the K7?", "answer": f"part {i}"} for i in range(40)]
     job = start_evaluation(workspace, EvalConfig(variants="base", model="tiny-llama", max_tokens=48), rows=rows)
     _wait_for_answers(job, 1)
     # a second evaluation is refused while this one runs: one rule, for the CLI's jobs and the UI
-    with pytest.raises(BadInputError, match="already running"):
+    with pytest.raises(JobError, match="already running"):
         start_evaluation(workspace, EvalConfig(variants="base", model="tiny-llama"), rows=rows)
-    assert running_evaluation(workspace).id == job.id
-    cancel_evaluation(workspace, job.id)
+    assert running(workspace, EVAL).id == job.id
+    cancel(workspace, job.id)
     cancelled = wait_job(workspace, job.id, timeout=120)
     assert cancelled.status == "cancelled", cancelled.error
     answered = load_run(workspace, job.id)
     kept = len(answered.results)
     assert 1 <= kept < 40 and answered.status == "interrupted"
 
-    resume_evaluation(workspace, job.id)
+    OPERATIONS.resume(workspace, job.id)
     done = wait_job(workspace, job.id, timeout=300)
     assert done.status == "succeeded", (done.error, (job.dir / "output.log").read_text()[-2000:])
     assert done.result["run_id"] == job.id and done.result["engine"] == "embedded"
@@ -81,7 +85,9 @@ def test_eval_flags_come_from_the_config_and_round_trip():
     add_dataclass_arguments(parser, EvalConfig)
     config = EvalConfig(qa="sample", variants="base,ft:a1", limit=3, max_tokens=16, engine="vllm",
                         url="http://127.0.0.1:9/v1", k=2)
-    assert dataclass_from_args(EvalConfig, parser.parse_args(config.to_argv())) == config
+    argv = [a for f in dataclasses.fields(config) if getattr(config, f.name) is not None
+            for a in (f"--{f.name.replace('_', '-')}", str(getattr(config, f.name)))]
+    assert dataclass_from_args(EvalConfig, parser.parse_args(argv)) == config
     assert dataclass_from_args(EvalConfig, parser.parse_args([])) == EvalConfig()
     help_text = parser.format_help()
     assert all(f"--{f.name.replace('_', '-')}" in help_text for f in dataclasses.fields(EvalConfig))

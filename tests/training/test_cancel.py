@@ -1,6 +1,6 @@
 """A cancel that stops: in the middle of a slow step and during evaluation, by the CANCEL file or SIGTERM.
 
-The job runs in its own process (the real ``training.run`` main) with a forward hook that makes the chosen
+The job runs in its own process (the job runner's entry, ``app.jobs_entry``, running the train operation) with a forward hook that makes the chosen
 phase slow, so a step or an evaluation takes far longer than the 5 seconds a cancel may take.
 """
 
@@ -17,7 +17,8 @@ import pytest
 
 from ragtune.jobs import get_job, read_log, start_job, wait_job
 from training.config import defaults_for
-from training.jobs import KIND, resume_training
+from app.wiring import OPERATIONS
+from training.jobs import KIND
 
 from .conftest import FACTS
 
@@ -56,7 +57,9 @@ def slow_build(*args, **kwargs):
 
 
 run.build_trainer = slow_build
-sys.exit(run.main())
+from app.wiring import OPERATIONS  # noqa: E402 - the job runner's own entry, after the patch
+
+OPERATIONS.main()
 '''
 
 
@@ -74,7 +77,8 @@ def _start_slow_job(workspace, tmp_path, phase: str, name: str):
     config = defaults_for("tiny-llama", "lora", dataset=str(_rows_file(tmp_path)), adapter_name=name,
                           num_threads=1, max_steps=8, save_steps=100)
     env = {"SLOW_PHASE": phase, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    args = ["--workspace", str(workspace.root), "--config-json", config.to_json()]
+    args = ["--operation", KIND, "--workspace", str(workspace.root), "--config-json", config.to_json()]
+    # The record as a job written before training was an operation keeps it (a flat config): resume reads it too.
     return start_job(workspace, KIND, "slow_training_job", args, config=config.to_dict(), env=env)
 
 
@@ -95,7 +99,7 @@ def _assert_stopped_and_resumable(workspace, job, requested_at: float):
     rows, _ = read_log(job.log_path)
     assert [r["status"] for r in rows if r.get("event") == "end"] == ["cancelled"]
     # Resume runs the ordinary recipe from the checkpoint the cancel left, to the end.
-    resumed = wait_job(workspace, resume_training(workspace, job.id).id, timeout=180)
+    resumed = wait_job(workspace, OPERATIONS.resume(workspace, job.id).id, timeout=180)
     assert resumed.status == "succeeded", resumed.error
     assert resumed.result["metrics"]["steps"] == 8
     return rows

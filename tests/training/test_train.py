@@ -12,10 +12,12 @@ import pytest
 
 from ragtune.adapters import get_adapter, list_adapters
 from ragtune.errors import BadInputError, JobError
-from ragtune.jobs import JobReporter, get_job, read_log, wait_job
+from app.wiring import OPERATIONS
+from ragtune.jobs import JobReporter, cancel_job, get_job, read_log, wait_job
 from training.config import defaults_for
-from training.jobs import cancel_training, resume_training, start_training
+from training.jobs import TRAIN
 from training.run import train
+from training.trainer import fit_max_length
 
 from .conftest import FACTS
 
@@ -74,15 +76,15 @@ def test_tiny_model_memorises_facts_and_saves_a_peft_adapter(workspace, tiny_llm
 def test_job_cancel_resume_crash_resume(workspace, facts_file):
     """One job's life: cancel -> resume from the cancel step; kill -9 -> resume from the last checkpoint."""
     config = _config(facts_file, adapter_name="resumed", max_steps=150, save_steps=40)
-    job = start_training(workspace, config)
+    job = OPERATIONS.start(workspace, TRAIN, config)
     _wait_for_step(workspace, job, 5)
-    cancel_training(workspace, job.id)
+    cancel_job(workspace, job.id)
     job = wait_job(workspace, job.id, timeout=60)
     assert job.status == "cancelled"
     cancel_step = max(int(p.name.split("-")[1]) for p in (job.dir / "checkpoints").glob("checkpoint-*"))
     assert 5 <= cancel_step < 40
 
-    job = resume_training(workspace, job.id)
+    job = OPERATIONS.resume(workspace, job.id)
     _wait_for_step(workspace, job, 85)
     os.kill(job.pid, signal.SIGKILL)
     deadline = time.time() + 30
@@ -97,7 +99,7 @@ def test_job_cancel_resume_crash_resume(workspace, facts_file):
     assert {"adapter_model.safetensors", "optimizer.pt", "trainer_state.json"} <= kept
     assert not kept & {"tokenizer.json", "tokenizer_config.json"}
 
-    job = wait_job(workspace, resume_training(workspace, job.id).id, timeout=180)
+    job = wait_job(workspace, OPERATIONS.resume(workspace, job.id).id, timeout=180)
     assert job.status == "succeeded", job.error
     rows, _ = read_log(job.log_path)
     begins = [i for i, r in enumerate(rows) if r.get("event") == "train_begin"]
@@ -108,7 +110,7 @@ def test_job_cancel_resume_crash_resume(workspace, facts_file):
     assert job.result["metrics"]["steps"] == 150
     assert [a.name for a in list_adapters(workspace)] == ["resumed"]
     with pytest.raises(JobError, match="already finished"):
-        resume_training(workspace, job.id)
+        OPERATIONS.resume(workspace, job.id)
 
 
 def test_bad_training_files_fail_clearly_before_any_job(workspace, tmp_path):
@@ -116,13 +118,13 @@ def test_bad_training_files_fail_clearly_before_any_job(workspace, tmp_path):
     bad.write_text('{"messages": [{"role": "user", "content": "only a question"}]}\n{not json}\n')
     with pytest.raises(BadInputError, match=r"no usable training rows: line 1: the last message must be the "
                                             r"assistant's answer; line 2: invalid JSON"):
-        start_training(workspace, _config(bad))
+        OPERATIONS.start(workspace, TRAIN, _config(bad))
     with pytest.raises(BadInputError, match="does not exist"):
-        start_training(workspace, _config(tmp_path / "missing.jsonl"))
+        OPERATIONS.start(workspace, TRAIN, _config(tmp_path / "missing.jsonl"))
     with pytest.raises(BadInputError, match="no training data yet"):
-        start_training(workspace, defaults_for("tiny-llama"))
+        OPERATIONS.start(workspace, TRAIN, defaults_for("tiny-llama"))
     with pytest.raises(BadInputError, match="Unknown training method"):
-        start_training(workspace, _config(bad, method="dora"))
+        OPERATIONS.start(workspace, TRAIN, _config(bad, method="dora"))
     assert not any(workspace.path("jobs").iterdir())
 
 
@@ -144,7 +146,7 @@ def test_wrong_target_modules_fail_with_a_reason(workspace, facts_file):
 def test_duplicate_adapter_name_is_refused(workspace, facts_file):
     workspace.path("adapters", "dup").mkdir()
     with pytest.raises(BadInputError, match="already exists"):
-        start_training(workspace, _config(facts_file, adapter_name="dup"))
+        OPERATIONS.start(workspace, TRAIN, _config(facts_file, adapter_name="dup"))
 
 
 def test_auto_sequence_length_holds_every_row_and_a_short_cap_is_reported(workspace, tmp_path, facts_file):
@@ -174,8 +176,6 @@ def test_auto_sequence_length_holds_every_row_and_a_short_cap_is_reported(worksp
 
 
 def test_fit_max_length_picks_the_shortest_standard_length():
-    from training.run import fit_max_length
-
     assert fit_max_length([40, 61]) == 128
     assert fit_max_length([40, 136]) == 256
     assert fit_max_length([513]) == 1024
