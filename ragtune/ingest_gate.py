@@ -25,10 +25,12 @@ stores nothing when any file is refused here or fails to parse.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import stat
 import struct
+import time
 import unicodedata
 import zipfile
 import zlib
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterable
 
 from .errors import BadInputError
-from .jobs import pid_alive
+from .jobs import list_jobs, pid_alive
 from .pdf_streams import check_pdf_streams
 from .pdfium_lock import PDFIUM_LOCK
 
@@ -387,11 +389,6 @@ def sweep_staging(ws) -> list[str]:
     """Remove the staging folders nothing will read any more: their job ended (however: a job killed
     before its cleanup, a server stopped mid-upload), or no job ever started and their creator is gone
     (or has had STAGING_GRACE_S). Returns the names removed."""
-    import json
-    import time
-
-    from .jobs import list_jobs
-
     root = ws.path(STAGING)
     if not root.is_dir():
         return []

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_directory, atomic_write_json, read_json
 from .errors import ModelNotFoundError
-from .paths import cache_dir
+from .paths import cache_dir, repo_datasets_dir
 
 DEFAULT_LLM = "gemma-3-270m"
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
@@ -247,8 +247,6 @@ def _tiny_corpus() -> list[str]:
     """The tiny tokenizer learns from the sample data alone. It read every file under datasets/ before, so a
     gold set added there retrained the tokenizer and changed the tests' models: a test whose model chooses
     between two continuations by a small margin flipped on a commit that added only questions."""
-    from .paths import repo_datasets_dir
-
     texts = []
     root = repo_datasets_dir()
     sample = sorted((root / "sample").rglob("*")) + [root / "sample_qa.jsonl", root / "sample_train_qa.jsonl"]
