@@ -20,6 +20,7 @@ from ragtune.adapters import adapter_path, validate_adapter_name
 from ragtune.errors import BadInputError
 from ragtune.job_events import JobWarning
 from ragtune.operations import Operation, refuse_if_running
+from retrieval.documents import all_chunks
 from training.config import TrainConfig
 from training.jobs import TRAIN
 from training.synth import SynthConfig
@@ -28,10 +29,6 @@ TEACHER_KEY_ENV = "RAGTUNE_TEACHER_API_KEY"
 
 
 def workspace_chunks(ws) -> list:
-    try:
-        from retrieval.documents import all_chunks
-    except ImportError as exc:
-        raise BadInputError(f"Document storage is not available ({exc}); ingest documents first.") from None
     return all_chunks(ws)
 
 

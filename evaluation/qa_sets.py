@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ragtune.errors import BadInputError
 from retrieval.evaluate import parse_gold
+from training import synth
 
 QUESTION_KEYS = ("question", "query", "prompt", "q")
 ANSWER_KEYS = ("answer", "reference", "truth", "ground_truth", "reference_answer", "expected", "answers", "a")
@@ -207,10 +208,6 @@ def rows_from_text(text: str) -> tuple[list[dict], list[tuple[int, str]]]:
 
 def held_out_rows(ws, dataset: str | None = None) -> tuple[list[dict], str]:
     """The test split of a generated training set (the newest one unless named): (rows, label)."""
-    try:
-        from training import synth
-    except ImportError:  # training not installed in this build
-        raise BadInputError("No generated training set is available; pass a test set file.") from None
     version = None
     if dataset:
         for candidate in synth.list_datasets(ws):

@@ -17,6 +17,7 @@ from pathlib import Path
 import gradio as gr
 
 from app.wiring.assistants import EngineSpec, build_assistant, build_engine
+from ragtune.adapters import list_adapters
 from ragtune.errors import BadInputError, RagtuneError, ServerUnavailableError, WorkspaceError
 from ragtune.workspace import Workspace, list_workspaces
 
@@ -109,10 +110,6 @@ def fmt_seconds(s) -> str:
 
 
 def adapter_names(ws: Workspace) -> list[str]:
-    try:
-        from ragtune.adapters import list_adapters
-    except ModuleNotFoundError:
-        return []
     return [a.name for a in list_adapters(ws)]
 
 
