@@ -30,12 +30,13 @@ from typing import Callable, Iterator
 from ragtune.errors import BadInputError, RagtuneError, WorkspaceError
 from ragtune.ingest_gate import Found, IngestLimits, gather, read_found, screen_bytes
 from ragtune.jobs import JobCancelled
+from ragtune.models import resolve_embedder
 from ragtune.workspace import disk_full_error, is_disk_full
 
 from .chunking import ChunkingConfig, DraftChunk, TokenCounter, iter_chunks
 from .documents import blocks_path, content_hash, open_store, part_path, replace_chunks
 from .formats import Block, ParsedDocument
-from .parse_worker import InProcessParser, ParseWorker
+from .parse_worker import InProcessParser, ParsedStream, ParseWorker
 from .settings import RetrievalSettings, load_settings
 
 __all__ = ["IngestLimits", "IngestResult", "ingest_paths", "describe"]
@@ -131,8 +132,6 @@ class _BlocksWriter:
 
 
 def counter_for(settings: RetrievalSettings) -> TokenCounter:
-    from ragtune.models import resolve_embedder
-
     return TokenCounter(resolve_embedder(settings.embedder).path)
 
 
@@ -158,9 +157,16 @@ def ingest_paths(ws, paths, *, limits: IngestLimits | None = None,
     try:
         return _ingest(ws, paths, limits or IngestLimits(), progress, all_or_nothing, on_result, stored, check)
     except Exception as exc:
-        if is_disk_full(exc) or (isinstance(exc, WorkspaceError) and str(exc) == str(disk_full_error(ws.name))):
+        if _disk_full(exc):
             raise disk_full_error(ws.name, stored) from None
         raise
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """A full disk met here (ENOSPC, SQLite's SQLITE_FULL), or under the WorkspaceError the workspace raises
+    for one when it cannot open its database (raised ``from None``: the error it replaces is its context)."""
+    return is_disk_full(exc) or (isinstance(exc, WorkspaceError) and exc.__context__ is not None
+                                 and is_disk_full(exc.__context__))
 
 
 def _ingest(ws, paths, limits: IngestLimits, progress, all_or_nothing: bool, on_result=None,
@@ -172,8 +178,8 @@ def _ingest(ws, paths, limits: IngestLimits, progress, all_or_nothing: bool, on_
         parser = ParseWorker(limits.parse_memory_mb, limits.parse_timeout_s, check)
         parser.start()
     try:
-        return _ingest_found(ws, found, limits, progress, all_or_nothing, on_result, parser,
-                             stored if stored is not None else [])
+        batch = _Batch(ws, found, limits, parser, all_or_nothing, on_result, stored if stored is not None else [])
+        return batch.run(progress)
     finally:
         parser.close()
 
@@ -204,169 +210,185 @@ class _Stop:
     error: Exception
 
 
-def _ingest_found(ws, found: list[Found], limits: IngestLimits, progress, all_or_nothing: bool, on_result,
-                  parser, stored: list[str]) -> list[IngestResult]:
-    """The batch as a two-stage pipeline: while this process chunks and stores file i, the parser reads
-    file i+1 (gated and copied first). Results are still decided and reported in order; `stored` hears
-    the name of each file as it is committed."""
-    open_store(ws)
-    settings = load_settings(ws)
-    counter = functools.cache(lambda: counter_for(settings))  # loaded once a file passes the gate
-    results: list[IngestResult | None] = [None] * len(found)
-    waiting: list[_Prepared] = []
-    copies: list[_Copied] = []  # copied and not yet stored or refused: their `.part` files go if this stops
-    sizes = [0]
+class _Batch:
+    """A batch of files as a two-stage pipeline: while this process chunks and stores file i, the parser
+    reads file i+1 (gated and copied first). Results are still decided and reported in order; `stored`
+    hears the name of each file as it is committed."""
 
-    def failed(item: Found, exc: Exception) -> IngestResult:
-        if isinstance(exc, BadInputError):
-            return IngestResult(item.name, "failed", str(exc))
-        if isinstance(exc, (RagtuneError, JobCancelled)) or is_disk_full(exc):
-            raise exc
-        # a parser bug must not stop the batch; say what happened
-        return IngestResult(item.name, "failed", f"unexpected error while reading it ({type(exc).__name__}: {exc})")
+    def __init__(self, ws, found: list[Found], limits: IngestLimits, parser: ParseWorker | InProcessParser,
+                 all_or_nothing: bool, on_result: Callable[[IngestResult], None] | None, stored: list[str]):
+        self.ws, self.found, self.limits, self.parser = ws, found, limits, parser
+        self.all_or_nothing, self.on_result, self.stored = all_or_nothing, on_result, stored
+        open_store(ws)
+        self.settings = load_settings(ws)
+        self.counter = functools.cache(lambda: counter_for(self.settings))  # loaded once a file passes the gate
+        self.results: list[IngestResult | None] = [None] * len(found)
+        self.waiting: list[_Prepared] = []  # parsed, stored together at the end (all or nothing)
+        self.copies: list[_Copied] = []  # copied and not yet stored or refused: their `.part` files go if this stops
+        self.copied_bytes = 0
 
-    def gate(i: int, busy: _Copied | None):
+    def run(self, progress: Callable[[int, int, str], None] | None) -> list[IngestResult]:
+        try:
+            self._read_each_file(progress)
+            failed = [r for r in self.results if r is not None and r.status == "failed"]
+            if self.all_or_nothing and failed:
+                raise BadInputError("Upload refused, nothing was stored: " +
+                                    " ".join(f"'{r.name}': {r.reason.rstrip('.')}." for r in failed))
+            self._store_waiting()
+        finally:
+            for item in self.waiting:
+                item.discard()
+            for copied in self.copies:
+                copied.part.unlink(missing_ok=True)
+        if progress:
+            progress(len(self.found), len(self.found), "")
+        return [r for r in self.results if r is not None]
+
+    def _read_each_file(self, progress: Callable[[int, int, str], None] | None) -> None:
+        """Each file gated, parsed and chunked in turn, then stored (or held back, all or nothing)."""
+        ahead = None
+        for i, item in enumerate(self.found):
+            if progress:
+                progress(i, len(self.found), item.name)
+            current = self._gate(i, None) if i == 0 or isinstance(ahead, _Later) else ahead
+            if isinstance(current, _Stop):
+                raise current.error
+            outcome = self._parse(current) if isinstance(current, _Copied) else current
+            # The parser is idle now: it reads the next file while this one is chunked and stored.
+            busy = current if isinstance(current, _Copied) else None
+            ahead = self._gate(i + 1, busy) if i + 1 < len(self.found) else None
+            if isinstance(outcome, IngestResult):
+                self._report(i, outcome)
+            elif self.all_or_nothing:
+                self.waiting.append(outcome)
+            else:
+                _forget(self.copies, outcome)
+                self._report(i, _store(self.ws, [outcome], self.settings)[0])
+
+    def _store_waiting(self) -> None:
+        self.copies.clear()  # all of them are in `waiting` now
+        for item, result in zip(self.waiting, _store(self.ws, self.waiting, self.settings)):
+            self.results[item.index] = result
+            if result.status == "added":
+                self.stored.append(result.name)
+
+    def _report(self, i: int, result: IngestResult) -> None:
+        self.results[i] = result
+        if result.status == "added":
+            self.stored.append(result.name)
+        if self.on_result and not self.all_or_nothing:
+            self.on_result(result)
+
+    def _gate(self, i: int, busy: _Copied | None) -> _Copied | IngestResult | _Later | _Stop:
         """Gate, copy and send file i to the parser: a _Copied, a final IngestResult, _Later, or (while
         `busy` is read) an error that stops the batch once `busy` is stored (a full disk)."""
         try:
-            return _gate(i, busy)
+            return self._copy_and_submit(i, busy)
         except Exception as exc:
             if busy is None:
                 raise
             return _Stop(exc)
 
-    def _gate(i: int, busy: _Copied | None):
-        item = found[i]
+    def _copy_and_submit(self, i: int, busy: _Copied | None) -> _Copied | IngestResult | _Later:
+        item = self.found[i]
         try:
-            if i >= limits.max_files:
-                raise BadInputError(f"more than {limits.max_files} files in one batch; ingest the rest separately")
+            if i >= self.limits.max_files:
+                raise BadInputError(f"more than {self.limits.max_files} files in one batch; ingest the rest separately")
             if item.problem:
                 raise BadInputError(item.problem)
-            copied = _copy(ws, i, item, limits, waiting, busy, sizes)
+            copied = self._copy(i, item, busy)
             if isinstance(copied, _Copied):
-                copies.append(copied)
-                parser.submit(copied.part, max_pages=limits.max_pages, strip_repeats=settings.strip_repeats,
-                              pdf_tables=settings.pdf_tables)
+                self.copies.append(copied)
+                self.parser.submit(copied.part, max_pages=self.limits.max_pages,
+                                   strip_repeats=self.settings.strip_repeats, pdf_tables=self.settings.pdf_tables)
             return copied
         except Exception as exc:
-            return failed(item, exc)
+            return _failed(item, exc)
 
-    def finish(copied: _Copied) -> _Prepared | IngestResult:
+    def _copy(self, index: int, item: Found, busy: _Copied | None) -> _Copied | IngestResult | _Later:
+        """The file's bytes, checked, copied under a `.part-` name; or why it is not (a duplicate)."""
+        data = read_found(item, self.limits)
+        if not data:
+            raise BadInputError("the file is empty (0 bytes)")
+        screen_bytes(item.name, data, self.limits)
+        doc_id = content_hash(data)
+        if busy is not None and busy.doc_id == doc_id:
+            return _Later(index)  # the same content is being read: its outcome decides this file's
+        earlier = next((w for w in self.waiting if w.doc_id == doc_id), None)
+        if earlier is not None:
+            return IngestResult(item.name, "duplicate", f"same content as '{earlier.name}' in this batch", doc_id, 0)
+        with self.ws.db() as conn:
+            same = conn.execute("SELECT name FROM retrieval_documents WHERE doc_id=?", (doc_id,)).fetchone()
+        if same is not None:
+            return IngestResult(item.name, "duplicate", f"same content as '{same['name']}', already stored", doc_id, 0)
+        self.copied_bytes += len(data)
+        if self.limits.max_total_mb is not None and self.copied_bytes > self.limits.max_total_mb * 1048576:
+            raise BadInputError(f"the files add up to more than the {self.limits.max_total_mb:g} MB limit per request")
+        stored = Path("documents") / f"{doc_id}{Path(item.name).suffix.lower()[:10]}"
+        part = part_path(self.ws.path(str(stored)))
+        try:
+            # The copy is parsed, not the original: what is stored is exactly what passed the gate.
+            _write_synced(part, data)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        return _Copied(index, item.name, doc_id, len(data), stored, part)
+
+    def _parse(self, copied: _Copied) -> _Prepared | IngestResult:
         """The parser's answer for a copied file, chunked as its blocks come: the blocks go to their
         `.part` file and the chunks to a spill file, so memory holds one batch, not the file."""
-        blocks_part = part_path(blocks_path(ws, copied.doc_id))
-        drafts = _DraftSpill(ws.path("chunks"))
+        blocks_part = part_path(blocks_path(self.ws, copied.doc_id))
+        drafts = _DraftSpill(self.ws.path("chunks"))
         writer: _BlocksWriter | None = None
         try:
-            counter()  # the tokenizer loads while the parser reads (the first file: while the worker starts)
-            stream = parser.stream()
+            self.counter()  # the tokenizer loads while the parser reads (the first file: while the worker starts)
+            stream = self.parser.stream()
             writer = _BlocksWriter(blocks_part)
             lead: list[Block] = []  # the opening blocks, which describe() reads
-
-            def blocks() -> Iterator[Block]:
-                for batch in stream:
-                    for block in batch:
-                        if len(lead) < 6:
-                            lead.append(block)
-                        writer.add(block)
-                        yield block
-
-            for draft in iter_chunks(blocks(), counter(), chunking_config(settings)):
+            for draft in iter_chunks(_written(stream, writer, lead), self.counter(), chunking_config(self.settings)):
                 drafts.add(draft)
             document = stream.document
             title = describe(ParsedDocument(document.kind, lead, document.pages, document.title), copied.name)
             writer.finish(title)
         except BaseException as exc:
-            parser.abandon()
+            self.parser.abandon()
             if writer is not None:
                 writer.close()
             drafts.close()
             for p in (blocks_part, copied.part):
                 p.unlink(missing_ok=True)
-            _forget(copies, copied)
+            _forget(self.copies, copied)
             if not isinstance(exc, Exception):
                 raise
-            return failed(found[copied.index], exc)
+            return _failed(self.found[copied.index], exc)
         return _Prepared(copied.index, copied.name, copied.doc_id, copied.size, document, drafts, title,
                          copied.stored, copied.part, blocks_part, [copied.part, blocks_part])
 
-    def report(i: int, result: IngestResult) -> None:
-        results[i] = result
-        if result.status == "added":
-            stored.append(result.name)
-        if on_result and not all_or_nothing:
-            on_result(result)
 
-    try:
-        ahead = None
-        for i, item in enumerate(found):
-            if progress:
-                progress(i, len(found), item.name)
-            current = gate(i, None) if i == 0 or isinstance(ahead, _Later) else ahead
-            if isinstance(current, _Stop):
-                raise current.error
-            outcome = finish(current) if isinstance(current, _Copied) else current
-            # The parser is idle now: it reads the next file while this one is chunked and stored.
-            ahead = gate(i + 1, current if isinstance(current, _Copied) else None) if i + 1 < len(found) else None
-            if isinstance(outcome, IngestResult):
-                report(i, outcome)
-            elif all_or_nothing:
-                waiting.append(outcome)
-            else:
-                _forget(copies, outcome)
-                report(i, _store(ws, [outcome], settings)[0])
-        failed_ = [r for r in results if r is not None and r.status == "failed"]
-        if all_or_nothing and failed_:
-            raise BadInputError("Upload refused, nothing was stored: " +
-                                " ".join(f"'{r.name}': {r.reason.rstrip('.')}." for r in failed_))
-        copies.clear()  # all of them are in `waiting` now
-        for item, result in zip(waiting, _store(ws, waiting, settings)):
-            results[item.index] = result
-            if result.status == "added":
-                stored.append(result.name)
-    finally:
-        for item in waiting:
-            item.discard()
-        for copied in copies:
-            copied.part.unlink(missing_ok=True)
-    if progress:
-        progress(len(found), len(found), "")
-    return [r for r in results if r is not None]
+def _written(stream: ParsedStream, writer: _BlocksWriter, lead: list[Block]) -> Iterator[Block]:
+    """The parsed blocks as they come, each written to the file's blocks as it passes; the first six
+    are kept in `lead`."""
+    for batch in stream:
+        for block in batch:
+            if len(lead) < 6:
+                lead.append(block)
+            writer.add(block)
+            yield block
+
+
+def _failed(item: Found, exc: Exception) -> IngestResult:
+    """A file's failure as its result; what stops the whole batch (a cancel, a full disk) is raised."""
+    if isinstance(exc, BadInputError):
+        return IngestResult(item.name, "failed", str(exc))
+    if isinstance(exc, (RagtuneError, JobCancelled)) or is_disk_full(exc):
+        raise exc
+    # a parser bug must not stop the batch; say what happened
+    return IngestResult(item.name, "failed", f"unexpected error while reading it ({type(exc).__name__}: {exc})")
 
 
 def _forget(copies: list[_Copied], item) -> None:
     """`item`'s copy is no longer this batch's to remove (stored, or removed already)."""
     copies[:] = [c for c in copies if c.index != item.index]
-
-
-def _copy(ws, index: int, item: Found, limits: IngestLimits, waiting: list[_Prepared], busy: _Copied | None,
-          sizes: list[int]) -> _Copied | IngestResult | _Later:
-    data = read_found(item, limits)
-    if not data:
-        raise BadInputError("the file is empty (0 bytes)")
-    screen_bytes(item.name, data, limits)
-    doc_id = content_hash(data)
-    if busy is not None and busy.doc_id == doc_id:
-        return _Later(index)  # the same content is being read: its outcome decides this file's
-    earlier = next((w for w in waiting if w.doc_id == doc_id), None)
-    if earlier is not None:
-        return IngestResult(item.name, "duplicate", f"same content as '{earlier.name}' in this batch", doc_id, 0)
-    with ws.db() as conn:
-        same = conn.execute("SELECT name FROM retrieval_documents WHERE doc_id=?", (doc_id,)).fetchone()
-    if same is not None:
-        return IngestResult(item.name, "duplicate", f"same content as '{same['name']}', already stored", doc_id, 0)
-    sizes[0] += len(data)
-    if limits.max_total_mb is not None and sizes[0] > limits.max_total_mb * 1048576:
-        raise BadInputError(f"the files add up to more than the {limits.max_total_mb:g} MB limit per request")
-    stored = Path("documents") / f"{doc_id}{Path(item.name).suffix.lower()[:10]}"
-    part = part_path(ws.path(str(stored)))
-    try:
-        # The copy is parsed, not the original: what is stored is exactly what passed the gate.
-        _write_synced(part, data)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    return _Copied(index, item.name, doc_id, len(data), stored, part)
 
 
 def _write_synced(path: Path, data: bytes) -> None:
