@@ -12,9 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ragtune.errors import BadInputError
+from ragtune.errors import BadInputError, RagtuneError
+from ragtune.ingest_gate import IngestLimits, UploadLimits, remove_staging
 from ragtune.job_events import FileIngested, OperationStarted, of_type, read_events
 from ragtune.operations import Operation
+
+from .evaluate import load_qa
+from .index import build_index
+from .ingest import ingest_paths
+from .settings import load_settings, save_settings
 
 
 @dataclass
@@ -51,8 +57,6 @@ class IngestConfig:
         return self
 
     def limits(self):
-        from ragtune.ingest_gate import IngestLimits, UploadLimits
-
         limits = UploadLimits() if self.upload else IngestLimits()
         if self.max_file_mb:
             limits.max_file_mb = self.max_file_mb
@@ -97,9 +101,6 @@ class IndexConfig:
 
 
 def _prepare_index(ws, config: IndexConfig) -> IndexConfig:
-    from .evaluate import load_qa
-    from .settings import load_settings
-
     load_settings(ws, **config.changes())  # a chunk size the workspace cannot use fails here, in a sentence
     if config.qa:
         load_qa(config.qa)  # so does an unreadable question file, before the job starts
@@ -107,26 +108,18 @@ def _prepare_index(ws, config: IndexConfig) -> IndexConfig:
 
 
 def _index(ws, config: IndexConfig, job) -> dict:
-    from .evaluate import load_qa
-    from .index import build_index
-    from .settings import save_settings
-
     rows = load_qa(config.qa) if config.qa else None
     settings = save_settings(ws, **config.changes()) if config.changes() else None
     return build_index(ws, progress=job.progress, settings=settings, tuning_rows=rows)
 
 
 def _ingest(ws, config: IngestConfig, job) -> dict:
-    from .ingest import ingest_paths
-
     try:
         results = ingest_paths(ws, config.paths, limits=config.limits(), progress=job.progress,
                                all_or_nothing=config.upload, on_result=lambda r: job.emit(FileIngested(extra=r.to_dict())),
                                check=job.check_cancel)
     finally:
         if config.staged:
-            from ragtune.ingest_gate import remove_staging
-
             remove_staging(ws, config.staged)
     if config.upload:  # the index as the one-at-a-time job `ragtune index` starts; its id goes in the result
         built = _start_index(ws, job) if config.index and any(r.status == "added" for r in results) else None
@@ -138,8 +131,6 @@ def _ingest(ws, config: IngestConfig, job) -> dict:
 def _start_index(ws, ingest_job) -> dict:
     """Start the index job from the registry the ingest job runs from: its id and where to follow it, or
     why it did not start (the documents are stored)."""
-    from ragtune.errors import RagtuneError
-
     try:
         job = ingest_job.operations.start(ws, INDEX, IndexConfig())
     except RagtuneError as exc:
