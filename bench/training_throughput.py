@@ -91,7 +91,8 @@ def run_ragtune(model: str, rows: list[dict], method: str, batch: int, out: Path
     from ragtune.jobs import JobReporter
     from ragtune.models import resolve_llm
     from training.config import defaults_for
-    from training.run import _make_callbacks, add_cancel_check, build_trainer
+    from training.callbacks import make_callbacks
+    from training.run import add_cancel_check, build_trainer
 
     # ragtune's own sequence length (auto for Gemma 3 270M: the shortest standard length that holds every
     # row). Packing short rows into 512 tokens would pay for attention across 512 positions that a short
@@ -100,7 +101,7 @@ def run_ragtune(model: str, rows: list[dict], method: str, batch: int, out: Path
                           bf16=bf16)
     t = time.time()
     reporter = JobReporter(out / "job")  # as a job runs: a log row per step, the cancel check, the budget guard
-    callbacks = _make_callbacks(reporter, config, 0.0, deadline=time.time() + 10**6)
+    callbacks = make_callbacks(reporter, config, 0.0, deadline=time.time() + 10**6)
     trainer = build_trainer(config, resolve_llm(model, progress=False).path, rows, [], out / "checkpoints",
                             callbacks)
     callbacks[0].accelerator = trainer.accelerator

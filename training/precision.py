@@ -46,6 +46,13 @@ class PrecisionChoice:
     def to_dict(self) -> dict:
         return {**asdict(self), "label": self.label}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "PrecisionChoice":
+        """The choice as ``to_dict`` wrote it (a resumed job reads it back from its plan.json)."""
+        return cls(bf16=bool(d["bf16"]), threads=d.get("threads"), tokens_per_s=d.get("tokens_per_s"),
+                   reason=d.get("reason"), measurements=[Measurement(**m) for m in d.get("measurements") or []],
+                   probe_s=d.get("probe_s") or 0.0)
+
 
 class _TooSlow(Exception):
     pass
@@ -183,3 +190,32 @@ def choose_precision(model_factory: Callable[[], object], input_ids, *, bf16: bo
         reason = f"set by the user: {best.label}, measured {best.tokens_per_s} tokens/s"
     return PrecisionChoice(bf16=best.bf16, threads=best.threads, tokens_per_s=best.tokens_per_s, reason=reason,
                            measurements=results, probe_s=round(probe_s, 1))
+
+
+PROBE_LENGTH = 512  # longer sequences are timed at 512 tokens: the cost per token barely grows beyond it
+
+
+def probe_inputs(tokenizer, rows: list[dict], max_length: int, batch_size: int, answers_only: bool = True):
+    """(input_ids, labels): a batch of real training tokens at the run's batch size and sequence length (up to
+    PROBE_LENGTH, so that timing a slow precision on a slow CPU does not take minutes). With `answers_only`
+    the labels learn the answers only (-100 on the prompts), as assistant-only training does, so the probe
+    pays for the LM head on as many positions as training does."""
+    import torch
+
+    max_length = min(max_length, PROBE_LENGTH)
+    ids: list[int] = []
+    learned: list[bool] = []
+    for row in rows[:2000]:
+        full = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=False)
+        prompt = tokenizer.apply_chat_template(row["messages"][:-1], tokenize=True, return_dict=False,
+                                               add_generation_prompt=True)
+        ids += full
+        learned += [not answers_only or i >= len(prompt) for i in range(len(full))]
+        if len(ids) >= max_length * batch_size:
+            break
+    need = max_length * batch_size
+    repeat = need // max(len(ids), 1) + 1
+    ids, learned = (ids * repeat)[:need], (learned * repeat)[:need]
+    input_ids = torch.tensor(ids, dtype=torch.long).view(batch_size, max_length)
+    labels = torch.where(torch.tensor(learned).view(batch_size, max_length), input_ids, -100)
+    return input_ids, labels

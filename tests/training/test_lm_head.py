@@ -8,7 +8,8 @@ import pytest
 from ragtune.models import resolve_llm
 from training.config import defaults_for
 from training.lm_head import add_compact_lm_head, adapter_inputs_stay_bf16, frozen_weights_to_bf16
-from training.run import build_trainer, method_label, trainable_model
+from training.precision import probe_inputs
+from training.trainer import build_trainer, method_label, trainable_model
 
 from .conftest import FACTS
 
@@ -117,8 +118,6 @@ def test_a_bf16_lora_trainer_stores_its_base_in_bf16_and_labels_it_truthfully(tm
 def test_the_probe_learns_the_answers_only_as_training_does():
     import torch
     from transformers import AutoTokenizer
-
-    from training.run import probe_inputs
 
     tok = AutoTokenizer.from_pretrained(resolve_llm("tiny-gemma", progress=False).path)
     rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in FACTS]

@@ -9,7 +9,7 @@ import torch
 from ragtune.models import resolve_llm
 from training.config import defaults_for
 from training.lora_dropout import SixteenBitDropout, use_sixteen_bit_dropout
-from training.run import trainable_model
+from training.trainer import trainable_model
 
 pytestmark = pytest.mark.timeout(120)
 

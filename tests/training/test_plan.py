@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 
 import pytest
 
@@ -9,8 +10,9 @@ from ragtune.errors import BadInputError
 from ragtune.models import resolve_llm
 from training.config import defaults_for
 from training.plan import MIN_EVAL_ROWS, TRAINER_OVERHEAD, make_plan, useful_order
-from training.precision import WARM_UP_ALLOWANCE, choose_precision, time_steps
-from training.run import method_label, probe_inputs, trainable_model
+from training.precision import (WARM_UP_ALLOWANCE, Measurement, PrecisionChoice, choose_precision, probe_inputs,
+                                time_steps)
+from training.trainer import method_label, trainable_model
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -238,21 +240,50 @@ def test_training_stops_at_the_budget_deadline_when_steps_run_slower_than_planne
     from transformers import TrainerControl, TrainerState
 
     from ragtune.jobs import JobReporter, read_log
-    from training.run import _make_callbacks
+    from training.callbacks import BudgetGuard
 
     clock = FakeClock()
     with JobReporter(tmp_path) as reporter:
-        log_cb = _make_callbacks(reporter, defaults_for("tiny-llama", "lora"), 0.0, deadline=clock() + 0.5,
-                                 clock=clock)[0]
+        guard = BudgetGuard(reporter, deadline=clock() + 0.5, clock=clock)
         state, control = TrainerState(global_step=0, max_steps=100), TrainerControl()
-        log_cb.on_train_begin(None, state, control)
+        guard.on_train_begin(None, state, control)
         for step in range(1, 100):
             clock.advance(0.1)  # a "step"
             state.global_step = step
-            log_cb.on_step_end(None, state, control)
+            guard.on_step_end(None, state, control)
             if control.should_training_stop:
                 break
     # After step 4 (0.4 s) a fifth 0.1 s step would end at the deadline's edge: 4 or 5 by rounding, never more.
     assert control.should_training_stop and 4 <= state.global_step <= 5
     stops = [r for r in read_log(tmp_path / "log.jsonl")[0] if r.get("event") == "budget_stop"]
     assert stops and stops[0]["step"] == state.global_step and "time budget" in stops[0]["message"]
+
+
+def test_a_precision_choice_reads_back_as_a_resume_finds_it():
+    choice = PrecisionChoice(bf16=True, threads=2, tokens_per_s=88.5, reason="measured fastest", probe_s=3.2,
+                             measurements=[Measurement(False, 2, 0.9, 49.1),
+                                           Measurement(True, 2, 0.5, 88.5), Measurement(True, 1, None, None, "slower")])
+    assert PrecisionChoice.from_dict(json.loads(json.dumps(choice.to_dict()))) == choice
+
+
+def test_a_cancel_at_the_end_of_a_step_saves_and_stops_before_the_budget_guard_speaks(tmp_path):
+    from transformers import TrainerControl, TrainerState
+
+    from ragtune.jobs import JobReporter, read_log
+    from training.callbacks import make_callbacks
+
+    clock = FakeClock()
+    with JobReporter(tmp_path) as reporter:
+        callbacks = make_callbacks(reporter, defaults_for("tiny-llama", "lora"), 0.0, deadline=clock() + 0.5,
+                                   clock=clock)
+        state, control = TrainerState(global_step=0, max_steps=100), TrainerControl()
+        for callback in callbacks:
+            callback.on_train_begin(None, state, control)
+        clock.advance(10.0)  # a step that ran far past the deadline
+        (tmp_path / "CANCEL").touch()
+        state.global_step = 1
+        for callback in callbacks:
+            callback.on_step_end(None, state, control)
+    assert callbacks[0].cancelled and control.should_save and control.should_training_stop
+    events = [r.get("event") for r in read_log(tmp_path / "log.jsonl")[0]]
+    assert "train_begin" in events and "budget_stop" not in events
