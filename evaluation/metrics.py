@@ -15,9 +15,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import PurePath
 
+import numpy as np
+
 from ragtune.claim_support import CITATION_MARK as _CITATION_MARK
 from ragtune.claim_support import (MIN_COVERAGE, ClaimCheck, stem, check_claim, content_tokens, numbers,
                                    split_sentences, tokens)
+from ragtune.models import DEFAULT_EMBEDDER, resolve_embedder
+from serving.engine import decode_tokens_per_s, e2e_tokens_per_s
 
 METRIC_DOCS: dict[str, str] = {
     "exact_match": "1 when the answer equals the reference after lower-casing and removing punctuation, articles and extra spaces (SQuAD).",
@@ -36,7 +40,8 @@ METRIC_DOCS: dict[str, str] = {
     "judge_score": "Correctness from 0 to 1 given by the optional LLM judge (prompt shown in the report).",
     "ttft_s": "Seconds until the first token of the answer.",
     "latency_s": "Seconds until the whole answer was generated.",
-    "tokens_per_s": "Answer tokens generated per second.",
+    "decode_tokens_per_s": "Answer tokens after the first per second after the first token: the model's decode speed.",
+    "e2e_tokens_per_s": "Answer tokens per second of the whole answer (retrieval and prompt processing included): what a user waits for.",
     "prompt_tokens": "Tokens sent to the model (question plus retrieved passages).",
     "completion_tokens": "Tokens the model generated.",
 }
@@ -296,9 +301,7 @@ def is_refusal(answer: str) -> float:
 
 @lru_cache(maxsize=2)
 def _embedder(name: str):
-    from sentence_transformers import SentenceTransformer
-
-    from ragtune.models import resolve_embedder
+    from sentence_transformers import SentenceTransformer  # heavy optional library: only when answers are compared
 
     return SentenceTransformer(str(resolve_embedder(name).path), device="cpu")
 
@@ -308,8 +311,6 @@ _VECTORS_MAX = 50_000
 
 
 def _vectors(texts: list[str], embedder: str):
-    import numpy as np
-
     missing = list(dict.fromkeys(t for t in texts if (embedder, t) not in _VECTORS))
     if missing:
         if len(_VECTORS) + len(missing) > _VECTORS_MAX:
@@ -326,8 +327,6 @@ def semantic_similarities(predictions: list[str], references: list[str], embedde
     `questions`, each pair is compared on the words beyond its question (an answer with none scores 0)."""
     if not predictions:
         return []
-    from ragtune.models import DEFAULT_EMBEDDER
-
     name = embedder or DEFAULT_EMBEDDER
     pairs = [_compared(p or "", r, q) for p, r, q in zip(predictions, references, questions or [None] * len(predictions))]
     preds = [" ".join(p) for p, _ in pairs]
@@ -371,8 +370,8 @@ def answer_metrics(answer: dict, item: dict, *, uses_passages: bool, k: int | No
         "ttft_s": answer.get("ttft_s"),
         "latency_s": answer.get("latency_s"),
     }
-    latency, completion = answer.get("latency_s"), answer.get("completion_tokens")
-    m["tokens_per_s"] = completion / latency if latency and completion else None
+    m["decode_tokens_per_s"] = decode_tokens_per_s(m["completion_tokens"], m["ttft_s"], m["latency_s"])
+    m["e2e_tokens_per_s"] = e2e_tokens_per_s(m["completion_tokens"], m["latency_s"])
     if uses_passages:
         g = groundedness(text, passage_texts) if not m["refusal_rate"] else Groundedness(None)
         m["groundedness"] = g.score

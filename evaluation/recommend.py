@@ -10,6 +10,8 @@ spelled out so a business reader can overrule the order knowingly.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from .diagnosis import RETRIEVAL_FOUND, coverage_share, diagnose, next_steps
 
 PREFERENCE = ("rag", "ft", "ft+rag")  # simplest first, when the evidence cannot separate them
@@ -68,84 +70,128 @@ def recommend(summary: dict, primary: str | None = None) -> dict:
         return {"verdict": "neither", "label": "Not enough evidence", "text": "No variant was evaluated.",
                 "evidence": [], "primary_metric": None}
     metric = primary or pick_primary(summary)
-    mname = METRIC_NAMES.get(metric, metric)
-    means = {label: (v["metrics"].get(metric) or {}).get("mean") for label, v in variants.items()}
-    scored = [label for label in variants if means[label] is not None]
-    if not scored:
+    race = _Race.of(summary, metric)
+    if not race.scored:
         return {"verdict": "neither", "label": "Not enough evidence", "primary_metric": metric, "evidence": [],
-                "text": f"No answer could be scored on {mname}."}
-    kind_of = {label: v["kind"] for label, v in variants.items()}
-    best = max(scored, key=lambda label: means[label])
-    contenders = [label for label in scored if label == best or not _significantly_better(summary, best, label, metric)]
-    base = next((label for label in scored if kind_of[label] == "base"), None)
-
+                "text": f"No answer could be scored on {race.mname}."}
     evidence = [{"variant": label, "metric": metric, **{k: variants[label]["metrics"][metric][k]
                                                        for k in ("mean", "ci_low", "ci_high", "n")}}
-                for label in sorted(scored, key=lambda label: -means[label])]
-    comparisons = []
+                for label in sorted(race.scored, key=lambda label: -race.means[label])]
+    if race.base is not None and race.base in race.contenders:
+        verdict, choice, lines = "neither", race.base, _neither_lines(race)
+    else:
+        verdict, choice, lines = _winner_lines(race)
+    losses = _losses(race)
+    lines[1:1] = [x["text"] for x in losses]
+    # What the figures say went wrong, each with its measure, and the next steps that follow from them.
+    findings = diagnose(summary, metric)
+    lines += _findings_lines(findings, losses, race.kind_of)
+    lines.append("Trade-offs:")
+    lines.extend("- " + t for t in _tradeoffs(variants, race.kind_of))
+    return {"verdict": verdict, "label": _label(verdict), "choice": choice, "primary_metric": metric,
+            "text": "\n".join(lines), "evidence": evidence, "comparisons": race.comparisons, "losses": losses,
+            "findings": [f.to_dict() for f in findings]}
 
-    def compare(a, b) -> str:
-        p = _paired(summary, a, b, metric)
+
+@dataclass
+class _Race:
+    """The variants scored on the primary metric: their means, the best, those the evidence cannot separate
+    from it (contenders) and the base model; every comparison written into the text is kept in order."""
+    summary: dict
+    metric: str
+    mname: str
+    means: dict[str, float | None]
+    scored: list[str]
+    kind_of: dict[str, str]
+    best: str | None
+    contenders: list[str]
+    base: str | None
+    comparisons: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, summary: dict, metric: str) -> "_Race":
+        variants = summary["variants"]
+        means = {label: (v["metrics"].get(metric) or {}).get("mean") for label, v in variants.items()}
+        scored = [label for label in variants if means[label] is not None]
+        best = max(scored, key=lambda label: means[label]) if scored else None
+        contenders = [label for label in scored
+                      if label == best or not _significantly_better(summary, best, label, metric)]
+        base = next((label for label in scored if variants[label]["kind"] == "base"), None)
+        return cls(summary, metric, METRIC_NAMES.get(metric, metric), means, scored,
+                   {label: v["kind"] for label, v in variants.items()}, best, contenders, base)
+
+    def name(self, label: str) -> str:
+        return NAMES.get(self.kind_of[label], label)
+
+    def ci(self, label: str) -> str:
+        return _ci(self.summary["variants"][label]["metrics"][self.metric])
+
+    def beats(self, a: str, b: str) -> bool:
+        return _significantly_better(self.summary, a, b, self.metric)
+
+    def compare(self, a: str, b: str) -> str:
+        """The paired difference a - b in words (kept in `comparisons`), or "" when it was not measured."""
+        p = _paired(self.summary, a, b, self.metric)
         if not p or p["mean_diff"] is None:
             return ""
-        comparisons.append({k: p[k] for k in ("a", "b", "metric", "n", "mean_diff", "ci_low", "ci_high", "p_value")})
+        self.comparisons.append({k: p[k] for k in ("a", "b", "metric", "n", "mean_diff", "ci_low", "ci_high",
+                                                   "p_value")})
         verdict = "significant" if (p["ci_low"] > 0 or p["ci_high"] < 0) else "within noise"
         pv = f", Wilcoxon p={p['p_value']:.3g}" if p.get("p_value") is not None else ""
         return (f"difference {_signed(p['mean_diff'])} (95% CI {_signed(p['ci_low'])} to {_signed(p['ci_high'])}, "
                 f"{verdict}{pv})")
 
-    n = summary.get("n")
-    lines = []
-    losses: list[dict] = []
-    if base is not None and base in contenders:
-        verdict, choice = "neither", base
-        others = [label for label in scored if label != base]
-        head = (f"Neither yet: on {n} questions no approach answers significantly better than the base model "
-                f"({mname} {_ci(variants[base]['metrics'][metric])}).")
-        lines.append(head)
-        for label in others:
-            lines.append(f"- {NAMES.get(kind_of[label], label)}: {_ci(variants[label]['metrics'][metric])}; "
-                         + compare(label, base))
-    else:
-        # The simplest contender that clearly beats the base model (when the base model was evaluated).
-        beats_base = [label for label in contenders
-                      if base is None or _significantly_better(summary, label, base, metric)]
-        choice = next((label for kind in PREFERENCE for label in beats_base if kind_of[label] == kind), best)
-        verdict = VERDICT_OF.get(kind_of[choice], "neither")
-        lines.append(f"Recommendation: {_label(verdict)}. On {n} questions, {NAMES.get(kind_of[choice], choice)} scores "
-                     f"{mname} {_ci(variants[choice]['metrics'][metric])}.")
-        if base is not None:
-            lines.append(f"- vs {NAMES['base']} ({_ci(variants[base]['metrics'][metric])}): " + compare(choice, base))
-        for label in scored:
-            if label in (choice, base):
-                continue
-            lines.append(f"- vs {NAMES.get(kind_of[label], label)} ({_ci(variants[label]['metrics'][metric])}): "
-                         + compare(choice, label))
-        if choice != best:
-            lines.append(f"{NAMES.get(kind_of[best], best)} scores higher, but not significantly: the simpler option wins the tie.")
-        skipped = [label for label in contenders if label not in beats_base]
-        if skipped:
-            lines.append("Not chosen although simpler: " + ", ".join(NAMES.get(kind_of[label], label) for label in skipped)
-                         + f" (not significantly better than {NAMES['base']}).")
+
+def _neither_lines(race: _Race) -> list[str]:
+    """The base model is among the contenders: nothing has earned its cost yet."""
+    base, n = race.base, race.summary.get("n")
+    lines = [f"Neither yet: on {n} questions no approach answers significantly better than the base model "
+             f"({race.mname} {race.ci(base)})."]
+    for label in race.scored:
+        if label != base:
+            lines.append(f"- {race.name(label)}: {race.ci(label)}; " + race.compare(label, base))
+    return lines
+
+
+def _winner_lines(race: _Race) -> tuple[str, str, list[str]]:
+    """(verdict, choice, lines): the simplest contender that clearly beats the base model (when the base model
+    was evaluated), compared with every other variant."""
+    base, best, n = race.base, race.best, race.summary.get("n")
+    beats_base = [label for label in race.contenders if base is None or race.beats(label, base)]
+    choice = next((label for kind in PREFERENCE for label in beats_base if race.kind_of[label] == kind), best)
+    verdict = VERDICT_OF.get(race.kind_of[choice], "neither")
+    lines = [f"Recommendation: {_label(verdict)}. On {n} questions, {race.name(choice)} scores "
+             f"{race.mname} {race.ci(choice)}."]
     if base is not None:
-        for label in scored:
-            if label != base and _significantly_better(summary, base, label, metric):
-                losses.append(explain_loss(variants[label], kind_of[label], label, compare(label, base), mname))
-        lines[1:1] = [x["text"] for x in losses]
-    # What the figures say went wrong, each with its measure, and the next steps that follow from them.
-    findings = diagnose(summary, metric)
+        lines.append(f"- vs {NAMES['base']} ({race.ci(base)}): " + race.compare(choice, base))
+    for label in race.scored:
+        if label not in (choice, base):
+            lines.append(f"- vs {race.name(label)} ({race.ci(label)}): " + race.compare(choice, label))
+    if choice != best:
+        lines.append(f"{race.name(best)} scores higher, but not significantly: the simpler option wins the tie.")
+    skipped = [label for label in race.contenders if label not in beats_base]
+    if skipped:
+        lines.append("Not chosen although simpler: " + ", ".join(race.name(label) for label in skipped)
+                     + f" (not significantly better than {NAMES['base']}).")
+    return verdict, choice, lines
+
+
+def _losses(race: _Race) -> list[dict]:
+    """Each variant significantly worse than the base model, with what its metrics say went wrong."""
+    base, variants = race.base, race.summary["variants"]
+    if base is None:
+        return []
+    return [explain_loss(variants[label], race.kind_of[label], label, race.compare(label, base), race.mname)
+            for label in race.scored if label != base and race.beats(base, label)]
+
+
+def _findings_lines(findings: list, losses: list[dict], kind_of: dict[str, str]) -> list[str]:
+    """The diagnosis not already told by a loss's explanation, then the next steps."""
     explained = {(x["variant"], x["cause"]) for x in losses}
     shown = [f for f in findings if (f.variant, f.cause) not in explained]
-    if shown:
-        lines.append("What the figures show:")
-        lines.extend("- " + f.text for f in shown)
+    lines = ["What the figures show:", *("- " + f.text for f in shown)] if shown else []
     fine_tune_lost = any(kind_of[x["variant"]] in ("ft", "ft+rag") for x in losses)
-    lines.append(next_steps(findings, fine_tune_lost=fine_tune_lost))
-    lines.append("Trade-offs:")
-    lines.extend("- " + t for t in _tradeoffs(variants, kind_of))
-    return {"verdict": verdict, "label": _label(verdict), "choice": choice, "primary_metric": metric,
-            "text": "\n".join(lines), "evidence": evidence, "comparisons": comparisons, "losses": losses,
-            "findings": [f.to_dict() for f in findings]}
+    return lines + [next_steps(findings, fine_tune_lost=fine_tune_lost)]
 
 
 def explain_loss(v: dict, kind: str, label: str, difference: str, mname: str) -> dict:

@@ -10,10 +10,13 @@ import base64
 import csv
 import html
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 from ragtune.atomic import atomic_write_bytes, atomic_write_text
+from ragtune.errors import BadInputError
 
+from .arena import leaderboard
 from .metrics import CORRECTNESS_METRICS, METRIC_DOCS
 from .runner import SUMMARY_METRICS, load_run, summarize
 
@@ -24,7 +27,7 @@ CSV_FIELDS = ["idx", "question", "reference", "gold_doc", "gold_page", "variant"
 
 
 def _mpl():
-    import matplotlib
+    import matplotlib  # heavy optional library: only when a report is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -170,8 +173,6 @@ def write_answers_csv(run, path: Path) -> Path:
 
 def export_report(ws, run_id: str, fmt: str = "md") -> Path:
     """Write the report (and answers.csv beside it); returns the report's path."""
-    from ragtune.errors import BadInputError
-
     if fmt not in ("md", "html"):
         raise BadInputError(f"Unknown report format '{fmt}': use md or html.")
     run = load_run(ws, run_id)
@@ -179,53 +180,79 @@ def export_report(ws, run_id: str, fmt: str = "md") -> Path:
     folder = ws.path("reports", run_id)
     folder.mkdir(parents=True, exist_ok=True)
     write_answers_csv(run, folder / "answers.csv")
-
-    from .arena import leaderboard
-
     board = leaderboard(ws)
+    meta = (f"{summary['n']} questions ({summary.get('source') or 'test set'}), model {summary.get('model')}, "
+            f"variants {', '.join(summary['variants'])}, status {run.status}.")
+    page = _ReportPage(title=f"ragtune evaluation {run_id}", meta=meta, recommendation=summary["recommendation"],
+                       plots=_plots(summary, board), tables=_report_tables(summary, board),
+                       judge=summary.get("judge"))
+    return _write_markdown(folder, page) if fmt == "md" else _write_html(folder, page)
+
+
+@dataclass
+class _ReportPage:
+    """What a report shows, whichever format writes it."""
+    title: str
+    meta: str
+    recommendation: dict
+    plots: dict[str, bytes]  # name -> PNG
+    tables: list[tuple[str, list[str], list[list[str]]]]
+    judge: dict | None
+
+
+def _plots(summary: dict, board: list[dict]) -> dict[str, bytes]:
     plots = {
         "correctness": _bar_plot(summary, CORRECTNESS_METRICS, "Correctness against the reference", "score (0-1)"),
         "retrieval": _bar_plot(summary, RETRIEVAL_METRICS, "Grounding, retrieval and citations", "score (0-1)"),
         "latency": _bar_plot(summary, SPEED_METRICS, "Speed", "seconds"),
         "arena": _leaderboard_plot(board),
     }
-    plots = {k: v for k, v in plots.items() if v}
-    rec = summary["recommendation"]
+    return {k: v for k, v in plots.items() if v}
+
+
+def _report_tables(summary: dict, board: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The summary's tables, with the blind arena's leaderboard before the metric definitions when it has one."""
     tables = _tables(summary)
     if board:
         tables.insert(3, ("Blind arena (Bradley-Terry, Elo scale)", ["variant", "rating", "95% CI", "battles"],
                           [[r["variant"], f"{r['rating']:.0f}", f"[{r['ci_low']:.0f}, {r['ci_high']:.0f}]",
                             str(r["battles"])] for r in board]))
-    title = f"ragtune evaluation {run_id}"
-    meta = (f"{summary['n']} questions ({summary.get('source') or 'test set'}), model {summary.get('model')}, "
-            f"variants {', '.join(summary['variants'])}, status {run.status}.")
-    judge = summary.get("judge")
+    return tables
 
-    if fmt == "md":
-        for name, png in plots.items():
-            atomic_write_bytes(folder / f"{name}.png", png)
-        parts = [f"# {title}", meta, "## Recommendation", f"**{rec['label']}**", rec["text"].replace("\n", "  \n")]
-        parts += [f"![{name}]({name}.png)" for name in plots]
-        for t, header, rows in tables:
-            parts += [f"## {t}", _md_table(header, rows) if rows else "_none_"]
-        if judge:
-            parts += ["## LLM judge prompt", f"Model {judge['model']} at {judge['url']}:", "```", judge["prompt"], "```"]
-        parts.append("Every answer, with its citations and per-question scores: [answers.csv](answers.csv)")
-        return atomic_write_text(folder / "report.md", "\n\n".join(parts) + "\n")
 
+def _write_markdown(folder: Path, page: _ReportPage) -> Path:
+    """report.md with its plots as PNG files beside it."""
+    for name, png in page.plots.items():
+        atomic_write_bytes(folder / f"{name}.png", png)
+    rec, judge = page.recommendation, page.judge
+    parts = [f"# {page.title}", page.meta, "## Recommendation", f"**{rec['label']}**", rec["text"].replace("\n", "  \n")]
+    parts += [f"![{name}]({name}.png)" for name in page.plots]
+    for t, header, rows in page.tables:
+        parts += [f"## {t}", _md_table(header, rows) if rows else "_none_"]
+    if judge:
+        parts += ["## LLM judge prompt", f"Model {judge['model']} at {judge['url']}:", "```", judge["prompt"], "```"]
+    parts.append("Every answer, with its citations and per-question scores: [answers.csv](answers.csv)")
+    return atomic_write_text(folder / "report.md", "\n\n".join(parts) + "\n")
+
+
+_HTML_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+               "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}"
+               "pre{white-space:pre-wrap;background:#f6f6f6;padding:1em}img{max-width:100%}")
+
+
+def _write_html(folder: Path, page: _ReportPage) -> Path:
+    """A self-contained report.html: the plots embedded as base64 PNG."""
     imgs = "".join(f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}"/></figure>'
-                   for name, png in plots.items())
-    body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(meta)}</p>", "<h2>Recommendation</h2>",
+                   for name, png in page.plots.items())
+    rec = page.recommendation
+    body = [f"<h1>{html.escape(page.title)}</h1>", f"<p>{html.escape(page.meta)}</p>", "<h2>Recommendation</h2>",
             f"<p><strong>{html.escape(rec['label'])}</strong></p>",
             "<pre class='rec'>" + html.escape(rec["text"]) + "</pre>", imgs]
-    for t, header, rows in tables:
+    for t, header, rows in page.tables:
         body += [f"<h2>{html.escape(t)}</h2>", _html_table(header, rows) if rows else "<p>none</p>"]
-    if judge:
-        body += ["<h2>LLM judge prompt</h2>", f"<pre>{html.escape(judge['prompt'])}</pre>"]
+    if page.judge:
+        body += ["<h2>LLM judge prompt</h2>", f"<pre>{html.escape(page.judge['prompt'])}</pre>"]
     body.append('<p>Every answer: <a href="answers.csv">answers.csv</a></p>')
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}"
-             "pre{white-space:pre-wrap;background:#f6f6f6;padding:1em}img{max-width:100%}")
-    doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-           f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
+    doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(page.title)}</title>"
+           f"<style>{_HTML_STYLE}</style></head><body>{''.join(body)}</body></html>")
     return atomic_write_text(folder / "report.html", doc)

@@ -18,18 +18,26 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Callable
 
+from ragtune.adapters import get_adapter, list_adapters
 from ragtune.errors import BadInputError
+from retrieval import prompt as rag_prompt
+from serving.engine import SamplingOptions
+from serving.plain_prompt import PLAIN_FORMAT
+from serving.prompts import get_prompts
 
 from . import metrics as M
 from . import store
+from .assistants import make_assistant
+from .judge import judge_answer
+from .recommend import recommend
 from .stats import bootstrap_ci, paired_test
 
 KINDS = ("base", "rag", "ft", "ft+rag")
 RETRIEVING = ("rag", "ft+rag")
 SUMMARY_METRICS = ("token_f1", "semantic_similarity", "claim_recall", "fact_hit", "exact_match", "judge_score",
                    "groundedness", "context_recall", "hit_at_k", "citation_accuracy", "citation_rate", "refusal_rate",
-                   "echo_rate", "loop_rate", "ttft_s", "latency_s", "tokens_per_s", "prompt_tokens",
-                   "completion_tokens")
+                   "echo_rate", "loop_rate", "ttft_s", "latency_s", "decode_tokens_per_s", "e2e_tokens_per_s",
+                   "prompt_tokens", "completion_tokens")
 PAIRED_METRICS = ("token_f1", "semantic_similarity", "claim_recall", "fact_hit", "exact_match", "judge_score",
                   "groundedness")
 
@@ -79,8 +87,6 @@ def resolve_variants(ws, variants, adapter: str | None = None) -> list[dict]:
         kind, name = parse_variant(text)
         info = None
         if kind in ("ft", "ft+rag"):
-            from ragtune.adapters import get_adapter, list_adapters
-
             name = name or adapter
             if name:
                 info = get_adapter(ws, name)
@@ -113,18 +119,10 @@ def _training_cost(info) -> dict:
 def _effective_prompts(ws) -> dict:
     """The prompts in force (defaults + workspace overrides + the RAG demonstration), so a prompt
     change anywhere invalidates the cached answers."""
-    from serving.prompts import get_prompts
-
     prompts = dict(get_prompts(ws))
-    try:
-        from retrieval import prompt as rag_prompt
-
-        prompts["_rag_default_system"] = rag_prompt.DEFAULT_SYSTEM
-        prompts["_rag_demonstration"] = getattr(rag_prompt, "DEMONSTRATION", None)
-    except ImportError:
-        pass
-    from serving.plain_prompt import PLAIN_FORMAT
-
+    prompts["_rag_default_system"] = rag_prompt.DEFAULT_SYSTEM
+    # retrieval.prompt has no DEMONSTRATION any more: the key stays (None) so answers cached since keep their keys.
+    prompts["_rag_demonstration"] = getattr(rag_prompt, "DEMONSTRATION", None)
     prompts["_plain_format"] = PLAIN_FORMAT
     return prompts
 
@@ -148,7 +146,7 @@ def _index_version(assistant) -> str | None:
 def _answer_dict(answer) -> dict:
     d = answer.to_dict() if hasattr(answer, "to_dict") else dict(answer)
     keep = ("text", "variant", "adapter", "model", "citations", "passages", "prompt_tokens", "completion_tokens",
-            "ttft_s", "latency_s", "tokens_per_s", "finish_reason")
+            "ttft_s", "latency_s", "finish_reason")
     return {k: d.get(k) for k in keep if k in d}
 
 
@@ -172,8 +170,6 @@ def run_eval(ws, rows: list[dict] | None, variants, engine, *, adapter: str | No
         if not rows:
             raise BadInputError("The test set is empty: load a file with question and answer rows.")
         resolved = resolve_variants(ws, variants, adapter)
-        from serving.engine import SamplingOptions
-
         options = options or SamplingOptions(max_tokens=256)
         settings = {"max_tokens": options.max_tokens, "temperature": options.temperature, "top_p": options.top_p,
                     "stop": options.stop, "seed": options.seed, "frequency_penalty": options.frequency_penalty,
@@ -202,81 +198,103 @@ def run_eval(ws, rows: list[dict] | None, variants, engine, *, adapter: str | No
 
 
 def _answer_all(ws, run: EvalRun, engine, *, progress, judge, assistant, concurrency: int) -> None:
-    config, rows = run.config, run.rows
-    from serving.engine import SamplingOptions
-
-    s = config["settings"]
-    options = SamplingOptions(max_tokens=s["max_tokens"], temperature=s["temperature"], top_p=s["top_p"],
-                              stop=s["stop"], seed=s["seed"],
-                              frequency_penalty=s.get("frequency_penalty", 0.0),  # runs from before it: none
-                              repetition_penalty=s.get("repetition_penalty", 1.0),
-                              no_repeat_ngram_size=s.get("no_repeat_ngram_size", 0))
-    variants = config["variants"]
-    done = store.done_keys(ws, run.run_id)
-    if concurrency <= 1:  # question by question: a stopped run still compares the variants it reached
-        todo = [(i, v) for i in range(len(rows)) for v in variants if (i, v["label"]) not in done]
-    else:
-        # Variant by variant, so a batch on the server mostly shares one adapter (or none): vLLM's CPU
-        # LoRA kernels cost every token of a batch that holds any adapter request, and skip a batch without.
-        todo = [(i, v) for v in variants for i in range(len(rows)) if (i, v["label"]) not in done]
-    total = len(rows) * len(variants)
+    """Answer and score every (question, variant) the run has not stored yet, committing each as it comes."""
+    todo = _todo(run, store.done_keys(ws, run.run_id), concurrency)
+    total = len(run.rows) * len(run.config["variants"])
     finished = total - len(todo)
     if progress:
         progress(finished, total, "resuming" if finished else "starting")
     if not todo:
         return
-    needs_retrieval = any(v["kind"] in RETRIEVING for v in variants)
-    if assistant is None:
-        from .assistants import make_assistant
-
-        assistant = make_assistant(ws, engine)
-    index_version = _index_version(assistant) if needs_retrieval else None
-    if finished:
-        _check_unchanged(ws, run, index_version)
-    settings_key = {key: s[key] for key in sorted(s)}
-
-    def produce(item):
-        i, v = item
-        key = cache_key(rows[i]["question"], v, config["model"], index_version, settings_key, config.get("engine"))
-        hit = store.cached_answer(ws, key)
-        if hit is not None:
-            return i, v, key, hit, False
-        answer = assistant.answer(rows[i]["question"], variant=v["kind"], adapter=v["adapter"], options=options,
-                                  k=config.get("k"))
-        return i, v, key, _answer_dict(answer), True
-
-    def record(result):
-        nonlocal finished
-        i, v, key, answer, new = result
-        m = score_answer(answer, rows[i], v["kind"], k=config.get("k"), judge=judge)
-        store.save_result(ws, run.run_id, i, v["label"], key, answer, m, new_answer=new,
-                          key_parts={"question": rows[i]["question"], "variant": v["label"], "model": config["model"],
-                                     "adapter": v["adapter"], "index_version": index_version})
-        run.computed += new
-        run.cached += not new
-        finished += 1
-        if progress:
-            progress(finished, total, f"{v['label']}: {rows[i]['question'][:60]}")
-
+    answering = _Answering.start(ws, run, assistant or make_assistant(ws, engine), judge=judge, progress=progress,
+                                 total=total, finished=finished)
     if concurrency <= 1:
         for item in todo:
-            record(produce(item))
+            answering.record(answering.produce(item))
         return
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         # Bounded window: a cancel or crash never leaves hundreds of requests in flight.
         pending = []
         for item in todo:
-            pending.append(pool.submit(produce, item))
+            pending.append(pool.submit(answering.produce, item))
             if len(pending) >= concurrency * 2:
-                record(pending.pop(0).result())
+                answering.record(pending.pop(0).result())
         for fut in pending:
-            record(fut.result())
+            answering.record(fut.result())
+
+
+def _todo(run: EvalRun, done: set[tuple[int, str]], concurrency: int) -> list[tuple[int, dict]]:
+    """The (question index, variant) pairs still to answer, in the order they are asked."""
+    variants, n = run.config["variants"], len(run.rows)
+    if concurrency <= 1:  # question by question: a stopped run still compares the variants it reached
+        return [(i, v) for i in range(n) for v in variants if (i, v["label"]) not in done]
+    # Variant by variant, so a batch on the server mostly shares one adapter (or none): vLLM's CPU
+    # LoRA kernels cost every token of a batch that holds any adapter request, and skip a batch without.
+    return [(i, v) for v in variants for i in range(n) if (i, v["label"]) not in done]
+
+
+def _sampling_options(settings: dict) -> SamplingOptions:
+    """The run's generation settings as the engine takes them; a run stored before an option existed gets
+    the value that meant 'off' then."""
+    return SamplingOptions(max_tokens=settings["max_tokens"], temperature=settings["temperature"],
+                           top_p=settings["top_p"], stop=settings["stop"], seed=settings["seed"],
+                           frequency_penalty=settings.get("frequency_penalty", 0.0),
+                           repetition_penalty=settings.get("repetition_penalty", 1.0),
+                           no_repeat_ngram_size=settings.get("no_repeat_ngram_size", 0))
+
+
+@dataclass
+class _Answering:
+    """One run's answering loop: an answer per (question, variant), from the cache or the assistant (produce,
+    safe on worker threads), then scored, stored and counted (record, on the caller's thread)."""
+    ws: object
+    run: EvalRun
+    assistant: object
+    options: SamplingOptions
+    index_version: str | None
+    settings_key: dict
+    judge: object
+    progress: Progress | None
+    total: int
+    finished: int
+
+    @classmethod
+    def start(cls, ws, run: EvalRun, assistant, *, judge, progress, total: int, finished: int) -> "_Answering":
+        settings = run.config["settings"]
+        needs_retrieval = any(v["kind"] in RETRIEVING for v in run.config["variants"])
+        index_version = _index_version(assistant) if needs_retrieval else None
+        if finished:
+            _check_unchanged(ws, run, index_version)
+        return cls(ws, run, assistant, _sampling_options(settings), index_version,
+                   {key: settings[key] for key in sorted(settings)}, judge, progress, total, finished)
+
+    def produce(self, item: tuple[int, dict]) -> tuple[int, dict, str, dict, bool]:
+        i, v = item
+        config, question = self.run.config, self.run.rows[i]["question"]
+        key = cache_key(question, v, config["model"], self.index_version, self.settings_key, config.get("engine"))
+        hit = store.cached_answer(self.ws, key)
+        if hit is not None:
+            return i, v, key, hit, False
+        answer = self.assistant.answer(question, variant=v["kind"], adapter=v["adapter"], options=self.options,
+                                       k=config.get("k"))
+        return i, v, key, _answer_dict(answer), True
+
+    def record(self, result: tuple[int, dict, str, dict, bool]) -> None:
+        i, v, key, answer, new = result
+        run, row = self.run, self.run.rows[i]
+        m = score_answer(answer, row, v["kind"], k=run.config.get("k"), judge=self.judge)
+        store.save_result(self.ws, run.run_id, i, v["label"], key, answer, m, new_answer=new,
+                          key_parts={"question": row["question"], "variant": v["label"], "model": run.config["model"],
+                                     "adapter": v["adapter"], "index_version": self.index_version})
+        run.computed += new
+        run.cached += not new
+        self.finished += 1
+        if self.progress:
+            self.progress(self.finished, self.total, f"{v['label']}: {row['question'][:60]}")
 
 
 def _check_unchanged(ws, run: EvalRun, index_version: str | None) -> None:
     """A resumed run must answer with what it started with, or its halves would not compare."""
-    from ragtune.adapters import get_adapter
-
     before = store.run_index_versions(ws, run.run_id)
     if index_version and before and before != {index_version}:
         raise BadInputError(f"The document index changed since run {run.run_id} started, so its remaining answers "
@@ -291,8 +309,6 @@ def _check_unchanged(ws, run: EvalRun, index_version: str | None) -> None:
 
 def score_answer(answer: dict, item: dict, kind: str, *, k: int | None = None, judge=None) -> dict:
     m = M.answer_metrics(answer, item, uses_passages=kind in RETRIEVING, k=k)
-    if answer.get("tokens_per_s"):
-        m["tokens_per_s"] = answer["tokens_per_s"]
     try:
         refs = M.references(item)
         m["semantic_similarity"] = max(M.semantic_similarities([answer.get("text", "")] * len(refs), refs,
@@ -306,8 +322,6 @@ def score_answer(answer: dict, item: dict, kind: str, *, k: int | None = None, j
 
 
 def _judge(judge, item: dict, answer: dict) -> dict:
-    from .judge import judge_answer
-
     return judge_answer(judge, item["question"], item["answer"], answer.get("text", ""))
 
 
@@ -347,8 +361,6 @@ def per_question(run: EvalRun, variant: str, metric: str) -> list[float | None]:
 
 def summarize(run: EvalRun) -> dict:
     """Per-variant means with 95% bootstrap intervals, paired tests, cost, and the recommendation."""
-    from .recommend import recommend
-
     variants = {}
     for v in run.config["variants"]:
         label = v["label"]

@@ -11,6 +11,10 @@ from __future__ import annotations
 import json
 import time
 
+from serving.engine import decode_tokens_per_s
+
+from .metrics import METRIC_DOCS
+
 MIGRATIONS = [
     [
         """CREATE TABLE eval_runs (
@@ -60,6 +64,11 @@ MIGRATIONS = [
 ]
 
 
+# Metrics stored under a name since changed: an answer's "tokens_per_s" was its end-to-end rate (output tokens
+# over the whole answer's time) until the decode rate got a name of its own.
+RENAMED_METRICS = {"tokens_per_s": "e2e_tokens_per_s"}
+
+
 def open_store(ws) -> None:
     ws.migrate("evaluation", MIGRATIONS)
 
@@ -80,11 +89,15 @@ def get_run_record(ws, run_id: str) -> dict | None:
         if run is None:
             return None
         items = conn.execute("SELECT row FROM eval_items WHERE run_id=? ORDER BY idx", (run_id,)).fetchall()
-    d = dict(run)
-    d["config"] = json.loads(d["config"])
-    d["summary"] = json.loads(d["summary"]) if d["summary"] else None
-    d["rows"] = [json.loads(r["row"]) for r in items]
-    return d
+    return {**_run_record(run), "rows": [json.loads(r["row"]) for r in items]}
+
+
+def _run_record(row) -> dict:
+    """An eval_runs row with its JSON columns read (the summary only where the query selected it)."""
+    record = {**dict(row), "config": json.loads(row["config"])}
+    if "summary" in row.keys():
+        record["summary"] = _current_summary(json.loads(row["summary"])) if row["summary"] else None
+    return record
 
 
 def set_run_status(ws, run_id: str, status: str, summary: dict | None = None) -> None:
@@ -94,20 +107,18 @@ def set_run_status(ws, run_id: str, status: str, summary: dict | None = None) ->
                       json.dumps(summary, default=str) if summary is not None else None, run_id))
 
 
+# Every run, newest first, with its question count (n) and how many (question, variant) answers it has stored.
+_RUNS_WITH_COUNTS = ("SELECT r.run_id, r.created_at, r.finished_at, r.status, r.config,"
+                     " (SELECT COUNT(*) FROM eval_items i WHERE i.run_id=r.run_id) AS n,"
+                     " (SELECT COUNT(*) FROM eval_results x WHERE x.run_id=r.run_id) AS answered"
+                     " FROM eval_runs r ORDER BY r.created_at DESC")
+
+
 def list_run_records(ws) -> list[dict]:
+    """Every run of the workspace, newest first, with its config read and its counts (n, answered)."""
     open_store(ws)
     with ws.db() as conn:
-        runs = conn.execute(
-            "SELECT r.run_id, r.created_at, r.finished_at, r.status, r.config,"
-            " (SELECT COUNT(*) FROM eval_items i WHERE i.run_id=r.run_id) AS n,"
-            " (SELECT COUNT(*) FROM eval_results x WHERE x.run_id=r.run_id) AS answered"
-            " FROM eval_runs r ORDER BY r.created_at DESC").fetchall()
-    out = []
-    for r in runs:
-        d = dict(r)
-        d["config"] = json.loads(d["config"])
-        out.append(d)
-    return out
+        return [_run_record(r) for r in conn.execute(_RUNS_WITH_COUNTS).fetchall()]
 
 
 def delete_run(ws, run_id: str) -> None:
@@ -152,7 +163,8 @@ def run_results(ws, run_id: str) -> list[dict]:
             " LEFT JOIN eval_answers a ON a.cache_key = x.cache_key WHERE x.run_id=? ORDER BY x.idx, x.variant",
             (run_id,)).fetchall()
     return [{"idx": r["idx"], "variant": r["variant"], "cache_key": r["cache_key"],
-             "metrics": json.loads(r["metrics"]), "answer": json.loads(r["answer"]) if r["answer"] else {}}
+             "metrics": _current_metrics(json.loads(r["metrics"])),
+             "answer": json.loads(r["answer"]) if r["answer"] else {}}
             for r in rows]
 
 
@@ -169,3 +181,30 @@ def run_index_versions(ws, run_id: str) -> set[str]:
                             " ON a.cache_key = x.cache_key WHERE x.run_id=? AND a.index_version IS NOT NULL",
                             (run_id,)).fetchall()
     return {r["index_version"] for r in rows}
+
+
+def _current_metrics(metrics: dict) -> dict:
+    """One answer's metrics under today's names, however old the run; the decode rate of an answer scored
+    before it existed comes from its stored times."""
+    _renamed(metrics)
+    if "decode_tokens_per_s" not in metrics and "latency_s" in metrics:
+        metrics["decode_tokens_per_s"] = decode_tokens_per_s(metrics.get("completion_tokens"), metrics.get("ttft_s"),
+                                                             metrics["latency_s"])
+    return metrics
+
+
+def _current_summary(summary: dict) -> dict:
+    """A stored summary under today's metric names: its per-variant means and the docs shown beside them."""
+    for variant in summary.get("variants", {}).values():
+        _renamed(variant.get("metrics", {}))
+    docs = _renamed(summary.get("metric_docs") or {})
+    docs.update({new: METRIC_DOCS[new] for new in RENAMED_METRICS.values() if new in docs})
+    return summary
+
+
+def _renamed(by_metric: dict) -> dict:
+    """`by_metric` (a dict keyed by metric name) with each renamed metric moved to its new name, in place."""
+    for old, new in RENAMED_METRICS.items():
+        if old in by_metric and new not in by_metric:
+            by_metric[new] = by_metric.pop(old)
+    return by_metric

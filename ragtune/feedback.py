@@ -142,12 +142,13 @@ def list_feedback(ws, *, rating: str | None = None, unused_only: bool = False,
         params.append(int(deployment_version))
     with ws.db() as conn:
         rows = conn.execute(sql + " ORDER BY f.created_at", params).fetchall()
-    out = []
-    for r in rows:
-        d = dict(r)
-        d["rating"] = _RATING_NAMES.get(d["rating"])
-        out.append(d)
-    return out
+    return [_rating_named(dict(r)) for r in rows]
+
+
+def _rating_named(row: dict) -> dict:
+    """The row with its stored rating (1, -1, 0, or None where there is no feedback) as 'up', 'down' or None."""
+    row["rating"] = _RATING_NAMES.get(row.get("rating"))
+    return row
 
 
 def rated_up_sources(ws, limit: int = 1000) -> list[dict]:
@@ -184,12 +185,7 @@ def list_conversations(ws, limit: int = 100) -> list[dict]:
         rows = conn.execute(
             "SELECT t.*, f.rating, f.correction FROM chat_turns t LEFT JOIN feedback f ON f.message_id = t.message_id "
             "ORDER BY t.created_at DESC LIMIT ?", (int(limit),)).fetchall()
-    out = []
-    for r in rows:
-        d = _turn(r)
-        d["rating"] = _RATING_NAMES.get(d["rating"]) if d.get("rating") is not None else None
-        out.append(d)
-    return out
+    return [_rating_named(_turn(r)) for r in rows]
 
 
 def feedback_counts(ws) -> dict[tuple, dict]:

@@ -12,7 +12,7 @@ from ragtune.progress import progress_bar
 from .common import add_json_arg, add_workspace_arg, open_workspace, print_json
 
 TABLE_METRICS = ("token_f1", "semantic_similarity", "fact_hit", "exact_match", "judge_score", "groundedness",
-                 "context_recall", "hit_at_k", "citation_accuracy", "refusal_rate", "latency_s", "tokens_per_s")
+                 "context_recall", "hit_at_k", "citation_accuracy", "refusal_rate", "latency_s", "e2e_tokens_per_s")
 
 
 def _add_engine_args(p) -> None:

@@ -104,7 +104,8 @@ def test_answer_metrics_speed_and_applicability():
               "ttft_s": 0.5, "latency_s": 2.0}
     item = {"question": "How many people?", "answer": "Up to 4 people.", "doc": "tent.md"}
     m = M.answer_metrics(answer, item, uses_passages=True)
-    assert m["tokens_per_s"] == 10.0
+    assert m["e2e_tokens_per_s"] == 10.0  # 20 tokens over the 2 s of the whole answer
+    assert m["decode_tokens_per_s"] == pytest.approx(19 / 1.5)  # the 19 after the first, over the 1.5 s after it
     assert m["groundedness"] == 1.0 and m["hit_at_k"] == 1.0 and m["citation_accuracy"] == 1.0
     # the [1] marker is dropped and the question's words ("how many people") too: "it sleeps up to 4" (5)
     # vs "up to 4" (3), 3 shared -> P = 3/5, R = 1, F1 = 0.75

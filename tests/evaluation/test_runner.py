@@ -1,8 +1,12 @@
 """Runs on the tiny model: resumable after an interruption, cached across runs, stored in the workspace."""
 
+import json
+
 import pytest
 
+from evaluation import metrics as M
 from evaluation.qa_sets import load_qa_file
+from evaluation.report import export_report
 from evaluation.runner import list_runs, load_run, run_eval
 from evaluation.store import run_results
 from ragtune.errors import BadInputError
@@ -74,7 +78,8 @@ def test_stored_answers_carry_tokens_and_latency(workspace, tiny_engine, rows):
     for r in run.results:
         a, m = r["answer"], r["metrics"]
         assert a["model"] == "tiny-llama" and a["completion_tokens"] > 0 and a["latency_s"] > 0
-        assert m["prompt_tokens"] == a["prompt_tokens"] and m["tokens_per_s"] > 0
+        assert m["prompt_tokens"] == a["prompt_tokens"] and m["e2e_tokens_per_s"] > 0 and m["decode_tokens_per_s"] > 0
+        assert "tokens_per_s" not in m
         assert 0 <= m["token_f1"] <= 1 and 0 <= m["semantic_similarity"] <= 1
     s = run.summary
     assert s["n"] == 2 and set(s["variants"]) == {"base"}
@@ -182,3 +187,34 @@ def test_repetition_controls_are_settings_of_the_run_and_survive_a_resume(worksp
             resumed.config["settings"]["no_repeat_ngram_size"]) == (1, 1.3, 3)
     assert len(engine.options) == 2  # a new answer for each question: the plain run's were not reused
     assert all((o.repetition_penalty, o.no_repeat_ngram_size) == (1.3, 3) for o in engine.options)
+
+
+def test_a_run_stored_before_the_two_token_rates_loads_under_their_names(workspace, tiny_engine, rows):
+    """Runs stored when "tokens_per_s" was the end-to-end rate read it as e2e_tokens_per_s; their decode rate
+    comes from the stored times; the stored summary and the report use the new names."""
+    run = run_eval(workspace, rows[:2], ["base"], tiny_engine, options=OPTS, run_id="old-names")
+    with workspace.db() as conn:  # as an older ragtune wrote it
+        for r in run.results:
+            old = {k: v for k, v in r["metrics"].items() if k not in ("e2e_tokens_per_s", "decode_tokens_per_s")}
+            old["tokens_per_s"] = r["metrics"]["e2e_tokens_per_s"]
+            conn.execute("UPDATE eval_results SET metrics=? WHERE run_id=? AND idx=? AND variant=?",
+                         (json.dumps(old), run.run_id, r["idx"], r["variant"]))
+        summary = json.loads(json.dumps(run.summary))
+        for stats in summary["variants"].values():
+            stats["metrics"]["tokens_per_s"] = stats["metrics"].pop("e2e_tokens_per_s")
+            del stats["metrics"]["decode_tokens_per_s"]
+        summary["metric_docs"]["tokens_per_s"] = "Answer tokens generated per second."
+        del summary["metric_docs"]["e2e_tokens_per_s"], summary["metric_docs"]["decode_tokens_per_s"]
+        conn.execute("UPDATE eval_runs SET summary=? WHERE run_id=?", (json.dumps(summary), run.run_id))
+
+    loaded = load_run(workspace, run.run_id)
+    for before, after in zip(run.results, loaded.results):
+        assert "tokens_per_s" not in after["metrics"]
+        assert after["metrics"]["e2e_tokens_per_s"] == before["metrics"]["e2e_tokens_per_s"]
+        assert after["metrics"]["decode_tokens_per_s"] == pytest.approx(before["metrics"]["decode_tokens_per_s"])
+    stored = loaded.summary["variants"]["base"]["metrics"]
+    assert stored["e2e_tokens_per_s"] == run.summary["variants"]["base"]["metrics"]["e2e_tokens_per_s"]
+    assert "tokens_per_s" not in stored and "tokens_per_s" not in loaded.summary["metric_docs"]
+    assert loaded.summary["metric_docs"]["e2e_tokens_per_s"] == M.METRIC_DOCS["e2e_tokens_per_s"]
+    report = export_report(workspace, run.run_id, "md").read_text()
+    assert "| e2e_tokens_per_s |" in report and "| decode_tokens_per_s |" in report
