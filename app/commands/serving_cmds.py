@@ -8,7 +8,10 @@ import sys
 from app.wiring.assistants import EngineSpec, build_assistant, build_engine
 from ragtune.errors import BadInputError, ServerUnavailableError
 from ragtune.models import DEFAULT_LLM
+from serving.deploy.security import allowed_hosts
 from serving.engine import Engine, SamplingOptions
+from serving.factory import close_engine
+from serving.openai_api import build_app
 from serving.variants import Answer
 
 from .common import add_json_arg, add_workspace_arg, open_workspace, print_json
@@ -209,10 +212,7 @@ def _print_sources(result: dict) -> None:
 # ------------------------------------------------------------------ serve
 
 def _serve(args) -> int:
-    import uvicorn
-
-    from serving.deploy.security import allowed_hosts
-    from serving.openai_api import build_app
+    import uvicorn  # the server itself, only for this command
 
     ws = open_workspace(args)
     engine = engine_from_args(args)
@@ -224,7 +224,5 @@ def _serve(args) -> int:
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:
-        from serving.factory import close_engine
-
         close_engine(engine)
     return 0

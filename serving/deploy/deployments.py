@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
+from ragtune import adapters as adapter_registry
 from ragtune.atomic import atomic_write_json
 from ragtune.errors import BadInputError
 
@@ -77,8 +78,6 @@ def _resolve_adapter(ws, variant: str, adapter: str | None):
         if adapter:
             raise BadInputError(f"The '{variant}' variant uses no adapter; use 'ft' or 'ft+rag' to deploy '{adapter}'.")
         return None
-    from ragtune import adapters as adapter_registry
-
     if adapter:
         return adapter_registry.get_adapter(ws, adapter)
     known = adapter_registry.list_adapters(ws)
@@ -180,8 +179,6 @@ def rollback(ws, to_version: int | None = None, note: str = "") -> Deployment:
             to_version = row["version"]
     target = get(ws, to_version)
     if target.adapter:
-        from ragtune import adapters as adapter_registry
-
         adapter_registry.get_adapter(ws, target.adapter)  # a deleted adapter cannot be served again
     with ws.db() as conn:
         conn.execute("UPDATE deploy_state SET current_version=? WHERE id=1", (target.version,))

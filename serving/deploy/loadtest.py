@@ -14,6 +14,7 @@ from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 
 import httpx
+import numpy as np
 import openai
 
 
@@ -48,8 +49,6 @@ class LoadResult:
 def _pct(values, q):
     if not values:
         return None
-    import numpy as np
-
     return float(np.percentile(values, q))
 
 

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the server)
+
+from ragtune import feedback as feedback_store
 
 from ._schema import ensure_schema
 
@@ -109,8 +113,6 @@ def record_request(ws, *, model: str, channel: str, status: str, deployment_vers
 def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
-    import numpy as np
-
     return float(np.percentile(np.asarray(values, dtype=float), q))
 
 
@@ -122,8 +124,6 @@ def summary(ws, since: float | None = None, bucket_s: int = 60) -> dict:
     corrections, feedback_rate, up_rate} ], "series": [ {t, model, requests, errors, latency_p50_s,
     latency_p95_s, completion_tokens} ], "since": float|None, "bucket_s": int}.
     """
-    from ragtune import feedback as feedback_store
-
     _open(ws)
     sql = "SELECT * FROM deploy_requests" + (" WHERE at >= ?" if since else "") + " ORDER BY at"
     with ws.db() as conn:
@@ -170,11 +170,10 @@ def summary(ws, since: float | None = None, bucket_s: int = 60) -> dict:
 
 def plot_summary(data: dict):
     """A matplotlib Figure of a summary(): requests, latency p50/p95 and errors over time, feedback per model."""
-    import matplotlib
+    import matplotlib  # heavy, and only the builder UI plots
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    from datetime import datetime
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 6.5))
     (ax_req, ax_lat), (ax_err, ax_fb) = axes
