@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ragtune.errors import ModelNotFoundError, RagtuneError, ServerUnavailableError
 
+from .engine import GenerationCancelled
 from .openai_protocol import ErrorCode, ErrorResponse, RequestError
 
 log = logging.getLogger("ragtune.serving")
@@ -46,6 +47,8 @@ def error_for(exc: BaseException) -> ApiError:
         return ApiError(503, str(exc), ErrorCode.SERVICE_UNAVAILABLE)
     if isinstance(exc, ModelNotFoundError):
         return ApiError(404, str(exc), ErrorCode.MODEL_NOT_FOUND)
+    if isinstance(exc, GenerationCancelled):  # the client went away: not a failure of the server
+        return ApiError(499, "The client went away.", ErrorCode.CANCELLED)
     if isinstance(exc, RagtuneError):  # BadInputError and the rest: what the caller asked cannot be done
         return ApiError(400, str(exc), ErrorCode.INVALID_REQUEST)
     log.error("request failed (%s)", type(exc).__name__, exc_info=exc)

@@ -12,6 +12,7 @@ from ragtune.errors import BadInputError, ModelNotFoundError, ServerUnavailableE
 from serving.deploy import keys
 from serving.deploy.loadtest import LoadResult
 from serving.deploy.server import build_deploy_app
+from serving.engine import GenerationCancelled
 from serving.openai_api import build_app
 from serving.openai_errors import ApiError, error_for
 from serving.openai_protocol import CompletionIds, ErrorCode
@@ -32,6 +33,7 @@ def test_one_code_per_cause_in_both_servers():
     assert error_for(ServerUnavailableError("down")).status == 503
     assert (error_for(ModelNotFoundError("no")).status, error_for(ModelNotFoundError("no")).code) == (404, "model_not_found")
     assert (error_for(BadInputError("bad")).status, error_for(BadInputError("bad")).code) == (400, "invalid_request")
+    assert (error_for(GenerationCancelled()).status, error_for(GenerationCancelled()).code) == (499, "cancelled")
     bug = error_for(KeyError("secret"))
     assert bug.status == 500 and bug.code == "internal_error" and "secret" not in bug.message
     assert "server_unavailable" not in {code.value for code in ErrorCode}
