@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import pytest
 
+from ragtune.adapters import AdapterInfo, adapter_path, register_adapter
+from ragtune.models import resolve_llm
+from serving.factory import get_engine
+
 
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_llm):
-    from serving.factory import get_engine
-
     return get_engine("embedded", model="tiny-llama")
 
 
 def make_adapter(ws, name: str = "tiny-lora", seed: int = 0):
     """An untrained LoRA on the tiny model (B initialised to random, so it changes the answers)."""
-    import torch
+    import torch  # heavy: only the tests that build an adapter load it
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
-
-    from ragtune.adapters import AdapterInfo, adapter_path, register_adapter
-    from ragtune.models import resolve_llm
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(resolve_llm("tiny-llama").path)

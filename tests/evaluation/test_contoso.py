@@ -5,6 +5,13 @@ from __future__ import annotations
 import pytest
 
 from evaluation.metrics import groundedness
+from evaluation.qa_sets import load_qa_file
+from evaluation.runner import run_eval
+from ragtune.workspace import Workspace
+from retrieval.index import build_index
+from retrieval.ingest import ingest_paths
+from serving.engine import SamplingOptions
+from serving.factory import get_engine
 
 DOCS = "contoso-manuals/docs_nofaq"
 
@@ -57,14 +64,6 @@ def test_rag_beats_base_on_contoso_with_separate_intervals(tmp_path, shared_corp
     subset the two intervals overlapped (RAG 0.395 [0.343, 0.449] vs base 0.319 [0.275, 0.364]); on all 89
     (bench/eval_contoso.py --limit 89 --max-tokens 48, the same computation) RAG 0.373 [0.345, 0.398] vs
     base 0.273 [0.250, 0.297]."""
-    from evaluation.qa_sets import load_qa_file
-    from evaluation.runner import run_eval
-    from ragtune.workspace import Workspace
-    from retrieval.index import build_index
-    from retrieval.ingest import ingest_paths
-    from serving.engine import SamplingOptions
-    from serving.factory import get_engine
-
     ws = Workspace.create("contoso", root=tmp_path)
     ingest_paths(ws, [shared_corpora / DOCS])
     build_index(ws, progress=False)

@@ -4,8 +4,11 @@ import json
 
 import pytest
 
+from evaluation.metrics import answer_metrics, citation_accuracy, gold_sources, hit_at_k
 from evaluation.qa_sets import load_qa_file, rows_from_text
+from evaluation.runner import score_answer
 from ragtune.errors import BadInputError
+from retrieval.evaluate import load_qa
 
 
 def test_malformed_jsonl_reports_lines(sample_qa):
@@ -62,9 +65,6 @@ def test_typed_questions():
 
 
 def test_several_gold_documents_in_one_row(tmp_path):
-    from evaluation.metrics import citation_accuracy, gold_sources, hit_at_k
-    from retrieval.evaluate import load_qa
-
     path = tmp_path / "multi.jsonl"
     path.write_text(json.dumps({"question": "Which plans cover eye exams?", "answer": "Both plans.",
                                 "doc": ["standard.pdf", "plus.pdf#page=4"], "page": 2}) + "\n", encoding="utf-8")
@@ -81,8 +81,6 @@ def test_several_gold_documents_in_one_row(tmp_path):
 
 
 def test_unreadable_gold_document_is_an_error_naming_the_row(tmp_path):
-    from retrieval.evaluate import load_qa
-
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps({"question": "q1", "answer": "a", "doc": "a.pdf"}) + "\n"
                     + json.dumps({"question": "q2", "answer": "b", "doc": ["a.pdf", 7]}) + "\n", encoding="utf-8")
@@ -98,9 +96,6 @@ def test_unreadable_gold_document_is_an_error_naming_the_row(tmp_path):
 
 
 def test_several_acceptable_answers_are_kept_and_each_metric_takes_the_best(tmp_path):
-    from evaluation.metrics import answer_metrics
-    from evaluation.runner import score_answer
-
     path = tmp_path / "squad.jsonl"
     rows = [{"question": "Why do you collect my data?", "answers": ["", {"text": "to send you newsletters"},
                                                                    "improve our services", "to send you newsletters"]},

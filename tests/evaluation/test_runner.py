@@ -1,6 +1,7 @@
 """Runs on the tiny model: resumable after an interruption, cached across runs, stored in the workspace."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +9,7 @@ from evaluation import metrics as M
 from evaluation.qa_sets import load_qa_file
 from evaluation.report import export_report
 from evaluation.runner import list_runs, load_run, run_eval
+from evaluation.service import EvalConfig, _lora_rank_needed
 from evaluation.store import run_results
 from ragtune.errors import BadInputError
 from serving.engine import SamplingOptions
@@ -118,11 +120,6 @@ def test_concurrent_run_answers_variant_by_variant(workspace, tiny_engine, tiny_
 
 
 def test_vllm_server_sized_for_the_adapters_evaluated(workspace, tiny_adapter, adapter_factory):
-    import json
-    from pathlib import Path
-
-    from evaluation.service import EvalConfig, _lora_rank_needed
-
     assert _lora_rank_needed(workspace, EvalConfig(variants="base,rag", engine="vllm")) == 16
     assert _lora_rank_needed(workspace, EvalConfig(variants="base,ft", engine="vllm")) == 16  # rank 4 -> 16
     wide = adapter_factory(workspace, name="wide")

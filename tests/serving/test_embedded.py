@@ -7,7 +7,11 @@ import threading
 import pytest
 
 from ragtune.errors import BadInputError
+from ragtune.models import resolve_llm
+from serving.embedded import AnswerFrequencyPenalty, EmbeddedEngine, IncrementalDecoder
 from serving.engine import Generation, SamplingOptions, StopTextFilter
+from serving.factory import get_engine
+from serving.vllm_engine import VLLMEngine
 
 Q = [{"role": "user", "content": "What does the K7 robot carry?"}]
 
@@ -33,15 +37,13 @@ def test_greedy_generation_is_repeatable_and_streams_the_same_text(tiny_engine):
 def test_the_frequency_penalty_counts_the_answers_own_tokens(tiny_engine):
     """A penalty on the answer's own repeats changes a greedy answer once a token would come back; a zero
     penalty is the plain greedy answer; the arithmetic is OpenAI's (and vLLM's), on the answer's tokens."""
-    from serving.embedded import AnswerFrequencyPenalty
-
     msgs = [{"role": "user", "content": "Say something."}]
     plain = tiny_engine.generate(msgs, SamplingOptions(max_tokens=40))
     penalised = tiny_engine.generate(msgs, SamplingOptions(max_tokens=40, frequency_penalty=2.0))
     assert tiny_engine.generate(msgs, SamplingOptions(max_tokens=40, frequency_penalty=0.0)).text == plain.text
     assert penalised.text != plain.text and penalised.completion_tokens == plain.completion_tokens == 40
     # The prompt's tokens (the first three) are not counted: only the answer's own.
-    import torch
+    import torch  # heavy: loaded by the engine already
 
     scores = torch.zeros(1, 8)
     out = AnswerFrequencyPenalty(n_prompt=3, penalty=0.5)(torch.tensor([[5, 5, 5, 2, 2, 7]]), scores)
@@ -60,8 +62,6 @@ def test_repetition_controls_are_checked_and_off_by_default():
 
 
 def test_vllm_refuses_n_gram_blocking_it_does_not_have():
-    from serving.vllm_engine import VLLMEngine
-
     engine = VLLMEngine.__new__(VLLMEngine)  # no server: the request is refused before one is needed
     with pytest.raises(BadInputError, match="no_repeat_ngram_size"):
         next(engine.stream(Q, SamplingOptions(no_repeat_ngram_size=3)))
@@ -73,8 +73,6 @@ def test_repetition_penalty_and_n_gram_blocking_stop_gemma_quoting_the_passage()
     quotes it greedily and with the default frequency penalty, but not with n-gram blocking (no 3 tokens of
     the prompt again; it answered "building 4", then "building three") nor with a repetition penalty of 1.3
     (it answered "passageway, 10th floor of Building Four")."""
-    from serving.factory import get_engine
-
     engine = get_engine("embedded", model="gemma-3-270m")
     msgs = [{"role": "user", "content": "Passage: The night shift starts at ten and the badge office is in building "
                                         "four.\n\nQuestion: Where is the badge office? Answer by quoting the passage."}]
@@ -126,8 +124,6 @@ def test_over_long_prompt_is_refused_and_the_engine_keeps_answering(tiny_engine)
 
 
 def test_answer_is_capped_by_what_is_left_of_the_window(tiny_llm):
-    from serving.embedded import EmbeddedEngine
-
     engine = EmbeddedEngine("tiny-llama", max_model_len=40)
     n_prompt = len(engine.prompt_ids(Q))
     g = engine.generate(Q, SamplingOptions(max_tokens=100))
@@ -200,10 +196,7 @@ def test_an_abandoned_stream_frees_the_engine(tiny_engine):
 
 @pytest.mark.parametrize("model", ["tiny-llama", "gemma-3-270m"])
 def test_incremental_decoding_gives_the_text_of_a_full_decode(model):
-    from transformers import AutoTokenizer
-
-    from ragtune.models import resolve_llm
-    from serving.embedded import IncrementalDecoder
+    from transformers import AutoTokenizer  # heavy: this test's own tokenizers
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_llm(model, progress=False).path)
     text = ("The K7 carries 120 kg.  Naïve café, 日本語のテキスト, emoji 🤖🚀 and\nnew lines,\ttabs, "
