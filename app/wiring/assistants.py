@@ -81,12 +81,8 @@ def build_engine(spec: EngineSpec) -> Engine:
     return get_engine(spec.kind, model=spec.model, url=spec.url, **spec.engine_options())
 
 
-def workspace_retriever(ws: Workspace) -> Retriever:
-    """The workspace's retriever, from the library's cache (reopened when the index is rebuilt); raises
-    a "build the index first" BadInputError when the workspace has none."""
-    return Retriever.for_workspace(ws)
-
-
 def build_assistant(ws: Workspace, engine: Engine) -> Assistant:
-    """The Assistant of `ws` on `engine`: the index is looked up per rag question (base and ft need none)."""
-    return Assistant(ws, engine, prompt_builder=build_rag_messages, open_retriever=partial(workspace_retriever, ws))
+    """The Assistant of `ws` on `engine`. Its retriever is the workspace's, looked up per rag question from
+    the library's cache (``Retriever.for_workspace``: reopened when the index is rebuilt; "build the index
+    first" when there is none); base and ft need no index."""
+    return Assistant(ws, engine, prompt_builder=build_rag_messages, open_retriever=partial(Retriever.for_workspace, ws))
