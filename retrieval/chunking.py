@@ -253,71 +253,111 @@ def chunk_blocks(blocks: Iterable[Block], counter: TokenCounter, config: Chunkin
 def iter_chunks(blocks: Iterable[Block], counter: TokenCounter, config: ChunkingConfig | None = None) -> Iterator[DraftChunk]:
     """The chunks of `blocks`, each produced once the next one is made (a closing fragment may still
     join the chunk before it): the blocks are read and the chunks handed on one at a time."""
-    config = config or ChunkingConfig()
-    size = max(16, config.chunk_tokens)
-    overlap = max(0, min(config.overlap_tokens, size // 2))
-    reserve = overlap + 4 if overlap else 0  # the carried tail: `overlap` tokens plus the rest of its first word
-    units = _units(blocks, counter, size - reserve)
-    chunks: list[DraftChunk] = []
-    current: list[_Unit] = []
-    current_tokens = 0
-    carried = ""  # overlap text opening the current chunk
-    joiner = " "  # between the carried text and the chunk's own: a line break after a table caption
-    carried_tokens = reserve
+    chunker = _Chunker(counter, config or ChunkingConfig())
+    for unit in _units(blocks, counter, chunker.unit_limit):
+        chunker.add(unit)
+        yield from chunker.settled()
+    yield from chunker.finish()
 
-    def close(full: bool, caption: str | None = None) -> None:
-        nonlocal current, current_tokens, carried, joiner, carried_tokens
+
+class _Chunker:
+    """The chunk being filled and the chunks made: a unit closes the current chunk when it opens a new
+    page or section (the chunk is not full) or does not fit (full: the next chunk opens with an overlap)."""
+
+    def __init__(self, counter: TokenCounter, config: ChunkingConfig):
+        self.counter, self.config = counter, config
+        self.size = max(16, config.chunk_tokens)
+        self.overlap = max(0, min(config.overlap_tokens, self.size // 2))
+        self.reserve = self.overlap + 4 if self.overlap else 0  # the carried tail: `overlap` tokens plus the rest of its first word
+        self.unit_limit = self.size - self.reserve
+        self.chunks: list[DraftChunk] = []  # the last one can still change (a closing fragment joins it)
+        self.current: list[_Unit] = []
+        self.current_tokens = 0
+        self.carried = ""  # overlap text opening the current chunk
+        self.joiner = " "  # between the carried text and the chunk's own: a line break after a table caption
+        self.carried_tokens = self.reserve
+
+    def add(self, unit: _Unit) -> None:
+        if self.current:
+            self._close_before(unit)
+        self.current.append(unit)
+        self.current_tokens += unit.tokens
+
+    def settled(self) -> list[DraftChunk]:
+        """The chunks that can no longer change (all but the last), each handed on once."""
+        if len(self.chunks) <= 1:
+            return []
+        done = self.chunks[:-1]
+        del self.chunks[:-1]
+        return done
+
+    def finish(self) -> list[DraftChunk]:
+        if self.current:
+            self._close(full=False)
+        done, self.chunks = self.chunks, []
+        return done
+
+    def _close_before(self, unit: _Unit) -> None:
+        """Close the current chunk if `unit` must not join it."""
+        current, min_tokens = self.current, self.config.min_tokens
+        only_headings = all(u.heading for u in current)
+        new_page = unit.page != current[-1].page
+        new_section = unit.section != current[-1].section or unit.heading
+        boundary = not only_headings and (new_page or new_section)
+        # A fragment (under min_tokens) runs on into the next section of its page; at a page end it
+        # joins the chunk before it (in _close) or, with nothing on its page to join, the next page.
+        hold = boundary and self.current_tokens < min_tokens and (
+            not new_page or not _fits_back(self.chunks, current, self.counter, self.size))
+        # Rows of one table fill half a chunk at most: a chunk of a few rows matches a question
+        # about one of them better than a whole form does (NTSB gold set).
+        rows = (unit.caption is not None and unit.caption == current[-1].caption and not boundary
+                and self.current_tokens >= min_tokens)  # never a fragment of a few rows
+        if boundary and not hold:
+            self._close(full=False)
+        elif (self.current_tokens + unit.tokens + (self.carried_tokens if self.carried else 0)
+              > (self.size // 2 if rows else self.size)):
+            self._close(full=True, caption=unit.caption if rows else None)
+
+    def _close(self, full: bool, caption: str | None = None) -> None:
+        current = self.current
         body = current[0].text + "".join(u.sep + u.text for u in current[1:])
-        text = f"{carried}{joiner}{body}" if carried else body
-        tokens = counter.count(text)
-        prev = chunks[-1] if chunks else None
-        captioned = bool(carried) and joiner == "\n"  # the last rows of a table, under its caption
-        if (not full and (not carried or captioned) and prev is not None and tokens < config.min_tokens
-                and prev.page == current[0].page):
-            # A fragment closing its page or the document (an address line, a phone number, a table's
-            # last row) joins the chunk before it rather than standing alone, when both fit in one chunk.
-            merged = f"{prev.text}{chr(10) if captioned else chr(10) * 2}{body}"
-            merged_tokens = counter.count(merged)
-            if merged_tokens <= size:
-                prev.text, prev.tokens = merged, merged_tokens
-                current, current_tokens = [], 0
-                return
-        if carried and tokens > size:  # tokenization across the join can differ by a few tokens
-            carried = overlap_tail(carried, counter, max(0, overlap - (tokens - size) - 4)) if overlap > tokens - size + 4 else ""
-            text = f"{carried}{joiner}{body}" if carried else body
-            tokens = counter.count(text)
+        text = f"{self.carried}{self.joiner}{body}" if self.carried else body
+        tokens = self.counter.count(text)
+        if not full and self._joined_to_previous(body, tokens):
+            return
+        if self.carried and tokens > self.size:  # tokenization across the join can differ by a few tokens
+            text, tokens = self._with_shorter_overlap(body, tokens)
         first = next((u for u in current if not u.heading), current[-1])
-        chunks.append(DraftChunk(text, first.page, first.section, tokens,
-                                 len(carried) + 1 if carried else 0))
+        self.chunks.append(DraftChunk(text, first.page, first.section, tokens,
+                                      len(self.carried) + 1 if self.carried else 0))
         # A table goes on under its caption ("Pilot Information"), so its next rows still say what they are.
-        carried = caption or (overlap_tail(body, counter, overlap) if full and overlap else "")
-        joiner = "\n" if caption else " "
-        carried_tokens = counter.count(caption) + 1 if caption else reserve
-        current, current_tokens = [], 0
+        self.carried = caption or (overlap_tail(body, self.counter, self.overlap) if full and self.overlap else "")
+        self.joiner = "\n" if caption else " "
+        self.carried_tokens = self.counter.count(caption) + 1 if caption else self.reserve
+        self.current, self.current_tokens = [], 0
 
-    for unit in units:
-        if current:
-            only_headings = all(u.heading for u in current)
-            new_page = unit.page != current[-1].page
-            new_section = unit.section != current[-1].section or unit.heading
-            boundary = not only_headings and (new_page or new_section)
-            # A fragment (under min_tokens) runs on into the next section of its page; at a page end it
-            # joins the chunk before it (in close) or, with nothing on its page to join, the next page.
-            hold = boundary and current_tokens < config.min_tokens and (
-                not new_page or not _fits_back(chunks, current, counter, size))
-            # Rows of one table fill half a chunk at most: a chunk of a few rows matches a question
-            # about one of them better than a whole form does (NTSB gold set).
-            rows = (unit.caption is not None and unit.caption == current[-1].caption and not boundary
-                    and current_tokens >= config.min_tokens)  # never a fragment of a few rows
-            if boundary and not hold:
-                close(full=False)
-            elif current_tokens + unit.tokens + (carried_tokens if carried else 0) > (size // 2 if rows else size):
-                close(full=True, caption=unit.caption if rows else None)
-        if len(chunks) > 1:  # only the last chunk can still change
-            yield from chunks[:-1]
-            del chunks[:-1]
-        current.append(unit)
-        current_tokens += unit.tokens
-    if current:
-        close(full=False)
-    yield from chunks
+    def _joined_to_previous(self, body: str, tokens: int) -> bool:
+        """A fragment closing its page or the document (an address line, a phone number, a table's last
+        row: `tokens` under min_tokens) joins the chunk before it rather than standing alone, when both
+        fit in one chunk."""
+        prev = self.chunks[-1] if self.chunks else None
+        captioned = bool(self.carried) and self.joiner == "\n"  # the last rows of a table, under its caption
+        if (self.carried and not captioned) or prev is None or prev.page != self.current[0].page:
+            return False
+        if tokens >= self.config.min_tokens:
+            return False
+        merged = f"{prev.text}{chr(10) if captioned else chr(10) * 2}{body}"
+        merged_tokens = self.counter.count(merged)
+        if merged_tokens > self.size:
+            return False
+        prev.text, prev.tokens = merged, merged_tokens
+        self.current, self.current_tokens = [], 0
+        return True
+
+    def _with_shorter_overlap(self, body: str, tokens: int) -> tuple[str, int]:
+        """The chunk's text and tokens once the carried overlap is cut by what `tokens` passes a chunk."""
+        overlap, size = self.overlap, self.size
+        self.carried = (overlap_tail(self.carried, self.counter, max(0, overlap - (tokens - size) - 4))
+                        if overlap > tokens - size + 4 else "")
+        text = f"{self.carried}{self.joiner}{body}" if self.carried else body
+        return text, self.counter.count(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -11,6 +12,8 @@ import numpy as np
 
 from ragtune.errors import ModelNotFoundError
 from ragtune.models import resolve_embedder
+from ragtune.paths import cache_dir
+from ragtune.progress import progress_bar
 
 _lock = threading.Lock()
 
@@ -75,14 +78,10 @@ class SharedCache:
     """
 
     def __init__(self, embedder: "Embedder"):
-        from ragtune.paths import cache_dir
-
         model_id = hashlib.sha256(f"{embedder.name}\0{embedder.path}".encode()).hexdigest()[:16]
         self.path = cache_dir() / "embeddings" / f"{model_id}.sqlite3"
 
     def _connect(self):
-        import sqlite3
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -123,50 +122,18 @@ def embed_cached(ws, embedder: Embedder, texts: list[str], *, batch_size: int = 
     (False) or ``progress(done, total, label)`` called before each batch (it may raise to stop).
     """
     keys = [text_key(t) for t in texts]
-    found: dict[str, np.ndarray] = {}
     wanted = sorted(set(keys))
-    with ws.db() as conn:
-        for i in range(0, len(wanted), 500):
-            part = wanted[i:i + 500]
-            marks = ",".join("?" * len(part))
-            for row in conn.execute(f"SELECT key, vector FROM retrieval_embeddings WHERE model=? AND key IN ({marks})",
-                                    (embedder.name, *part)):
-                found[row["key"]] = np.frombuffer(row["vector"], dtype="float32")
+    found = _from_workspace(ws, embedder, wanted)
     in_workspace = len(found)
     machine = SharedCache(embedder) if shared else None
     if machine is not None and len(found) < len(wanted):
-        from_machine = machine.get([k for k in wanted if k not in found])
-        if from_machine:
-            with ws.db() as conn:
-                conn.executemany("INSERT OR REPLACE INTO retrieval_embeddings VALUES (?, ?, ?)",
-                                 [(embedder.name, k, v.tobytes()) for k, v in from_machine.items()])
-            found.update(from_machine)
+        found.update(_from_machine(ws, embedder, machine, [k for k in wanted if k not in found]))
     missing = {}
     for k, t in zip(keys, texts):
         if k not in found and k not in missing:
             missing[k] = t
     if missing:
-        todo_keys, todo_texts = list(missing), list(missing.values())
-        from ragtune.progress import progress_bar
-
-        report = progress if callable(progress) else None
-        bar = progress_bar(total=len(todo_texts), desc="embedding chunks", unit="chunk",
-                           disable=not progress or report is not None)
-        step = max(batch_size * 4, 256)
-        for i in range(0, len(todo_texts), step):
-            if report:
-                report(i, len(todo_texts), "embedding chunks")  # may raise to cancel: what is stored stays
-            vecs = embedder.encode(todo_texts[i:i + step], batch_size=batch_size)
-            with ws.db() as conn:
-                conn.executemany("INSERT OR REPLACE INTO retrieval_embeddings VALUES (?, ?, ?)",
-                                 [(embedder.name, k, v.tobytes()) for k, v in zip(todo_keys[i:i + step], vecs)])
-            found.update(zip(todo_keys[i:i + step], vecs))
-            if machine is not None:
-                machine.put(list(zip(todo_keys[i:i + step], vecs)))
-            bar.update(len(vecs))
-        bar.close()
-        if report:
-            report(len(todo_texts), len(todo_texts), "embedding chunks")
+        found.update(_embed_missing(ws, embedder, missing, machine, batch_size, progress))
     dim = next(iter(found.values())).shape[0] if found else embedder.dim
     matrix = np.zeros((len(texts), dim), dtype="float32")
     for i, k in enumerate(keys):
@@ -174,3 +141,51 @@ def embed_cached(ws, embedder: Embedder, texts: list[str], *, batch_size: int = 
     if stats is not None:
         stats["computed"] = len(missing)
     return matrix, len(wanted) - in_workspace
+
+
+def _from_workspace(ws, embedder: Embedder, keys: list[str]) -> dict[str, np.ndarray]:
+    found: dict[str, np.ndarray] = {}
+    with ws.db() as conn:
+        for i in range(0, len(keys), 500):
+            part = keys[i:i + 500]
+            marks = ",".join("?" * len(part))
+            for row in conn.execute(f"SELECT key, vector FROM retrieval_embeddings WHERE model=? AND key IN ({marks})",
+                                    (embedder.name, *part)):
+                found[row["key"]] = np.frombuffer(row["vector"], dtype="float32")
+    return found
+
+
+def _from_machine(ws, embedder: Embedder, machine: SharedCache, keys: list[str]) -> dict[str, np.ndarray]:
+    """The vectors of `keys` the machine-wide cache holds, copied into the workspace's."""
+    found = machine.get(keys)
+    if found:
+        with ws.db() as conn:
+            conn.executemany("INSERT OR REPLACE INTO retrieval_embeddings VALUES (?, ?, ?)",
+                             [(embedder.name, k, v.tobytes()) for k, v in found.items()])
+    return found
+
+
+def _embed_missing(ws, embedder: Embedder, missing: dict[str, str], machine: SharedCache | None, batch_size: int,
+                   progress) -> dict[str, np.ndarray]:
+    """The model's vectors for `missing` (key -> text), stored in the caches a batch at a time."""
+    found: dict[str, np.ndarray] = {}
+    todo_keys, todo_texts = list(missing), list(missing.values())
+    report = progress if callable(progress) else None
+    bar = progress_bar(total=len(todo_texts), desc="embedding chunks", unit="chunk",
+                       disable=not progress or report is not None)
+    step = max(batch_size * 4, 256)
+    for i in range(0, len(todo_texts), step):
+        if report:
+            report(i, len(todo_texts), "embedding chunks")  # may raise to cancel: what is stored stays
+        vecs = embedder.encode(todo_texts[i:i + step], batch_size=batch_size)
+        with ws.db() as conn:
+            conn.executemany("INSERT OR REPLACE INTO retrieval_embeddings VALUES (?, ?, ?)",
+                             [(embedder.name, k, v.tobytes()) for k, v in zip(todo_keys[i:i + step], vecs)])
+        found.update(zip(todo_keys[i:i + step], vecs))
+        if machine is not None:
+            machine.put(list(zip(todo_keys[i:i + step], vecs)))
+        bar.update(len(vecs))
+    bar.close()
+    if report:
+        report(len(todo_texts), len(todo_texts), "embedding chunks")
+    return found

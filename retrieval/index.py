@@ -23,8 +23,10 @@ import numpy as np
 from ragtune.atomic import atomic_directory, atomic_write_json, read_json
 
 from .chunking import chunk_blocks
-from .documents import Chunk, all_chunks, load_blocks, open_store, replace_chunks
+from .documents import Chunk, all_chunks, list_documents, load_blocks, open_store, replace_chunks
 from .embedding import embed_cached, get_embedder
+from .identity import corpus_identities, real_title
+from .ingest import chunking_config, counter_for
 from .settings import RetrievalSettings, load_settings
 
 INDEX_DIR = ("index", "current")
@@ -60,8 +62,6 @@ def chunk_search_text(chunk: Chunk, settings: RetrievalSettings) -> str:
 
 def with_identities(ws, chunks: list[Chunk]) -> list[Chunk]:
     """The chunks with `title` set to their document's identity line (retrieval/identity.py)."""
-    from .identity import corpus_identities, real_title
-
     with ws.db() as conn:
         tables = {r["doc_id"] for r in conn.execute("SELECT doc_id FROM retrieval_documents WHERE kind IN ('csv', 'jsonl')")}
     docs = {}
@@ -88,8 +88,6 @@ def rechunk_stale(ws, settings: RetrievalSettings) -> int:
         stale = [r["doc_id"] for r in conn.execute("SELECT doc_id FROM retrieval_documents WHERE chunking<>?", (signature,))]
     if not stale:
         return 0
-    from .ingest import chunking_config, counter_for
-
     counter = counter_for(settings)
     for doc_id in stale:
         drafts = chunk_blocks(load_blocks(ws, doc_id), counter, chunking_config(settings))
@@ -169,9 +167,6 @@ def build_index(ws, *, progress=True, settings: RetrievalSettings | None = None,
     or ``progress(done, total, label)`` (``ragtune.operations``), which may raise to stop the build: the
     current index stays as it was and every vector embedded so far is kept for the next build.
     """
-    import bm25s
-    import faiss
-
     open_store(ws)
     settings = settings or load_settings(ws)
     rechunk_stale(ws, settings)
@@ -179,23 +174,12 @@ def build_index(ws, *, progress=True, settings: RetrievalSettings | None = None,
     if settings.identity:
         chunks = with_identities(ws, chunks)
     texts = [chunk_search_text(c, settings) for c in chunks]
-    fingerprint = {
-        "embedder": settings.embedder, "context": settings.context, "exact_limit": settings.exact_limit,
-        "ivf_limit": IVF_LIMIT, "tune": settings.tune,
-        "chunks": hashlib.sha256("\n".join(c.chunk_id for c in chunks).encode()).hexdigest(),
-        "texts": hashlib.sha256("\0".join(texts).encode()).hexdigest(),
-    }
+    fingerprint = _fingerprint(settings, chunks, texts)
     version = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
+    report = progress if callable(progress) else (lambda *_: None)
     current = read_json(index_dir(ws) / "manifest.json")
     if current and current.get("version") == version and not tuning_rows:
-        tuned = current.get("tuned")
-        if settings.tune and chunks and (tuned or {}).get("evidence_key") not in ("given", evidence_key(ws)):
-            # New evidence since the build (answers rated up, a new generated set): choose again, same vectors.
-            # A choice made on the user's own questions (--qa) stands until they give others.
-            report = progress if callable(progress) else (lambda *_: None)
-            report(len(texts), len(texts), "choosing the fusion for this corpus")
-            current["tuned"] = tuned = choose_fusion(ws, index_dir(ws), current, settings, chunks, None)
-            atomic_write_json(index_dir(ws) / "manifest.json", current)
+        tuned = _tuned_again_on_new_evidence(ws, current, settings, chunks, report)
         return {"version": version, "chunks": len(chunks), "embedded": 0, "kind": current["kind"], "unchanged": True,
                 "tuned": tuned}
 
@@ -203,9 +187,49 @@ def build_index(ws, *, progress=True, settings: RetrievalSettings | None = None,
     stats: dict = {}
     vectors, embedded = embed_cached(ws, embedder, texts, batch_size=settings.batch_size, progress=progress,
                                      stats=stats)
-    report = progress if callable(progress) else (lambda *_: None)
     report(len(texts), len(texts), "building the search index")
     index, kind = build_faiss(vectors, settings.exact_limit, IVF_LIMIT)
+    manifest = {
+        "version": version, "kind": kind, "chunks": len(chunks), "embedded": embedded,
+        "embedder": settings.embedder, "dim": int(vectors.shape[1]) if len(vectors) else embedder.dim,
+        "documents": len({c.doc_id for c in chunks}), "context": settings.context,
+        "built_at": time.time(), "fingerprint": fingerprint,
+    }
+    _write_index(ws, index, chunks, texts, manifest, settings, tuning_rows, report)
+    return {"version": version, "chunks": len(chunks), "embedded": embedded, "kind": kind,
+            "computed": stats.get("computed", 0), "tuned": manifest.get("tuned")}
+
+
+def _fingerprint(settings: RetrievalSettings, chunks: list[Chunk], texts: list[str]) -> dict:
+    """What the index is built from: an index with the same fingerprint needs no rebuild."""
+    return {
+        "embedder": settings.embedder, "context": settings.context, "exact_limit": settings.exact_limit,
+        "ivf_limit": IVF_LIMIT, "tune": settings.tune,
+        "chunks": hashlib.sha256("\n".join(c.chunk_id for c in chunks).encode()).hexdigest(),
+        "texts": hashlib.sha256("\0".join(texts).encode()).hexdigest(),
+    }
+
+
+def _tuned_again_on_new_evidence(ws, manifest: dict, settings: RetrievalSettings, chunks: list[Chunk],
+                                 report) -> dict | None:
+    """An unchanged index's fusion choice, made again (same vectors) when there is new evidence since the
+    build (answers rated up, a new generated set). A choice made on the user's own questions (--qa)
+    stands until they give others."""
+    tuned = manifest.get("tuned")
+    if settings.tune and chunks and (tuned or {}).get("evidence_key") not in ("given", evidence_key(ws)):
+        report(len(chunks), len(chunks), "choosing the fusion for this corpus")
+        manifest["tuned"] = tuned = choose_fusion(ws, index_dir(ws), manifest, settings, chunks, None)
+        atomic_write_json(index_dir(ws) / "manifest.json", manifest)
+    return tuned
+
+
+def _write_index(ws, index, chunks: list[Chunk], texts: list[str], manifest: dict, settings: RetrievalSettings,
+                 tuning_rows: list[dict] | None, report) -> None:
+    """The index's files in a new folder that replaces the current one in one rename; with
+    ``settings.tune``, the fusion is chosen on the new index first and goes in its manifest."""
+    import bm25s
+    import faiss
+
     with atomic_directory(index_dir(ws)) as tmp:
         faiss.write_index(index, str(tmp / "dense.faiss"))
         if chunks:
@@ -214,25 +238,18 @@ def build_index(ws, *, progress=True, settings: RetrievalSettings | None = None,
             bm25.save(str(tmp / "bm25"))
         (tmp / "chunks.jsonl").write_text(
             "".join(json.dumps(c.to_dict(), ensure_ascii=False) + "\n" for c in chunks), encoding="utf-8")
-        manifest = {
-            "version": version, "kind": kind, "chunks": len(chunks), "embedded": embedded,
-            "embedder": settings.embedder, "dim": int(vectors.shape[1]) if len(vectors) else embedder.dim,
-            "documents": len({c.doc_id for c in chunks}), "context": settings.context,
-            "built_at": time.time(), "fingerprint": fingerprint,
-        }
         if settings.tune and chunks:
             report(len(texts), len(texts), "choosing the fusion for this corpus")
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
             manifest["tuned"] = choose_fusion(ws, tmp, manifest, settings, chunks, tuning_rows)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    return {"version": version, "chunks": len(chunks), "embedded": embedded, "kind": kind,
-            "computed": stats.get("computed", 0), "tuned": manifest.get("tuned")}
 
 
 def choose_fusion(ws, folder, manifest: dict, settings: RetrievalSettings, chunks: list[Chunk],
                   tuning_rows: list[dict] | None) -> dict:
     """The fusion for this corpus (retrieval/tuning.py): chosen on a user's questions; on generated
     questions only when they are worded like people's; otherwise the defaults, with the reason."""
+    # here, not at the top: search (and tuning, through it) imports this module
     from .search import Retriever
     from .tuning import (PARAPHRASE_MAX_OVERLAP, asked_questions, held_out_questions, made_questions, tune_fusion,
                          wording_overlap)
@@ -256,7 +273,7 @@ def choose_fusion(ws, folder, manifest: dict, settings: RetrievalSettings, chunk
 def evidence_key(ws) -> str:
     """What the fusion choice rests on, in one string: it changes when end users rate answers up or a new
     generated Q&A set appears, and an unchanged index is then tuned again."""
-    from .tuning import asked_questions, newest_generated_set
+    from .tuning import asked_questions, newest_generated_set  # not at the top: tuning imports search, search this
 
     newest = newest_generated_set(ws)
     return f"asked:{len(asked_questions(ws))}|generated:{newest.parent.name if newest else ''}"
@@ -272,8 +289,6 @@ def index_state(ws) -> dict:
     Stale when documents were added or deleted since the build: the chunk ids it was built from
     differ from the workspace's now. Returns {"built", "stale", "documents", "manifest"}.
     """
-    from .documents import list_documents
-
     manifest = index_status(ws)
     documents = len(list_documents(ws))
     if not manifest:

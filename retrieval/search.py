@@ -11,6 +11,7 @@ import numpy as np
 
 from ragtune.atomic import read_json
 from ragtune.errors import BadInputError
+from ragtune.models import resolve_embedder
 
 from .documents import Chunk
 from .embedding import get_embedder
@@ -270,8 +271,6 @@ class Retriever:
     def _rerank(self, query: str, hits):
         if self._reranker is None:
             from sentence_transformers import CrossEncoder
-
-            from ragtune.models import resolve_embedder
 
             self._reranker = CrossEncoder(str(resolve_embedder(self.settings.reranker).path), device="cpu")
         pairs = [(query, self.chunks[i].text) for i, _, _ in hits]

@@ -27,6 +27,10 @@ import random
 import re
 import statistics
 
+from ragtune.feedback import rated_up_sources
+
+from .search import normalize_query, rrf_fuse
+
 WEIGHTS = (0.0, 0.5, 1.0, 2.0)
 # Title routing stays on in every fusion: it fires only when a question clearly names one document, and
 # made questions (which name rare identity words, not titles) cannot show what it is worth on real ones.
@@ -83,8 +87,6 @@ MIN_ASKED = 20  # fewer rated answers than this are too few to choose on
 def asked_questions(ws) -> list[dict]:
     """Questions people asked the deployed assistant and rated up, with the sources its answer cited, as
     tuning rows ([] when fewer than MIN_ASKED)."""
-    from ragtune.feedback import rated_up_sources
-
     rows = [{"question": r["question"], "gold": r["sources"]} for r in rated_up_sources(ws, MAX_QUESTIONS)]
     return rows if len(rows) >= MIN_ASKED else []
 
@@ -149,8 +151,6 @@ def wording_overlap(rows: list[dict], chunks) -> float | None:
 
 
 def prepare_rows(retriever, rows: list[dict]) -> list[tuple]:
-    from .search import normalize_query
-
     n = max(retriever.settings.candidates, 40)
     prepared = []
     for row in rows:
@@ -164,8 +164,6 @@ def prepare_rows(retriever, rows: list[dict]) -> list[tuple]:
 
 def fused_order(retriever, prepared_row: tuple, key: tuple) -> list[int]:
     """The fused passages (chunk indices), best first, of one (dense, BM25, title weight, RRF k) setting."""
-    from .search import rrf_fuse
-
     dw, bw, tw, k = key
     weights = {"dense": dw, "bm25": bw, "title": tw}
     q, lists, _, _ = prepared_row
