@@ -68,21 +68,11 @@ def run(args) -> int:
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     from app.wiring.assistants import EngineSpec, build_engine
     from app.wiring.servers import deploy_server
-    from ragtune.workspace import Workspace
-    from serving.deploy import deployments, keys
     from serving.deploy.loadtest import run_drops, run_load
     from serving.deploy.server import DeployLimits
     from serving.factory import close_all
 
-    ws = Workspace.create("bench")
-    if args.variant.endswith("rag"):
-        from retrieval.index import build_index
-        from retrieval.ingest import ingest_paths
-
-        ingest_paths(ws, [REPO / "datasets" / "sample"])
-        build_index(ws, progress=False)
-    deployments.publish(ws, args.variant, note="load test")
-    key = keys.create_key(ws, "bench", 100_000)
+    ws, key = _published_workspace(args.variant)
     t0 = time.perf_counter()
     max_len = args.max_model_len or (1024 if args.model.startswith("tiny-") else None)
     engine = build_engine(EngineSpec(kind=args.engine, model=args.model, max_model_len=max_len))
@@ -115,15 +105,37 @@ def run(args) -> int:
               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    _print_results(args, baseline, loaded, drops, ratio)
+    drops_ok = all(r.failed == 0 and r.in_flight_end == 0 and r.dropped == args.drop for r in drops.values())
+    return 0 if loaded.failed == 0 and drops_ok else 1
 
-    def line(name, r):
-        return (f"{name:<14} requests {r.ok}/{r.requests} ok, failed {r.failed}, latency p50 {r.latency_p50_s or 0:.3f} s "
-                f"p95 {r.latency_p95_s or 0:.3f} s, ttft p50 {r.ttft_p50_s or 0:.3f} s p95 {r.ttft_p95_s or 0:.3f} s, "
-                f"{r.requests_per_s:.2f} req/s, {r.e2e_tokens_per_s:.1f} tok/s")
 
+def _published_workspace(variant: str):
+    """A scratch workspace with `variant` published (rag: datasets/sample indexed) and an API key for it."""
+    from ragtune.workspace import Workspace
+    from serving.deploy import deployments, keys
+
+    ws = Workspace.create("bench")
+    if variant.endswith("rag"):
+        from retrieval.index import build_index
+        from retrieval.ingest import ingest_paths
+
+        ingest_paths(ws, [REPO / "datasets" / "sample"])
+        build_index(ws, progress=False)
+    deployments.publish(ws, variant, note="load test")
+    return ws, keys.create_key(ws, "bench", 100_000)
+
+
+def _line(name, r) -> str:
+    return (f"{name:<14} requests {r.ok}/{r.requests} ok, failed {r.failed}, latency p50 {r.latency_p50_s or 0:.3f} s "
+            f"p95 {r.latency_p95_s or 0:.3f} s, ttft p50 {r.ttft_p50_s or 0:.3f} s p95 {r.ttft_p95_s or 0:.3f} s, "
+            f"{r.requests_per_s:.2f} req/s, {r.e2e_tokens_per_s:.1f} tok/s")
+
+
+def _print_results(args, baseline, loaded, drops: dict, ratio) -> None:
     print(f"{args.model} on {args.engine}, variant {args.variant}, max_tokens {args.max_tokens}")
-    print(line("1 client", baseline))
-    print(line(f"{args.clients} clients", loaded))
+    print(_line("1 client", baseline))
+    print(_line(f"{args.clients} clients", loaded))
     print(f"throughput ratio ({args.clients} clients / 1 client): {ratio:.2f}x" if ratio else "no baseline throughput")
     print(f"wrote {args.out}")
     for err in loaded.errors[:5]:
@@ -137,8 +149,6 @@ def run(args) -> int:
               f"in-flight above open streams after: {r.in_flight_max_excess:.0f}; in-flight at the end: {r.in_flight_end:.0f}")
         for err in r.errors[:3]:
             print("error:", err)
-    drops_ok = all(r.failed == 0 and r.in_flight_end == 0 and r.dropped == args.drop for r in drops.values())
-    return 0 if loaded.failed == 0 and drops_ok else 1
 
 
 if __name__ == "__main__":
