@@ -13,14 +13,25 @@ Message = dict  # {"role": "system" | "user" | "assistant", "content": str}, as 
 
 
 class Passage(Protocol):
-    """One retrieved passage, as the Assistant cites it."""
+    """One retrieved passage, as the Assistant cites it (read-only: the Assistant never changes one)."""
 
-    chunk_id: str
-    doc: str
-    page: int | None
-    section: str | None
-    text: str
-    score: float
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def doc(self) -> str: ...  # the document's name, "file.pdf"
+
+    @property
+    def page(self) -> int | None: ...
+
+    @property
+    def section(self) -> str | None: ...
+
+    @property
+    def score(self) -> float: ...  # the retriever's, higher is better
+
+    @property
+    def chunk_id(self) -> str: ...
 
     @property
     def citation(self) -> str: ...  # "file.pdf#page=3"
