@@ -9,16 +9,25 @@ missing answers are computed. CLI flags are derived from ``EvalConfig`` (``ragtu
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ragtune.adapters import get_adapter
 from ragtune.atomic import atomic_write_bytes, atomic_write_jsonl
 from ragtune.errors import BadInputError
 from ragtune.job_events import JobProgress, QuestionsLoaded, last_of
+from ragtune.models import DEFAULT_LLM
 from ragtune.operations import Operation
-from serving.engine import DEFAULT_FREQUENCY_PENALTY
+from ragtune.paths import repo_datasets_dir
+from serving.engine import DEFAULT_FREQUENCY_PENALTY, SamplingOptions
+from serving.factory import get_engine
 
-from .runner import new_run_id
+from . import store
+from .assistants import make_assistant
+from .judge import JudgeConfig
+from .qa_sets import held_out_rows, load_qa_file
+from .runner import KINDS, list_runs, load_run, new_run_id, parse_variant, resolve_variants, run_eval, summarize
 
 JOB_KIND = "eval"
 HELD_OUT = "held-out"
@@ -72,8 +81,6 @@ class EvalConfig:
         return [v.strip() for v in self.variants.split(",") if v.strip()]
 
     def validate(self) -> "EvalConfig":
-        from .runner import parse_variant
-
         if not self.variant_list:
             raise BadInputError("Pick at least one variant to evaluate: base, rag, ft or ft+rag.")
         for v in self.variant_list:
@@ -102,13 +109,9 @@ class EvalConfig:
         return VLLM_IN_FLIGHT if self.engine == "vllm" else 1
 
     def sampling_options(self):
-        from serving.engine import SamplingOptions
-
         return SamplingOptions(max_tokens=self.max_tokens, frequency_penalty=self.frequency_penalty)
 
     def judge(self):
-        from .judge import JudgeConfig
-
         return JudgeConfig(self.judge_url, self.judge_model) if self.judge_url else None
 
     def to_dict(self) -> dict:
@@ -116,15 +119,11 @@ class EvalConfig:
 
 
 def sample_questions_path() -> Path:
-    from ragtune.paths import repo_datasets_dir
-
     return repo_datasets_dir() / "sample_qa.jsonl"
 
 
 def load_questions(ws, config: EvalConfig) -> tuple[list[dict], list[tuple[int, str]], str]:
     """(rows, skipped lines, source label) for the config's test set, cut to ``limit``."""
-    from .qa_sets import held_out_rows, load_qa_file
-
     if config.qa == HELD_OUT:
         rows, source = held_out_rows(ws)
         errors = []
@@ -143,9 +142,6 @@ def load_questions(ws, config: EvalConfig) -> tuple[list[dict], list[tuple[int, 
 def evaluation_engine(config: EvalConfig, ws=None):
     """The engine the config names. A vLLM server ragtune starts is sized for the evaluation: KV cache
     for ``VLLM_IN_FLIGHT`` RAG prompts and LoRA rank for the workspace's adapters that it evaluates."""
-    from ragtune.models import DEFAULT_LLM
-    from serving.factory import get_engine
-
     options = {}
     if config.engine == "vllm" and not config.url:
         options = {"kv_cache_gib": VLLM_KV_CACHE_GIB}
@@ -156,12 +152,6 @@ def evaluation_engine(config: EvalConfig, ws=None):
 
 def _lora_rank_needed(ws, config: EvalConfig) -> int:
     """The smallest rank vLLM accepts that holds every adapter the ft variants use (16 when none)."""
-    import json
-
-    from ragtune.adapters import get_adapter
-
-    from .runner import resolve_variants
-
     rank = 16
     ft = [v for v in config.variant_list if v.split(":")[0].strip().lower().startswith("ft")]
     for variant in resolve_variants(ws, ft, config.adapter) if ft else []:
@@ -180,14 +170,9 @@ def evaluate(ws, config: EvalConfig, *, run_id: str | None = None, resume: bool 
     ``engine``/``assistant`` let a caller that already holds a model (the app) share it.
     ``on_loaded(rows, skipped, source)`` hears what the test set held before any answer.
     """
-    from .assistants import make_assistant
-    from .runner import new_run_id, run_eval
-
     config.validate()
     rows, errors, source = (None, [], "")
     if resume and run_id:
-        from . import store
-
         store.open_store(ws)
         resume = store.get_run_record(ws, run_id) is not None  # cancelled before its first answer: start it
     if not resume:
@@ -277,8 +262,6 @@ def suggested_variant(ws, default: str = "rag") -> str:
 
     The Deploy screen preselects it; `ragtune eval` and `ragtune deploy` print it.
     """
-    from .runner import KINDS, list_runs, load_run, summarize
-
     run_id = next((r["run_id"] for r in list_runs(ws) if r["status"] == "succeeded"), None)
     if run_id is None:
         return default
