@@ -30,12 +30,16 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
-from ragtune import feedback as feedback_store
+from ragtune import adapters as adapter_registry, feedback as feedback_store
 from ragtune.errors import BadInputError, JobError
 from ragtune.job_events import Message, RoundStarted, TrainingStep, last_of, of_type, read_events
 from ragtune.jobs import JobCancelled, cancel_job, get_job
 from ragtune.models import DEFAULT_LLM
 from ragtune.operations import Operation
+from serving.deploy import deployments
+from training.config import defaults_for
+from training.dataset_store import get_dataset, latest_dataset, list_datasets, save_dataset_version
+from training.feedback_data import rows_from_feedback
 from training.jobs import TRAIN
 
 MIGRATIONS = [
@@ -104,8 +108,6 @@ def _first_user(row: dict) -> str:
 
 def test_questions(ws) -> set[str]:
     """Every question of every dataset version's test split (normalised): never trained on."""
-    from training.dataset_store import list_datasets
-
     questions = set()
     for version in list_datasets(ws):
         for row in version.rows("test"):
@@ -116,8 +118,6 @@ def test_questions(ws) -> set[str]:
 
 
 def _parent_dataset(ws, deployment):
-    from training.dataset_store import get_dataset, latest_dataset
-
     if deployment is not None and deployment.dataset:
         try:
             return get_dataset(ws, deployment.dataset)
@@ -128,14 +128,10 @@ def _parent_dataset(ws, deployment):
 
 def build_round_dataset(ws, round_id: str, deployment=None):
     """Write the new dataset version; returns (DatasetVersion, parent, used message ids, stats)."""
-    from training.dataset_store import save_dataset_version
-
     pending = feedback_store.list_feedback(ws, unused_only=True)
     if not pending:
         raise BadInputError("There is no new feedback yet: end users' thumbs up and corrections on the chat page "
                             "become the next round's training rows.")
-    from training.feedback_data import rows_from_feedback
-
     excluded = test_questions(ws)
     new_rows = rows_from_feedback(pending, excluded)
     new_rows = [r for r in new_rows if _norm(_first_user(r)) not in excluded]  # held out, whatever the helper did
@@ -173,9 +169,6 @@ def start_next_round(ws, operations, *, base_model: str | None = None, method: s
     """Feedback -> new dataset version -> training job (-> wait -> publish). Returns the round.
 
     ``operations`` is the job registry that starts the fine-tune (``app.wiring.OPERATIONS``)."""
-    from serving.deploy import deployments
-    from training.config import defaults_for
-
     if publish and not wait:
         raise BadInputError("Publishing needs the fine-tune to finish first: pass wait=True, or call "
                             "finish_next_round() when the job is done.")
@@ -209,8 +202,6 @@ def finish_next_round(ws, round_id: str, *, publish: bool = True, timeout: float
 
     ``on_step(step, total, label)`` hears each training step; ``check()`` is called at every poll;
     either may raise to stop waiting (a cancel)."""
-    from serving.deploy import deployments
-
     record = get_round(ws, round_id)
     if record.status in ("published", "failed") or (record.status == "trained" and not publish):
         return record
@@ -250,8 +241,6 @@ def finish_next_round(ws, round_id: str, *, publish: bool = True, timeout: float
 
 
 def _base_model_of(ws, live) -> str:
-    from ragtune import adapters as adapter_registry
-
     if live is not None and live.base_model:
         return live.base_model
     known = adapter_registry.list_adapters(ws)

@@ -15,15 +15,22 @@ screen's "Start fine-tune") the job starts the fine-tune on the new version when
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from ragtune.adapters import adapter_path, validate_adapter_name
 from ragtune.errors import BadInputError
 from ragtune.job_events import JobWarning
+from ragtune.models import DEFAULT_LLM
 from ragtune.operations import Operation, refuse_if_running
 from retrieval.documents import all_chunks
+from serving.engine import SamplingOptions
+from serving.factory import get_engine
+from training.chat_data import describe_errors
+from training.chat_teachers import ChatTeacher
 from training.config import TrainConfig
+from training.dataset_store import import_chat_file
 from training.jobs import TRAIN
-from training.synth import SynthConfig
+from training.synth import SynthConfig, synthesize
 
 TEACHER_KEY_ENV = "RAGTUNE_TEACHER_API_KEY"
 
@@ -34,11 +41,6 @@ def workspace_chunks(ws) -> list:
 
 def local_teacher(model: str | None):
     """The local engine behind the same chat-teacher path as an OpenAI-compatible server."""
-    from ragtune.models import DEFAULT_LLM
-    from serving.engine import SamplingOptions
-    from serving.factory import get_engine
-    from training.chat_teachers import ChatTeacher
-
     engine = get_engine("embedded", model=model or DEFAULT_LLM)
 
     def complete(messages):
@@ -49,8 +51,6 @@ def local_teacher(model: str | None):
 
 def dataset_from_documents(ws, config=None, progress=None, teacher=None):
     """A new dataset version of Q&A written from the workspace's documents."""
-    from training.synth import synthesize
-
     chunks = workspace_chunks(ws)
     if not chunks:
         raise BadInputError(f"Workspace '{ws.name}' has no documents: ingest documents first "
@@ -63,16 +63,12 @@ def dataset_from_documents(ws, config=None, progress=None, teacher=None):
 
 def dataset_from_file(ws, path, config=None):
     """A new dataset version from the user's chat JSONL / Q&A JSONL / CSV: (version, skipped lines)."""
-    from training.dataset_store import import_chat_file
-
     config = (config or SynthConfig()).validate()
     return import_chat_file(ws, path, validation_fraction=config.validation_fraction,
                             test_fraction=config.test_fraction, seed=config.seed)
 
 
 def _prepare(ws, config: SynthConfig) -> SynthConfig:
-    from pathlib import Path
-
     if config.from_file:
         if not Path(config.from_file).is_file():
             raise BadInputError(f"Training file not found: {config.from_file}.")
@@ -91,8 +87,6 @@ def _prepare(ws, config: SynthConfig) -> SynthConfig:
 
 
 def _synth(ws, config: SynthConfig, job) -> dict:
-    from training.chat_data import describe_errors
-
     if config.teacher == "openai" and not config.teacher_api_key:
         config.teacher_api_key = os.environ.get("OPENAI_API_KEY")
     skipped = []

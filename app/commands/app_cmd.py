@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import os
 
+from app.wiring import OPERATIONS
+from ragtune.errors import JobError
 from ragtune.models import DEFAULT_LLM
 from ragtune.paths import repo_datasets_dir
+from ragtune.progress import PhaseProgress
 from ragtune.workspace import Workspace
+from retrieval.documents import list_documents
+from retrieval.index import index_state
+from retrieval.service import INDEX, INGEST, IndexConfig, IngestConfig
 
 from .common import add_workspace_arg
 
@@ -32,13 +38,6 @@ def register(sub) -> None:
 def prepare_sample(name: str = SAMPLE_WORKSPACE) -> Workspace:
     """Create the sample workspace, add datasets/sample and build its index (the same ingest and index
     operations as `ragtune ingest` / `ragtune index`), showing progress here."""
-    from app.wiring import OPERATIONS
-    from ragtune.errors import JobError
-    from ragtune.progress import PhaseProgress
-    from retrieval.documents import list_documents
-    from retrieval.index import index_state
-    from retrieval.service import INDEX, INGEST, IndexConfig, IngestConfig
-
     ws = Workspace.create(name, exist_ok=True)
 
     def run(op, config, desc, unit):

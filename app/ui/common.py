@@ -20,6 +20,8 @@ from app.wiring.assistants import EngineSpec, build_assistant, build_engine
 from ragtune.adapters import list_adapters
 from ragtune.errors import BadInputError, RagtuneError, ServerUnavailableError, WorkspaceError
 from ragtune.workspace import Workspace, list_workspaces
+from retrieval.index import index_dir
+from retrieval.search import Retriever, forget_workspace
 
 log = logging.getLogger("ragtune.app")
 
@@ -186,8 +188,6 @@ class AppContext:
     # ------------------------------------------------------------ retrieval
     def retriever(self, ws: Workspace, required: bool = True):
         """The workspace's retriever from the library's cache (reopened when the index is rebuilt)."""
-        from retrieval.search import Retriever
-
         try:
             return Retriever.for_workspace(ws)
         except BadInputError:
@@ -196,8 +196,6 @@ class AppContext:
             return None
 
     def forget_retriever(self, ws: Workspace) -> None:
-        from retrieval.search import forget_workspace
-
         forget_workspace(ws)
 
     def assistant(self, ws: Workspace, variants=None):
@@ -206,6 +204,4 @@ class AppContext:
 
 
 def index_manifest_path(ws) -> Path:
-    from retrieval.index import index_dir
-
     return index_dir(ws) / "manifest.json"

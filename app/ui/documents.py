@@ -8,8 +8,12 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from app.wiring import OPERATIONS
+from ragtune import operations
 from ragtune.errors import BadInputError
-from ragtune.jobs import JobStatus
+from ragtune.jobs import JobStatus, get_job
+from retrieval.documents import delete_document, document_chunks, list_documents
+from retrieval.service import INGEST, IngestConfig, file_results
 
 from .common import guarded, open_ws
 from .uploads import discard_read_uploads, discard_superseded_uploads, discard_uploads, discard_when_read, stage_uploads
@@ -28,8 +32,6 @@ def _size(n) -> str:
 
 
 def documents_table(ws_name):
-    from retrieval.documents import list_documents
-
     docs = list_documents(open_ws(ws_name)) if ws_name else []
     rows = [[d["name"], d.get("mime") or "", d.get("pages") or "", d.get("chunks", 0), _size(d.get("size")),
              time.strftime("%Y-%m-%d %H:%M", time.localtime(d["added_at"])) if d.get("added_at") else "",
@@ -46,9 +48,6 @@ def ingest_files(ws_name, files, progress=gr.Progress()):
     """Add uploaded files as an ingest job (the same operation as `ragtune ingest`), yielding each file's
     result as the job reports it. One bad file never stops the batch. The uploads leave Gradio's shared
     cache at once and are deleted once the job has read them (``discard_read_uploads``)."""
-    from app.wiring import OPERATIONS
-    from retrieval.service import INGEST, IngestConfig
-
     paths = [Path(f if isinstance(f, str) else f.name) for f in (files or [])]
     try:
         ws = open_ws(ws_name)
@@ -69,9 +68,6 @@ def ingest_files(ws_name, files, progress=gr.Progress()):
 def _follow_ingest(ws_name, job, progress):
     """Each file's row as the ingest job reports it (the newest run of the job: a resumed one reports
     the files stored before it as already there), until the job ends; then the documents table."""
-    from ragtune.jobs import get_job
-    from retrieval.service import file_results
-
     ws = open_ws(ws_name)
     names = [Path(p).name for p in ((job.config or {}).get("config") or {}).get("paths", [])]
     rows = [[name, "waiting", "", ""] for name in names]
@@ -108,17 +104,12 @@ def _follow_ingest(ws_name, job, progress):
 
 
 def _latest_ingest(ws_name):
-    from ragtune import operations
-    from retrieval.service import INGEST
-
     return operations.latest(open_ws(ws_name), INGEST) if ws_name else None
 
 
 def cancel_ingest(ws_name) -> None:
     """Cancel the newest running ingest: the same cancel as `ragtune jobs cancel` (it stops between files;
     every file stored so far stays)."""
-    from ragtune import operations
-
     job = _latest_ingest(ws_name)
     if job is None or job.finished:
         raise BadInputError("No upload is being read.")
@@ -128,8 +119,6 @@ def cancel_ingest(ws_name) -> None:
 
 def resume_ingest(ws_name, progress=gr.Progress()):
     """Resume the newest stopped ingest under its id (only the files not stored yet are read) and follow it."""
-    from app.wiring import OPERATIONS
-
     job = _latest_ingest(ws_name)
     if job is None or not job.status.resumable:
         raise BadInputError("There is no stopped upload to resume.")
@@ -141,8 +130,6 @@ def resume_ingest(ws_name, progress=gr.Progress()):
 def preview(ws_name, doc_id):
     if not ws_name or not doc_id:
         return "Pick a document to see how it was cut into passages."
-    from retrieval.documents import document_chunks
-
     chunks = document_chunks(open_ws(ws_name), doc_id)
     if not chunks:
         return "This document has no passages."
@@ -154,8 +141,6 @@ def preview(ws_name, doc_id):
 
 
 def delete(ws_name, doc_id):
-    from retrieval.documents import delete_document
-
     if not doc_id:
         raise gr.Error("Pick a document to delete.")
     delete_document(open_ws(ws_name), doc_id)

@@ -11,7 +11,9 @@ import os
 
 import gradio as gr
 
+from ragtune.ingest_gate import IngestLimits
 from ragtune.models import DEFAULT_LLM
+from serving.deploy.server import builder_app_middleware, gradio_auth
 
 from . import build as build_tab
 from . import chat, deploy, documents, evaluate, monitoring, workspaces
@@ -92,9 +94,6 @@ def build_app(ctx: AppContext, host: str = "127.0.0.1", deploy_port: int | None 
 
 def launch(model: str = DEFAULT_LLM, host: str = "127.0.0.1", port: int = 7860, workspace: str | None = None,
            engine_kind: str = "embedded", engine_url: str | None = None, deploy_port: int | None = None) -> None:
-    from ragtune.ingest_gate import IngestLimits
-    from serving.deploy.server import builder_app_middleware, gradio_auth
-
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ctx = AppContext(model=model, engine_kind=engine_kind, engine_url=engine_url, default_workspace=workspace)

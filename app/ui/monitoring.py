@@ -12,6 +12,8 @@ import time
 import gradio as gr
 import pandas as pd
 
+from serving.deploy.metrics import plot_summary, summary
+
 from .common import guarded, open_ws
 
 COLUMNS = ["Answered with", "Versions", "Requests", "Errors", "Latency p50 (s)", "Latency p95 (s)",
@@ -31,8 +33,6 @@ def _pct(x):
 
 def get_summary(workspace: str, window: str = "Everything") -> dict:
     """Per deployed variant: requests, errors, latency p50/p95, tokens, feedback; plus a time series."""
-    from serving.deploy.metrics import summary
-
     back, bucket = WINDOWS.get(window, WINDOWS["Everything"])
     return summary(open_ws(workspace), since=time.time() - back if back else None, bucket_s=bucket)
 
@@ -78,8 +78,6 @@ def _zoom_time_axes(fig, data: dict) -> None:
 
 def monitoring_view(ws_name, window):
     import matplotlib.pyplot as plt
-    from serving.deploy.metrics import plot_summary
-
     if not ws_name:
         return "No workspace open.", pd.DataFrame(columns=COLUMNS), None
     data = get_summary(ws_name, window)

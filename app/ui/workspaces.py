@@ -7,6 +7,7 @@ import pandas as pd
 
 from ragtune.errors import BadInputError
 from ragtune.workspace import Workspace
+from retrieval.documents import list_documents
 
 from .common import guarded, index_manifest_path, open_ws, workspace_choices
 
@@ -15,8 +16,6 @@ def _overview(name: str | None) -> pd.DataFrame:
     rows = []
     for n in workspace_choices():
         ws = Workspace.open(n)
-        from retrieval.documents import list_documents
-
         docs = list_documents(ws)
         index_built = index_manifest_path(ws).exists()
         rows.append({"Workspace": n + (" (open)" if n == name else ""), "Documents": len(docs),
