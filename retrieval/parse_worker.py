@@ -104,10 +104,11 @@ class ParseWorker:
     (None: no limit); replaced after it is killed. Use as a context manager, from one thread."""
 
     def __init__(self, memory_mb: float | None = 2048.0, timeout_s: float | None = 120.0,
-                 check: Callable[[], None] | None = None):
+                 check: Callable[[], None] | None = None, clock: Callable[[], float] = time.monotonic):
         self.memory_mb = memory_mb
         self.timeout_s = timeout_s
         self.check = check  # called while waiting for an answer (4 times a second): raise to stop (a job's cancel)
+        self.clock = clock  # seconds, for the time limits (a test passes a clock it moves itself)
         self._proc: subprocess.Popen | None = None
         self._stderr = None
         self._ready = False
@@ -215,7 +216,7 @@ class ParseWorker:
         request = json.dumps({"path": str(path), "max_pages": max_pages, "strip_repeats": strip_repeats,
                               "pdf_tables": pdf_tables}).encode() + b"\n"
         self._pending = True
-        self._deadline = time.monotonic() + self.timeout_s if self.timeout_s and self._ready else None
+        self._deadline = self.clock() + self.timeout_s if self.timeout_s and self._ready else None
         try:
             self._proc.stdin.write(request)  # read by the worker once it has started
         except BrokenPipeError:
@@ -239,7 +240,7 @@ class ParseWorker:
         budget = None  # seconds of the file's time limit left, once its first message came
         while True:
             self._pending = True  # abandoned between batches: close() kills the worker
-            waited_from = time.monotonic()
+            waited_from = self.clock()
             try:
                 if self._broken:
                     raise _Gone()
@@ -267,7 +268,7 @@ class ParseWorker:
                 raise BadInputError(f"parsing it took more than {self.timeout_s:g} s, the time limit for one file, "
                                     "so it was stopped; nothing of it was stored")
             if deadline is not None:
-                budget = max(0.0, deadline - time.monotonic())
+                budget = max(0.0, deadline - self.clock())
             if "blocks" in reply:
                 yield _blocks(reply["blocks"])
                 continue
@@ -305,8 +306,8 @@ class ParseWorker:
         return BadInputError(f"the parser stopped while reading it ({how}){limit}; nothing of it was stored")
 
     def _wait_ready(self) -> float:
-        """Wait for the worker's first message; returns when it was ready (CLOCK_MONOTONIC is system-wide)."""
-        hello = self._read_reply(time.monotonic() + START_TIMEOUT_S)  # _Gone: it died starting
+        """Wait for the worker's first message; returns when it was ready."""
+        hello = self._read_reply(self.clock() + START_TIMEOUT_S)  # _Gone: it died starting
         if hello is None or not hello.get("ready"):
             self._kill()
             raise RuntimeError(f"the parsing process did not start within {START_TIMEOUT_S:g} s")
@@ -314,8 +315,11 @@ class ParseWorker:
         if self.memory_mb and hello.get("memory_capped") is False:
             _warn_uncapped_once()
         self._ready = True
-        at = hello.get("at")
-        return min(float(at), time.monotonic()) if isinstance(at, (int, float)) else time.monotonic()
+        at, now = hello.get("at"), self.clock()
+        # The worker says when it was ready on CLOCK_MONOTONIC (system-wide): comparable when that is this clock.
+        if self.clock is time.monotonic and isinstance(at, (int, float)):
+            return min(float(at), now)
+        return now
 
     def _read_reply(self, deadline: float | None) -> dict | None:
         """The next answer, or None when the deadline passed first. An answer that came in time is taken
@@ -323,7 +327,7 @@ class ParseWorker:
         head = self._read_exact(_HEADER.size, deadline)
         if head is None:
             return None
-        body_deadline = None if deadline is None else max(deadline, time.monotonic() + BODY_S)
+        body_deadline = None if deadline is None else max(deadline, self.clock() + BODY_S)
         body = self._read_exact(_HEADER.unpack(head)[0], body_deadline)
         return None if body is None else json.loads(body)
 
@@ -331,13 +335,13 @@ class ParseWorker:
         fd = self._proc.stdout.fileno()
         buf = bytearray()
         while len(buf) < n:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            wait = None if deadline is None else max(0.0, deadline - self.clock())
             if self.check is not None:
                 self.check()
                 wait = CHECK_S if wait is None else min(wait, CHECK_S)
             ready, _, _ = select.select([fd], [], [], wait)
             if not ready:
-                if deadline is not None and time.monotonic() >= deadline:
+                if deadline is not None and self.clock() >= deadline:
                     return None
                 continue
             chunk = os.read(fd, min(n - len(buf), 1 << 20))

@@ -132,22 +132,37 @@ def test_the_parse_worker_reads_rows_one_at_a_time(tmp_path, kind):
     assert worker.peak_mb - worker.base_mb < 24, (worker.peak_mb, worker.base_mb)
 
 
-def test_time_spent_between_batches_is_not_the_parsers(tmp_path):
+def test_time_spent_between_batches_is_not_the_parsers(tmp_path, monkeypatch):
     """The file's time limit counts the waits for the worker: a caller that chunks each batch for longer
-    than the limit (a 200 MB text takes minutes to chunk) does not see the file stopped."""
-    import time
+    than the limit (a 200 MB text takes minutes to chunk) does not see the file stopped.
 
-    from retrieval.parse_worker import ParseWorker
+    The worker's clock is the test's: it moves only between batches, each time by more than the whole
+    limit. The worker sends each batch after the first only once the parent is waiting for it (the
+    paced child), so a limit that counted the time between batches would find it late and stop the file."""
+    from retrieval import parse_worker
+
+    go = tmp_path / "go"
+    monkeypatch.setattr(parse_worker, "CHILD", (str(Path(__file__).with_name("paced_parse_child.py")),))
+    monkeypatch.setenv("RAGTUNE_TEST_GO", str(go))
+    now = 0.0
+    chunked = False  # the caller is done with a batch: the next wait lets the worker send the next one
+
+    def waiting() -> None:  # ParseWorker's check: called as it waits for the worker
+        nonlocal chunked
+        if chunked:
+            chunked = False
+            go.touch()
 
     path = tmp_path / "three-batches.txt"
     path.write_text(_paragraphs(2.5), encoding="utf-8")
-    with ParseWorker(timeout_s=3) as worker:
+    with parse_worker.ParseWorker(timeout_s=3, check=waiting, clock=lambda: now) as worker:
         worker.submit(path)
         stream = worker.stream()
         batches = 0
         for _ in stream:
             batches += 1
-            time.sleep(3.5)  # longer than the whole limit, after every batch
+            now += 3.5  # this batch's chunking, longer than the whole limit
+            chunked = True
     assert batches >= 3 and stream.document.kind == "txt"
 
 
