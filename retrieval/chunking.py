@@ -268,7 +268,8 @@ class _Chunker:
         self.counter, self.config = counter, config
         self.size = max(16, config.chunk_tokens)
         self.overlap = max(0, min(config.overlap_tokens, self.size // 2))
-        self.reserve = self.overlap + 4 if self.overlap else 0  # the carried tail: `overlap` tokens plus the rest of its first word
+        # the carried tail: `overlap` tokens plus the rest of its first word
+        self.reserve = self.overlap + 4 if self.overlap else 0
         self.unit_limit = self.size - self.reserve
         self.chunks: list[DraftChunk] = []  # the last one can still change (a closing fragment joins it)
         self.current: list[_Unit] = []

@@ -106,9 +106,8 @@ class _Paragraph:
         indented continuation stays in its list). Returns the block closed, if any."""
         stripped = line.strip()
         kind = "table" if stripped.startswith("|") else "list" if BULLET.match(stripped) else "paragraph"
-        closed = []
-        if self.lines and kind != self.kind and not (self.kind == "list" and kind == "paragraph" and line.startswith(" ")):
-            closed = self.close(headings)
+        continues_item = self.kind == "list" and kind == "paragraph" and line.startswith(" ")
+        closed = self.close(headings) if self.lines and kind != self.kind and not continues_item else []
         if not self.lines:
             self.kind = kind
         self.add(line.rstrip(), len(line))
