@@ -23,8 +23,8 @@ from ragtune import __version__
 from ragtune import adapters as adapter_registry
 from ragtune.errors import RagtuneError
 
-from .deploy.security import allowed_hosts
 from .engine import CancelToken, SamplingOptions, check_messages
+from .host_guard import allowed_hosts
 from .openai_protocol import (ChatCompletionRequest, CompletionIds, ErrorCode, ModelCard, ModelList, RequestError,
                               UsageInfo)
 from .openai_server import DEFAULT_MAX_BODY_KB, CallerPolicy, Surface, body_of, create_openai_app

@@ -3,7 +3,7 @@
 An app is a list of ``Surface``: a router and the ``CallerPolicy`` of everything on it. The factory gives
 every app the same pieces, so the two servers cannot drift apart again:
 
-- the host guard (``security.HostGuard``): answers only for its host names (loopback by default, plus
+- the host guard (``host_guard.HostGuard``): answers only for its host names (loopback by default, plus
   the address it listens on and ``RAGTUNE_ALLOWED_HOSTS``), which stops DNS rebinding; state-changing
   requests to a surface whose policy asks for it must come from this site;
 - one set of error handlers (``openai_errors``): every error in OpenAI's shape, one code per cause;
@@ -34,7 +34,7 @@ import anyio.to_thread
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel
 
-from .deploy.security import BUILDER_HEADER, SAME_SITE, HostGuard, SameSiteRule
+from .host_guard import BUILDER_HEADER, SAME_SITE, HostGuard, SameSiteRule
 from .openai_errors import ApiError, create_error_response, install_error_handlers
 from .openai_protocol import ErrorCode, parse_body
 

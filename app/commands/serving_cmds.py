@@ -9,9 +9,9 @@ import time
 from app.wiring.assistants import EngineSpec, build_assistant, build_engine
 from ragtune.errors import BadInputError, ServerUnavailableError
 from ragtune.models import DEFAULT_LLM
-from serving.deploy.security import allowed_hosts
 from serving.engine import Engine, SamplingOptions
 from serving.factory import close_engine
+from serving.host_guard import allowed_hosts
 from serving.openai_api import build_app
 from serving.variants import Answer, format_variant, parse_variant
 

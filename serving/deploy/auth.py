@@ -103,7 +103,7 @@ def builder_guard(request: Request, state: DeployState = Depends(deploy_state)) 
     (a browser sends one before it asks, and anyone could otherwise lock the owner out).
 
     (The same-origin proof for state-changing builder requests is checked before routing, by
-    ``security.HostGuard``, so it holds with or without a password.)
+    ``serving.host_guard.HostGuard``, so it holds with or without a password.)
     """
     if not state.password:
         return

@@ -1,7 +1,7 @@
 """Builders (policy ``BUILDER``): metrics, deployments, monitoring, feedback, document upload (an ingest job) and its jobs.
 
 Every route needs the builder password when one is set (``auth.builder_guard``); state-changing
-ones also need a same-origin proof, checked before routing (``security.HostGuard``). A key or a
+ones also need a same-origin proof, checked before routing (``serving.host_guard.HostGuard``). A key or a
 page session never opens a builder route.
 """
 

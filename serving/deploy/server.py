@@ -43,12 +43,13 @@ from starlette.middleware import Middleware
 from ragtune.errors import BadInputError, ServerUnavailableError
 from ragtune.net import free_port, port_is_free
 from ragtune.workspace import list_workspaces
+from serving.host_guard import HostGuard, allowed_hosts
 from serving.openai_errors import create_error_response
 from serving.openai_server import CallerPolicy, Surface, create_openai_app
 
 from . import api_routes, builder_routes, page_routes, upload_safety
 from .auth import PAGE_HEADER, SESSION_COOKIE  # noqa: F401 - re-exported for callers and tests
-from .security import HostGuard, LoginThrottle, allowed_hosts
+from .security import LoginThrottle
 from .state import SESSION_TTL_S, DeployLimits, DeployState, Workspaces  # noqa: F401
 
 log = logging.getLogger("ragtune.deploy")

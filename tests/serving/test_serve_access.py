@@ -41,7 +41,7 @@ def test_a_foreign_host_is_refused_before_any_route(app):
 
 
 def test_the_hosts_come_from_where_it_listens(workspace, tiny_engine, monkeypatch):
-    from serving.deploy.security import allowed_hosts
+    from serving.host_guard import allowed_hosts
 
     monkeypatch.setenv("RAGTUNE_ALLOWED_HOSTS", "rag.example.org")
     app = build_app(workspace, tiny_engine, hosts=allowed_hosts("10.1.2.3"))
