@@ -13,6 +13,7 @@ from typing import Callable
 
 from transformers import TrainerCallback
 
+from ragtune.job_events import BudgetStop, EarlyStop, TrainingBegan, TrainingEnded, TrainingStep
 from ragtune.jobs import CancelWatcher, JobReporter
 
 from .config import TrainConfig
@@ -64,14 +65,16 @@ class BudgetGuard(TrainerCallback):
             return
         control.should_training_stop = True
         if self.reporter:
-            self.reporter.log(event="budget_stop", step=state.global_step, total_steps=state.max_steps,
-                              message=f"stopped after {state.global_step} of {state.max_steps} steps to stay "
-                                      "within the time budget: the machine ran slower than measured")
+            self.reporter.emit(BudgetStop(step=state.global_step, total_steps=state.max_steps,
+                                          message=f"stopped after {state.global_step} of {state.max_steps} steps "
+                                                  "to stay within the time budget: the machine ran slower than "
+                                                  "measured"))
 
 
 class StepLog(TrainerCallback):
-    """The trainer's logs as the job's JSONL rows: one per logged step, with speed, memory and ETA, and the
-    trainer's summary at the end. `elapsed_before`: the training time of the runs this one resumes."""
+    """The trainer's logs as the job's events: a TrainingStep per logged step, with speed, memory and ETA, and
+    TrainingEnded with the trainer's summary at the end. `elapsed_before`: the training time of the runs this
+    one resumes."""
 
     def __init__(self, reporter: JobReporter | None, elapsed_before: float = 0.0,
                  clock: Callable[[], float] = time.time):
@@ -80,20 +83,21 @@ class StepLog(TrainerCallback):
     def on_train_begin(self, args, state, control, **kw):
         self.t0, self.tokens0, self.step0 = self.clock(), state.num_input_tokens_seen, state.global_step
         if self.reporter:
-            self.reporter.log(event="train_begin", step=state.global_step, total_steps=state.max_steps,
-                              resumed_from_step=state.global_step or None)
+            self.reporter.emit(TrainingBegan(step=state.global_step, total_steps=state.max_steps,
+                                             resumed_from_step=state.global_step or None))
 
     def on_log(self, args, state, control, logs=None, **kw):
         if not self.reporter or not logs or not state.is_world_process_zero:
             return
-        row = self._row(state, logs)
+        step = self._step(state, logs)
         if "train_loss" in logs:  # the trainer's summary at the very end
-            row = {"event": "train_end", **row, **{k: logs[k] for k in ("train_loss", "train_runtime") if k in logs}}
-        elif row["loss"] is None and row["eval_loss"] is None:
-            return
-        self.reporter.log(**row)
+            self.reporter.emit(TrainingEnded(**step, train_loss=logs["train_loss"],
+                                             train_runtime=logs.get("train_runtime")))
+        elif step["loss"] is not None or step["eval_loss"] is not None:
+            self.reporter.emit(TrainingStep(**step))
 
-    def _row(self, state, logs: dict) -> dict:
+    def _step(self, state, logs: dict) -> dict:
+        """The fields of a step's event, from the trainer's state and its logs of that step."""
         elapsed = self.clock() - self.t0
         steps = state.global_step - self.step0
         current, peak = memory_mb()
@@ -108,7 +112,7 @@ class StepLog(TrainerCallback):
         }
 
 
-class EarlyStop(TrainerCallback):
+class EarlyStopping(TrainerCallback):
     """Stops once the validation loss has not improved for `patience` evaluations in a row."""
 
     def __init__(self, patience: int, reporter: JobReporter | None = None):
@@ -125,7 +129,7 @@ class EarlyStop(TrainerCallback):
         if self.bad >= self.patience:
             control.should_training_stop = True
             if self.reporter:
-                self.reporter.log(event="early_stop", step=state.global_step, best_eval_loss=self.best)
+                self.reporter.emit(EarlyStop(step=state.global_step, best_eval_loss=self.best))
 
 
 def make_callbacks(reporter: JobReporter | None, config: TrainConfig, elapsed_before: float,
@@ -137,5 +141,5 @@ def make_callbacks(reporter: JobReporter | None, config: TrainConfig, elapsed_be
         callbacks.append(BudgetGuard(reporter, deadline, clock))
     callbacks.append(StepLog(reporter, elapsed_before, clock))
     if config.early_stopping_patience:
-        callbacks.append(EarlyStop(config.early_stopping_patience, reporter))
+        callbacks.append(EarlyStopping(config.early_stopping_patience, reporter))
     return callbacks

@@ -16,6 +16,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+from ragtune.job_events import PrecisionProbe
+
 
 @dataclass
 class Measurement:
@@ -135,7 +137,7 @@ def time_steps(model, input_ids, *, bf16: bool, threads: int, steps: int = 2, gi
 def choose_precision(model_factory: Callable[[], object], input_ids, *, bf16: bool | None = None,
                      threads: int | None = None, steps: int = 2, labels=None,
                      prepare_bf16: Callable[[object], None] | None = None,
-                     log: Callable[..., None] | None = None, max_seconds: float | None = None,
+                     emit: Callable[[PrecisionProbe], None] | None = None, max_seconds: float | None = None,
                      clock: Callable[[], float] = time.perf_counter) -> PrecisionChoice:
     """The fastest of fp32 / bf16 autocast and the thread counts, measured on `model_factory()` (a fresh
     trainable model: LoRA applied) with `input_ids` (batch x sequence length of the run) and `labels`.
@@ -172,9 +174,9 @@ def choose_precision(model_factory: Callable[[], object], input_ids, *, bf16: bo
                 m.stopped = ("the probe's time was used up" if deadline is not None and clock() > deadline
                              else f"over {SLOWER:g}x slower than {best.label}, stopped")
             results.append(m)
-            if log:
-                log(event="precision_probe", setting=m.label, step_s=None if seconds is None else round(seconds, 3),
-                    tokens_per_s=m.tokens_per_s, stopped=m.stopped)
+            if emit:
+                emit(PrecisionProbe(setting=m.label, step_s=None if seconds is None else round(seconds, 3),
+                                    tokens_per_s=m.tokens_per_s, stopped=m.stopped))
             if seconds is not None and (best is None or seconds < best.step_s):
                 best = m
     del model

@@ -17,12 +17,14 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ragtune.adapters import AdapterInfo, adapter_path, register_adapter, validate_adapter_name
 from ragtune.atomic import atomic_directory, atomic_write_json, read_json
 from ragtune.errors import BadInputError, RagtuneError
 from ragtune.jobs import CancelWatcher, JobCancelled, JobReporter, JobStatus, read_log
+from ragtune.job_events import (AdapterSaved, CheckpointSaved, JobEvent, JobWarning, Measuring, PlanMade,
+                                PrecisionChosen, SequenceLength, SkippedRows, TrainingStarted)
 from ragtune.models import SERVING_TEMPLATE, resolve_llm
 from ragtune.workspace import Workspace
 
@@ -86,9 +88,9 @@ class _Job:
     def output_dir(self) -> Path:
         return self.dir / CHECKPOINTS
 
-    def log(self, **row) -> None:
+    def emit(self, event: JobEvent) -> None:
         if self.reporter:
-            self.reporter.log(**row)
+            self.reporter.emit(event)
 
     def check_cancel(self) -> None:
         if self.reporter:
@@ -151,7 +153,7 @@ def _load_rows(job: _Job) -> _Rows:
     atomic_write_json(job.dir / "data.json", {"dataset": data.name, "data_hash": data.data_hash,
                                               "train_rows": len(data.train), "validation_rows": len(data.validation)})
     if data.skipped:
-        job.log(event="skipped_rows", count=len(data.skipped), lines=[list(e) for e in data.skipped[:50]])
+        job.emit(SkippedRows(count=len(data.skipped), lines=[list(e) for e in data.skipped[:50]]))
     model = resolve_llm(config.base_model, progress=False)
     job.check_cancel()
     tokenizer = AutoTokenizer.from_pretrained(model.path)
@@ -160,11 +162,11 @@ def _load_rows(job: _Job) -> _Rows:
     lengths, val_lengths = row_lengths(tokenizer, data.train), row_lengths(tokenizer, data.validation)
     max_length = config.max_length or fit_max_length(lengths + val_lengths)
     too_long = sum(n > max_length for n in lengths + val_lengths)
-    job.log(event="sequence_length", max_length=max_length, auto=config.max_length is None,
-            longest_row=max(lengths + val_lengths, default=0), truncated_rows=too_long)
+    job.emit(SequenceLength(max_length=max_length, auto=config.max_length is None,
+                            longest_row=max(lengths + val_lengths, default=0), truncated_rows=too_long))
     if too_long:
-        job.log(event="warning", message=f"{too_long} rows are longer than max_length={max_length} tokens and "
-                                         "will be cut off; raise --max-length (or use auto) to keep them whole.")
+        job.emit(JobWarning(message=f"{too_long} rows are longer than max_length={max_length} tokens and will be "
+                                    "cut off; raise --max-length (or use auto) to keep them whole."))
     return _Rows(data, model.path, tokenizer, lengths, val_lengths, max_length)
 
 
@@ -183,10 +185,10 @@ def _settle_plan(job: _Job, rows: _Rows) -> _Setup:
         atomic_write_json(job.dir / PLAN, {"plan": plan.to_dict(), "precision": precision.to_dict()})
     if precision.threads:
         torch.set_num_threads(precision.threads)
-    job.log(event="precision", bf16=precision.bf16, threads=precision.threads, label=precision.label,
-            tokens_per_s=precision.tokens_per_s, reason=precision.reason)
-    job.log(event="plan", summary=plan.summary(),
-            **{k: v for k, v in plan.to_dict().items() if k not in ("kept", "eval_kept")})
+    job.emit(PrecisionChosen(bf16=precision.bf16, threads=precision.threads, label=precision.label,
+                             tokens_per_s=precision.tokens_per_s, reason=precision.reason))
+    job.emit(PlanMade(summary=plan.summary(), left_out=plan.left_out, extra={
+        k: v for k, v in plan.to_dict().items() if k not in ("kept", "eval_kept", "left_out")}))
     job.check_cancel()
     run_config = replace(job.config, bf16=precision.bf16, num_threads=precision.threads, epochs=plan.epochs)
     return _Setup(plan, precision, run_config)
@@ -197,8 +199,8 @@ def _measure_precision(job: _Job, rows: _Rows) -> tuple[PrecisionChoice, float |
     GPU: bf16 where supported, untimed), and the seconds loading that model took (None: not loaded)."""
     config = job.config
     if not job.on_gpu:
-        job.log(event="measuring", message="timing a few training steps in fp32 and bf16 autocast to pick the "
-                                           "fastest precision and thread count")
+        job.emit(Measuring(message="timing a few training steps in fp32 and bf16 autocast to pick the fastest "
+                                   "precision and thread count"))
     load_s: list[float] = []
 
     def fresh_model():
@@ -213,7 +215,7 @@ def _measure_precision(job: _Job, rows: _Rows) -> tuple[PrecisionChoice, float |
                                config.assistant_only_loss)
     budget_s = config.budget_seconds(job.on_gpu)
     precision = choose_precision(fresh_model, ids, labels=labels, bf16=config.bf16, threads=config.num_threads,
-                                 steps=1, prepare_bf16=bf16_preparation(config), log=job.log,
+                                 steps=1, prepare_bf16=bf16_preparation(config), emit=job.emit,
                                  max_seconds=PROBE_SHARE * budget_s if budget_s else None)
     return precision, load_s[0] if load_s else None
 
@@ -241,9 +243,10 @@ def _build(job: _Job, rows: _Rows, setup: _Setup) -> tuple[object, CancelAtStepE
     config, plan, data = job.config, setup.plan, rows.data
     train_rows = [data.train[i] for i in plan.kept]
     val_rows = [data.validation[i] for i in plan.eval_kept]
-    job.log(event="start", method=config.method, method_label=setup.label, base_model=config.base_model,
-            dataset=data.name, data_hash=data.data_hash, train_rows=len(train_rows), validation_rows=len(val_rows),
-            device=job.device, resume_checkpoint=Path(job.checkpoint).name if job.checkpoint else None)
+    job.emit(TrainingStarted(
+        method=config.method, method_label=setup.label, base_model=config.base_model, dataset=data.name,
+        data_hash=data.data_hash, train_rows=len(train_rows), validation_rows=len(val_rows), device=job.device,
+        resume_checkpoint=Path(job.checkpoint).name if job.checkpoint else None))
     budget_s = config.budget_seconds(job.on_gpu)
     deadline = None
     if budget_s and not job.checkpoint:  # a resumed job has already spent part of its budget elsewhere
@@ -275,7 +278,7 @@ def _fit(job: _Job, trainer, cancel: CancelAtStepEnd, plan: TrainPlan) -> dict:
         if trainer.eval_dataset is not None:
             metrics["eval_loss"] = _final_eval_loss(trainer)
     except JobCancelled:
-        checkpoint_on_cancel(trainer, job.output_dir, job.log)
+        checkpoint_on_cancel(trainer, job.output_dir, job.emit)
         raise
     except ValueError as exc:
         if "target module" in str(exc).lower() or "chat template" in str(exc).lower():
@@ -324,7 +327,7 @@ def _finalize(job: _Job, trainer, rows: _Rows, setup: _Setup, metrics: dict) -> 
     info = register_adapter(job.ws, AdapterInfo(
         name=job.name, path=str(folder), base_model=config.base_model, method=config.method, dataset=data.name,
         data_hash=data.data_hash, metrics=metrics, config=setup.run_config.to_dict(), created_at=time.time()))
-    job.log(event="saved", adapter=job.name, path=str(folder), wall_s=round(time.time() - job.started, 1))
+    job.emit(AdapterSaved(adapter=job.name, path=str(folder), wall_s=round(time.time() - job.started, 1)))
     shutil.rmtree(job.output_dir, ignore_errors=True)
     return {"adapter": info.name, "path": str(folder), "method": config.method, "method_label": setup.label,
             "precision": setup.precision.reason, "plan": setup.plan.summary(), "base_model": config.base_model,
@@ -353,7 +356,7 @@ def add_cancel_check(model, watcher: CancelWatcher, every_s: float = 0.1) -> lis
     return [m.register_forward_pre_hook(check) for m in leaves] + [m.register_forward_hook(on_output) for m in leaves]
 
 
-def checkpoint_on_cancel(trainer, output_dir: Path, log) -> None:
+def checkpoint_on_cancel(trainer, output_dir: Path, emit: Callable[[JobEvent], None]) -> None:
     """Save the state after the last finished step, so a resume loses nothing of the work done.
     A step cut short never reached the optimizer, so the weights and the step count agree."""
     from transformers.trainer_utils import get_last_checkpoint
@@ -364,10 +367,10 @@ def checkpoint_on_cancel(trainer, output_dir: Path, log) -> None:
         return
     try:
         trainer._save_checkpoint(trainer.model, trial=None)
-        log(event="checkpoint", step=step, reason="cancelled")
+        emit(CheckpointSaved(step=step, reason="cancelled"))
     except Exception as exc:  # noqa: BLE001  (the previous checkpoint still resumes)
-        log(event="warning", message=f"no checkpoint at step {step} on cancel ({exc}); resume starts from "
-                                     f"{Path(last).name if last else 'the beginning'}")
+        emit(JobWarning(message=f"no checkpoint at step {step} on cancel ({exc}); resume starts from "
+                                f"{Path(last).name if last else 'the beginning'}"))
 
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")

@@ -7,7 +7,9 @@ import json
 import pytest
 
 from ragtune.errors import BadInputError
+from ragtune.jobs import JobReporter, read_log
 from ragtune.models import resolve_llm
+from training.callbacks import BudgetGuard, make_callbacks
 from training.config import defaults_for
 from training.plan import MIN_EVAL_ROWS, TRAINER_OVERHEAD, make_plan, useful_order
 from training.precision import (WARM_UP_ALLOWANCE, Measurement, PrecisionChoice, choose_precision, probe_inputs,
@@ -66,10 +68,10 @@ def _batch():
 def test_the_precision_chooser_picks_the_faster_one_when_the_other_is_made_slower(slow_bf16):
     logged, clock = [], FakeClock()
     choice = choose_precision(lambda: _slowed(clock, slow_when_bf16=slow_bf16), _batch(), threads=1,
-                              log=lambda **row: logged.append(row), clock=clock)
+                              emit=logged.append, clock=clock)
     assert choice.bf16 is (not slow_bf16)
     assert choice.threads == 1 and choice.tokens_per_s > 0
-    assert [r["setting"] for r in logged] == ["fp32, 1 thread", "bf16 autocast, 1 thread"]
+    assert [e.setting for e in logged] == ["fp32, 1 thread", "bf16 autocast, 1 thread"]
     winner, loser = ("fp32", "bf16 autocast") if slow_bf16 else ("bf16 autocast", "fp32")
     assert choice.reason.startswith(f"measured fastest: {winner}, 1 thread")
     assert f"({loser}, 1 thread: " in choice.reason  # the loser is named, with its speed or as stopped
@@ -109,10 +111,10 @@ def test_the_whole_probe_ends_at_its_share_of_the_budget_and_says_so():
     logged = []
     budget = 1.5 * fp32_cost  # room for half of the bf16 candidate
     choice = choose_precision(lambda: model, _batch(), threads=1, steps=1, max_seconds=budget, clock=clock,
-                              log=lambda **row: logged.append(row))
+                              emit=logged.append)
     assert choice.bf16 is False and choice.measurements[0].step_s > 0
     assert budget - 0.05 <= choice.probe_s <= budget + 0.05  # stopped within a layer of the end (rounded to 0.1 s)
-    assert logged[-1]["stopped"] == "the probe's time was used up"
+    assert logged[-1].stopped == "the probe's time was used up"
     assert "bf16 autocast, 1 thread: the probe's time was used up" in choice.reason
     assert torch.get_num_threads() >= 1
 
@@ -141,8 +143,8 @@ def test_a_stall_in_the_warm_up_step_does_not_rule_out_the_faster_precision():
 def test_set_flags_are_overrides_not_candidates():
     logged = []
     choice = choose_precision(lambda: _slowed(FakeClock(), slow_when_bf16=True), _batch(), bf16=True, threads=1,
-                              log=lambda **row: logged.append(row))
-    assert choice.bf16 is True and [r["setting"] for r in logged] == ["bf16 autocast, 1 thread"]
+                              emit=logged.append)
+    assert choice.bf16 is True and [e.setting for e in logged] == ["bf16 autocast, 1 thread"]
     assert choice.reason.startswith("set by the user")
 
 
@@ -239,9 +241,6 @@ def test_the_default_budget_is_20_minutes_on_cpu_and_none_on_a_gpu():
 def test_training_stops_at_the_budget_deadline_when_steps_run_slower_than_planned(tmp_path):
     from transformers import TrainerControl, TrainerState
 
-    from ragtune.jobs import JobReporter, read_log
-    from training.callbacks import BudgetGuard
-
     clock = FakeClock()
     with JobReporter(tmp_path) as reporter:
         guard = BudgetGuard(reporter, deadline=clock() + 0.5, clock=clock)
@@ -268,9 +267,6 @@ def test_a_precision_choice_reads_back_as_a_resume_finds_it():
 
 def test_a_cancel_at_the_end_of_a_step_saves_and_stops_before_the_budget_guard_speaks(tmp_path):
     from transformers import TrainerControl, TrainerState
-
-    from ragtune.jobs import JobReporter, read_log
-    from training.callbacks import make_callbacks
 
     clock = FakeClock()
     with JobReporter(tmp_path) as reporter:

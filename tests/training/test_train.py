@@ -12,6 +12,7 @@ import pytest
 
 from ragtune.adapters import get_adapter, list_adapters
 from ragtune.errors import BadInputError, JobError
+from ragtune.job_events import TrainingStep, of_type, read_events
 from app.wiring import OPERATIONS
 from ragtune.jobs import JobReporter, cancel_job, get_job, read_log, wait_job
 from training.config import defaults_for
@@ -57,13 +58,12 @@ def test_tiny_model_memorises_facts_and_saves_a_peft_adapter(workspace, tiny_llm
     assert after == [a for _, a in FACTS]
     assert before != after
 
-    rows, _ = read_log(tmp_path / "job" / "log.jsonl")
-    steps = [r for r in rows if r.get("loss") is not None]
-    assert steps[-1]["loss"] < steps[0]["loss"] / 10
-    for key in ("step", "epoch", "loss", "eval_loss", "learning_rate", "tokens_per_s", "memory_mb",
-                "total_steps", "elapsed_s", "eta_s"):
-        assert key in steps[-1]
-    assert steps[-1]["tokens_per_s"] > 0 and steps[-1]["memory_mb"] > 0 and steps[-1]["total_steps"] == 20
+    events, _ = read_events(tmp_path / "job" / "log.jsonl")
+    steps = [e for e in of_type(events, TrainingStep) if e.loss is not None]
+    assert steps[-1].loss < steps[0].loss / 10
+    last = steps[-1]
+    assert last.step == 20 and last.epoch > 0 and last.learning_rate is not None and last.eta_s == 0.0
+    assert last.tokens_per_s > 0 and last.memory_mb > 0 and last.total_steps == 20 and last.elapsed_s > 0
 
     info = get_adapter(workspace, "facts")
     assert info.method == "lora" and info.base_model == "tiny-llama" and info.dataset == "facts.jsonl"
@@ -103,7 +103,7 @@ def test_job_cancel_resume_crash_resume(workspace, facts_file):
     assert job.status == "succeeded", job.error
     rows, _ = read_log(job.log_path)
     begins = [i for i, r in enumerate(rows) if r.get("event") == "train_begin"]
-    assert [rows[i]["resumed_from_step"] for i in begins] == [None, cancel_step, crash_step]
+    assert [rows[i].get("resumed_from_step") for i in begins] == [None, cancel_step, crash_step]
     for i, expected_first in zip(begins[1:], (cancel_step + 1, crash_step + 1)):
         first = next(r["step"] for r in rows[i:] if r.get("loss") is not None)
         assert first == expected_first
