@@ -3,73 +3,66 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 from ragtune.config_args import add_dataclass_arguments, dataclass_from_args
-from retrieval.service import INDEX, IndexConfig, IngestConfig
+from ragtune.workspace import Workspace
+from retrieval.documents import delete_document, document_chunks, list_documents
+from retrieval.evaluate import evaluate_retriever, load_qa
+from retrieval.index import index_state
+from retrieval.ingest import ingest_paths
+from retrieval.search import Retriever
+from retrieval.service import INDEX, INGEST, IndexConfig, IngestConfig
+from retrieval.tuning import describe_tuning
 
-from .common import add_detach_arg, add_json_arg, add_workspace_arg, open_workspace, print_json, run_operation
+from .common import add_actions, add_command, open_workspace, print_json, print_list, run_operation
 
 
 def register(sub) -> None:
-    p = sub.add_parser("ingest", help="add documents (files or folders) to a workspace")
+    for add_group in (_register_building, _register_documents, _register_search):
+        add_group(sub)
+
+
+def _register_building(sub) -> None:
+    p = add_command(sub, "ingest", _ingest, help="add documents (files or folders) to a workspace", detach=True,
+                    json=True)
     p.add_argument("paths", nargs="+", metavar="PATH")
     add_dataclass_arguments(p, IngestConfig)
-    add_detach_arg(p)
-    add_workspace_arg(p)
-    add_json_arg(p)
-    p.set_defaults(func=_ingest)
-
-    p = sub.add_parser("index", help="build or update the search index (only new chunks are embedded)")
+    p = add_command(sub, "index", _index, help="build or update the search index (only new chunks are embedded)",
+                    detach=True, json=True)
     add_dataclass_arguments(p, IndexConfig)
     p.add_argument("--status", action="store_true",
                    help="only say whether the index is built and still covers the documents (exit 1 if not)")
-    add_detach_arg(p)
-    add_workspace_arg(p)
-    add_json_arg(p)
-    p.set_defaults(func=_index)
 
-    d = sub.add_parser("documents", help="list, inspect or delete the documents of a workspace")
-    d_sub = d.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = d_sub.add_parser("list", help="list documents")
-    add_workspace_arg(p)
-    add_json_arg(p)
-    p.set_defaults(func=_list)
-    p = d_sub.add_parser("delete", help="delete a document (by id or file name); run `ragtune index` afterwards")
-    p.add_argument("doc")
-    add_workspace_arg(p)
-    add_json_arg(p)
-    p.set_defaults(func=_delete)
-    p = d_sub.add_parser("chunks", help="show the chunks of a document")
-    p.add_argument("doc")
-    add_workspace_arg(p)
-    add_json_arg(p)
-    p.set_defaults(func=_chunks)
 
-    p = sub.add_parser("search", help="retrieve passages for a question, with citations")
+def _register_documents(sub) -> None:
+    actions = add_actions(sub, "documents", help="list, inspect or delete the documents of a workspace")
+    add_command(actions, "list", _list, help="list documents", json=True)
+    p = add_command(actions, "delete", _delete, json=True,
+                    help="delete a document (by id or file name); run `ragtune index` afterwards")
+    p.add_argument("doc")
+    p = add_command(actions, "chunks", _chunks, help="show the chunks of a document", json=True)
+    p.add_argument("doc")
+
+
+def _register_search(sub) -> None:
+    p = add_command(sub, "search", _search, help="retrieve passages for a question, with citations", json=True)
     p.add_argument("query")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default=None)
-    add_workspace_arg(p)
-    add_json_arg(p)
-    p.set_defaults(func=_search)
-
-    p = sub.add_parser("eval-retrieval", help="hit@k, recall@k and MRR of dense, BM25 and hybrid retrieval")
+    p = add_command(sub, "eval-retrieval", _eval, json=True,
+                    help="hit@k, recall@k and MRR of dense, BM25 and hybrid retrieval")
     p.add_argument("--qa", required=True, help="JSONL/CSV with questions and gold sources (doc/page or [file.pdf#page=N])")
     p.add_argument("--docs", help="index this folder into a temporary workspace first (or into --workspace with --keep)")
     p.add_argument("--keep", action="store_true", help="with --docs: index into --workspace instead of a temporary one")
     p.add_argument("--k", type=int, nargs="+", default=[1, 5], help="cut-offs for hit@k and recall@k (default: 1 5)")
     p.add_argument("--modes", nargs="+", default=["dense", "bm25", "hybrid"], choices=["dense", "bm25", "hybrid"])
     p.add_argument("--show-misses", action="store_true", help="list the questions whose top passage is wrong")
-    add_workspace_arg(p)
-    add_json_arg(p)
-    p.set_defaults(func=_eval)
 
 
 def _ingest(args):
-    from retrieval.service import INGEST
-
     ws = open_workspace(args, create=True)
     config = dataclass_from_args(IngestConfig, args, paths=args.paths)
     job = run_operation(ws, INGEST, config, args, desc="ingesting", unit="file")
@@ -109,8 +102,6 @@ def _index(args):
 
 
 def _index_state(ws, args) -> int:
-    from retrieval.index import index_state
-
     state = index_state(ws)
     if args.json:
         print_json(state)
@@ -124,22 +115,16 @@ def _index_state(ws, args) -> int:
 
 
 def _list(args):
-    from retrieval.documents import list_documents
+    return print_list(args, list_documents(open_workspace(args)), _document_line,
+                      empty="no documents yet: `ragtune ingest PATH`")
 
-    docs = list_documents(open_workspace(args))
-    if args.json:
-        print_json(docs)
-        return
-    if not docs:
-        print("no documents yet: `ragtune ingest PATH`")
-    for d in docs:
-        pages = f"{d['pages']} pages, " if d["pages"] else ""
-        print(f"{d['doc_id']}  {d['name']}  ({d['kind']}, {pages}{d['chunks']} chunks, {d['size'] / 1024:.0f} KB)")
+
+def _document_line(d: dict) -> str:
+    pages = f"{d['pages']} pages, " if d["pages"] else ""
+    return f"{d['doc_id']}  {d['name']}  ({d['kind']}, {pages}{d['chunks']} chunks, {d['size'] / 1024:.0f} KB)"
 
 
 def _delete(args):
-    from retrieval.documents import delete_document
-
     doc = delete_document(open_workspace(args), args.doc)
     if args.json:
         print_json({"deleted": doc["doc_id"], "name": doc["name"]})
@@ -148,8 +133,6 @@ def _delete(args):
 
 
 def _chunks(args):
-    from retrieval.documents import document_chunks
-
     chunks = document_chunks(open_workspace(args), args.doc)
     if args.json:
         print_json([c.to_dict() for c in chunks])
@@ -161,8 +144,6 @@ def _chunks(args):
 
 
 def _search(args):
-    from retrieval.search import Retriever
-
     passages = Retriever.for_workspace(open_workspace(args)).retrieve(args.query, k=args.k, mode=args.mode)
     if args.json:
         print_json([p.to_dict() for p in passages])
@@ -173,12 +154,6 @@ def _search(args):
 
 
 def _eval(args):
-    from ragtune.workspace import Workspace
-    from retrieval.evaluate import evaluate_retriever, load_qa
-    from retrieval.ingest import ingest_paths
-    from retrieval.search import Retriever
-    from retrieval.tuning import describe_tuning
-
     rows = load_qa(args.qa)
     tmp = None
     if args.docs:
@@ -190,7 +165,7 @@ def _eval(args):
         results = ingest_paths(ws, [args.docs])
         failed = [r for r in results if r.status == "failed"]
         for r in failed:
-            print(f"warning: {r.name} not indexed: {r.reason}", file=__import__("sys").stderr)
+            print(f"warning: {r.name} not indexed: {r.reason}", file=sys.stderr)
     else:
         ws = open_workspace(args)
     try:
