@@ -12,10 +12,22 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from app.training_data import SYNTH
+from app.wiring import OPERATIONS
+from ragtune import operations
 from ragtune.errors import BadInputError
-from ragtune.jobs import JobStatus, list_jobs, read_log
+from ragtune.job_events import (BudgetStop, JobProgress, PlanMade, PrecisionChosen, TrainingStep, of_type,
+                                read_events)
+from ragtune.jobs import JobStatus, cancel_job, list_jobs, wait_job
+from retrieval.index import index_state
+from retrieval.service import INDEX, IndexConfig
+from retrieval.settings import RetrievalSettings, load_settings
+from retrieval.tuning import describe_tuning
+from training.config import defaults_for
+from training.synth import SynthConfig
 
-from .common import esc, fmt_seconds, guarded, log, open_ws
+from .common import esc, fmt_seconds, guarded, open_ws
+from .job_controls import JobButtons, refreshing
 from .uploads import discard_superseded_uploads, discard_uploads, discard_when_read, stage_uploads
 
 DATA_GENERATE = "Generate questions and answers from my documents"
@@ -28,9 +40,6 @@ LOSS_COLUMNS = ["step", "loss", "curve"]
 def index_status(ws_name) -> str:
     if not ws_name:
         return "No workspace open."
-    from retrieval.index import index_state
-    from retrieval.tuning import describe_tuning
-
     state = index_state(open_ws(ws_name))
     manifest, docs = state["manifest"], state["documents"]
     if not state["built"]:
@@ -44,35 +53,29 @@ def index_status(ws_name) -> str:
 
 
 def load_retrieval_settings(ws_name):
-    from retrieval.settings import RetrievalSettings, load_settings
-
     st = load_settings(open_ws(ws_name)) if ws_name else RetrievalSettings()
     return st.chunk_tokens, st.overlap_tokens, st.k, st.mode, st.dense_weight, st.bm25_weight
 
 
 def index_config(chunk_tokens, overlap, k, mode, dense_weight, bm25_weight):
     """The card's Advanced settings as the IndexConfig `ragtune index` builds from its flags."""
-    from retrieval.service import IndexConfig
-
     return IndexConfig(chunk_tokens=int(chunk_tokens), overlap_tokens=int(overlap), k=int(k), mode=mode,
                        dense_weight=float(dense_weight), bm25_weight=float(bm25_weight))
 
 
 def _index_job_html(job) -> str:
     """The newest index job: a progress bar while it runs, the reason when it did not finish, else nothing."""
-    from ragtune.operations import progress_of
-
     if job is None:
         return "<div id='index-job' data-status='none'></div>"
-    p = progress_of(job)
-    done, total = p["done"], p["total"]
+    p = JobProgress.of_job(job)
+    done, total = p.done, p.total
     head = (f"<div id='index-job' data-status='{esc(job.status)}' data-job='{esc(job.id)}' data-done='{done}' "
             f"data-total='{total}'>")
     if job.status == JobStatus.RUNNING:
         pct = min(100, int(100 * done / total)) if total else 0
-        eta = f" | remaining {fmt_seconds(p['eta_s'])}" if p.get("eta_s") else ""
+        eta = f" | remaining {fmt_seconds(p.eta_s)}" if p.eta_s else ""
         return (f"{head}<div><b>Building</b> - index job <code>{esc(job.id)}</code>: "
-                f"{esc(p['label'] or 'starting (loading the embedding model)')}</div>"
+                f"{esc(p.label or 'starting (loading the embedding model)')}</div>"
                 f"<div class='rt-bar'><div style='width:{pct}%'></div></div>"
                 f"<div>{done}/{total or '?'} passages{eta}</div></div>")
     if job.status != JobStatus.SUCCEEDED and job.error:
@@ -84,9 +87,6 @@ def _index_job_html(job) -> str:
 
 
 def _latest_index_job(ws_name):
-    from ragtune import operations
-    from retrieval.service import INDEX
-
     return operations.latest(open_ws(ws_name), INDEX) if ws_name else None
 
 
@@ -104,9 +104,6 @@ def index_view(ws_name, shown: str | None = None):
 
 def start_index_build(ws_name, chunk_tokens, overlap, k, mode, dense_weight, bm25_weight):
     """Start the index job (the same operation as `ragtune index`); the card follows it."""
-    from app.wiring import OPERATIONS
-    from retrieval.service import INDEX
-
     job = OPERATIONS.start(open_ws(ws_name), INDEX, index_config(chunk_tokens, overlap, k, mode, dense_weight,
                                                                   bm25_weight))
     gr.Info(f"Building the index (job {job.id}). You can leave or reload this page; it keeps going.")
@@ -116,8 +113,6 @@ def start_index_build(ws_name, chunk_tokens, overlap, k, mode, dense_weight, bm2
 def cancel_index_build(ws_name, shown=None):
     """Cancel the running index job: the same cancel as `ragtune jobs cancel` (it stops between batches,
     the current index stays, every vector embedded so far is kept)."""
-    from ragtune import operations
-
     job = _latest_index_job(ws_name)
     if job is None or job.finished:
         raise BadInputError("No index build is running.")
@@ -128,8 +123,6 @@ def cancel_index_build(ws_name, shown=None):
 
 def resume_index_build(ws_name, shown=None):
     """Resume the newest stopped index job under its id and config, as `ragtune jobs resume` does."""
-    from app.wiring import OPERATIONS
-
     job = _latest_index_job(ws_name)
     if job is None or not job.status.resumable:
         raise BadInputError("There is no stopped index build to resume.")
@@ -143,10 +136,6 @@ def build_index_and_wait(workspace: str) -> str:
 
     The same index job as the Build button and `ragtune index` (its own process), waited for here.
     """
-    from app.wiring import OPERATIONS
-    from ragtune.jobs import wait_job
-    from retrieval.service import INDEX, IndexConfig
-
     ws = open_ws(workspace)
     job = wait_job(ws, OPERATIONS.start(ws, INDEX, IndexConfig()).id, timeout=3600)
     if job.status != JobStatus.SUCCEEDED:
@@ -165,11 +154,8 @@ def _latest_train_job(ws):
 
 def _preparing_html(job) -> str:
     """A fine-tune whose training set is still being written (or whose writing failed)."""
-    from ragtune.operations import progress_of
-
-    p = progress_of(job)
-    done, total = p["done"], p["total"]
-    warnings = [r["message"] for r in p["rows"] if r.get("event") == "warning"]
+    p = JobProgress.of_job(job)
+    done, total, warnings = p.done, p.total, p.warnings
     status = "preparing" if job.status.running else job.status
     text = (f"Writing practice questions from your documents: {done}/{total} passages" if total
             else "Preparing the training set") if job.status.running else {
@@ -184,50 +170,41 @@ def _preparing_html(job) -> str:
             f"{extra}</div>")
 
 
-def _loss_frame(rows: list[dict]) -> pd.DataFrame:
+def _loss_frame(events: list) -> pd.DataFrame:
     points = []
-    for r in rows:
-        if r.get("loss") is not None and r.get("step") is not None:
-            points.append({"step": r["step"], "loss": float(r["loss"]), "curve": "training loss"})
-        if r.get("eval_loss") is not None and r.get("step") is not None:
-            points.append({"step": r["step"], "loss": float(r["eval_loss"]), "curve": "validation loss"})
+    for e in of_type(events, TrainingStep):
+        if e.loss is not None:
+            points.append({"step": e.step, "loss": float(e.loss), "curve": "training loss"})
+        if e.eval_loss is not None:
+            points.append({"step": e.step, "loss": float(e.eval_loss), "curve": "validation loss"})
     if not points:
         return None  # an empty frame would fix the plot's colour domain before data arrives
     return pd.DataFrame(points, columns=LOSS_COLUMNS)
 
 
-def _plan_lines(rows: list[dict]) -> list[str]:
+def _plan_lines(events: list) -> list[str]:
     """What the job chose before training: its precision (and why) and its plan (rows, steps, expected time)."""
-    lines = []
-    for r in rows:
-        if r.get("event") == "precision":
-            n = r.get("threads")
-            threads = f", {n} thread{'s' if n > 1 else ''}" if n else ""
-            lines.append(f"Precision: {r.get('label')}{threads} ({r.get('reason')})")
-        elif r.get("event") == "plan" and r.get("summary"):
-            lines.append(r["summary"][:1].upper() + r["summary"][1:])
-        elif r.get("event") == "budget_stop":
-            lines.append(r.get("message", ""))
-    return lines[-3:]
+    lines = [e.describe() for e in events if isinstance(e, (PrecisionChosen, PlanMade, BudgetStop)) and e.describe()]
+    return [line[:1].upper() + line[1:] for line in lines[-3:]]
 
 
-def _status_html(job, rows: list[dict]) -> str:
+def _status_html(job, events: list) -> str:
     if job is None:
         return "<div id='train-state' data-status='none'>No fine-tune started in this workspace yet.</div>"
-    steps = [r for r in rows if r.get("step") is not None]
-    last = steps[-1] if steps else {}
-    total = last.get("total_steps") or (job.config or {}).get("total_steps")
-    step = last.get("step", 0)
+    steps = of_type(events, TrainingStep)
+    last = steps[-1] if steps else TrainingStep()
+    total = last.total_steps
+    step = last.step
     pct = min(100, int(100 * step / total)) if total else 0
-    elapsed = last.get("elapsed_s")
+    elapsed = last.elapsed_s
     if elapsed is None and job.started_at:
         elapsed = (job.ended_at or time.time()) - job.started_at
-    loss = next((r["loss"] for r in reversed(steps) if r.get("loss") is not None), None)
+    loss = next((e.loss for e in reversed(steps) if e.loss is not None), None)
     starting = job.status == JobStatus.RUNNING and not steps
     label = "Starting (loading the model and data)" if starting else {
         JobStatus.RUNNING: "Running", JobStatus.SUCCEEDED: "Finished", JobStatus.FAILED: "Failed",
         JobStatus.CANCELLED: "Cancelled", JobStatus.STOPPED: "Stopped", JobStatus.QUEUED: "Starting"}[job.status]
-    extra = "".join(f"<div class='rt-plan'>{esc(text)}</div>" for text in _plan_lines(rows))
+    extra = "".join(f"<div class='rt-plan'>{esc(text)}</div>" for text in _plan_lines(events))
     if starting and not extra:
         label = "Starting (measuring the fastest precision, then the plan)"
     if job.status == JobStatus.SUCCEEDED:
@@ -240,7 +217,7 @@ def _status_html(job, rows: list[dict]) -> str:
         f"<div><b>{label}</b> - job <code>{esc(job.id)}</code></div>"
         f"<div class='rt-bar'><div style='width:{pct}%'></div></div>"
         f"<div>step {esc(step)}/{esc(total or '?')} ({pct}%) | loss {esc(f'{loss:.4f}' if loss is not None else '-')}"
-        f" | elapsed {fmt_seconds(elapsed)} | remaining {fmt_seconds(last.get('eta_s')) if job.status == JobStatus.RUNNING else '-'}</div>"
+        f" | elapsed {fmt_seconds(elapsed)} | remaining {fmt_seconds(last.eta_s) if job.status == JobStatus.RUNNING else '-'}</div>"
         f"{extra}</div>"
     )
 
@@ -252,20 +229,15 @@ def training_view(ws_name):
     if job is not None and job.kind == "synth":
         return (_preparing_html(job), None, gr.update(interactive=running), gr.update(interactive=False),
                 gr.update(interactive=not running))
-    rows = read_log(job.log_path)[0] if job else []
+    events = read_events(job.log_path)[0] if job else []
     resumable = job is not None and job.status.resumable
-    return (_status_html(job, rows), _loss_frame(rows), gr.update(interactive=running),
+    return (_status_html(job, events), _loss_frame(events), gr.update(interactive=running),
             gr.update(interactive=resumable), gr.update(interactive=not running))
 
 
 def start_finetune(ws_name, source, upload, adapter_name, base_model, method, rank, alpha, epochs, lr):
     """One job writes the training set (the same operation as `ragtune synth` or `synth --from-file`: a
     versioned dataset, its test split kept aside), then starts the fine-tune on it (`training.jobs`)."""
-    from app.training_data import SYNTH
-    from app.wiring import OPERATIONS
-    from training.config import defaults_for
-    from training.synth import SynthConfig
-
     ws = open_ws(ws_name)
     if source == DATA_UPLOAD and not upload:
         raise BadInputError("Choose a Q&A or chat file to train on (JSONL or CSV).")
@@ -287,115 +259,133 @@ def start_finetune(ws_name, source, upload, adapter_name, base_model, method, ra
 
 def model_defaults(base_model, method):
     """Fill the advanced fields with what works for this model size."""
-    from training.config import defaults_for
-
     config = defaults_for(base_model or "gemma-3-270m", method or "lora")
     return config.rank, config.alpha, config.epochs, config.lr
 
 
 def cancel_finetune(ws_name):
-    from training.jobs import cancel_training
-
     ws = open_ws(ws_name)
     job = _latest_train_job(ws)
     if job is None or job.finished:
         raise BadInputError("No fine-tune is running.")
-    cancel_training(ws, job.id)  # the same CANCEL file and SIGTERM for the synth job that prepares it
+    cancel_job(ws, job.id)  # the same CANCEL file and SIGTERM for the synth job that prepares it
     gr.Info("Cancelling: the job stops at its next step and keeps its last checkpoint.")
     return training_view(ws_name)
 
 
 def resume_finetune(ws_name):
-    from training.jobs import resume_training
+    from app.wiring import OPERATIONS
 
     ws = open_ws(ws_name)
     job = _latest_train_job(ws)
     if job is None or not job.status.resumable or job.kind != "train":
         raise BadInputError("There is no stopped fine-tune to resume.")
-    resume_training(ws, job.id)
+    OPERATIONS.resume(ws, job.id)
     gr.Info(f"Resuming job {job.id}.")
     return training_view(ws_name)
 
 
 # ------------------------------------------------------------------ layout
 
+class IndexCard:
+    """The RAG index card: its state, the index job's progress and buttons, and the Advanced settings."""
+
+    def __init__(self):
+        gr.Markdown("### RAG index\nMakes your documents searchable, so answers quote them with sources. "
+                    "Takes seconds to minutes; rebuild after adding documents.")
+        self.status_md = gr.Markdown(elem_id="index-status")
+        self.job_html = gr.HTML(elem_id="index-job-status")
+        self.buttons = JobButtons("Build index", start_id="build-index", prefix="index")
+        self.seen = gr.State(None)
+        with gr.Accordion("Advanced", open=False, elem_id="index-advanced"):
+            self.settings = [  # index_config's arguments, in its order
+                gr.Slider(32, 1000, value=200, step=8, label="Passage size (tokens)", elem_id="chunk-size"),
+                gr.Slider(0, 500, value=40, step=8, label="Passage overlap (tokens, at most half the size)"),
+                gr.Slider(1, 20, value=5, step=1, label="Passages per answer (k)", elem_id="retrieval-k"),
+                gr.Radio(["hybrid", "dense", "bm25"], value="hybrid", label="Search mode (hybrid = meaning + keywords)"),
+                gr.Slider(0, 2, value=1.0, step=0.1, label="Hybrid weight: meaning-based search"),
+                gr.Slider(0, 2, value=1.0, step=0.1, label="Hybrid weight: keyword search (BM25)"),
+            ]
+
+    @property
+    def outputs(self) -> list:
+        """index_view's outputs, in its order."""
+        return [self.job_html, self.status_md, self.buttons.start, self.buttons.cancel, self.buttons.resume,
+                self.seen]
+
+
+class FinetuneCard:
+    """The fine-tune card: its training data and settings, its job's buttons, state and loss curve."""
+
+    def __init__(self, model: str):
+        gr.Markdown("### Fine-tune\nTeaches the model your documents by training a small LoRA adapter on "
+                    "question-answer pairs. Runs in the background: minutes on a CPU.")
+        self.source = gr.Radio([DATA_GENERATE, DATA_UPLOAD], value=DATA_GENERATE, label="Training data",
+                               elem_id="train-source")
+        self.upload = gr.File(label="Q&A or chat file (JSONL or CSV)", file_count="single", visible=False,
+                              elem_id="train-file")
+        self.adapter_name = gr.Textbox(label="Name of the fine-tuned model (optional)", elem_id="adapter-name")
+        with gr.Accordion("Advanced", open=False, elem_id="train-advanced"):
+            self.base_model = gr.Dropdown([model], value=model, label="Base model", allow_custom_value=True,
+                                          info="Must match the model the app serves, to chat with the result.")
+            self.method = gr.Radio(["lora", "qlora"], value="lora", label="Method (QLoRA uses less memory)")
+            self.hyperparameters = [  # model_defaults' outputs, in its order
+                gr.Slider(2, 64, value=16, step=2, label="LoRA rank", elem_id="lora-rank"),
+                gr.Slider(1, 256, value=32, step=1, label="LoRA alpha (scale = alpha / rank)", elem_id="lora-alpha"),
+                gr.Number(value=3, label="Epochs", minimum=0.1, elem_id="train-epochs"),
+                gr.Number(value=2e-4, label="Learning rate", elem_id="train-lr"),
+            ]
+        self.buttons = JobButtons("Start fine-tune", start_id="train-start", prefix="train")
+        self.status = gr.HTML(elem_id="train-status")
+        self.loss_plot = gr.LinePlot(None, x="step", y="loss", color="curve", title="Loss", height=260,
+                                     elem_id="loss-plot")
+
+    @property
+    def inputs(self) -> list:
+        """start_finetune's arguments after the workspace, in its order."""
+        return [self.source, self.upload, self.adapter_name, self.base_model, self.method, *self.hyperparameters]
+
+    @property
+    def outputs(self) -> list:
+        """training_view's outputs, in its order."""
+        return [self.status, self.loss_plot, self.buttons.cancel, self.buttons.resume, self.buttons.start]
+
+
+def _wire_index(ws_select: gr.Dropdown, card: IndexCard, timer: gr.Timer) -> None:
+    buttons, outputs = card.buttons, card.outputs
+    buttons.start.click(guarded(start_index_build), [ws_select, *card.settings], outputs, api_visibility="private")
+    buttons.cancel.click(guarded(cancel_index_build), [ws_select, card.seen], outputs, api_visibility="private")
+    buttons.resume.click(guarded(resume_index_build), [ws_select, card.seen], outputs, api_visibility="private")
+    gr.api(guarded(build_index_and_wait), api_name="build_index")
+    timer.tick(refreshing(index_view, outputs, "index view"), [ws_select, card.seen], outputs,
+               show_progress="hidden", api_visibility="private")
+
+
+def _wire_finetune(ws_select: gr.Dropdown, demo: gr.Blocks, card: FinetuneCard, timer: gr.Timer) -> None:
+    card.source.change(lambda s: gr.update(visible=s == DATA_UPLOAD), [card.source], [card.upload],
+                       show_progress="hidden")
+    buttons, outputs = card.buttons, card.outputs
+    buttons.start.click(guarded(start_finetune), [ws_select, *card.inputs], outputs)
+    buttons.cancel.click(guarded(cancel_finetune), [ws_select], outputs)
+    buttons.resume.click(guarded(resume_finetune), [ws_select], outputs)
+    timer.tick(refreshing(training_view, outputs, "training view"), [ws_select], outputs, show_progress="hidden",
+               api_visibility="private")
+    for trigger in (card.base_model.change, demo.load):
+        trigger(guarded(model_defaults), [card.base_model, card.method], card.hyperparameters, show_progress="hidden")
+
+
 def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks, tab: gr.Tab | None = None) -> None:
     with gr.Row(equal_height=False):
         with gr.Column(variant="panel", elem_id="card-index"):
-            gr.Markdown("### RAG index\nMakes your documents searchable, so answers quote them with sources. "
-                        "Takes seconds to minutes; rebuild after adding documents.")
-            index_md = gr.Markdown(elem_id="index-status")
-            index_job = gr.HTML(elem_id="index-job-status")
-            with gr.Row():
-                index_btn = gr.Button("Build index", variant="primary", elem_id="build-index")
-                index_cancel = gr.Button("Cancel", variant="stop", interactive=False, elem_id="index-cancel")
-                index_resume = gr.Button("Resume", interactive=False, elem_id="index-resume")
-            index_seen = gr.State(None)
-            with gr.Accordion("Advanced", open=False, elem_id="index-advanced"):
-                chunk_size = gr.Slider(32, 1000, value=200, step=8, label="Passage size (tokens)", elem_id="chunk-size")
-                overlap = gr.Slider(0, 500, value=40, step=8, label="Passage overlap (tokens, at most half the size)")
-                k = gr.Slider(1, 20, value=5, step=1, label="Passages per answer (k)", elem_id="retrieval-k")
-                mode = gr.Radio(["hybrid", "dense", "bm25"], value="hybrid", label="Search mode (hybrid = meaning + keywords)")
-                dense_weight = gr.Slider(0, 2, value=1.0, step=0.1, label="Hybrid weight: meaning-based search")
-                bm25_weight = gr.Slider(0, 2, value=1.0, step=0.1, label="Hybrid weight: keyword search (BM25)")
+            index = IndexCard()
         with gr.Column(variant="panel", elem_id="card-finetune"):
-            gr.Markdown("### Fine-tune\nTeaches the model your documents by training a small LoRA adapter on "
-                        "question-answer pairs. Runs in the background: minutes on a CPU.")
-            source = gr.Radio([DATA_GENERATE, DATA_UPLOAD], value=DATA_GENERATE, label="Training data", elem_id="train-source")
-            upload = gr.File(label="Q&A or chat file (JSONL or CSV)", file_count="single", visible=False, elem_id="train-file")
-            adapter_name = gr.Textbox(label="Name of the fine-tuned model (optional)", elem_id="adapter-name")
-            with gr.Accordion("Advanced", open=False, elem_id="train-advanced"):
-                base_model = gr.Dropdown([ctx.model], value=ctx.model, label="Base model", allow_custom_value=True,
-                                         info="Must match the model the app serves, to chat with the result.")
-                method = gr.Radio(["lora", "qlora"], value="lora", label="Method (QLoRA uses less memory)")
-                rank = gr.Slider(2, 64, value=16, step=2, label="LoRA rank", elem_id="lora-rank")
-                alpha = gr.Slider(1, 256, value=32, step=1, label="LoRA alpha (scale = alpha / rank)",
-                                  elem_id="lora-alpha")
-                epochs = gr.Number(value=3, label="Epochs", minimum=0.1, elem_id="train-epochs")
-                lr = gr.Number(value=2e-4, label="Learning rate", elem_id="train-lr")
-            with gr.Row():
-                start_btn = gr.Button("Start fine-tune", variant="primary", elem_id="train-start")
-                cancel_btn = gr.Button("Cancel", variant="stop", interactive=False, elem_id="train-cancel")
-                resume_btn = gr.Button("Resume", interactive=False, elem_id="train-resume")
-            status = gr.HTML(elem_id="train-status")
-            loss_plot = gr.LinePlot(None, x="step", y="loss", color="curve",
-                                    title="Loss", height=260, elem_id="loss-plot")
+            finetune = FinetuneCard(ctx.model)
     timer = gr.Timer(1.0)
-
-    view_outputs = [status, loss_plot, cancel_btn, resume_btn, start_btn]
-    source.change(lambda s: gr.update(visible=s == DATA_UPLOAD), [source], [upload], show_progress="hidden")
-    advanced = [chunk_size, overlap, k, mode, dense_weight, bm25_weight]
-    index_outputs = [index_job, index_md, index_btn, index_cancel, index_resume, index_seen]
-    index_btn.click(guarded(start_index_build), [ws_select, *advanced], index_outputs, api_visibility="private")
-    index_cancel.click(guarded(cancel_index_build), [ws_select, index_seen], index_outputs, api_visibility="private")
-    index_resume.click(guarded(resume_index_build), [ws_select, index_seen], index_outputs, api_visibility="private")
-    gr.api(guarded(build_index_and_wait), api_name="build_index")
-
-    def index_tick(ws_name, shown):
-        try:
-            return index_view(ws_name, shown)
-        except Exception:  # noqa: BLE001 - the next tick retries
-            log.debug("index view refresh failed", exc_info=True)
-            return tuple(gr.skip() for _ in index_outputs)
-
-    timer.tick(index_tick, [ws_select, index_seen], index_outputs, show_progress="hidden", api_visibility="private")
-    start_btn.click(guarded(start_finetune), [ws_select, source, upload, adapter_name, base_model, method, rank,
-                                              alpha, epochs, lr], view_outputs)
-    cancel_btn.click(guarded(cancel_finetune), [ws_select], view_outputs)
-    resume_btn.click(guarded(resume_finetune), [ws_select], view_outputs)
-    def tick(ws_name):
-        try:
-            return training_view(ws_name)
-        except Exception:  # noqa: BLE001 - a toast every second would drown the page; the next tick retries
-            log.debug("training view refresh failed", exc_info=True)
-            return tuple(gr.skip() for _ in view_outputs)
-
-    timer.tick(tick, [ws_select], view_outputs, show_progress="hidden", api_visibility="private")
-    for trigger in (base_model.change, demo.load):
-        trigger(guarded(model_defaults), [base_model, method], [rank, alpha, epochs, lr], show_progress="hidden")
+    _wire_finetune(ws_select, demo, finetune, timer)
+    _wire_index(ws_select, index, timer)
     if tab is not None:  # documents may have changed on another tab
-        tab.select(guarded(index_view), [ws_select], index_outputs, show_progress="hidden", api_visibility="private")
+        tab.select(guarded(index_view), [ws_select], index.outputs, show_progress="hidden", api_visibility="private")
     for trigger in (ws_select.change, demo.load):
-        trigger(guarded(index_view), [ws_select], index_outputs, show_progress="hidden")
-        trigger(guarded(load_retrieval_settings), [ws_select], advanced, show_progress="hidden")
-        trigger(guarded(training_view), [ws_select], view_outputs, show_progress="hidden")
+        trigger(guarded(index_view), [ws_select], index.outputs, show_progress="hidden")
+        trigger(guarded(load_retrieval_settings), [ws_select], index.settings, show_progress="hidden")
+        trigger(guarded(training_view), [ws_select], finetune.outputs, show_progress="hidden")

@@ -6,11 +6,17 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from evaluation.service import HELD_OUT, SAMPLE, EvalConfig
+from evaluation.arena import leaderboard, new_battle as make_battle, record_vote
+from evaluation.recommend import recommend
+from evaluation.report import export_report
+from evaluation.runner import list_runs, load_run, summarize
+from evaluation.service import HELD_OUT, SAMPLE, EvalConfig, evaluate as run_evaluation
+from evaluation.store import run_results
 from ragtune.errors import BadInputError
 from ragtune.jobs import JobStatus
 
-from .common import VARIANTS, adapter_names, esc, fmt_seconds, guarded, log, open_ws
+from .common import VARIANTS, adapter_names, esc, fmt_seconds, guarded, open_ws
+from .job_controls import JobButtons, refreshing
 
 QA_HELD_OUT = "Held-out questions of the newest training set"
 QA_SAMPLE = "Sample questions (Lumora Robotics demo)"
@@ -58,7 +64,6 @@ def _box_figure(ws, run_id: str, metric: str = "token_f1"):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from evaluation.store import run_results
 
     by_variant: dict[str, list[float]] = {}
     for r in run_results(ws, run_id):
@@ -76,9 +81,6 @@ def _box_figure(ws, run_id: str, metric: str = "token_f1"):
 
 
 def show_run(ws, run_id: str):
-    from evaluation.recommend import recommend
-    from evaluation.runner import load_run, summarize
-
     run = load_run(ws, run_id)
     summary = summarize(run)
     table = pd.DataFrame(_metric_rows(summary), columns=TABLE_COLUMNS)
@@ -94,22 +96,24 @@ def show_run(ws, run_id: str):
 
 
 def start_evaluation(ctx, ws_name, source, upload, variants, adapter, limit, max_tokens):
-    from evaluation.service import start_evaluation as start
+    from app.wiring import OPERATIONS
+    from evaluation.service import EVAL, EvalJobConfig
 
     ws = open_ws(ws_name)
     config = eval_config(ctx, source, upload, variants, adapter, limit, max_tokens)
     if config.retrieves:
         ctx.retriever(ws)  # a clear "build the index first" before the job starts
-    job = start(ws, config)
+    job = OPERATIONS.start(ws, EVAL, EvalJobConfig.of(config))
     gr.Info(f"Evaluation {job.id} started. You can leave or reload this page; it keeps running.")
     return evaluation_view(ws_name, None)
 
 
 def cancel_evaluation(ws_name, _shown=None):
-    from evaluation.service import cancel_evaluation as cancel, latest_evaluation
+    from evaluation.service import EVAL
+    from ragtune.operations import cancel, latest
 
     ws = open_ws(ws_name)
-    job = latest_evaluation(ws)
+    job = latest(ws, EVAL)
     if job is None or job.finished:
         raise BadInputError("No evaluation is running.")
     cancel(ws, job.id)
@@ -118,13 +122,15 @@ def cancel_evaluation(ws_name, _shown=None):
 
 
 def resume_evaluation(ws_name, _shown=None):
-    from evaluation.service import latest_evaluation, resume_evaluation as resume
+    from app.wiring import OPERATIONS
+    from evaluation.service import EVAL
+    from ragtune.operations import latest
 
     ws = open_ws(ws_name)
-    job = latest_evaluation(ws)
+    job = latest(ws, EVAL)
     if job is None or not job.status.resumable:
         raise BadInputError("There is no stopped evaluation to resume.")
-    resume(ws, job.id)
+    OPERATIONS.resume(ws, job.id)
     gr.Info(f"Resuming evaluation {job.id}: only the missing answers are computed.")
     return evaluation_view(ws_name, _shown)
 
@@ -151,17 +157,16 @@ def _state_html(job, progress: dict) -> str:
 
 def _newest_run(ws) -> str | None:
     """The newest finished run, whether the screen's job or `ragtune eval` made it."""
-    from evaluation.runner import list_runs
-
     return next((r["run_id"] for r in list_runs(ws) if r["status"] == "succeeded"), None)
 
 
 def evaluation_view(ws_name, shown_run):
     """The newest evaluation job: state, buttons, and its results once it succeeded (same for every browser)."""
-    from evaluation.service import evaluation_progress, latest_evaluation
+    from evaluation.service import EVAL, evaluation_progress
+    from ragtune.operations import latest
 
     ws = open_ws(ws_name) if ws_name else None
-    job = latest_evaluation(ws) if ws else None
+    job = latest(ws, EVAL) if ws else None
     running = job is not None and job.status.running
     resumable = job is not None and job.status.resumable
     controls = (_state_html(job, evaluation_progress(job)), gr.update(interactive=running),
@@ -172,8 +177,6 @@ def evaluation_view(ws_name, shown_run):
 
 
 def download_report(ws_name, run_id, fmt):
-    from evaluation.report import export_report
-
     if not run_id:
         raise BadInputError("Run an evaluation first.")
     return str(export_report(open_ws(ws_name), run_id, fmt=fmt))
@@ -197,8 +200,6 @@ def latest_run(ws_name):
 # ------------------------------------------------------------------ arena
 
 def new_battle(ctx, ws_name, question, variants, adapter):
-    from evaluation.arena import new_battle as make_battle
-
     question = (question or "").strip()
     if not question:
         raise BadInputError("Type a question for the battle.")
@@ -213,8 +214,6 @@ def new_battle(ctx, ws_name, question, variants, adapter):
 
 
 def vote(ws_name, battle_id, choice):
-    from evaluation.arena import record_vote
-
     if not battle_id:
         raise BadInputError("Start a battle first.")
     result = record_vote(open_ws(ws_name), battle_id, choice)
@@ -226,8 +225,6 @@ def vote(ws_name, battle_id, choice):
 
 
 def leaderboard_table(ws_name):
-    from evaluation.arena import leaderboard
-
     rows = leaderboard(open_ws(ws_name)) if ws_name else []
     return pd.DataFrame([[r["variant"], round(r["rating"], 1), _r(r.get("ci_low")), _r(r.get("ci_high")), r["battles"]]
                          for r in rows], columns=["Variant", "Rating", "CI low", "CI high", "Battles"])
@@ -235,94 +232,133 @@ def leaderboard_table(ws_name):
 
 # ------------------------------------------------------------------ layout
 
-def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks) -> None:
-    gr.Markdown("Score each variant on questions with known answers. Intervals show how sure the numbers are.")
-    with gr.Row():
-        source = gr.Radio([QA_SAMPLE, QA_HELD_OUT, QA_UPLOAD], value=QA_SAMPLE, label="Questions", elem_id="eval-source")
-        upload = gr.File(label="Questions file (JSONL/CSV)", visible=False, elem_id="eval-file")
-    with gr.Row():
-        variants = gr.CheckboxGroup(VARIANTS, value=["base", "rag"], label="Variants", elem_id="eval-variants")
-        adapter = gr.Dropdown([("newest", "")], value="", label="Fine-tuned model", elem_id="eval-adapter")
-        limit = gr.Number(value=10, precision=0, minimum=0, label="Questions to use (0 = all)", elem_id="eval-limit")
-    with gr.Accordion("Advanced", open=False, elem_id="eval-advanced"):
-        max_tokens = gr.Slider(16, 1024, value=256, step=16, label="Longest answer (tokens)", elem_id="eval-max-tokens")
-    with gr.Row():
-        run_btn = gr.Button("Run evaluation", variant="primary", elem_id="eval-run")
-        cancel_btn = gr.Button("Cancel", variant="stop", interactive=False, elem_id="eval-cancel")
-        resume_btn = gr.Button("Resume", interactive=False, elem_id="eval-resume")
-    state = gr.HTML(elem_id="eval-status")
-    recommendation = gr.Markdown(elem_id="eval-recommendation")
-    table = gr.Dataframe(headers=TABLE_COLUMNS, label="Results (95% intervals)", interactive=False, elem_id="eval-table")
-    with gr.Row():
-        bars = gr.BarPlot(None, x="Variant", y="Mean", y_lim=[0, 1],
-                          height=260, elem_id="eval-bars")
-        box = gr.Plot(label="Spread per question", elem_id="eval-box")
-    run_id = gr.State(None)
-    with gr.Row():
-        fmt = gr.Radio(["html", "md"], value="html", label="Report format", scale=1)
-        report_btn = gr.Button("Prepare report", interactive=False, elem_id="eval-report-btn", scale=1)
-        report_file = gr.File(label="Report", interactive=False, elem_id="eval-report", scale=2)
+VOTES = (("left", "A is better"), ("right", "B is better"), ("tie", "Tie"), ("both_bad", "Both are bad"))
 
-    gr.Markdown("### Blind arena\nTwo hidden variants answer the same question; vote for the better one.")
-    with gr.Row():
-        arena_q = gr.Textbox(label="Question", elem_id="arena-question", scale=4)
-        arena_variants = gr.CheckboxGroup(VARIANTS, value=["base", "rag"], label="Variants in the arena",
-                                          elem_id="arena-variants", scale=2)
-        battle_btn = gr.Button("New battle", variant="primary", elem_id="arena-new", scale=1)
-    with gr.Row(equal_height=False):
-        left = gr.Markdown(elem_id="arena-left", container=True, label="Answer A")
-        right = gr.Markdown(elem_id="arena-right", container=True, label="Answer B")
-    arena_msg = gr.Markdown(elem_id="arena-message")
-    with gr.Row():
-        vote_btns = [gr.Button(label, interactive=False, elem_id=f"vote-{key.replace('_', '-')}")
-                     for key, label in (("left", "A is better"), ("right", "B is better"), ("tie", "Tie"),
-                                        ("both_bad", "Both are bad"))]
-    board = gr.Dataframe(headers=["Variant", "Rating", "CI low", "CI high", "Battles"], label="Leaderboard",
-                         interactive=False, elem_id="arena-leaderboard")
-    battle_id = gr.State(None)
 
-    source.change(lambda s: gr.update(visible=s == QA_UPLOAD), [source], [upload], show_progress="hidden")
-    results = [table, bars, box, recommendation, run_id, report_btn]
-    view_outputs = [state, cancel_btn, resume_btn, run_btn, *results]
-    run_btn.click(guarded(lambda *a: start_evaluation(ctx, *a)),
-                  [ws_select, source, upload, variants, adapter, limit, max_tokens], view_outputs,
-                  api_visibility="private")
-    cancel_btn.click(guarded(cancel_evaluation), [ws_select, run_id], view_outputs, api_visibility="private")
-    resume_btn.click(guarded(resume_evaluation), [ws_select, run_id], view_outputs, api_visibility="private")
+class RunPanel:
+    """What to evaluate (questions, variants, fine-tuned model, how many) and the job's buttons."""
 
-    def tick(ws_name, shown):
-        try:
-            return evaluation_view(ws_name, shown)
-        except Exception:  # noqa: BLE001 - a toast every second would drown the page; the next tick retries
-            log.debug("evaluation view refresh failed", exc_info=True)
-            return tuple(gr.skip() for _ in view_outputs)
+    def __init__(self):
+        gr.Markdown("Score each variant on questions with known answers. Intervals show how sure the numbers are.")
+        with gr.Row():
+            self.source = gr.Radio([QA_SAMPLE, QA_HELD_OUT, QA_UPLOAD], value=QA_SAMPLE, label="Questions",
+                                   elem_id="eval-source")
+            self.upload = gr.File(label="Questions file (JSONL/CSV)", visible=False, elem_id="eval-file")
+        with gr.Row():
+            self.variants = gr.CheckboxGroup(VARIANTS, value=["base", "rag"], label="Variants", elem_id="eval-variants")
+            self.adapter = gr.Dropdown([("newest", "")], value="", label="Fine-tuned model", elem_id="eval-adapter")
+            self.limit = gr.Number(value=10, precision=0, minimum=0, label="Questions to use (0 = all)",
+                                   elem_id="eval-limit")
+        with gr.Accordion("Advanced", open=False, elem_id="eval-advanced"):
+            self.max_tokens = gr.Slider(16, 1024, value=256, step=16, label="Longest answer (tokens)",
+                                        elem_id="eval-max-tokens")
+        self.buttons = JobButtons("Run evaluation", start_id="eval-run", prefix="eval")
 
-    gr.Timer(1.0).tick(tick, [ws_select, run_id], view_outputs, show_progress="hidden", api_visibility="private")
-    report_btn.click(guarded(download_report), [ws_select, run_id, fmt], [report_file])
-    battle_btn.click(guarded(lambda *a: new_battle(ctx, *a)), [ws_select, arena_q, arena_variants, adapter],
-                     [battle_id, left, right, arena_msg, *vote_btns], api_visibility="private")
-    for btn, key in zip(vote_btns, ("left", "right", "tie", "both_bad")):
-        btn.click(guarded(lambda ws, b, key=key: vote(ws, b, key)), [ws_select, battle_id],
-                  [battle_id, arena_msg, board, *vote_btns], api_visibility="private")
+    @property
+    def inputs(self) -> list:
+        """start_evaluation's arguments after the workspace, in its order."""
+        return [self.source, self.upload, self.variants, self.adapter, self.limit, self.max_tokens]
+
+
+class ResultsPanel:
+    """The job's state, then the newest finished run: recommendation, table, plots and its report."""
+
+    def __init__(self):
+        self.state = gr.HTML(elem_id="eval-status")
+        self.recommendation = gr.Markdown(elem_id="eval-recommendation")
+        self.table = gr.Dataframe(headers=TABLE_COLUMNS, label="Results (95% intervals)", interactive=False,
+                                  elem_id="eval-table")
+        with gr.Row():
+            self.bars = gr.BarPlot(None, x="Variant", y="Mean", y_lim=[0, 1], height=260, elem_id="eval-bars")
+            self.box = gr.Plot(label="Spread per question", elem_id="eval-box")
+        self.run_id = gr.State(None)
+        with gr.Row():
+            self.fmt = gr.Radio(["html", "md"], value="html", label="Report format", scale=1)
+            self.report_btn = gr.Button("Prepare report", interactive=False, elem_id="eval-report-btn", scale=1)
+            self.report_file = gr.File(label="Report", interactive=False, elem_id="eval-report", scale=2)
+
+    @property
+    def results(self) -> list:
+        """The outputs of show_run / latest_run, in their order."""
+        return [self.table, self.bars, self.box, self.recommendation, self.run_id, self.report_btn]
+
+
+class ArenaPanel:
+    """The blind arena: a question, two hidden answers, the vote buttons and the leaderboard."""
+
+    def __init__(self):
+        gr.Markdown("### Blind arena\nTwo hidden variants answer the same question; vote for the better one.")
+        with gr.Row():
+            self.question = gr.Textbox(label="Question", elem_id="arena-question", scale=4)
+            self.variants = gr.CheckboxGroup(VARIANTS, value=["base", "rag"], label="Variants in the arena",
+                                             elem_id="arena-variants", scale=2)
+            self.battle_btn = gr.Button("New battle", variant="primary", elem_id="arena-new", scale=1)
+        with gr.Row(equal_height=False):
+            self.left = gr.Markdown(elem_id="arena-left", container=True, label="Answer A")
+            self.right = gr.Markdown(elem_id="arena-right", container=True, label="Answer B")
+        self.message = gr.Markdown(elem_id="arena-message")
+        with gr.Row():
+            self.vote_btns = [gr.Button(label, interactive=False, elem_id=f"vote-{key.replace('_', '-')}")
+                              for key, label in VOTES]
+        self.board = gr.Dataframe(headers=["Variant", "Rating", "CI low", "CI high", "Battles"], label="Leaderboard",
+                                  interactive=False, elem_id="arena-leaderboard")
+        self.battle_id = gr.State(None)
+
+
+def _wire_run(ctx, ws_select: gr.Dropdown, run: RunPanel, out: ResultsPanel) -> None:
+    """The job's buttons and a 1-second timer, all showing evaluation_view; the report download."""
+    run.source.change(lambda s: gr.update(visible=s == QA_UPLOAD), [run.source], [run.upload], show_progress="hidden")
+    buttons = run.buttons
+    view_outputs = [out.state, buttons.cancel, buttons.resume, buttons.start, *out.results]
+    buttons.start.click(guarded(lambda *a: start_evaluation(ctx, *a)), [ws_select, *run.inputs], view_outputs,
+                        api_visibility="private")
+    buttons.cancel.click(guarded(cancel_evaluation), [ws_select, out.run_id], view_outputs, api_visibility="private")
+    buttons.resume.click(guarded(resume_evaluation), [ws_select, out.run_id], view_outputs, api_visibility="private")
+    gr.Timer(1.0).tick(refreshing(evaluation_view, view_outputs, "evaluation view"), [ws_select, out.run_id],
+                       view_outputs, show_progress="hidden", api_visibility="private")
+    out.report_btn.click(guarded(download_report), [ws_select, out.run_id, out.fmt], [out.report_file])
+
+
+def _wire_arena(ctx, ws_select: gr.Dropdown, arena: ArenaPanel, adapter: gr.Dropdown) -> None:
+    battle_outputs = [arena.battle_id, arena.left, arena.right, arena.message, *arena.vote_btns]
+    arena.battle_btn.click(guarded(lambda *a: new_battle(ctx, *a)), [ws_select, arena.question, arena.variants, adapter],
+                           battle_outputs, api_visibility="private")
+    for btn, (key, _label) in zip(arena.vote_btns, VOTES):
+        btn.click(guarded(lambda ws, b, key=key: vote(ws, b, key)), [ws_select, arena.battle_id],
+                  [arena.battle_id, arena.message, arena.board, *arena.vote_btns], api_visibility="private")
+
+
+def _wire_workspace(ws_select: gr.Dropdown, demo: gr.Blocks, out: ResultsPanel, arena: ArenaPanel,
+                    adapter: gr.Dropdown) -> None:
+    """On load and on a workspace change: its newest run, its leaderboard and its fine-tuned models."""
     for trigger in (ws_select.change, demo.load):
-        trigger(guarded(latest_run), [ws_select], results, show_progress="hidden")
-        trigger(guarded(leaderboard_table), [ws_select], [board], show_progress="hidden")
+        trigger(guarded(latest_run), [ws_select], out.results, show_progress="hidden")
+        trigger(guarded(leaderboard_table), [ws_select], [arena.board], show_progress="hidden")
         trigger(guarded(lambda n: gr.update(choices=[("newest", "")] + [(a, a) for a in adapter_names(open_ws(n))] if n else [("newest", "")], value="")),
                 [ws_select], [adapter], show_progress="hidden")
 
+
+def _register_api(ctx) -> None:
     def evaluate(workspace: str, variants: list[str], limit: int = 5, source: str = QA_SAMPLE,
                  max_tokens: int = 256) -> dict:
         """Run an evaluation on the sample (or held-out) questions; returns the summary and recommendation.
 
         Same EvalConfig and service as the screen's job, run in this request on the app's loaded model.
         """
-        from evaluation.runner import summarize
-        from evaluation.service import evaluate as run
-
         ws = open_ws(workspace)
         config = eval_config(ctx, source, None, variants, None, limit, max_tokens)
-        result = run(ws, config, engine=ctx.engine(), assistant=ctx.assistant(ws))
+        result = run_evaluation(ws, config, engine=ctx.engine(), assistant=ctx.assistant(ws))
         summary = summarize(result)
         return {"run_id": result.run_id, "summary": summary, "recommendation": summary["recommendation"]}
 
     gr.api(guarded(evaluate), api_name="eval")
+
+
+def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks) -> None:
+    run = RunPanel()
+    out = ResultsPanel()
+    arena = ArenaPanel()
+    _wire_run(ctx, ws_select, run, out)
+    _wire_arena(ctx, ws_select, arena, run.adapter)
+    _wire_workspace(ws_select, demo, out, arena, run.adapter)
+    _register_api(ctx)
