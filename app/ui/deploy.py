@@ -154,8 +154,11 @@ def build(ctx, ws_select: gr.Dropdown, demo: gr.Blocks, server: EndUserServer) -
     history = gr.Dataframe(headers=HISTORY_COLUMNS, label="Versions", interactive=False, elem_id="deploy-history")
 
     view = [status, example, history]
-    publish_btn.click(guarded(partial(publish, ctx, server)), [ws_select, variant, adapter, note], view)
-    rollback_btn.click(guarded(partial(rollback, server)), [ws_select], view)
-    key_btn.click(guarded(partial(create_key, server)), [ws_select, key_name, key_rate], [key_out, example])
+    # partial() has no __name__ for gradio to name the API route after: the routes keep their names
+    publish_btn.click(guarded(partial(publish, ctx, server)), [ws_select, variant, adapter, note], view,
+                      api_name="publish")
+    rollback_btn.click(guarded(partial(rollback, server)), [ws_select], view, api_name="rollback")
+    key_btn.click(guarded(partial(create_key, server)), [ws_select, key_name, key_rate], [key_out, example],
+                  api_name="create_key")
     for trigger in (ws_select.change, demo.load):
         trigger(guarded(partial(on_open, server)), [ws_select], [*view, adapter, variant], show_progress="hidden")
