@@ -27,6 +27,7 @@ class JobEvent:
     """One row of a job log. ``name`` is its ``"event"`` value on disk (None: a step row)."""
 
     name: ClassVar[str | None] = None
+    said: ClassVar[str | None] = None  # what a person reads, formatted with the event's fields (str.format)
     time: float | None = None
     extra: dict = field(default_factory=dict)
 
@@ -40,7 +41,7 @@ class JobEvent:
 
     def describe(self) -> str | None:
         """The line a person reads for this event (None: nothing to say beyond the progress bar)."""
-        return None
+        return None if self.said is None else self.said.format(**vars(self))
 
 
 @dataclass
@@ -75,13 +76,6 @@ class TrainingStep(Progress):
 
 
 @dataclass
-class TrainingEnded(TrainingStep):
-    name: ClassVar[str] = "train_end"
-    train_loss: float | None = None
-    train_runtime: float | None = None
-
-
-@dataclass
 class OperationStarted(JobEvent):
     name: ClassVar[str] = "start"
     operation: str = ""
@@ -96,23 +90,28 @@ class Ended(JobEvent):
 
 
 @dataclass
-class JobWarning(JobEvent):
-    name: ClassVar[str] = "warning"
+class Sentence(JobEvent):
+    """An event that is a sentence the work wrote (its kind says how it is introduced)."""
+
+    said: ClassVar[str] = "{message}"
     message: str = ""
 
-    def describe(self) -> str:
-        return f"warning: {self.message}"
+
+def _kind(class_name: str, name: str, said: str | None, doc: str, base: type = JobEvent, **fields) -> type:
+    """An event kind that needs no code of its own: its name on disk, its sentence (``said``, formatted with
+    its fields; None: the progress bar says it), what it is, and its fields as ``name=(type, default)``."""
+    return dataclasses.make_dataclass(
+        class_name, [(f, kind, field(default=default)) for f, (kind, default) in fields.items()], bases=(base,),
+        namespace={"name": name, "said": said, "__doc__": doc, "__module__": __name__})
 
 
-@dataclass
-class Message(JobEvent):
-    """A step of a job that has no count yet (the next round says what it is doing)."""
-
-    name: ClassVar[str] = "message"
-    message: str = ""
-
-    def describe(self) -> str:
-        return self.message
+JobWarning = _kind("JobWarning", "warning", "warning: {message}", "Something the user should know.", Sentence)
+Message = _kind("Message", "message", "{message}",
+                "A step of a job that has no count yet (the next round says what it is doing).", Sentence)
+Measuring = _kind("Measuring", "measuring", "measuring: {message}",
+                  "Training is timing candidate settings before it plans.", Sentence)
+RoundStarted = _kind("RoundStarted", "round", "round {round_id}: fine-tune job {train_job}",
+                     "A next round started its fine-tune.", round_id=(str, ""), train_job=(str, ""))
 
 
 @dataclass
@@ -137,25 +136,7 @@ class QuestionsLoaded(JobEvent):
             f"; skipped {len(self.skipped)} unreadable lines" if self.skipped else "")
 
 
-@dataclass
-class RoundStarted(JobEvent):
-    name: ClassVar[str] = "round"
-    round_id: str = ""
-    train_job: str = ""
-
-    def describe(self) -> str:
-        return f"round {self.round_id}: fine-tune job {self.train_job}"
-
-
 # ------------------------------------------------------------------ training
-
-
-@dataclass
-class TrainingBegan(JobEvent):
-    name: ClassVar[str] = "train_begin"
-    step: int = 0
-    total_steps: int | None = None
-    resumed_from_step: int | None = None
 
 
 @dataclass
@@ -199,15 +180,6 @@ class SequenceLength(JobEvent):
     def describe(self) -> str:
         return (f"sequences of {self.max_length} tokens" + (" (auto)" if self.auto else "")
                 + f"; longest row {self.longest_row} tokens")
-
-
-@dataclass
-class Measuring(JobEvent):
-    name: ClassVar[str] = "measuring"
-    message: str = ""
-
-    def describe(self) -> str:
-        return f"measuring: {self.message}"
 
 
 @dataclass
@@ -256,46 +228,23 @@ class PlanMade(JobEvent):
                 + (f"; documents with no rows kept: {', '.join(kept)}" if kept else ""))
 
 
-@dataclass
-class BudgetStop(JobEvent):
-    name: ClassVar[str] = "budget_stop"
-    step: int = 0
-    total_steps: int | None = None
-    message: str = ""
-
-    def describe(self) -> str:
-        return self.message
-
-
-@dataclass
-class EarlyStop(JobEvent):
-    name: ClassVar[str] = "early_stop"
-    step: int = 0
-    best_eval_loss: float | None = None
-
-    def describe(self) -> str:
-        return f"stopped early at step {self.step}: validation loss no longer improved (best {self.best_eval_loss})"
-
-
-@dataclass
-class CheckpointSaved(JobEvent):
-    name: ClassVar[str] = "checkpoint"
-    step: int = 0
-    reason: str = ""
-
-    def describe(self) -> str:
-        return f"checkpoint saved at step {self.step} ({self.reason})"
-
-
-@dataclass
-class AdapterSaved(JobEvent):
-    name: ClassVar[str] = "saved"
-    adapter: str = ""
-    path: str = ""
-    wall_s: float | None = None
-
-    def describe(self) -> str:
-        return f"adapter '{self.adapter}' saved at {self.path}"
+TrainingEnded = _kind("TrainingEnded", "train_end", None, "The trainer's summary of the whole run.", TrainingStep,
+                      train_loss=(float | None, None), train_runtime=(float | None, None))
+TrainingBegan = _kind("TrainingBegan", "train_begin", None, "The trainer took its first step (of a resume: its step).",
+                      step=(int, 0), total_steps=(int | None, None), resumed_from_step=(int | None, None))
+BudgetStop = _kind("BudgetStop", "budget_stop", "{message}",
+                   "Training stopped early to stay within its time budget (the machine ran slower than measured).",
+                   Sentence, step=(int, 0), total_steps=(int | None, None))
+EarlyStop = _kind("EarlyStop", "early_stop",
+                  "stopped early at step {step}: validation loss no longer improved (best {best_eval_loss})",
+                  "Validation loss stopped improving for `early_stopping_patience` evaluations.",
+                  step=(int, 0), best_eval_loss=(float | None, None))
+CheckpointSaved = _kind("CheckpointSaved", "checkpoint", "checkpoint saved at step {step} ({reason})",
+                        "A checkpoint of the last finished step (a cancel saves one, so a resume goes on from it).",
+                        step=(int, 0), reason=(str, ""))
+AdapterSaved = _kind("AdapterSaved", "saved", "adapter '{adapter}' saved at {path}",
+                     "The trained adapter is registered in the workspace, ready to serve.",
+                     adapter=(str, ""), path=(str, ""), wall_s=(float | None, None))
 
 
 _NAMED = {cls.name: cls for cls in (
