@@ -1,6 +1,6 @@
 """What a training job adds to the trainer's loop, one callback per concern: a requested cancel stops at the
-end of a step, the time budget stops before a step that would end past it, each logged step becomes a row of
-the job's log, and early stopping ends a run whose validation loss no longer improves.
+end of a step, the time budget stops before a step that would end past it, each logged step becomes an event
+of the job's log, and early stopping ends a run whose validation loss no longer improves.
 
 This module subclasses transformers' ``TrainerCallback``, so it imports transformers: ``training.run`` loads
 it only when a run builds its trainer.

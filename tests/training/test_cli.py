@@ -7,6 +7,7 @@ import json
 import pytest
 
 from app.cli import main
+from retrieval.ingest import ingest_paths
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -15,8 +16,6 @@ def test_synth_on_sample_documents_splits_by_chunk(workspace, sample_docs, capsy
     ws = str(workspace.root)
     assert main(["synth", "-w", ws]) == 2
     assert "ingest documents first" in capsys.readouterr().err
-
-    from retrieval.ingest import ingest_paths
 
     ingest_paths(workspace, [sample_docs])
     assert main(["synth", "-w", ws, "--json"]) == 0

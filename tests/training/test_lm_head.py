@@ -7,7 +7,7 @@ import pytest
 
 from ragtune.models import resolve_llm
 from training.config import defaults_for
-from training.lm_head import add_compact_lm_head, adapter_inputs_stay_bf16, frozen_weights_to_bf16
+from training.lm_head import ROWS_PER_PASS, adapter_inputs_stay_bf16, frozen_weights_to_bf16, token_log_probs
 from training.precision import probe_inputs
 from training.trainer import build_trainer, method_label, trainable_model
 
@@ -137,7 +137,6 @@ def test_the_probe_learns_the_answers_only_as_training_does():
 def test_token_log_probs_match_cross_entropy_over_fp32_logits_forward_and_backward(dtype):
     import torch
 
-    from training.lm_head import ROWS_PER_PASS, token_log_probs
 
     generator = torch.Generator().manual_seed(0)
     rows = 3 * ROWS_PER_PASS + 1  # a last pass with fewer rows

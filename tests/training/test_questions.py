@@ -7,7 +7,8 @@ import re
 import pytest
 
 from training.questions import wh_question
-from training.teachers import ChunkView, ExtractiveTeacher, find_value_spans
+from training.teachers import (ChunkView, ExtractiveTeacher, find_value_spans, is_noun_phrase, question_defect,
+                               without_lead_in)
 
 
 def ask(sentence: str, nth: int = 0) -> str | None:
@@ -82,8 +83,6 @@ def test_ranges_codes_records_and_durations():
 
 def test_questions_a_person_would_not_ask_are_refused_with_the_reason():
     """Rows seen on a quarterly-report corpus and on nih-protocols (bench/results/synth_junk_nih.json)."""
-    from training.teachers import question_defect
-
     junk = {
         "Total how much $ 5,931 $ 12,189 206 % $ 38,819?": "a cloze over a run of numbers",
         "A factual report that may be admissible under 49 U.S.C. § how many(b) is available here?":
@@ -112,8 +111,6 @@ def test_questions_a_person_would_not_ask_are_refused_with_the_reason():
 
 
 def test_a_heading_or_bullet_run_into_a_sentence_is_not_part_of_its_question():
-    from training.teachers import ChunkView, without_lead_in
-
     chunk = ChunkView(chunk_id="c", doc="r.pdf", page=1, section="Analysis", text="")
     assert without_lead_in("Analysis While conducting an approach, the pilot descended to 1,200 feet.", chunk) == \
         "While conducting an approach, the pilot descended to 1,200 feet."
@@ -147,8 +144,6 @@ def test_no_question_is_made_from_a_table_row_a_cut_clause_or_the_documents_own_
 
 
 def test_a_subject_is_a_noun_phrase_not_a_cut_clause():
-    from training.teachers import is_noun_phrase
-
     for subject in ("the Northwind Standard plan does not cover the", "Ask Northwind Health Plus if you",
                     "We want to make sure our employees", "the portion of the",
                     "the Northwind Standard plan covers therapeutic injections when they"):
@@ -158,8 +153,6 @@ def test_a_subject_is_a_noun_phrase_not_a_cut_clause():
 
 
 def test_one_end_of_a_range_or_an_open_bound_is_not_asked():
-    from training.teachers import question_defect
-
     assert question_defect("From how much may copays for diagnostic testing range to $100 depending on the test?") \
         == "one end of a range or a list"
     assert question_defect("How many+ years of experience in operations management?") == "one end of a range or a list"
