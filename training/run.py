@@ -1,4 +1,4 @@
-"""The training recipe, run as a job: ``python -m training.run --workspace DIR --config-json JSON --job-dir DIR``.
+"""The training recipe, run as the ``train`` operation of the job runner (``training.jobs.TRAIN``).
 
 One readable flow: load data -> load the base model (bf16 LoRA, 4-bit QLoRA, or full) -> trl's
 SFTTrainer with packing -> a JSONL log row per step -> checkpoints for resume -> save the adapter
@@ -8,12 +8,9 @@ and under ``accelerate launch`` (see docs/training.md).
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import resource
 import shutil
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,8 +18,8 @@ from typing import TYPE_CHECKING, Callable
 
 from ragtune.adapters import AdapterInfo, adapter_path, register_adapter, validate_adapter_name
 from ragtune.atomic import atomic_directory, atomic_write_json, read_json
-from ragtune.errors import BadInputError, RagtuneError
-from ragtune.jobs import CancelWatcher, JobCancelled, JobReporter, JobStatus, read_log
+from ragtune.errors import BadInputError
+from ragtune.jobs import CancelWatcher, JobCancelled, JobReporter, read_log
 from ragtune.job_events import (AdapterSaved, CheckpointSaved, JobEvent, JobWarning, Measuring, PlanMade,
                                 PrecisionChosen, SequenceLength, SkippedRows, TrainingStarted)
 from ragtune.models import SERVING_TEMPLATE, resolve_llm
@@ -408,43 +405,3 @@ def save_trained(ws, trainer, config: TrainConfig, name: str, base_path: Path, s
             (tmp / "adapter_config.json").write_text(json.dumps(adapter_cfg, indent=2))
     shutil.rmtree(staging, ignore_errors=True)
     return folder
-
-
-class RankReporter(CancelWatcher):
-    """For ranks other than 0 of a multi-GPU run: sees the CANCEL file, logs nothing, writes no status."""
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run one ragtune training job.")
-    parser.add_argument("--workspace", required=True, help="workspace folder")
-    parser.add_argument("--config-json", required=True, help="TrainConfig as JSON")
-    parser.add_argument("--job-dir", required=True)
-    args = parser.parse_args(argv)
-    from ragtune.workspace import Workspace
-
-    if int(os.environ.get("RANK", "0")) != 0:
-        try:
-            train(Workspace(Path(args.workspace)), _parse_config(args.config_json), RankReporter(args.job_dir))
-        except JobCancelled:
-            pass
-        return 0
-    with JobReporter(args.job_dir) as reporter:
-        ws = Workspace(Path(args.workspace))
-        reporter.result = train(ws, _parse_config(args.config_json), reporter)
-    status = read_json(Path(args.job_dir) / "status.json") or {}
-    return 0 if status.get("status") in (JobStatus.SUCCEEDED, JobStatus.CANCELLED) else 1
-
-
-def _parse_config(text: str) -> TrainConfig:
-    try:
-        return TrainConfig.from_dict(json.loads(text))
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise BadInputError(f"Unreadable training configuration: {exc}") from None
-
-
-if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except RagtuneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
