@@ -251,7 +251,7 @@ def main() -> int:
             if r.get("loss") is not None:
                 losses.append(r["loss"])
                 print(f"  step {r['step']}/{r['total_steps']} loss {r['loss']:.3f} lr {r['learning_rate']:.2e} "
-                      f"{r['tokens_per_s']} tok/s mem {r['memory_mb']:.0f} MB", flush=True)
+                      f"{r.get('tokens_per_s')} tok/s mem {r['memory_mb']:.0f} MB", flush=True)
             elif r.get("eval_loss") is not None:
                 print(f"  epoch {r['epoch']:.1f} eval_loss {r['eval_loss']:.3f}", flush=True)
         job = get_job(ws, job.id)

@@ -13,7 +13,7 @@ from typing import Callable
 
 from transformers import TrainerCallback
 
-from ragtune.job_events import BudgetStop, EarlyStop, TrainingBegan, TrainingEnded, TrainingStep
+from ragtune.job_events import BudgetStop, EarlyStop, ProgressMeter, TrainingBegan, TrainingEnded, TrainingStep
 from ragtune.jobs import CancelWatcher, JobReporter
 
 from .config import TrainConfig
@@ -78,10 +78,12 @@ class StepLog(TrainerCallback):
 
     def __init__(self, reporter: JobReporter | None, elapsed_before: float = 0.0,
                  clock: Callable[[], float] = time.time):
-        self.reporter, self.elapsed_before, self.clock = reporter, elapsed_before, clock
+        self.reporter, self.clock = reporter, clock
+        self.meter = ProgressMeter(clock, elapsed_before)  # the rate and ETA every job reports
 
     def on_train_begin(self, args, state, control, **kw):
-        self.t0, self.tokens0, self.step0 = self.clock(), state.num_input_tokens_seen, state.global_step
+        self.meter.restart(state.global_step)  # counted from here: loading and the precision probe are not steps
+        self.tokens0 = state.num_input_tokens_seen
         if self.reporter:
             self.reporter.emit(TrainingBegan(step=state.global_step, total_steps=state.max_steps,
                                              resumed_from_step=state.global_step or None))
@@ -98,17 +100,16 @@ class StepLog(TrainerCallback):
 
     def _step(self, state, logs: dict) -> dict:
         """The fields of a step's event, from the trainer's state and its logs of that step."""
-        elapsed = self.clock() - self.t0
-        steps = state.global_step - self.step0
+        progress = self.meter.reading(state.global_step, state.max_steps)
+        elapsed = self.clock() - self.meter.started
         current, peak = memory_mb()
         return {
-            "step": state.global_step, "epoch": round(state.epoch or 0.0, 4),
+            "step": progress.step, "total_steps": progress.total_steps, "elapsed_s": progress.elapsed_s,
+            "rate": progress.rate, "eta_s": progress.eta_s, "epoch": round(state.epoch or 0.0, 4),
             "loss": logs.get("loss"), "eval_loss": logs.get("eval_loss"),
             "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
             "tokens_per_s": round((state.num_input_tokens_seen - self.tokens0) / elapsed, 1) if elapsed > 0 else None,
             "memory_mb": round(current, 1), "peak_memory_mb": round(peak, 1),
-            "total_steps": state.max_steps, "elapsed_s": round(self.elapsed_before + elapsed, 1),
-            "eta_s": round(elapsed / steps * (state.max_steps - state.global_step), 1) if steps > 0 else None,
         }
 
 
