@@ -11,7 +11,7 @@ from app.wiring import OPERATIONS
 from ragtune.adapters import delete_adapter, list_adapters
 from ragtune.config_args import add_dataclass_arguments, dataclass_from_args, given_fields
 from ragtune.job_events import Progress, TrainingStep, of_type, read_events
-from ragtune.jobs import JobStatus, cancel_job, get_job
+from ragtune.jobs import JobStatus, cancel_job, get_job, list_jobs
 from ragtune.progress import progress_bar
 from training.config import TrainConfig, defaults_for
 from training.dataset_store import list_datasets
@@ -235,8 +235,6 @@ def _print_outcome(ws, job, json_out: bool) -> None:
 
 
 def _jobs_list(args):
-    from ragtune.jobs import list_jobs
-
     jobs = list_jobs(open_workspace(args), kind=args.kind)
     if args.json:
         print_json([j.to_dict() for j in jobs])

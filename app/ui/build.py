@@ -274,8 +274,6 @@ def cancel_finetune(ws_name):
 
 
 def resume_finetune(ws_name):
-    from app.wiring import OPERATIONS
-
     ws = open_ws(ws_name)
     job = _latest_train_job(ws)
     if job is None or not job.status.resumable or job.kind != "train":

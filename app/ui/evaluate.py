@@ -6,14 +6,17 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
+from app.wiring import OPERATIONS
 from evaluation.arena import leaderboard, new_battle as make_battle, record_vote
 from evaluation.recommend import recommend
 from evaluation.report import export_report
 from evaluation.runner import list_runs, load_run, summarize
-from evaluation.service import HELD_OUT, SAMPLE, EvalConfig, evaluate as run_evaluation
+from evaluation.service import (EVAL, HELD_OUT, SAMPLE, EvalConfig, EvalJobConfig, evaluate as run_evaluation,
+                                evaluation_progress)
 from evaluation.store import run_results
 from ragtune.errors import BadInputError
 from ragtune.jobs import JobStatus
+from ragtune.operations import cancel, latest
 
 from .common import VARIANTS, adapter_names, esc, fmt_seconds, guarded, open_ws
 from .job_controls import JobButtons, refreshing
@@ -96,9 +99,6 @@ def show_run(ws, run_id: str):
 
 
 def start_evaluation(ctx, ws_name, source, upload, variants, adapter, limit, max_tokens):
-    from app.wiring import OPERATIONS
-    from evaluation.service import EVAL, EvalJobConfig
-
     ws = open_ws(ws_name)
     config = eval_config(ctx, source, upload, variants, adapter, limit, max_tokens)
     if config.retrieves:
@@ -109,9 +109,6 @@ def start_evaluation(ctx, ws_name, source, upload, variants, adapter, limit, max
 
 
 def cancel_evaluation(ws_name, _shown=None):
-    from evaluation.service import EVAL
-    from ragtune.operations import cancel, latest
-
     ws = open_ws(ws_name)
     job = latest(ws, EVAL)
     if job is None or job.finished:
@@ -122,10 +119,6 @@ def cancel_evaluation(ws_name, _shown=None):
 
 
 def resume_evaluation(ws_name, _shown=None):
-    from app.wiring import OPERATIONS
-    from evaluation.service import EVAL
-    from ragtune.operations import latest
-
     ws = open_ws(ws_name)
     job = latest(ws, EVAL)
     if job is None or not job.status.resumable:
@@ -162,9 +155,6 @@ def _newest_run(ws) -> str | None:
 
 def evaluation_view(ws_name, shown_run):
     """The newest evaluation job: state, buttons, and its results once it succeeded (same for every browser)."""
-    from evaluation.service import EVAL, evaluation_progress
-    from ragtune.operations import latest
-
     ws = open_ws(ws_name) if ws_name else None
     job = latest(ws, EVAL) if ws else None
     running = job is not None and job.status.running
