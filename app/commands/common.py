@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import Callable, Iterable
 
 from app.wiring import OPERATIONS
@@ -34,6 +35,10 @@ def add_json_arg(parser: argparse.ArgumentParser) -> None:
 def print_json(obj) -> None:
     json.dump(obj, sys.stdout, indent=2, ensure_ascii=False, default=str)
     sys.stdout.write("\n")
+
+
+def local_time(timestamp: float | None, never: str = "never") -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp)) if timestamp else never
 
 
 def add_detach_arg(parser: argparse.ArgumentParser) -> None:

@@ -15,7 +15,8 @@ from serving.deploy import deployments, keys
 from serving.deploy.server import DeployLimits
 from serving.factory import close_engine
 
-from .common import add_detach_arg, add_json_arg, add_workspace_arg, open_workspace, print_json, run_operation
+from .common import (add_actions, add_command, add_detach_arg, add_json_arg, add_workspace_arg, local_time,
+                     open_workspace, print_json, print_list, run_operation)
 from .serving_cmds import add_engine_args, engine_from_args
 
 
@@ -45,41 +46,26 @@ def _register_deploy(sub) -> None:
 
 
 def _register_keys(sub) -> None:
-    k = sub.add_parser("keys", help="create, list or revoke API keys of the deployed assistant")
-    k_sub = k.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = k_sub.add_parser("create", help="create a key (printed once; only a hash is stored)")
-    add_workspace_arg(p)
+    actions = add_actions(sub, "keys", help="create, list or revoke API keys of the deployed assistant")
+    p = add_command(actions, "create", _keys_create, help="create a key (printed once; only a hash is stored)",
+                    json=True)
     p.add_argument("name", help="what the key is for, e.g. the app that uses it")
     p.add_argument("--rate", type=int, default=60, help="requests per minute allowed (default: %(default)s)")
-    add_json_arg(p)
-    p.set_defaults(func=_keys_create)
-    p = k_sub.add_parser("list", help="list keys (never their secret)")
-    add_workspace_arg(p)
-    add_json_arg(p)
-    p.set_defaults(func=_keys_list)
-    p = k_sub.add_parser("revoke", help="revoke a key by id, name or the key itself")
-    add_workspace_arg(p)
+    add_command(actions, "list", _keys_list, help="list keys (never their secret)", json=True)
+    p = add_command(actions, "revoke", _keys_revoke, help="revoke a key by id, name or the key itself")
     p.add_argument("key")
-    p.set_defaults(func=_keys_revoke)
 
 
 def _register_deployments(sub) -> None:
-    d = sub.add_parser("deployments", help="published versions: list, publish, roll back")
-    d_sub = d.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = d_sub.add_parser("list", help="every published version, newest first")
-    add_workspace_arg(p)
-    add_json_arg(p)
-    p.set_defaults(func=_dep_list)
-    p = d_sub.add_parser("publish", help="make a variant the live assistant (a new version)")
-    add_workspace_arg(p)
+    actions = add_actions(sub, "deployments", help="published versions: list, publish, roll back")
+    add_command(actions, "list", _dep_list, help="every published version, newest first", json=True)
+    p = add_command(actions, "publish", _dep_publish, help="make a variant the live assistant (a new version)")
     p.add_argument("variant", help="base | rag | ft | ft+rag, optionally ':ADAPTER'")
     p.add_argument("--adapter")
     p.add_argument("--note", default="")
-    p.set_defaults(func=_dep_publish)
-    p = d_sub.add_parser("rollback", help="make an earlier version live again (default: the previous one)")
-    add_workspace_arg(p)
+    p = add_command(actions, "rollback", _dep_rollback,
+                    help="make an earlier version live again (default: the previous one)")
     p.add_argument("--to", type=int, dest="to_version", help="version number to restore")
-    p.set_defaults(func=_dep_rollback)
 
 
 def _register_next_round(sub) -> None:
@@ -140,17 +126,9 @@ def _keys_create(args) -> int:
 
 
 def _keys_list(args) -> int:
-    found = keys.list_keys(open_workspace(args))
-    if args.json:
-        print_json([k.to_dict() for k in found])
-        return 0
-    if not found:
-        print("no keys yet: `ragtune keys create NAME`")
-    for k in found:
-        state = "revoked" if k.revoked else "active"
-        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(k.last_used_at)) if k.last_used_at else "never"
-        print(f"{k.key_id}  {k.name:<20} {k.rate_limit_per_min:>6}/min  {state:<8} last used {used}")
-    return 0
+    return print_list(args, keys.list_keys(open_workspace(args)), empty="no keys yet: `ragtune keys create NAME`",
+                         line=lambda k: (f"{k.key_id}  {k.name:<20} {k.rate_limit_per_min:>6}/min  "
+                                         f"{'revoked' if k.revoked else 'active':<8} last used {local_time(k.last_used_at)}"))
 
 
 def _keys_revoke(args) -> int:
@@ -162,16 +140,10 @@ def _keys_revoke(args) -> int:
 # ------------------------------------------------------------------ deployments
 
 def _dep_list(args) -> int:
-    found = deployments.history(open_workspace(args))
-    if args.json:
-        print_json([d.to_dict() for d in found])
-        return 0
-    if not found:
-        print("nothing published yet: `ragtune deployments publish rag` or `ragtune deploy --variant rag`")
-    for d in found:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(d.created_at))
-        print(f"{'*' if d.current else ' '} v{d.version:<4} {d.model:<40} {when}  {d.note}")
-    return 0
+    return print_list(args, deployments.history(open_workspace(args)),
+                         empty="nothing published yet: `ragtune deployments publish rag` or `ragtune deploy --variant rag`",
+                         line=lambda d: (f"{'*' if d.current else ' '} v{d.version:<4} {d.model:<40} "
+                                         f"{local_time(d.created_at)}  {d.note}"))
 
 
 def _dep_publish(args) -> int:

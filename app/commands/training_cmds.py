@@ -19,7 +19,8 @@ from training.jobs import TRAIN
 from training.merge import merge_adapter
 from training.synth import SynthConfig
 
-from .common import add_actions, add_command, open_workspace, print_json, print_list, resume_hint, run_operation
+from .common import (add_actions, add_command, local_time, open_workspace, print_json, print_list, resume_hint,
+                     run_operation)
 
 
 # Help for TrainConfig fields without metadata help; the flags themselves come from the dataclass, so a new
@@ -139,7 +140,7 @@ def _datasets(args):
 def _dataset_line(v) -> str:
     c = v.counts
     return (f"{v.name:5s} train {c.get('train', 0):5d}  val {c.get('validation', 0):4d}  test {c.get('test', 0):4d}  "
-            f"teacher {v.teacher or 'upload'}  {time.strftime('%Y-%m-%d %H:%M', time.localtime(v.manifest.get('created_at', 0)))}")
+            f"teacher {v.teacher or 'upload'}  {local_time(v.manifest.get('created_at'), never='-')}")
 
 
 # ------------------------------------------------------------------ train and jobs
@@ -235,16 +236,9 @@ def _print_outcome(ws, job, json_out: bool) -> None:
 
 
 def _jobs_list(args):
-    jobs = list_jobs(open_workspace(args), kind=args.kind)
-    if args.json:
-        print_json([j.to_dict() for j in jobs])
-        return 0
-    if not jobs:
-        print("no jobs")
-    for j in jobs:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(j.created_at))
-        print(f"{j.id:40s} {j.kind:8s} {j.status:10s} {when}" + (f"  {j.error[:80]}" if j.error else ""))
-    return 0
+    return print_list(args, list_jobs(open_workspace(args), kind=args.kind), empty="no jobs",
+                         line=lambda j: (f"{j.id:40s} {j.kind:8s} {j.status:10s} {local_time(j.created_at)}"
+                                         + (f"  {j.error[:80]}" if j.error else "")))
 
 
 def _jobs_show(args):
@@ -290,7 +284,7 @@ def _adapters_list(args):
 
 
 def _adapter_line(a) -> str:
-    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(a.created_at))
+    when = local_time(a.created_at)
     loss = a.metrics.get("eval_loss")
     return (f"{a.name:40s} {a.method:5s} base {a.base_model:14s} data {a.dataset or '-':8s} "
             f"eval_loss {loss if loss is None else f'{loss:.4f}'}  {when}")
