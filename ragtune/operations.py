@@ -1,4 +1,4 @@
-"""Long operations (ingest, index, synth, next round) as jobs: one config dataclass, one code path.
+"""Long operations (ingest, index, synth, train, eval, next round) as jobs: one config dataclass, one code path.
 
 An ``Operation`` names its job kind, its config dataclass (which validates itself) and the
 function that does the work, ``work(ws, config, job) -> result dict``. An ``OperationRegistry``
@@ -7,8 +7,8 @@ the app layer assembles it (``app.wiring.OPERATIONS``, the composition root), so
 imports an operation's module by name: a job record keeps the operation's kind, and the job process
 looks the kind up in the registry it was started from. The CLI runs an operation in its own process
 (``run_here``); the app and ``--detach`` start it in a process of its own (``start``). Both write the same job folder
-(``ragtune.jobs``): ``log.jsonl`` with ``step``/``total_steps``/rate/ETA rows, ``status.json``
-with the outcome. So ``ragtune jobs show -f/cancel/resume``, the screens and a page reload all
+(``ragtune.jobs``): ``log.jsonl`` with typed events (``ragtune.job_events``: progress with its rate and
+ETA, and each operation's own), ``status.json`` with the outcome. So ``ragtune jobs show -f/cancel/resume``, the screens and a page reload all
 see either kind, and cancel is the same CANCEL file or SIGTERM.
 
 Starting is atomic per kind (a file lock around check-then-start): one index build at a
@@ -28,7 +28,6 @@ import argparse
 import dataclasses
 import json
 import os
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -46,9 +45,10 @@ def _no_launcher(config, entry: str, args: list[str]) -> tuple[str, list[str]]:
 def _no_environment(config) -> dict:
     return {}
 
+
 @dataclass(frozen=True)
 class Operation:
-    kind: str                                   # the job kind ("index", "ingest", "synth", "next-round")
+    kind: str                                   # the job kind ("ingest", "index", "synth", "train", "eval", ...)
     config: type                                # dataclass with validate() -> self
     work: Callable[..., dict]                   # work(ws, config, job: JobContext) -> result
     prepare: Callable | None = None             # prepare(ws, config) -> config: checks needing the workspace
@@ -69,7 +69,8 @@ class Operation:
 
 
 class JobContext:
-    """What the work sees: ``progress(done, total, label)`` (logs a row, honours cancel), ``log``/``emit``, ``result``."""
+    """What the work sees: ``progress(done, total, label)`` (logs a row, honours cancel), ``emit`` (a typed event),
+    ``check_cancel``, and ``operations``, the registry it runs from."""
 
     def __init__(self, reporter: CancelWatcher, echo: Callable[[int, int, str], None] | None = None,
                  operations: "OperationRegistry | None" = None):
@@ -84,9 +85,6 @@ class JobContext:
 
     def check_cancel(self) -> None:
         self.reporter.check_cancel()
-
-    def log(self, **row) -> None:
-        self.reporter.log(**row)
 
     def emit(self, event) -> None:
         self.reporter.emit(event)
@@ -137,10 +135,11 @@ def _job_config(op: Operation, stored: dict) -> dict:
 
 
 def operation_kind(job: Job) -> str | None:
-    """The kind of operation a job record runs, or None for a job no operation runs (training, evaluation).
+    """The kind of operation a job record runs, or None for a job no operation runs.
 
     A record keeps the kind (``{"operation": "index"}``); a record written before kept a ``"module:NAME"``
-    path of the Operation (``"retrieval.service:INDEX"``), whose kind is the job's own."""
+    path of the Operation (``"retrieval.service:INDEX"``), whose kind is the job's own, and a training or
+    evaluation record from before they were operations kept no ``"operation"`` at all."""
     ref = (job.config or {}).get("operation")
     if not ref:
         return job.kind if job.kind in _OWN_PROCESS_KINDS else None
