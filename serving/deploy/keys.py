@@ -37,11 +37,13 @@ MIGRATIONS = [
 
 @dataclass
 class KeyInfo:
+    """What is kept of an API key: never the key, only its id, its owner's label, its limit and its dates."""
+
     key_id: str
     name: str
     rate_limit_per_min: int
     created_at: float
-    revoked_at: float | None = None
+    revoked_at: float | None = None  # None while the key works
     last_used_at: float | None = None
 
     @property
