@@ -87,7 +87,7 @@ def test_bad_uploads_are_refused_and_nothing_is_lost(published, tiny_engine, sam
         assert _staging(published) == []  # refused in the request: nothing was staged
 
 
-def test_http_upload_refuses_a_docx_bomb_in_under_a_second(published, tiny_engine, zip_bomb, docx_bomb, rss_watch):
+def test_http_upload_refuses_a_docx_bomb_without_inflating_it(published, tiny_engine, zip_bomb, docx_bomb, rss_watch):
     app = build_deploy_app(published, tiny_engine, builder_password="pw", start_ingest=_ingest)
     # 400 MB declared: refused from the zip directory; 60 MB: under the budget, refused by its ratio while streaming.
     bombs = [docx_bomb, zip_bomb("minutes.docx", inflated_mb=60)]
@@ -100,7 +100,7 @@ def test_http_upload_refuses_a_docx_bomb_in_under_a_second(published, tiny_engin
             print(f"HTTP bomb refusal ({bomb.name}): {watch.elapsed_s:.3f} s, +{watch.extra_mb:.0f} MB peak RSS")
             assert r.status_code == 400 and "archive bomb" in r.json()["error"]["message"], r.text
             assert _stored(published) == before
-            assert watch.elapsed_s < 1.0 and watch.extra_mb < 200
+            assert watch.extra_mb < 200  # how little is inflated: tests/retrieval/test_ingest_gate.py, in bytes
 
 
 def test_http_upload_failing_at_parse_stores_nothing(published, tiny_engine, sample_docs):
