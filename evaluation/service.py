@@ -249,12 +249,19 @@ EVAL = Operation(kind=JOB_KIND, config=EvalJobConfig, work=_evaluate_job, prepar
                  legacy_config=lambda stored: {**stored["eval"], "run_id": stored["run_id"]})
 
 
-def evaluation_progress(job) -> dict:
-    """Done/total answers, rate and what the job is doing, from its log (for any screen)."""
+@dataclass
+class EvaluationProgress(JobProgress):
+    """A job's progress (done/total answers, rate, ETA) and the lines of its question file that were skipped."""
+
+    skipped: int = 0
+    questions: int | None = None  # rows read from the file, once loaded
+
+
+def evaluation_progress(job) -> EvaluationProgress:
+    """Where an evaluation job stands, from its log (for any screen)."""
     progress = JobProgress.of_job(job)
     loaded = last_of(progress.events, QuestionsLoaded) or QuestionsLoaded()
-    return {"done": progress.done, "total": progress.total, "label": progress.label, "rate": progress.rate,
-            "eta_s": progress.eta_s, "skipped": len(loaded.skipped), "questions": loaded.rows}
+    return EvaluationProgress(**vars(progress), skipped=len(loaded.skipped), questions=loaded.rows)
 
 
 def suggested_variant(ws, default: str = "rag") -> str:

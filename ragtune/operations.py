@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .errors import BadInputError, JobError
-from .job_events import JobProgress, OperationStarted, ProgressMeter
+from .job_events import OperationStarted, ProgressMeter
 from .jobs import (CancelWatcher, Job, JobCancelled, JobReporter, cancel_job, get_job, list_jobs, start_job,
                    start_lock, write_job_here)
 from .workspace import Workspace
@@ -290,7 +290,3 @@ def latest(ws, op: Operation) -> Job | None:
     jobs = list_jobs(ws, kind=op.kind)
     return jobs[0] if jobs else None
 
-
-def progress_of(job: Job | None) -> JobProgress:
-    """Done/total, rate, ETA and label of a job, from its log (for any screen or command)."""
-    return JobProgress.of_job(job)

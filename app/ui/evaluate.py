@@ -11,8 +11,8 @@ from evaluation.arena import leaderboard, new_battle as make_battle, record_vote
 from evaluation.recommend import recommend
 from evaluation.report import export_report
 from evaluation.runner import list_runs, load_run, summarize
-from evaluation.service import (EVAL, HELD_OUT, SAMPLE, EvalConfig, EvalJobConfig, evaluate as run_evaluation,
-                                evaluation_progress)
+from evaluation.service import (EVAL, HELD_OUT, SAMPLE, EvalConfig, EvalJobConfig, EvaluationProgress,
+                                evaluate as run_evaluation, evaluation_progress)
 from evaluation.store import run_results
 from ragtune.errors import BadInputError
 from ragtune.jobs import JobStatus
@@ -128,19 +128,19 @@ def resume_evaluation(ws_name, _shown=None):
     return evaluation_view(ws_name, _shown)
 
 
-def _state_html(job, progress: dict) -> str:
+def _state_html(job, progress: EvaluationProgress) -> str:
     if job is None:
         return "<div id='eval-state' data-status='none'>No evaluation started in this workspace yet.</div>"
-    done, total = progress["done"], progress["total"]
+    done, total = progress.done, progress.total
     pct = min(100, int(100 * done / total)) if total else 0
     starting = job.status == JobStatus.RUNNING and not total
     label = "Starting (loading the model and the questions)" if starting else {
         JobStatus.RUNNING: "Answering", JobStatus.SUCCEEDED: "Finished", JobStatus.FAILED: "Failed",
         JobStatus.CANCELLED: "Cancelled", JobStatus.STOPPED: "Stopped", JobStatus.QUEUED: "Starting"}[job.status]
-    rate = f" | {progress['rate']:.2f} answers/s" if progress.get("rate") else ""
+    rate = f" | {progress.rate:.2f} answers/s" if progress.rate else ""
     running = job.status == JobStatus.RUNNING
-    eta = f" | remaining {fmt_seconds(progress['eta_s'])}" if running and progress.get("eta_s") else ""
-    skipped = f" | {progress['skipped']} line(s) of the file skipped" if progress.get("skipped") else ""
+    eta = f" | remaining {fmt_seconds(progress.eta_s)}" if running and progress.eta_s else ""
+    skipped = f" | {progress.skipped} line(s) of the file skipped" if progress.skipped else ""
     extra = f"<div class='rt-error'>{esc(job.error)}</div>" if job.error and job.status != JobStatus.SUCCEEDED else ""
     return (f"<div id='eval-state' data-status='{esc(job.status)}' data-job='{esc(job.id)}' data-done='{done}' "
             f"data-total='{total}'><div><b>{label}</b> - evaluation <code>{esc(job.id)}</code></div>"

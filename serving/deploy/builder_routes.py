@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from ragtune import feedback as feedback_store
-from ragtune import operations
 from ragtune.errors import BadInputError, JobError, RagtuneError
+from ragtune.job_events import JobProgress
 from ragtune.jobs import get_job
 from ragtune.workspace import Workspace
 from serving.openai_errors import ApiError
@@ -124,7 +124,7 @@ async def builder_job(job_id: str, ws: Workspace = Depends(builder_workspace)):
 
     def read() -> dict:
         job = get_job(ws, job_id)
-        progress = operations.progress_of(job)
+        progress = JobProgress.of_job(job)
         return {"id": job.id, "kind": job.kind, "status": job.status, "error": job.error, "result": job.result,
                 **{k: getattr(progress, k) for k in ("done", "total", "label", "rate", "eta_s")}}
 

@@ -6,7 +6,7 @@ from ragtune.errors import BadInputError, JobError
 
 from app.wiring import OPERATIONS
 from evaluation.runner import load_run
-from evaluation.service import EVAL, EvalConfig, EvalJobConfig
+from evaluation.service import EVAL, EvalConfig, EvalJobConfig, evaluation_progress
 from ragtune.jobs import read_log, wait_job
 from ragtune.operations import cancel, running
 
@@ -25,6 +25,8 @@ def test_eval_job_runs_in_background_and_stores_the_run(workspace, tiny_llm):
     log, _ = read_log(done.log_path)
     steps = [r["step"] for r in log if "step" in r]
     assert steps[-1] == 2 and all(r["total_steps"] == 2 for r in log if "step" in r)
+    progress = evaluation_progress(done)  # what the Evaluate screen shows
+    assert (progress.done, progress.total, progress.questions, progress.skipped) == (2, 2, 2, 0)
     run = load_run(workspace, job.id)
     assert run.status == "succeeded" and len(run.results) == 2
     assert run.summary["recommendation"]["verdict"] == "neither"  # only the base model was evaluated
