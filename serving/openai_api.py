@@ -25,8 +25,8 @@ from ragtune.errors import RagtuneError
 
 from .engine import CancelToken, SamplingOptions, check_messages
 from .host_guard import allowed_hosts
-from .openai_protocol import (ChatCompletionRequest, CompletionIds, ErrorCode, ModelCard, ModelList, RequestError,
-                              UsageInfo)
+from .openai_protocol import (ChatCompletionRequest, CompletionIds, ErrorCode, HealthReport, ModelCard, ModelList,
+                              RequestError, UsageInfo)
 from .openai_server import DEFAULT_MAX_BODY_KB, CallerPolicy, Surface, body_of, create_openai_app
 from .openai_stream import AnswerDone, AnswerEvent, TextDelta, encode_chunks
 from .streaming import sse_response, watch_disconnect
@@ -117,8 +117,9 @@ def health(request: Request):
     ws, engine = request.app.state.ws, request.app.state.engine
     healthy = getattr(engine, "healthy", None)
     ok = healthy() if callable(healthy) else True
-    return JSONResponse({"status": "ok" if ok else "unavailable", "ragtune": __version__, "engine": engine.kind,
-                         "model": engine.model_name, "workspace": ws.name}, status_code=200 if ok else 503)
+    report = HealthReport(status="ok" if ok else "unavailable", ragtune=__version__, engine=engine.kind,
+                          model=engine.model_name, workspace=ws.name)
+    return JSONResponse(report.dump(), status_code=200 if ok else 503)
 
 
 @router.get("/v1/models")

@@ -211,6 +211,43 @@ class ModelList(WireModel):
     data: list[ModelCard]
 
 
+class HealthReport(WireModel):
+    """GET /health: ``ragtune serve`` also names its engine, model and workspace; a deploy server says only ok."""
+
+    omit_when_none = frozenset({"ragtune", "engine", "model", "workspace"})
+
+    status: Literal["ok", "unavailable"]
+    ragtune: str | None = None
+    engine: str | None = None
+    model: str | None = None
+    workspace: str | None = None
+
+
+class UploadAccepted(WireModel):
+    """202 of POST /builder/<ws>/documents: the ingest job that parses and stores the checked files."""
+
+    job: str
+    status: str
+    follow: str  # the job route to poll
+    files: list[str]  # the names the files are stored under
+    index: str | None  # when the index is rebuilt, if asked for
+
+
+class JobView(WireModel):
+    """GET /builder/<ws>/jobs/<id>: a job's record and its progress (``ragtune.job_events.JobProgress``)."""
+
+    id: str
+    kind: str
+    status: str
+    error: str | None
+    result: dict | None
+    done: int
+    total: int
+    label: str
+    rate: float | None
+    eta_s: float | None
+
+
 class CompletionIds:
     """The id, creation time and model one answer's body or chunks share."""
 

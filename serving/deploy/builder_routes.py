@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -20,7 +21,7 @@ from ragtune.job_events import JobProgress
 from ragtune.jobs import get_job
 from ragtune.workspace import Workspace
 from serving.openai_errors import ApiError
-from serving.openai_protocol import ErrorCode
+from serving.openai_protocol import ErrorCode, JobView, UploadAccepted
 
 from . import deployments, metrics, upload_safety
 from .auth import builder_guard, builder_workspace, deploy_state
@@ -56,7 +57,8 @@ async def builder_feedback(ws: Workspace = Depends(builder_workspace)):
 
 @router.post("/builder/{workspace}/documents")
 async def builder_upload(request: Request, ws: Workspace = Depends(builder_workspace),
-                         state: DeployState = Depends(deploy_state)):
+                         state: DeployState = Depends(deploy_state),
+                         index: Annotated[bool, Query(description="rebuild the index once the files are stored")] = False):
     """Check the files (names, sizes, counts, archive and PDF bombs: a 400 or 413 at once), stage them in the
     workspace and start the ingest job that parses and stores them; answers 202 with the job to follow.
     Nothing is parsed here: a slow or hostile file holds the job's parse worker, never this server."""
@@ -92,7 +94,6 @@ async def builder_upload(request: Request, ws: Workspace = Depends(builder_works
     except BadInputError as exc:
         log.info("upload refused ws=%s files=%d", ws.name, len(files))
         raise ApiError(400, str(exc), ErrorCode.UPLOAD_REFUSED) from None
-    index = request.query_params.get("index") in ("1", "true", "yes")
 
     def stage_and_start():
         upload_safety.sweep_staging(ws)  # what a crash left behind
@@ -109,9 +110,9 @@ async def builder_upload(request: Request, ws: Workspace = Depends(builder_works
     except RagtuneError as exc:
         raise ApiError(503, f"The upload was not started, nothing was stored: {exc}", ErrorCode.NOT_STARTED) from None
     log.info("upload ws=%s files=%d job=%s", ws.name, len(files), job.id)
-    return JSONResponse(status_code=202, content={
-        "job": job.id, "status": job.status, "follow": f"/builder/{ws.name}/jobs/{job.id}",
-        "files": [c.safe_name for c in checked], "index": "after the files are stored" if index else None})
+    accepted = UploadAccepted(job=job.id, status=job.status, follow=f"/builder/{ws.name}/jobs/{job.id}",
+                              files=[c.safe_name for c in checked], index="after the files are stored" if index else None)
+    return JSONResponse(status_code=202, content=accepted.dump())
 
 
 @router.get("/builder/{workspace}/jobs/{job_id}")
@@ -125,8 +126,9 @@ async def builder_job(job_id: str, ws: Workspace = Depends(builder_workspace)):
     def read() -> dict:
         job = get_job(ws, job_id)
         progress = JobProgress.of_job(job)
-        return {"id": job.id, "kind": job.kind, "status": job.status, "error": job.error, "result": job.result,
-                **{k: getattr(progress, k) for k in ("done", "total", "label", "rate", "eta_s")}}
+        return JobView(id=job.id, kind=job.kind, status=job.status, error=job.error, result=job.result,
+                       done=progress.done, total=progress.total, label=progress.label, rate=progress.rate,
+                       eta_s=progress.eta_s).dump()
 
     try:
         return await run_in_threadpool(read)

@@ -9,7 +9,7 @@ import time
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
-from serving.openai_protocol import ChatCompletionRequest, FeedbackRequest
+from serving.openai_protocol import ChatCompletionRequest, FeedbackRequest, HealthReport
 from serving.openai_server import body_of
 
 from . import deployments, page
@@ -22,7 +22,7 @@ router = APIRouter()
 
 @router.get("/health")
 async def health():
-    return {"status": "ok"}
+    return HealthReport(status="ok").dump()
 
 
 @router.get("/static/chat.js")

@@ -83,6 +83,11 @@ def test_bad_uploads_are_refused_and_nothing_is_lost(published, tiny_engine, sam
             assert r.status_code == status, (label, r.text)
             assert message in r.json()["error"]["message"], (label, r.json())
             assert _stored(published) == before, label
+        # a malformed flag is one sentence naming it, and nothing is read
+        r = client.post("/builder/test/documents?index=maybe", auth=("b", "pw"),
+                        files=[("files", ("faq.md", b"# a new faq", "text/markdown"))])
+        assert r.status_code == 400 and "Invalid value for 'index'" in r.json()["error"]["message"], r.text
+        assert _stored(published) == before
         assert not list(published.root.parent.glob("faq.md"))
         assert _staging(published) == []  # refused in the request: nothing was staged
 
