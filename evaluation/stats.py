@@ -9,10 +9,17 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as sps
 
 DEFAULT_RESAMPLES = 2000
 DEFAULT_SEED = 0
+
+
+def _scipy_stats():
+    """scipy.stats, imported on first use: it takes 0.6 s here, and this module is imported by every job
+    process (the job registry holds the evaluation operation), while only a finished evaluation needs it."""
+    from scipy import stats
+
+    return stats
 
 
 def _clean(values) -> np.ndarray:
@@ -33,7 +40,7 @@ def bootstrap_ci(values, *, confidence: float = 0.95, resamples: int = DEFAULT_R
     mean = float(arr.mean())
     if n == 1 or np.all(arr == arr[0]):
         return {"mean": mean, "ci_low": mean, "ci_high": mean, "n": n}
-    res = sps.bootstrap((arr,), np.mean, confidence_level=confidence, n_resamples=resamples,
+    res = _scipy_stats().bootstrap((arr,), np.mean, confidence_level=confidence, n_resamples=resamples,
                         method="percentile", rng=np.random.default_rng(seed), vectorized=True)
     return {"mean": mean, "ci_low": float(res.confidence_interval.low),
             "ci_high": float(res.confidence_interval.high), "n": n}
@@ -71,7 +78,7 @@ def wilcoxon_p(diffs) -> float | None:
         return None
     if np.all(d == 0):
         return 1.0
-    return float(sps.wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
+    return float(_scipy_stats().wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
 
 
 def paired_test(a_scores, b_scores, *, a: str = "a", b: str = "b", metric: str = "",
