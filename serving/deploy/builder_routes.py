@@ -58,7 +58,7 @@ async def builder_feedback(ws: Workspace = Depends(builder_workspace)):
 @router.post("/builder/{workspace}/documents")
 async def builder_upload(request: Request, ws: Workspace = Depends(builder_workspace),
                          state: DeployState = Depends(deploy_state),
-                         index: Annotated[bool, Query(description="rebuild the index once the files are stored")] = False):
+                         index: Annotated[bool, Query(description="rebuild the index once stored")] = False):
     """Check the files (names, sizes, counts, archive and PDF bombs: a 400 or 413 at once), stage them in the
     workspace and start the ingest job that parses and stores them; answers 202 with the job to follow.
     Nothing is parsed here: a slow or hostile file holds the job's parse worker, never this server."""
@@ -111,7 +111,8 @@ async def builder_upload(request: Request, ws: Workspace = Depends(builder_works
         raise ApiError(503, f"The upload was not started, nothing was stored: {exc}", ErrorCode.NOT_STARTED) from None
     log.info("upload ws=%s files=%d job=%s", ws.name, len(files), job.id)
     accepted = UploadAccepted(job=job.id, status=job.status, follow=f"/builder/{ws.name}/jobs/{job.id}",
-                              files=[c.safe_name for c in checked], index="after the files are stored" if index else None)
+                              files=[c.safe_name for c in checked],
+                              index="after the files are stored" if index else None)
     return JSONResponse(status_code=202, content=accepted.dump())
 
 
