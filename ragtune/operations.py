@@ -33,8 +33,8 @@ from typing import Callable
 
 from .errors import BadInputError, JobError
 from .job_events import OperationStarted, ProgressMeter
-from .jobs import (CancelWatcher, Job, JobCancelled, JobReporter, cancel_job, get_job, list_jobs, start_job,
-                   start_lock, write_job_here)
+from .jobs import (CancelWatcher, Job, JobCancelled, JobReporter, get_job, list_jobs, start_job, start_lock,
+                   write_job_here)
 from .workspace import Workspace
 
 
@@ -280,10 +280,6 @@ class OperationRegistry:
             self._run_silently(ws, op, config, args.job_dir)
         else:
             self._run(ws, op, config, args.job_dir)
-
-
-def cancel(ws, job_id: str) -> Job:
-    return cancel_job(ws, job_id)
 
 
 def latest(ws, op: Operation) -> Job | None:

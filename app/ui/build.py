@@ -116,7 +116,7 @@ def cancel_index_build(ws_name, shown=None):
     job = _latest_index_job(ws_name)
     if job is None or job.finished:
         raise BadInputError("No index build is running.")
-    operations.cancel(open_ws(ws_name), job.id)
+    cancel_job(open_ws(ws_name), job.id)
     gr.Info("Cancelling: the build stops after the current batch; what is embedded so far is kept.")
     return index_view(ws_name, shown)
 

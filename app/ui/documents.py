@@ -11,7 +11,7 @@ import pandas as pd
 from app.wiring import OPERATIONS
 from ragtune import operations
 from ragtune.errors import BadInputError
-from ragtune.jobs import JobStatus, get_job
+from ragtune.jobs import JobStatus, cancel_job, get_job
 from retrieval.documents import delete_document, document_chunks, list_documents
 from retrieval.service import INGEST, IngestConfig, file_results
 
@@ -113,7 +113,7 @@ def cancel_ingest(ws_name) -> None:
     job = _latest_ingest(ws_name)
     if job is None or job.finished:
         raise BadInputError("No upload is being read.")
-    operations.cancel(open_ws(ws_name), job.id)
+    cancel_job(open_ws(ws_name), job.id)
     gr.Info("Cancelling: the upload stops after the current file; the files read so far stay.")
 
 

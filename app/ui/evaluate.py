@@ -15,8 +15,8 @@ from evaluation.service import (EVAL, HELD_OUT, SAMPLE, EvalConfig, EvalJobConfi
                                 evaluate as run_evaluation, evaluation_progress)
 from evaluation.store import run_results
 from ragtune.errors import BadInputError
-from ragtune.jobs import JobStatus
-from ragtune.operations import cancel, latest
+from ragtune.jobs import JobStatus, cancel_job
+from ragtune.operations import latest
 
 from .common import VARIANTS, adapter_names, esc, fmt_seconds, guarded, open_ws
 from .job_controls import JobButtons, refreshing
@@ -113,7 +113,7 @@ def cancel_evaluation(ws_name, _shown=None):
     job = latest(ws, EVAL)
     if job is None or job.finished:
         raise BadInputError("No evaluation is running.")
-    cancel(ws, job.id)
+    cancel_job(ws, job.id)
     gr.Info("Cancelling: the evaluation stops after the current answer; every answer so far is kept.")
     return evaluation_view(ws_name, _shown)
 

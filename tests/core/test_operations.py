@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from app.wiring import OPERATIONS
-from ragtune import operations
 from ragtune.errors import BadInputError, JobError
 from ragtune.jobs import cancel_job, get_job, list_jobs, read_log, wait_job
 
@@ -272,7 +271,7 @@ def test_a_waiting_next_round_cancels_its_fine_tune_and_resumes_the_same_round(w
             time.sleep(0.5)
 
     wait_for_a_step(job.id)  # the fine-tune's steps are the round's progress
-    operations.cancel(workspace, job.id)
+    cancel_job(workspace, job.id)
     assert wait_job(workspace, job.id, timeout=120).status == "cancelled"
     [record] = list_rounds(workspace)
     assert wait_job(workspace, record.job_id, timeout=120).status == "cancelled"  # its fine-tune stopped with it
@@ -284,6 +283,6 @@ def test_a_waiting_next_round_cancels_its_fine_tune_and_resumes_the_same_round(w
         assert time.time() < deadline and not get_job(workspace, resumed.id).finished, get_job(workspace, resumed.id).error
         time.sleep(0.5)
     assert get_job(workspace, record.job_id).status == "running" and len(list_rounds(workspace)) == 1
-    operations.cancel(workspace, resumed.id)
+    cancel_job(workspace, resumed.id)
     assert wait_job(workspace, resumed.id, timeout=120).status == "cancelled"
     assert wait_job(workspace, record.job_id, timeout=120).status == "cancelled"

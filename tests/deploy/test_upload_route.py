@@ -220,8 +220,7 @@ def test_a_slow_upload_returns_at_once_and_blocks_no_chat(published, tiny_engine
 
 
 def test_a_cancelled_upload_job_stores_nothing_and_removes_its_staging(published, tiny_engine, sample_docs):
-    from ragtune import operations
-    from ragtune.jobs import wait_job
+    from ragtune.jobs import cancel_job, wait_job
 
     app = build_deploy_app(published, tiny_engine, builder_password="pw", start_ingest=_ingest)
     with TestClient(app, base_url="http://localhost", headers={"X-Ragtune-Builder": "1"}) as client:
@@ -234,7 +233,7 @@ def test_a_cancelled_upload_job_stores_nothing_and_removes_its_staging(published
         _wait_for(lambda: log.exists() and b'"step"' in log.read_bytes())  # the job is at its file
         time.sleep(1.0)  # now parsing it
         t0 = time.monotonic()
-        operations.cancel(published, job_id)
+        cancel_job(published, job_id)
         job = wait_job(published, job_id, timeout=60, poll=0.1)
         stop_s = time.monotonic() - t0
     assert job.status == "cancelled", (job.status, job.error)

@@ -7,8 +7,8 @@ from ragtune.errors import BadInputError, JobError
 from app.wiring import OPERATIONS
 from evaluation.runner import load_run
 from evaluation.service import EVAL, EvalConfig, EvalJobConfig, evaluation_progress
-from ragtune.jobs import read_log, wait_job
-from ragtune.operations import cancel, running
+from ragtune.jobs import cancel_job, read_log, wait_job
+from ragtune.operations import running
 
 
 def start_evaluation(ws, config: EvalConfig, rows=None):
@@ -52,7 +52,7 @@ def test_eval_job_cancel_then_resume_computes_only_the_missing_answers(workspace
     with pytest.raises(JobError, match="already running"):
         start_evaluation(workspace, EvalConfig(variants="base", model="tiny-llama"), rows=rows)
     assert running(workspace, EVAL).id == job.id
-    cancel(workspace, job.id)
+    cancel_job(workspace, job.id)
     cancelled = wait_job(workspace, job.id, timeout=120)
     assert cancelled.status == "cancelled", cancelled.error
     answered = load_run(workspace, job.id)
