@@ -126,9 +126,13 @@ def _keys_create(args) -> int:
 
 
 def _keys_list(args) -> int:
-    return print_list(args, keys.list_keys(open_workspace(args)), empty="no keys yet: `ragtune keys create NAME`",
-                         line=lambda k: (f"{k.key_id}  {k.name:<20} {k.rate_limit_per_min:>6}/min  "
-                                         f"{'revoked' if k.revoked else 'active':<8} last used {local_time(k.last_used_at)}"))
+    return print_list(args, keys.list_keys(open_workspace(args)), _key_line,
+                      empty="no keys yet: `ragtune keys create NAME`")
+
+
+def _key_line(k) -> str:
+    return (f"{k.key_id}  {k.name:<20} {k.rate_limit_per_min:>6}/min  "
+            f"{'revoked' if k.revoked else 'active':<8} last used {local_time(k.last_used_at)}")
 
 
 def _keys_revoke(args) -> int:
@@ -140,10 +144,12 @@ def _keys_revoke(args) -> int:
 # ------------------------------------------------------------------ deployments
 
 def _dep_list(args) -> int:
-    return print_list(args, deployments.history(open_workspace(args)),
-                         empty="nothing published yet: `ragtune deployments publish rag` or `ragtune deploy --variant rag`",
-                         line=lambda d: (f"{'*' if d.current else ' '} v{d.version:<4} {d.model:<40} "
-                                         f"{local_time(d.created_at)}  {d.note}"))
+    return print_list(args, deployments.history(open_workspace(args)), _deployment_line,
+                      empty="nothing published yet: `ragtune deployments publish rag` or `ragtune deploy --variant rag`")
+
+
+def _deployment_line(d) -> str:
+    return f"{'*' if d.current else ' '} v{d.version:<4} {d.model:<40} {local_time(d.created_at)}  {d.note}"
 
 
 def _dep_publish(args) -> int:

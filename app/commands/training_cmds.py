@@ -236,9 +236,11 @@ def _print_outcome(ws, job, json_out: bool) -> None:
 
 
 def _jobs_list(args):
-    return print_list(args, list_jobs(open_workspace(args), kind=args.kind), empty="no jobs",
-                         line=lambda j: (f"{j.id:40s} {j.kind:8s} {j.status:10s} {local_time(j.created_at)}"
-                                         + (f"  {j.error[:80]}" if j.error else "")))
+    return print_list(args, list_jobs(open_workspace(args), kind=args.kind), _job_line, empty="no jobs")
+
+
+def _job_line(j) -> str:
+    return f"{j.id:40s} {j.kind:8s} {j.status:10s} {local_time(j.created_at)}" + (f"  {j.error[:80]}" if j.error else "")
 
 
 def _jobs_show(args):
